@@ -1,0 +1,185 @@
+"""The payment gateway client: requests, one idempotency key per logical request, retries.
+
+Each call (`authorize`, `capture`, `void`, `refund`) is one logical request with a key chosen by
+the caller (billing derives it from the session id and stores it before calling). The same key
+goes out on every retry, so a retry after a lost answer replays the stored response instead of
+charging twice.
+
+Whether to retry is `should_retry(status, exc_kind, attempt, max_retries)` and how long to wait
+is `backoff(attempt, rng)`: pure functions, the randomness passed in, so tests are exact
+(stripe-python's habit). Transport errors are translated here, at the boundary, into
+`GatewayError`s that say whether trying again later makes sense (`.retryable`):
+
+  PaymentDeclined      the card said no (402): show `reason` to the customer; not retryable
+  IdempotencyConflict  the key was used for a different request (409): a bug; not retryable
+  InvalidGatewayRequest  the gateway refused the request (400/404): not retryable
+  GatewayUnavailable   no usable answer after every retry (timeouts, drops, 5xx): retryable
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Callable
+
+import requests
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_EXC_KINDS = frozenset({"timeout", "connection"})
+INITIAL_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 2.0
+
+
+class GatewayError(Exception):
+    """Base of every gateway failure. `retryable`: would the same request later make sense?"""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 body: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+class PaymentDeclined(GatewayError):
+    def __init__(self, reason: str, *, code: str = "card_declined", status: int | None = 402,
+                 body: dict[str, Any] | None = None):
+        super().__init__(f"payment declined: {reason} ({code})", status=status, body=body)
+        self.reason = reason
+        self.code = code
+
+
+class GatewayUnavailable(GatewayError):
+    retryable = True
+
+
+class IdempotencyConflict(GatewayError):
+    pass
+
+
+class InvalidGatewayRequest(GatewayError):
+    pass
+
+
+def should_retry(status_code: int | None, exc_kind: str | None, attempt: int,
+                 max_retries: int) -> bool:
+    """Retry after attempt number `attempt` (0-based)? At most `max_retries` retries.
+
+    A transport failure (`exc_kind` "timeout" or "connection") and 429/5xx are worth another
+    try: the idempotency key makes the retry safe even if the first one did take effect.
+    Anything else the gateway answered (2xx, 402 decline, 409 conflict, 4xx) is final.
+    """
+    if attempt >= max_retries:
+        return False
+    if exc_kind is not None:
+        return exc_kind in RETRYABLE_EXC_KINDS
+    return status_code in RETRYABLE_STATUSES
+
+
+def backoff(attempt: int, rng: random.Random) -> float:
+    """Seconds to wait after attempt `attempt`: exponential, capped, jittered down to half.
+
+    0.25 s, 0.5 s, 1 s, 2 s, 2 s ... each times a factor in [0.5, 1.0] drawn from `rng`.
+    """
+    base = min(INITIAL_BACKOFF_S * (2 ** max(attempt, 0)), MAX_BACKOFF_S)
+    return base * (0.5 + 0.5 * rng.random())
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, *, timeout_s: float = 2.0, max_retries: int = 3,
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"gateway client: base URL {base_url!r} must start with http:// "
+                             f"or https://")
+        if timeout_s <= 0 or max_retries < 0:
+            raise ValueError(f"gateway client: timeout_s must be > 0 and max_retries >= 0 "
+                             f"(got {timeout_s}, {max_retries})")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._http = requests.Session()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- the four operations ---------------------------------------------------------------
+    def authorize(self, amount: int, currency: str, payment_token: str,
+                  idempotency_key: str) -> dict[str, Any]:
+        """Place a hold; returns {id, status: "authorized", amount, ...} or raises."""
+        return self._post("/v1/authorizations", {"amount": amount, "currency": currency,
+                                                 "payment_token": payment_token},
+                          idempotency_key)
+
+    def capture(self, auth_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+        """Take `amount` (at most the authorised amount); returns {id, status: "captured"}."""
+        return self._post(f"/v1/authorizations/{auth_id}/capture", {"amount": amount},
+                          idempotency_key)
+
+    def void(self, auth_id: str, idempotency_key: str) -> dict[str, Any]:
+        """Release a hold; returns {id, status: "voided"}."""
+        return self._post(f"/v1/authorizations/{auth_id}/void", {}, idempotency_key)
+
+    def refund(self, capture_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+        """Give back `amount` of a capture; returns {id, status: "refunded"}."""
+        return self._post("/v1/refunds", {"capture_id": capture_id, "amount": amount},
+                          idempotency_key)
+
+    # --- the retry loop --------------------------------------------------------------------
+    def _post(self, path: str, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        if not idempotency_key:
+            raise ValueError(f"gateway client: POST {path} needs an idempotency key")
+        url = self.base_url + path
+        headers = {"Idempotency-Key": idempotency_key}
+        attempt = 0
+        while True:
+            status: int | None = None
+            exc_kind: str | None = None
+            answer: dict[str, Any] = {}
+            try:
+                response = self._http.post(url, json=body, headers=headers,
+                                           timeout=self.timeout_s)
+                status = response.status_code
+                answer = _json_of(response)
+            except requests.Timeout:
+                exc_kind = "timeout"
+            except requests.ConnectionError:
+                exc_kind = "connection"
+            except requests.RequestException:
+                exc_kind = "transport"
+            if should_retry(status, exc_kind, attempt, self.max_retries):
+                self._sleep(backoff(attempt, self._rng))
+                attempt += 1
+                continue
+            return self._translate(path, idempotency_key, status, exc_kind, answer, attempt)
+
+    def _translate(self, path: str, key: str, status: int | None, exc_kind: str | None,
+                   answer: dict[str, Any], attempt: int) -> dict[str, Any]:
+        where = f"gateway {self.base_url} POST {path} (key {key})"
+        if status is not None and 200 <= status < 300:
+            return answer
+        message = str((answer.get("error") or {}).get("message") or answer.get("message") or "")
+        if exc_kind is not None or status is None or status in RETRYABLE_STATUSES:
+            what = exc_kind or f"HTTP {status}"
+            raise GatewayUnavailable(f"{where}: no usable answer after {attempt + 1} attempt(s) "
+                                     f"(last: {what}); try again later with the same key",
+                                     status=status, body=answer)
+        if status == 402:
+            raise PaymentDeclined(message or "the card was declined",
+                                  code=str(answer.get("decline_code") or "card_declined"),
+                                  status=status, body=answer)
+        if status == 409:
+            raise IdempotencyConflict(f"{where}: {message or 'key reused for another request'}",
+                                      status=status, body=answer)
+        raise InvalidGatewayRequest(f"{where}: refused with HTTP {status}: {message}",
+                                    status=status, body=answer)
+
+
+def _json_of(response: requests.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {"message": f"non-JSON answer: {response.text[:200]!r}"}
+    return data if isinstance(data, dict) else {"message": f"unexpected answer: {data!r}"}
