@@ -27,7 +27,7 @@ PANEL_BGR = (170, 172, 168)
 BOARD_BGR = (62, 66, 72)
 LABEL_BGR = (236, 238, 235)
 TEXT_BGR = (40, 36, 34)
-FOREIGN_BGR = (96, 100, 98)
+FOREIGN_BGR = (74, 78, 76)
 PACKAGES = ("carton", "can", "bottle", "tub")
 # (width, height) of a package as a share of its facing cell
 _PACKAGE_SIZE = {"carton": (0.78, 0.86), "can": (0.64, 0.62), "bottle": (0.56, 0.92), "tub": (0.84, 0.48)}
@@ -181,12 +181,12 @@ def _draw_foreign(canvas: np.ndarray, cell: tuple[int, int, int, int], sku: str,
     cx, cy, cw, ch = cell
     d = _digest("foreign:" + sku)
     n = 7
-    center = np.array([cx + cw / 2 + dx, cy + ch * 0.68])
-    rx, ry = cw * 0.36, ch * 0.3
+    center = np.array([cx + cw / 2 + dx, cy + ch * 0.66])
+    rx, ry = cw * 0.44, ch * 0.32
     pts = []
     for i in range(n):
         a = 2 * np.pi * i / n
-        k = 0.65 + 0.35 * d[i] / 255
+        k = 0.8 + 0.2 * d[i] / 255
         pts.append(center + [np.cos(a) * rx * k, np.sin(a) * ry * k])
     poly = np.round(np.array(pts)).astype(np.int32)
     poly[:, 1] = np.minimum(poly[:, 1], cy + ch - 1)
