@@ -1,0 +1,78 @@
+"""The receipt of a session: a frozen value built from the database, and its text rendering.
+
+`Billing.receipt(session_id)` builds one; the kiosk shows `render_text()` and the controller
+stores it with the session bundle. It carries what happened to the money, not just the basket:
+charged, nothing taken, pending (and why), refunds, and any amount left owing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from billing.money import Money
+
+_OUTCOME_TEXT = {
+    "charged": "Charged",
+    "nothing_taken": "Nothing taken - no charge, the hold is released",
+    "denied": "Denied - the door was not opened",
+    "pending": "Payment pending",
+    "void": "Void - no charge, the hold is released",
+    None: "Open - not settled yet",
+}
+WIDTH = 44
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiptLine:
+    sku: str
+    name: str
+    qty: int
+    unit_price: Money
+    amount: Money
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    cabinet_id: str
+    session_id: str
+    account_name: str | None
+    opened_at: dt.datetime
+    closed_at: dt.datetime | None
+    lines: tuple[ReceiptLine, ...]
+    total: Money
+    outcome: str | None          # charged|nothing_taken|denied|pending|void, None while open
+    outcome_reason: str | None
+    charged: Money               # captured from the card
+    refunded: Money
+    owed: Money                  # left as debt on the account for this session
+    flags: tuple[str, ...]
+
+    @property
+    def at(self) -> dt.datetime:
+        return self.closed_at or self.opened_at
+
+    def render_text(self) -> str:
+        rule = "-" * WIDTH
+        out = [f"Cabinet   {self.cabinet_id}",
+               f"Session   {self.session_id}",
+               f"Customer  {self.account_name or '-'}",
+               f"Time      {self.at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
+               rule]
+        if not self.lines:
+            out.append("  (no items)")
+        for line in self.lines:
+            out.append(f"  {line.qty} x {line.name} @ {line.unit_price} = {line.amount}")
+        out += [rule, f"Total     {self.total}"]
+        outcome = _OUTCOME_TEXT.get(self.outcome, self.outcome or "")
+        if self.outcome == "charged":
+            outcome = f"Charged {self.charged}"
+        if self.outcome_reason and self.outcome in ("pending", "denied", "void"):
+            outcome = f"{outcome}: {self.outcome_reason}"
+        out.append(f"Outcome   {outcome}")
+        if self.owed.amount:
+            out.append(f"Owed      {self.owed} (settle it before the next visit)")
+        if self.refunded.amount:
+            out.append(f"Refunded  {self.refunded}")
+        if self.flags:
+            out.append(f"Flags     {', '.join(self.flags)}")
+        return "\n".join(out) + "\n"

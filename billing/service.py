@@ -1,0 +1,564 @@
+"""Billing: standing, holds, settlement (capture or void), refunds and receipts of sessions.
+
+Every money step follows one pattern, so that no crash can charge a customer twice:
+  1. in one transaction, check the request and write the row for the gateway call with its
+     idempotency key (f"{session_id}:hold", ":capture", ":void", ":refund:N") as "requested";
+  2. call the gateway outside any transaction (no lock held across the network);
+  3. in a second transaction, record the answer (status, gateway ids, ledger entries), only if
+     the row is still "requested" (a concurrent or replayed call recorded it already).
+A crash between 1 and 3 leaves a "requested" row; calling the same method again, or
+`retry_pending()` from a new process, replays the same key and the gateway answers with the
+stored result instead of acting twice.
+
+Outcomes of a session: charged, nothing_taken, denied, void, or pending. Pending means money is
+still owed: the capture got no answer (retried later with the same key) or the gateway refused
+the capture (the amount is recorded as debt). A basket above the hold captures the whole hold
+and records the rest as debt on the account, which then is not in good standing until an
+operator settles it (a later issue). Review flags are the controller's business: they are
+stored and printed, and do not change the outcome.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing import receipt as receipts
+from billing.db import utcnow
+from billing.errors import (BillingError, InvalidLine, NotHeld, RefundRefused,
+                            SettlementConflict, UnknownAccount, UnknownSession)
+from billing.gateway import GatewayClient, GatewayError, GatewayUnavailable, PaymentDeclined
+from billing.models import (Account, CabinetSession, Charge, FaceTemplate, Hold, LedgerEntry,
+                            LineItem, Refund)
+from billing.money import Money, check_amount, check_currency
+from billing.receipt import Receipt
+
+UNAVAILABLE_TEXT = "The payment service is not answering; please try again in a moment."
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One basket line as the controller reconciled it; unit_price in minor units."""
+
+    sku: str
+    name: str
+    qty: int
+    unit_price: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    ok: bool
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldResult:
+    ok: bool
+    session_id: str
+    reason: str                   # for the kiosk: "" when ok, else why the door stays shut
+    amount: Money | None = None
+    auth_id: str | None = None
+    code: str | None = None       # decline code, "standing", "unavailable", ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RefundResult:
+    session_id: str
+    amount: Money
+    status: str                   # refunded | requested (retried later) | failed
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Retried:
+    session_id: str
+    what: str                     # settle | hold_cleanup | refund
+    result: str                   # the session's outcome, the hold's or the refund's status
+
+
+class Billing:
+    def __init__(self, session_factory: sessionmaker, gateway: GatewayClient, *,
+                 hold_amount: int = 5000, currency: str = "EUR", cabinet_id: str = "cabinet-1",
+                 clock: Callable[[], Any] = utcnow):
+        self.currency = check_currency(currency, "billing")
+        self.hold_amount = check_amount(hold_amount, "billing hold_amount", allow_zero=False)
+        self.cabinet_id = cabinet_id
+        self._sessions = session_factory
+        self._gateway = gateway
+        self._clock = clock
+
+    # --- accounts ---------------------------------------------------------------------------
+    def open_account(self, name: str, payment_token: str | None,
+                     currency: str | None = None) -> Account:
+        if not isinstance(name, str) or not name.strip():
+            raise BillingError(f"open_account: the name {name!r} is empty")
+        if payment_token is not None and (not isinstance(payment_token, str)
+                                          or not payment_token.strip()):
+            raise BillingError("open_account: the payment token must be a non-empty string "
+                               "or None (no payment method yet)")
+        currency = check_currency(currency or self.currency, f"open_account {name!r}")
+        with self._sessions.begin() as db:
+            account = Account(name=name.strip(), payment_token=payment_token,
+                              currency=currency, status="active", created_at=self._clock())
+            db.add(account)
+        return account
+
+    def block(self, account_id: int, reason: str) -> None:
+        if not isinstance(reason, str) or not reason.strip():
+            raise BillingError(f"block account {account_id}: give a reason")
+        with self._sessions.begin() as db:
+            account = self._account(db, account_id)
+            account.status, account.blocked_reason = "blocked", reason.strip()
+
+    def unblock(self, account_id: int) -> None:
+        with self._sessions.begin() as db:
+            account = self._account(db, account_id)
+            account.status, account.blocked_reason = "active", None
+
+    def enrol_face(self, account_id: int, encoding: bytes, source: str) -> int:
+        """Store a face encoding (never the photo) for an account; returns the template id."""
+        if not isinstance(encoding, (bytes, bytearray)) or not encoding:
+            raise BillingError(f"enrol_face account {account_id}: the encoding must be "
+                               f"non-empty bytes (e.g. float32 array .tobytes())")
+        with self._sessions.begin() as db:
+            self._account(db, account_id)
+            template = FaceTemplate(account_id=account_id, encoding=bytes(encoding),
+                                    source=source, created_at=self._clock())
+            db.add(template)
+            db.flush()
+            return template.id
+
+    def face_templates(self) -> list[tuple[int, bytes]]:
+        """(account id, encoding) of every enrolled face, for building a gallery."""
+        with self._sessions() as db:
+            rows = db.execute(select(FaceTemplate.account_id, FaceTemplate.encoding)
+                              .order_by(FaceTemplate.id))
+            return [(a, e) for a, e in rows]
+
+    def standing(self, account_id: int) -> Standing:
+        with self._sessions() as db:
+            return self._standing(db, self._account(db, account_id))
+
+    def _standing(self, db: Session, account: Account) -> Standing:
+        if account.status == "blocked":
+            return Standing(False, f"account blocked: {account.blocked_reason or 'no reason'}")
+        if not account.payment_token:
+            return Standing(False, "no valid payment method on the account")
+        debt = self.debt(account.id, db=db)
+        if debt.amount > 0:
+            return Standing(False, f"unpaid debt of {debt}")
+        waiting = db.scalar(
+            select(CabinetSession.id).join(Charge, Charge.session_id == CabinetSession.id)
+            .where(CabinetSession.account_id == account.id,
+                   CabinetSession.outcome == "pending", Charge.status == "requested")
+            .limit(1))
+        if waiting is not None:
+            return Standing(False, f"the payment for session {waiting} is still pending")
+        return Standing(True, "")
+
+    def debt(self, account_id: int, *, db: Session | None = None) -> Money:
+        """What the account owes (sum of its debt ledger entries)."""
+        if db is None:
+            with self._sessions() as own:
+                return self.debt(account_id, db=own)
+        account = self._account(db, account_id)
+        owed = db.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+                         .where(LedgerEntry.account_id == account_id,
+                                LedgerEntry.kind == "debt"))
+        return Money(int(owed or 0), account.currency)
+
+    # --- the hold before the door opens -----------------------------------------------------
+    def place_hold(self, session_id: str, account_id: int, *,
+                   cabinet_id: str | None = None) -> HoldResult:
+        """Pre-authorise `hold_amount` for a new session; idempotent per session id."""
+        _check_session_id(session_id)
+        with self._sessions.begin() as db:
+            account = self._account(db, account_id)
+            sess = db.get(CabinetSession, session_id)
+            if sess is None:
+                sess = CabinetSession(id=session_id, account_id=account_id, state="open",
+                                      cabinet_id=cabinet_id or self.cabinet_id,
+                                      currency=self.currency, opened_at=self._clock(),
+                                      flags=[])
+                db.add(sess)
+            elif sess.account_id not in (None, account_id):
+                raise BillingError(f"place_hold: session {session_id} belongs to account "
+                                   f"{sess.account_id}, not {account_id}")
+            sess.account_id = account_id
+            hold = _hold_of(db, session_id)
+            if hold is None:
+                if sess.outcome is not None:
+                    return HoldResult(False, session_id, sess.outcome_reason or sess.outcome,
+                                      code=sess.outcome)
+                standing = self._standing(db, account)
+                if standing.ok and account.currency != self.currency:
+                    standing = Standing(False, f"the account pays in {account.currency}; this "
+                                               f"cabinet sells in {self.currency}")
+                if not standing.ok:
+                    self._close(sess, "denied", standing.reason)
+                    return HoldResult(False, session_id, standing.reason, code="standing")
+                hold = Hold(session_id=session_id, account_id=account_id,
+                            amount=self.hold_amount, currency=self.currency,
+                            idempotency_key=f"{session_id}:hold", status="requested")
+                db.add(hold)
+            elif hold.status != "requested" or sess.outcome is not None:
+                return _hold_result(hold, sess)
+            call = (hold.amount, hold.currency, account.payment_token, hold.idempotency_key)
+        try:
+            answer = self._gateway.authorize(*call)
+        except PaymentDeclined as e:
+            return self._record_hold(session_id, "declined", reason=e.reason, code=e.code)
+        except GatewayUnavailable:
+            return self._record_hold(session_id, "requested", reason=UNAVAILABLE_TEXT,
+                                     code="unavailable")
+        except GatewayError as e:
+            return self._record_hold(session_id, "failed", reason=str(e), code="gateway")
+        return self._record_hold(session_id, "authorized", auth_id=str(answer["id"]))
+
+    def _record_hold(self, session_id: str, status: str, *, reason: str = "",
+                     code: str | None = None, auth_id: str | None = None) -> HoldResult:
+        with self._sessions.begin() as db:
+            sess, hold = db.get(CabinetSession, session_id), _hold_of(db, session_id)
+            if hold.status == "requested" and sess.outcome is None:
+                hold.status, hold.gateway_auth_id = status, auth_id
+                if status == "authorized":
+                    sess.state = "held"
+                    self._ledger(db, sess, "hold", hold.amount)
+                else:
+                    # A hold with no answer stays "requested": retry_pending() replays it to
+                    # learn whether it exists and voids it. The session itself is over.
+                    hold.decline_reason = reason
+                    self._close(sess, "denied", _denial_text(reason, code))
+            result = _hold_result(hold, sess)
+            return result if result.ok or code is None else dataclasses.replace(result, code=code)
+
+    # --- settlement after the door closes ---------------------------------------------------
+    def settle(self, session_id: str, lines: Sequence[Line], *,
+               flags: Iterable[str] = ()) -> Receipt:
+        """Charge the basket (or release the hold if it is empty); safe to call again."""
+        checked = _check_lines(session_id, lines)
+        flags = _check_flags(session_id, flags)
+        total = sum(line.qty * line.unit_price for line in checked)
+        with self._sessions.begin() as db:
+            sess = self._session(db, session_id)
+            hold = _hold_of(db, session_id)
+            if sess.lines:
+                recorded = [Line(x.sku, x.name, x.qty, x.unit_price) for x in sess.lines]
+                if recorded != checked:
+                    raise SettlementConflict(
+                        f"settle {session_id}: this session was already settled with another "
+                        f"basket ({_basket_text(recorded)}); corrections go through refunds")
+            elif sess.outcome in ("denied", "void") or hold is None or hold.status not in (
+                    "authorized", "void_requested", "voided", "captured"):
+                raise NotHeld(f"settle {session_id}: no authorized hold (outcome "
+                              f"{sess.outcome or 'open'}, hold "
+                              f"{hold.status if hold else 'none'}); nothing can be charged")
+            else:
+                for i, line in enumerate(checked):
+                    db.add(LineItem(session_id=session_id, position=i, sku=line.sku,
+                                    name=line.name, qty=line.qty, unit_price=line.unit_price,
+                                    amount=line.qty * line.unit_price, currency=sess.currency))
+                sess.total, sess.state = total, "settling"
+                sess.flags = sorted(set(sess.flags or []) | set(flags))
+                if total == 0:
+                    self._close(sess, "nothing_taken", None)
+                    _request_void(hold)
+                else:
+                    db.add(Charge(session_id=session_id, kind="capture", currency=sess.currency,
+                                  amount=min(total, hold.amount), status="requested",
+                                  idempotency_key=f"{session_id}:capture",
+                                  gateway_auth_id=hold.gateway_auth_id))
+        self._drive(session_id)
+        return self.receipt(session_id)
+
+    def void_session(self, session_id: str, reason: str) -> Receipt:
+        """End a session that never reached the shelves (e.g. the door was never opened)."""
+        with self._sessions.begin() as db:
+            sess = self._session(db, session_id)
+            if sess.outcome is not None or sess.lines:
+                raise BillingError(f"void_session {session_id}: already "
+                                   f"{sess.outcome or 'settling'}; nothing to void")
+            hold = _hold_of(db, session_id)
+            if hold is None or hold.status != "authorized":
+                raise NotHeld(f"void_session {session_id}: no authorized hold to release")
+            sess.total = 0
+            self._close(sess, "void", reason)
+            _request_void(hold)
+        self._drive(session_id)
+        return self.receipt(session_id)
+
+    def _drive(self, session_id: str) -> None:
+        """Make the gateway calls a session's "requested" rows ask for, and record answers."""
+        with self._sessions() as db:
+            hold = _hold_of(db, session_id)
+            charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
+                                                    Charge.kind == "capture"))
+            void = (hold.gateway_auth_id, hold.void_key) if hold.status == "void_requested" \
+                else None
+            capture = (charge.gateway_auth_id, charge.amount, charge.idempotency_key) \
+                if charge is not None and charge.status == "requested" else None
+        if void is not None:
+            try:
+                self._gateway.void(*void)
+            except GatewayUnavailable:
+                pass  # stays void_requested; retry_pending() releases it later
+            except GatewayError as e:
+                self._record_void(session_id, "void_failed", str(e))
+            else:
+                self._record_void(session_id, "voided", "")
+        if capture is not None:
+            try:
+                answer = self._gateway.capture(*capture)
+            except GatewayUnavailable as e:
+                self._record_capture(session_id, None, unavailable=str(e))
+            except GatewayError as e:
+                self._record_capture(session_id, None, failure=str(e))
+            else:
+                self._record_capture(session_id, answer)
+
+    def _record_void(self, session_id: str, status: str, failure: str) -> None:
+        with self._sessions.begin() as db:
+            hold = _hold_of(db, session_id)
+            if hold.status != "void_requested":
+                return
+            hold.status, hold.decline_reason = status, failure or None
+            if status == "voided":
+                self._ledger(db, db.get(CabinetSession, session_id), "void", hold.amount)
+
+    def _record_capture(self, session_id: str, answer: dict[str, Any] | None, *,
+                        unavailable: str = "", failure: str = "") -> None:
+        with self._sessions.begin() as db:
+            sess = db.get(CabinetSession, session_id)
+            charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
+                                                    Charge.kind == "capture"))
+            if charge.status != "requested":
+                return  # recorded by an earlier or concurrent call
+            if unavailable:
+                sess.outcome, sess.outcome_reason = "pending", "payment retry: the payment " \
+                                                               "service did not answer"
+                return
+            hold = _hold_of(db, session_id)
+            if answer is None:
+                charge.status, charge.failure = "failed", failure
+                self._ledger(db, sess, "debt", sess.total, note=f"capture refused: {failure}")
+                self._close(sess, "pending", "unpaid: the capture was refused; the amount is "
+                                             "recorded as debt")
+                return
+            charge.status, charge.gateway_capture_id = "captured", str(answer["id"])
+            hold.status = "captured"
+            self._ledger(db, sess, "capture", charge.amount)
+            if sess.total > charge.amount:
+                self._ledger(db, sess, "debt", sess.total - charge.amount,
+                             note="basket above the hold")
+            self._close(sess, "charged", None)
+
+    # --- refunds ----------------------------------------------------------------------------
+    def refund(self, session_id: str, amount: int, reason: str) -> RefundResult:
+        amount = check_amount(amount, f"refund {session_id}", allow_zero=False)
+        if not isinstance(reason, str) or not reason.strip():
+            raise RefundRefused(f"refund {session_id}: give a reason")
+        with self._sessions.begin() as db:
+            sess = self._session(db, session_id)
+            charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
+                                                    Charge.kind == "capture"))
+            if charge is None or charge.status != "captured":
+                raise RefundRefused(f"refund {session_id}: nothing was captured for this "
+                                    f"session (outcome {sess.outcome or 'open'})")
+            refunds = db.scalars(select(Refund).where(Refund.session_id == session_id)).all()
+            left = charge.amount - sum(r.amount for r in refunds if r.status != "failed")
+            if amount > left:
+                raise RefundRefused(f"refund {session_id}: {Money(amount, charge.currency)} is "
+                                    f"more than the {Money(left, charge.currency)} left to "
+                                    f"refund")
+            row = Refund(session_id=session_id, charge_id=charge.id, amount=amount,
+                         currency=charge.currency, reason=reason.strip(), status="requested",
+                         idempotency_key=f"{session_id}:refund:{len(refunds) + 1}")
+            db.add(row)
+            db.flush()
+            refund_id = row.id
+        return self._drive_refund(refund_id)
+
+    def _drive_refund(self, refund_id: int) -> RefundResult:
+        with self._sessions() as db:
+            row = db.get(Refund, refund_id)
+            capture_id = db.get(Charge, row.charge_id).gateway_capture_id
+            call = (capture_id, row.amount, row.idempotency_key)
+        status, message, answer = "refunded", "", None
+        try:
+            answer = self._gateway.refund(*call)
+        except GatewayUnavailable as e:
+            status, message = "requested", f"refund pending, retried later: {e}"
+        except GatewayError as e:
+            status, message = "failed", str(e)
+        with self._sessions.begin() as db:
+            row = db.get(Refund, refund_id)
+            if row.status == "requested" and status != "requested":
+                row.status, row.failure = status, message or None
+                if answer is not None:
+                    row.gateway_refund_id = str(answer["id"])
+                    self._ledger(db, db.get(CabinetSession, row.session_id), "refund",
+                                 row.amount, note=row.reason)
+            return RefundResult(row.session_id, Money(row.amount, row.currency), row.status,
+                                message)
+
+    # --- recovery ---------------------------------------------------------------------------
+    def retry_pending(self) -> list[Retried]:
+        """Replay every gateway call left "requested" (after a crash or an outage)."""
+        done: list[Retried] = []
+        with self._sessions() as db:
+            captures = db.scalars(select(Charge.session_id)
+                                  .where(Charge.status == "requested")).all()
+            voids = db.scalars(select(Hold.session_id)
+                               .where(Hold.status == "void_requested")).all()
+            unknown = db.scalars(select(Hold.session_id).join(CabinetSession)
+                                 .where(Hold.status == "requested",
+                                        CabinetSession.outcome == "denied")).all()
+            refunds = db.scalars(select(Refund.id).where(Refund.status == "requested")).all()
+        for session_id in dict.fromkeys([*captures, *voids]):
+            self._drive(session_id)
+            done.append(Retried(session_id, "settle", self._summary(session_id)))
+        for session_id in unknown:
+            status = self._release_unknown_hold(session_id)
+            done.append(Retried(session_id, "hold_cleanup", status))
+        for refund_id in refunds:
+            result = self._drive_refund(refund_id)
+            done.append(Retried(result.session_id, "refund", result.status))
+        return done
+
+    def _release_unknown_hold(self, session_id: str) -> str:
+        """A hold that never got its answer: replay it to learn its fate, void it if it stands."""
+        with self._sessions() as db:
+            hold = _hold_of(db, session_id)
+            token = db.get(Account, hold.account_id).payment_token
+            call = (hold.amount, hold.currency, token, hold.idempotency_key)
+        try:
+            answer = self._gateway.authorize(*call)
+        except PaymentDeclined:
+            status = "declined"
+        except GatewayUnavailable:
+            return "requested"
+        except GatewayError:
+            status = "failed"
+        else:
+            with self._sessions.begin() as db:
+                hold = _hold_of(db, session_id)
+                hold.status, hold.gateway_auth_id = "authorized", str(answer["id"])
+                self._ledger(db, db.get(CabinetSession, session_id), "hold", hold.amount)
+                _request_void(hold)
+            self._drive(session_id)
+            with self._sessions() as db:
+                return _hold_of(db, session_id).status
+        with self._sessions.begin() as db:
+            _hold_of(db, session_id).status = status
+        return status
+
+    def _summary(self, session_id: str) -> str:
+        with self._sessions() as db:
+            return db.get(CabinetSession, session_id).outcome or "open"
+
+    # --- receipts ---------------------------------------------------------------------------
+    def receipt(self, session_id: str) -> Receipt:
+        with self._sessions() as db:
+            sess = self._session(db, session_id)
+            account = db.get(Account, sess.account_id) if sess.account_id else None
+            cur = sess.currency
+
+            def money_of(kind: str) -> Money:
+                return Money(int(db.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+                                           .where(LedgerEntry.session_id == session_id,
+                                                  LedgerEntry.kind == kind)) or 0), cur)
+
+            return Receipt(
+                cabinet_id=sess.cabinet_id, session_id=sess.id,
+                account_name=account.name if account else None,
+                opened_at=sess.opened_at, closed_at=sess.closed_at,
+                lines=tuple(receipts.ReceiptLine(x.sku, x.name, x.qty, Money(x.unit_price, cur),
+                                                 Money(x.amount, cur)) for x in sess.lines),
+                total=Money(sess.total or 0, cur), outcome=sess.outcome,
+                outcome_reason=sess.outcome_reason, charged=money_of("capture"),
+                refunded=money_of("refund"), owed=money_of("debt"),
+                flags=tuple(sess.flags or ()))
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _account(self, db: Session, account_id: int) -> Account:
+        account = db.get(Account, account_id) if isinstance(account_id, int) else None
+        if account is None:
+            raise UnknownAccount(account_id)
+        return account
+
+    def _session(self, db: Session, session_id: str) -> CabinetSession:
+        sess = db.get(CabinetSession, session_id) if isinstance(session_id, str) else None
+        if sess is None:
+            raise UnknownSession(session_id)
+        return sess
+
+    def _close(self, sess: CabinetSession, outcome: str, reason: str | None) -> None:
+        sess.outcome, sess.outcome_reason = outcome, reason
+        sess.state, sess.closed_at = "closed", self._clock()
+
+    def _ledger(self, db: Session, sess: CabinetSession, kind: str, amount: int,
+                note: str | None = None) -> None:
+        db.add(LedgerEntry(account_id=sess.account_id, session_id=sess.id, kind=kind,
+                           amount=amount, currency=sess.currency, at=self._clock(), note=note))
+
+
+def _hold_of(db: Session, session_id: str) -> Hold | None:
+    return db.scalar(select(Hold).where(Hold.session_id == session_id))
+
+
+def _request_void(hold: Hold) -> None:
+    if hold.status == "authorized":
+        hold.status, hold.void_key = "void_requested", f"{hold.session_id}:void"
+
+
+def _hold_result(hold: Hold, sess: CabinetSession) -> HoldResult:
+    if hold.status in ("authorized", "captured", "void_requested", "voided") and \
+            hold.gateway_auth_id and sess.outcome in (None, "pending", "charged"):
+        return HoldResult(True, sess.id, "", Money(hold.amount, hold.currency),
+                          hold.gateway_auth_id)
+    return HoldResult(False, sess.id, sess.outcome_reason or hold.decline_reason or
+                      f"hold {hold.status}", code=hold.status)
+
+
+def _denial_text(reason: str, code: str | None) -> str:
+    if code == "unavailable" or code == "gateway":
+        return reason if code == "unavailable" else f"payment error: {reason}"
+    return f"payment declined: {reason}"
+
+
+def _check_session_id(session_id: object) -> str:
+    if not isinstance(session_id, str) or not session_id or len(session_id) > 64:
+        raise BillingError(f"billing: session id {session_id!r} must be a non-empty string of "
+                           f"at most 64 characters")
+    return session_id
+
+
+def _check_lines(session_id: str, lines: Sequence[Line]) -> list[Line]:
+    checked = []
+    for i, line in enumerate(lines):
+        where = f"settle {session_id} line {i + 1}"
+        if not isinstance(line, Line):
+            raise InvalidLine(f"{where}: expected a billing.Line, got {line!r}")
+        if not isinstance(line.sku, str) or not line.sku or not isinstance(line.name, str):
+            raise InvalidLine(f"{where}: the SKU must be a non-empty string ({line!r})")
+        if isinstance(line.qty, bool) or not isinstance(line.qty, int) or line.qty <= 0:
+            raise InvalidLine(f"{where} ({line.sku}): quantity {line.qty!r} must be a positive "
+                              f"integer (items put back are not lines)")
+        check_amount(line.unit_price, f"{where} ({line.sku}) unit price")
+        checked.append(line)
+    return checked
+
+
+def _check_flags(session_id: str, flags: Iterable[str]) -> list[str]:
+    flags = list(flags)
+    for flag in flags:
+        if not isinstance(flag, str) or not flag:
+            raise BillingError(f"settle {session_id}: flag {flag!r} must be a non-empty string")
+    return flags
+
+
+def _basket_text(lines: list[Line]) -> str:
+    return ", ".join(f"{x.qty} x {x.sku}" for x in lines) or "empty"
