@@ -236,7 +236,7 @@ class SandboxGateway:
         self._server = server_class((self._host, self._port), _make_handler(self))
         host, port = self._server.server_address[:2]
         self.base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="sandbox-gateway", daemon=True)
         self._thread.start()
         return self.base_url
@@ -287,7 +287,8 @@ class SandboxGateway:
                 raw: bytes) -> tuple[int | None, dict[str, Any], float]:
         """(status or None for a dropped connection, body, seconds to wait before answering)"""
         with self._lock:
-            fault, delay = self._faults.popleft() if method == "POST" and self._faults else (None, 0.0)
+            fault, delay = (self._faults.popleft() if method == "POST" and self._faults
+                            else (None, 0.0))
             self._seen.append(RequestSeen(method, path, key, fault))
             if fault == "500":
                 return 500, {"error": {"type": "api_error", "message": "injected fault"}}, 0.0
