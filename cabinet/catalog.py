@@ -176,6 +176,29 @@ def catalog_from_doc(doc: Doc) -> Catalog:
     return Catalog(products, model.currency, path=doc.path, lines=lines)
 
 
+def product_looks(catalog: Catalog, data_root: Path | None = None) -> dict[str, Any]:
+    """SKU -> vision.render.ProductLook: the catalog colour (or one derived from the SKU) and the
+    first product image found under `data_root`. The shelf renderer and reconcile's vision term
+    must use the same looks, so both call this."""
+    from vision.render import ProductLook  # cabinet may import vision; kept lazy (OpenCV)
+
+    looks = {}
+    for sku, p in catalog.items():
+        image = None
+        for rel in p.images:
+            candidate = Path(rel) if Path(rel).is_absolute() or data_root is None \
+                else data_root / rel
+            if candidate.is_file():
+                image = candidate
+                break
+        base = ProductLook.for_sku(sku, p.name, image_path=image)
+        if p.color:
+            r, g, b = (int(p.color[i:i + 2], 16) for i in (1, 3, 5))
+            base = dataclasses.replace(base, color_bgr=(b, g, r))
+        looks[sku] = base
+    return looks
+
+
 def load_catalog(path: str | Path) -> Catalog:
     """Read catalog.yaml; any problem is a one-line FormatError naming file and line."""
     return catalog_from_doc(load_yaml(path, "catalog"))

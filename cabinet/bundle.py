@@ -1,0 +1,344 @@
+"""The session bundle: one directory per session holding what reconcile needs and decided.
+
+    <root>/<session_id>/
+        bundle.json        context, settled weights and samples, image names, inventory, params
+        catalog.yaml       byte copies of the files in force when the session opened
+        planogram.yaml
+        images/<camera>_before.png, images/<camera>_after.png
+        result.json        what reconcile decided (ReconcileResult.to_json)
+
+`BundleWriter` writes it step by step as the session goes (context, before-snapshot, after,
+result); every file is written to a temporary name, fsynced and renamed, so a crash leaves the
+old or the new file, never half of one. The before-snapshot is written once and never replaced
+(invariant 5). `load_bundle` reads a bundle back, checking bundle.json against its schema
+(cabinet/schemas/bundle.schema.json) and the copies of catalog and planogram, and raises a
+`BundleError` naming the file and what is wrong. Times are UTC ISO 8601 strings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cabinet.catalog import Catalog, load_catalog
+from cabinet.errors import BundleError, CabinetError
+from cabinet.planogram import Planogram, load_planogram
+
+SCHEMA_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+RESULT_JSON = "result.json"
+
+
+# --- bundle.json schema ----------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ShelfRecord(_Strict):
+    channel: int = Field(ge=0)
+    before_g: float | None = None
+    after_g: float | None = None
+    before_stable: bool = False
+    after_stable: bool = False
+    samples_before: list[float] = Field(default_factory=list)
+    samples_after: list[float] = Field(default_factory=list)
+
+
+class CameraRecord(_Strict):
+    before: str | None = Field(default=None, description="Image path inside the bundle; null "
+                               "when the camera gave no image")
+    after: str | None = None
+
+
+class ParamsRecord(_Strict):
+    load_cell_noise_g: float = Field(default=2.0, gt=0)
+    min_confidence: float = Field(default=0.95, ge=0, le=1)
+
+
+class BundleRecord(_Strict):
+    schema_version: int = Field(ge=1, le=SCHEMA_VERSION)
+    session_id: str = Field(min_length=1)
+    cabinet_id: str
+    account_id: str | None = None
+    opened_at: str
+    closed_at: str | None = None
+    timings: dict[str, float | str] = Field(default_factory=dict)
+    params: ParamsRecord = Field(default_factory=ParamsRecord)
+    shelves: dict[str, ShelfRecord] = Field(default_factory=dict)
+    cameras: dict[str, CameraRecord] = Field(default_factory=dict)
+    inventory_before: dict[str, list[str]] = Field(default_factory=dict)
+
+
+# --- the loaded bundle -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ShelfWeights:
+    channel: int
+    before_g: float | None
+    after_g: float | None
+    before_stable: bool
+    after_stable: bool
+    samples_before: tuple[float, ...] = ()
+    samples_after: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CameraImages:
+    before: np.ndarray | None
+    after: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Bundle:
+    path: Path
+    record: BundleRecord
+    catalog: Catalog
+    planogram: Planogram
+    shelves: Mapping[str, ShelfWeights]
+    images: Mapping[str, CameraImages]
+    inventory_before: Mapping[str, tuple[str, ...]]
+    result: dict[str, Any] | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.record.session_id
+
+    @property
+    def params(self) -> ParamsRecord:
+        return self.record.params
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _iso(at: dt.datetime | str | None) -> str:
+    if at is None:
+        return utc_now()
+    if isinstance(at, str):
+        return at
+    if at.tzinfo is None:
+        raise ValueError("bundle times must be timezone-aware (UTC)")
+    return at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, fsync, rename over `path`, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _png(image: np.ndarray, where: str) -> bytes:
+    import cv2
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise BundleError(where, "an image must be a uint8 array (H, W) or (H, W, 3)")
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise BundleError(where, "could not encode the image as PNG")
+    return buf.tobytes()
+
+
+class BundleWriter:
+    """Writes one session's bundle as the session goes; safe to re-open after a crash."""
+
+    def __init__(self, root: str | Path, session_id: str):
+        if not session_id or "/" in session_id or session_id in {".", ".."}:
+            raise BundleError(root, f"session id {session_id!r} cannot name a directory")
+        self.dir = Path(root) / session_id
+        self.session_id = session_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._record: dict[str, Any] | None = None
+        self._planogram: Planogram | None = None
+        if (self.dir / BUNDLE_JSON).exists():  # resuming after a restart
+            self._record = json.loads((self.dir / BUNDLE_JSON).read_text("utf-8"))
+            catalog = load_catalog(self.dir / "catalog.yaml")
+            self._planogram = load_planogram(self.dir / "planogram.yaml", catalog)
+
+    @property
+    def path(self) -> Path:
+        return self.dir
+
+    def _save(self) -> None:
+        BundleRecord.model_validate(self._record)  # never write what load_bundle would refuse
+        text = json.dumps(self._record, indent=2, sort_keys=False)
+        atomic_write(self.dir / BUNDLE_JSON, text.encode("utf-8"))
+
+    def _need_context(self) -> dict[str, Any]:
+        if self._record is None or self._planogram is None:
+            raise BundleError(self.dir, "write_context() must come first")
+        return self._record
+
+    def write_context(self, planogram_path: str | Path, catalog_path: str | Path,
+                      account_id: str | None, *, opened_at: dt.datetime | str | None = None,
+                      load_cell_noise_g: float = 2.0, min_confidence: float = 0.95) -> None:
+        """Copy the catalog and planogram in force and start bundle.json. Both files are
+        validated first (a FormatError leaves the bundle without them)."""
+        if self._record is not None:
+            raise BundleError(self.dir / BUNDLE_JSON, "the context is already written")
+        catalog = load_catalog(catalog_path)
+        planogram = load_planogram(planogram_path, catalog)
+        atomic_write(self.dir / "catalog.yaml", Path(catalog_path).read_bytes())
+        atomic_write(self.dir / "planogram.yaml", Path(planogram_path).read_bytes())
+        self._planogram = planogram
+        self._record = {
+            "schema_version": SCHEMA_VERSION, "session_id": self.session_id,
+            "cabinet_id": planogram.cabinet_id, "account_id": account_id,
+            "opened_at": _iso(opened_at), "closed_at": None, "timings": {},
+            "params": {"load_cell_noise_g": float(load_cell_noise_g),
+                       "min_confidence": float(min_confidence)},
+            "shelves": {s.id: {"channel": s.channel} for s in planogram.shelves},
+            "cameras": {}, "inventory_before": {}}
+        self._save()
+
+    def _write_side(self, side: str, weights: Mapping[str, Any],
+                    images: Mapping[str, np.ndarray | None]) -> None:
+        rec = self._need_context()
+        for shelf_id, reading in weights.items():
+            if shelf_id not in rec["shelves"]:
+                raise BundleError(self.dir, f"shelf '{shelf_id}' is not in the planogram")
+            grams, stable, samples = reading
+            rec["shelves"][shelf_id].update({
+                f"{side}_g": None if grams is None else float(grams),
+                f"{side}_stable": bool(stable),
+                f"samples_{side}": [round(float(x), 3) for x in (samples or ())]})
+        cameras = set(self._planogram.cameras)
+        for camera, image in images.items():
+            if camera not in cameras:
+                raise BundleError(self.dir, f"camera '{camera}' is not in the planogram")
+            name = None
+            if image is not None:
+                name = f"images/{camera}_{side}.png"
+                atomic_write(self.dir / name, _png(image, str(self.dir / name)))
+            rec["cameras"].setdefault(camera, {"before": None, "after": None})[side] = name
+
+    def write_before(self, weights: Mapping[str, tuple[float | None, bool, Any]],
+                     images: Mapping[str, np.ndarray | None],
+                     inventory: Mapping[str, Any], *, at: dt.datetime | str | None = None) -> None:
+        """The before-snapshot: shelf id -> (grams, stable, samples), camera -> image,
+        slot id -> SKUs left to right. Written once; a second call raises BundleError."""
+        rec = self._need_context()
+        if "before_at" in rec["timings"]:
+            raise BundleError(self.dir / BUNDLE_JSON, "the before-snapshot is already written; "
+                              "it is never replaced")
+        self._write_side("before", weights, images)
+        rec["inventory_before"] = {k: list(v) for k, v in inventory.items()}
+        rec["timings"]["before_at"] = _iso(at)
+        self._save()
+
+    def write_after(self, weights: Mapping[str, tuple[float | None, bool, Any]],
+                    images: Mapping[str, np.ndarray | None], *,
+                    closed_at: dt.datetime | str | None = None,
+                    timings: Mapping[str, float | str] | None = None) -> None:
+        """The after-snapshot (settled weights after the door closed, images)."""
+        rec = self._need_context()
+        if "before_at" not in rec["timings"]:
+            raise BundleError(self.dir, "write_before() must come before write_after()")
+        self._write_side("after", weights, images)
+        rec["closed_at"] = _iso(closed_at)
+        rec["timings"].update(dict(timings or {}))
+        rec["timings"]["after_at"] = utc_now()
+        self._save()
+
+    def add_timings(self, **timings: float | str) -> None:
+        self._need_context()["timings"].update(timings)
+        self._save()
+
+    def write_result(self, result: Any) -> Path:
+        """result.json from a ReconcileResult (or anything with to_json(), or a dict)."""
+        text = result.to_json() if hasattr(result, "to_json") else json.dumps(result, indent=2)
+        path = self.dir / RESULT_JSON
+        atomic_write(path, text.encode("utf-8"))
+        return path
+
+
+# --- reading a bundle back -------------------------------------------------------------------
+
+def _read_image(bundle_dir: Path, name: str | None) -> np.ndarray | None:
+    if name is None:
+        return None
+    import cv2
+    path = bundle_dir / name
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(bundle_dir / BUNDLE_JSON, f"image path {name!r} leaves the bundle")
+    if not path.is_file():
+        raise BundleError(path, "image named in bundle.json is missing")
+    image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BundleError(path, "image is damaged (not a readable PNG)")
+    return image
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read a session bundle; BundleError (file + what is wrong) when it is damaged."""
+    bdir = Path(path)
+    if not bdir.is_dir():
+        raise BundleError(bdir, "no such session bundle directory")
+    bjson = bdir / BUNDLE_JSON
+    try:
+        raw = json.loads(bjson.read_text("utf-8"))
+    except FileNotFoundError:
+        raise BundleError(bjson, "missing; this is not a session bundle") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(bjson, f"damaged JSON: {e}") from None
+    try:
+        record = BundleRecord.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise BundleError(bjson, f"{key}: {err['msg']}") from None
+    try:
+        catalog = load_catalog(bdir / "catalog.yaml")
+        planogram = load_planogram(bdir / "planogram.yaml", catalog)
+    except CabinetError as e:
+        raise BundleError(bdir, f"the bundle's catalog or planogram copy is bad: {e}") from None
+    shelf_ids = {s.id for s in planogram.shelves}
+    for shelf_id in record.shelves:
+        if shelf_id not in shelf_ids:
+            raise BundleError(bjson, f"shelves.{shelf_id}: not a shelf of the bundle's planogram")
+    for slot_id, skus in record.inventory_before.items():
+        if not planogram.has_slot(slot_id):
+            raise BundleError(bjson, f"inventory_before.{slot_id}: not a slot of the planogram")
+        for sku in skus:
+            if sku not in catalog:
+                raise BundleError(bjson, f"inventory_before.{slot_id}: SKU {sku!r} is not in "
+                                  f"the bundle's catalog")
+    shelves = {k: ShelfWeights(v.channel, v.before_g, v.after_g, v.before_stable,
+                               v.after_stable, tuple(v.samples_before), tuple(v.samples_after))
+               for k, v in record.shelves.items()}
+    images = {cam: CameraImages(_read_image(bdir, c.before), _read_image(bdir, c.after))
+              for cam, c in record.cameras.items()}
+    result = None
+    rpath = bdir / RESULT_JSON
+    if rpath.exists():
+        try:
+            result = json.loads(rpath.read_text("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(rpath, f"damaged JSON: {e}") from None
+    inventory = {k: tuple(v) for k, v in record.inventory_before.items()}
+    return Bundle(bdir, record, catalog, planogram, shelves, images, inventory, result)
+
