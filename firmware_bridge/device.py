@@ -1,0 +1,357 @@
+"""``Board``: the MCU as the controller and ``cabinet-diag`` see it.
+
+Board sits on a ``Link`` (firmware_bridge/link.py) as its listener. Numbered MCU events
+arrive here in order, exactly once, on the link's reader thread: door and lock changes become
+``events.py`` dataclasses for ``on_event``; weight batches feed one ``ShelfFilter`` per shelf
+(firmware_bridge/loadcell.py); heartbeats refresh the temperature and its alarm. After an MCU
+reset the link re-identifies and Board compares a fresh ``GetState`` with what it believed,
+announcing ``McuReset`` and any lock/door change the reboot caused. Commands are blocking
+calls that return once the MCU has executed and acknowledged them.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Callable
+
+from . import events as E
+from . import protocol as P
+from .errors import (CommandRefused, LinkDown, LinkError, PortBusy, PortNotFound,
+                     ProtocolVersionMismatch)
+from .link import Link, LinkCounters, Trace
+from .loadcell import (Calibration, CalibrationError, ShelfCalibration, ShelfFilter,
+                       ShelfReading)
+from .ports import PortFinder
+
+__all__ = ["Board", "BoardState", "Identity", "ShelfReading", "ShelfStats", "Calibration",
+           "LinkCounters", "LinkError", "PortNotFound", "PortBusy", "LinkDown",
+           "CommandRefused", "ProtocolVersionMismatch"]
+Identity = E.Identity
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BoardState:
+    lock_engaged: bool
+    door_open: bool
+    unlock_remaining_ms: int
+    temperature_c: float | None
+    last_event_seq: int
+    shelves: tuple[ShelfReading, ...]
+    boot_id: int = 0
+    uptime_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ShelfStats:
+    """Per-shelf diagnostics for the technician."""
+    shelf: int
+    samples: int
+    sample_hz: float
+    spikes: int
+    saturated_samples: int
+    not_ready_batches: int
+    noise_g: float
+
+
+class Board:
+    def __init__(self, port: str, *, timeout_s: float = 1.0,
+                 calibration: Calibration | None = None,
+                 on_event: Callable[[object], None] | None = None,
+                 finder: PortFinder | None = None, on_trace: Trace | None = None,
+                 temperature_limits: tuple[float, float] | None = (0.0, 8.0),
+                 heartbeat_s: float = 0.5, mcu_heartbeat_s: float = 1.0,
+                 host_timeout_s: float = 3.0, missed_heartbeats: int = 3,
+                 reconnect: bool = True, reconnect_max_s: float = 2.0, sample_hz: int = 25,
+                 stable_window_s: float = 1.0, stable_band_g: float = 2.0,
+                 zero_hold_s: float = 3.0) -> None:
+        self.port = port
+        self.timeout_s = timeout_s
+        self.on_event = on_event
+        self.temperature_limits = temperature_limits
+        self.sample_hz = sample_hz
+        self._cal = calibration or Calibration({})
+        self._filter_opts = dict(sample_hz=sample_hz, window_s=stable_window_s,
+                                 stable_band_g=stable_band_g, zero_hold_s=zero_hold_s)
+        self._link = Link(port, self, finder=finder, timeout_s=timeout_s,
+                          heartbeat_s=heartbeat_s, mcu_heartbeat_s=mcu_heartbeat_s,
+                          host_timeout_s=host_timeout_s, missed_heartbeats=missed_heartbeats,
+                          sample_hz=sample_hz, reconnect=reconnect,
+                          reconnect_max_s=reconnect_max_s, on_trace=on_trace)
+        self._identity: Identity | None = None
+        self._filters: dict[int, ShelfFilter] = {}
+        self._lock_engaged = True
+        self._door_open = False
+        self._last_hb: P.Heartbeat | None = None
+        self._temp_alarm = False
+        self._faulted: set[tuple[str, int]] = set()
+        self._baseline: dict[int, ShelfReading] = {}
+        self._changed = threading.Condition()
+        self._lost_announced = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def open(self) -> Identity:
+        self._link.open()
+        assert self._identity is not None
+        return self._identity
+
+    def close(self) -> None:
+        self._link.close()
+
+    def __enter__(self) -> "Board":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise LinkDown(f"Board on {self.port}: not open; call open() first")
+        return self._identity
+
+    def set_trace(self, on_trace: Trace | None) -> None:
+        """Raw frame hook: (direction 'rx'|'tx', wall time, raw bytes, message or None)."""
+        self._link.on_trace = on_trace
+
+    # ---- commands ------------------------------------------------------------------------
+    def _who(self) -> str:
+        serial_no = self._identity.board_serial if self._identity else "?"
+        return f"Board {serial_no} on {self._link.port}"
+
+    def _ack(self, msg: P.Message, what: str, timeout_s: float | None = None) -> P.Message:
+        reply = self._link.request(msg, timeout_s)
+        if isinstance(reply, P.Ack) and reply.status != P.OK:
+            raise CommandRefused(f"{self._who()}: {what} refused "
+                                 f"({P.STATUS_NAMES.get(reply.status, reply.status)}): "
+                                 f"{reply.detail}")
+        return reply
+
+    def state(self) -> BoardState:
+        r = self._link.request(P.GetState())
+        if not isinstance(r, P.StateReply):
+            raise LinkDown(f"{self._who()}: answered GetState with {type(r).__name__}")
+        return self._state_from(r)
+
+    def _state_from(self, r: P.StateReply) -> BoardState:
+        temp = None if r.temperature_centi == -32768 else r.temperature_centi / 100
+        return BoardState(r.lock_engaged, r.door_open, r.unlock_remaining_ms, temp,
+                          r.last_event_seq, tuple(self.weights().values()), r.boot_id,
+                          r.uptime_ms)
+
+    def unlock(self, pulse_ms: int) -> None:
+        """Release the lock for ``pulse_ms``; returns once the MCU has done it. The MCU
+        relocks by itself when the pulse ends (or when this host stops sending heartbeats)."""
+        self._baseline = {s: f.last_stable for s, f in self._filters.items() if f.last_stable}
+        self._ack(P.Unlock(pulse_ms=int(pulse_ms)), f"unlock for {pulse_ms} ms")
+
+    def lock(self) -> None:
+        self._ack(P.Lock(), "lock")
+
+    def reboot(self, timeout_s: float = 5.0) -> Identity:
+        """Reboot the MCU and wait until the link has re-identified it."""
+        old = self.identity.boot_id
+        self._ack(P.Reboot(), "reboot")
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self.identity.boot_id == old or not self._link.up:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LinkDown(f"{self._who()}: did not come back within {timeout_s} s "
+                                   f"after reboot")
+                self._changed.wait(left)
+        return self.identity
+
+    def raw_command(self, name: str, **args: object) -> P.Message:
+        """Send any command by name (``ping``, ``get_state``, ``unlock pulse_ms=500``...)."""
+        key = name.replace("_", "").replace("-", "").lower()
+        cls = P.COMMANDS.get(key)
+        if cls is None:
+            raise CommandRefused(f"unknown command {name!r}; known: "
+                                 f"{', '.join(sorted(P.COMMANDS))}")
+        names = {f.name for f in fields(cls)} - {"seq"}
+        bad = set(args) - names
+        if bad:
+            raise CommandRefused(f"command {name!r} has no argument {', '.join(sorted(bad))}; "
+                                 f"it takes: {', '.join(sorted(names)) or 'nothing'}")
+        try:
+            msg = cls(0, **{k: int(v) for k, v in args.items()})
+            P.encode(msg)
+        except (ValueError, TypeError, OverflowError, P.ProtocolError) as e:
+            raise CommandRefused(f"command {name!r}: bad arguments: {e}") from None
+        return self._link.request(msg)
+
+    def counters(self) -> LinkCounters:
+        return self._link.counters()
+
+    # ---- load cells ----------------------------------------------------------------------
+    def _filter(self, shelf: int) -> ShelfFilter:
+        f = self._filters.get(shelf)
+        if f is None:
+            raise CommandRefused(f"{self._who()}: no shelf {shelf}; this board has shelves "
+                                 f"0..{len(self._filters) - 1}")
+        return f
+
+    def weights(self) -> dict[int, ShelfReading]:
+        return {s: f.reading() for s, f in sorted(self._filters.items())}
+
+    def wait_stable(self, shelves: list[int] | None = None,
+                    timeout_s: float = 3.0) -> dict[int, ShelfReading]:
+        """Settled readings of ``shelves`` (all by default) taken after this call; a shelf
+        that does not settle within ``timeout_s`` comes back with ``stable=False``."""
+        wanted = list(self._filters) if shelves is None else list(shelves)
+        for s in wanted:
+            self._filter(s)
+        start = time.monotonic()
+        out: dict[int, ShelfReading] = {}
+        while True:
+            for s in wanted:
+                r = self._filters[s].reading()
+                if s not in out and r.stable and r.at > start:
+                    out[s] = r
+            if len(out) == len(wanted) or time.monotonic() - start >= timeout_s:
+                break
+            time.sleep(0.02)
+        return {s: out.get(s) or self._filters[s].reading() for s in wanted}
+
+    def baseline(self) -> dict[int, ShelfReading]:
+        """The last stable reading of each shelf before the most recent unlock."""
+        return dict(self._baseline)
+
+    def tare(self, shelf: int, timeout_s: float = 3.0) -> ShelfCalibration:
+        self.wait_stable([shelf], timeout_s)
+        try:
+            return self._filter(shelf).tare()
+        except CalibrationError as e:
+            raise CommandRefused(f"{self._who()}: {e}") from None
+
+    def calibrate(self, shelf: int, grams: float, timeout_s: float = 3.0) -> ShelfCalibration:
+        self.wait_stable([shelf], timeout_s)
+        try:
+            return self._filter(shelf).calibrate(grams)
+        except CalibrationError as e:
+            raise CommandRefused(f"{self._who()}: {e}") from None
+
+    def calibration(self) -> Calibration:
+        serial_no = self._identity.board_serial if self._identity else ""
+        return Calibration({s: f.calibration() for s, f in self._filters.items()}, serial_no)
+
+    def load_calibration(self, cal: Calibration) -> None:
+        self._cal = cal
+        for s, f in self._filters.items():
+            c = cal.for_shelf(s)
+            f.tare_counts, f.counts_per_gram = c.tare_counts, c.counts_per_gram
+
+    def shelf_stats(self, shelf: int) -> ShelfStats:
+        f = self._filter(shelf)
+        win = [v for _, v in f._window]
+        noise = (max(win) - min(win)) / abs(f.counts_per_gram) / 4 if len(win) > 2 else 0.0
+        return ShelfStats(shelf, f.samples, self.sample_hz, f.spikes, f.saturated_samples,
+                          f.not_ready_batches, noise)
+
+    # ---- link listener (called from the link's threads) ----------------------------------
+    def _emit(self, ev: object) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:                               # a caller bug must not kill the link
+                log.exception("%s: on_event callback failed for %r", self._who(), ev)
+
+    def link_up(self, ident: P.IdentifyReply, *, reset: bool, restored: bool) -> None:
+        self._identity = Identity(
+            f"{ident.protocol_version >> 8}.{ident.protocol_version & 0xFF}",
+            ident.firmware_version, ident.board_serial, ident.boot_id,
+            P.RESET_REASONS.get(ident.reset_reason, f"code {ident.reset_reason}"),
+            ident.shelves, ident.cells_per_shelf, ident.has_temperature, ident.max_frame,
+            ident.max_unlock_ms, self._link.port)
+        for s in range(ident.shelves):
+            if s not in self._filters:
+                self._filters[s] = ShelfFilter(s, self._cal.for_shelf(s), **self._filter_opts)
+        try:
+            st = self._link.request(P.GetState())
+        except LinkDown:
+            st = None
+        if reset:
+            self._emit(E.McuReset(self._identity))
+        if restored and self._lost_announced:
+            self._lost_announced = False
+            self._emit(E.LinkRestored(self._link.port, self._identity))
+        if isinstance(st, P.StateReply):
+            now = time.monotonic()
+            if reset and st.lock_engaged != self._lock_engaged:
+                self._emit(E.LockChanged(st.lock_engaged, "resync", now))
+            if reset and st.door_open != self._door_open:
+                self._emit(E.DoorOpened(now) if st.door_open else E.DoorClosed(now))
+            if reset or not restored:
+                self._lock_engaged, self._door_open = st.lock_engaged, st.door_open
+                for f in self._filters.values():
+                    f.door(not st.door_open, now)
+        with self._changed:
+            self._changed.notify_all()
+
+    def link_lost(self, reason: str) -> None:
+        self._lost_announced = True
+        self._emit(E.LinkLost(self._link.port, reason))
+
+    def link_events_lost(self, first: int, last: int) -> None:
+        self._emit(E.Fault("event_gap_lost", f"{self._who()}: events {first}..{last} were "
+                           f"overwritten before they could be replayed; state resynced"))
+        hb = self._last_hb
+        if hb is not None:
+            now = time.monotonic()
+            if hb.door_open != self._door_open:
+                self._door_open = hb.door_open
+                self._emit(E.DoorOpened(now) if hb.door_open else E.DoorClosed(now))
+            if hb.lock_engaged != self._lock_engaged:
+                self._lock_engaged = hb.lock_engaged
+                self._emit(E.LockChanged(hb.lock_engaged, "resync", now))
+
+    def link_heartbeat(self, hb: P.Heartbeat, now: float) -> None:
+        self._last_hb = hb
+        if hb.temperature_centi == -32768 or self.temperature_limits is None:
+            return
+        t = hb.temperature_centi / 100
+        low, high = self.temperature_limits
+        if not self._temp_alarm and not low <= t <= high:
+            self._temp_alarm = True
+            self._emit(E.TemperatureAlarm(t, low, high))
+        elif self._temp_alarm and low + 0.5 <= t <= high - 0.5:
+            self._temp_alarm = False
+            self._emit(E.TemperatureNormal(t))
+
+    def link_event(self, msg: P.Message, now: float) -> None:
+        if isinstance(msg, P.WeightBatch):
+            f = self._filters.get(msg.shelf)
+            if f is None:
+                return
+            if msg.status == P.CELL_NOT_READY:
+                f.not_ready(now)
+                return
+            f.add(msg.counts, now)
+            r = f.reading()
+            self._fault_edge("cell_saturated", msg.shelf, r.saturated, "reads the ADC limit")
+            self._fault_edge("cell_stuck", msg.shelf, r.stuck, "repeats one value")
+        elif isinstance(msg, P.DoorChange):
+            self._door_open = msg.open
+            for f in self._filters.values():
+                f.door(not msg.open, now)
+            self._emit(E.DoorOpened(now) if msg.open else E.DoorClosed(now))
+        elif isinstance(msg, P.LockChange):
+            self._lock_engaged = msg.engaged
+            self._emit(E.LockChanged(msg.engaged, P.LOCK_REASONS.get(msg.reason, "?"), now))
+        elif isinstance(msg, P.DoorForced):
+            self._emit(E.ForcedDoor(now))
+        elif isinstance(msg, P.FaultReport):
+            code = P.FAULT_CODES.get(msg.code, f"mcu_fault_{msg.code}")
+            self._emit(E.Fault(code, msg.detail, msg.shelf))
+
+    def _fault_edge(self, code: str, shelf: int, now_on: bool, what: str) -> None:
+        key = (code, shelf)
+        if now_on and key not in self._faulted:
+            self._faulted.add(key)
+            self._emit(E.Fault(code, f"{self._who()}: shelf {shelf} load cell {what}", shelf))
+        elif not now_on and key in self._faulted:
+            self._faulted.discard(key)

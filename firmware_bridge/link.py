@@ -1,0 +1,441 @@
+"""The link: owns the pyserial port, gets commands acknowledged and events delivered in order.
+
+Two threads. The *reader* reads the port, feeds the codec and dispatches: a reply wakes the
+waiting ``request``; a heartbeat refreshes liveness and reveals event gaps or a new boot id;
+a numbered event is delivered in order (later ones wait in a buffer while a gap is filled by
+``ReplayEvents``). The *keeper* pings the MCU (the MCU relocks when the pings stop), asks for
+replays, declares the link lost after ``missed_heartbeats`` quiet heartbeat periods or when
+the port errors, and reconnects with a doubling delay, finding the board again by its serial
+number (``PortFinder``), re-identifying and resyncing.
+
+``request`` sends one command at a time (window of one) and retransmits the same bytes (same
+seq, so the MCU runs it once) on an adaptive timeout: RFC 6298 SRTT/RTTVAR with Karn's rule,
+``min_rto_s`` 25 ms, doubling per retry, capped at ``max_rto_s``. A reply that arrives after
+its request is done is counted and ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import serial
+
+from . import protocol as P
+from .errors import LinkDown, LinkError, PortBusy, PortNotFound, ProtocolVersionMismatch
+from .ports import SERIAL_PREFIX, PortFinder, default_finder
+
+Trace = Callable[[str, float, bytes, "P.Message | None"], None]
+
+
+class LinkListener(Protocol):
+    def link_event(self, msg: P.Message, now: float) -> None: ...
+    def link_heartbeat(self, hb: P.Heartbeat, now: float) -> None: ...
+    def link_up(self, ident: P.IdentifyReply, *, reset: bool, restored: bool) -> None: ...
+    def link_lost(self, reason: str) -> None: ...
+    def link_events_lost(self, first: int, last: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class LinkCounters:
+    port: str
+    up: bool
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    bad_bytes: int
+    invalid_frames: int
+    retransmits: int
+    late_replies: int
+    duplicate_events: int
+    events: int
+    gaps: int
+    replays: int
+    link_losses: int
+    reconnects: int
+    resets: int
+    rtt_srtt_ms: float
+    rtt_rttvar_ms: float
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    rto_ms: float
+
+
+class _Pending:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.done = threading.Event()
+        self.reply: P.Message | None = None
+
+
+class Link:
+    def __init__(self, port: str, listener: LinkListener, *, finder: PortFinder | None = None,
+                 timeout_s: float = 1.0, heartbeat_s: float = 0.5, mcu_heartbeat_s: float = 1.0,
+                 host_timeout_s: float = 3.0, missed_heartbeats: int = 3, sample_hz: int = 25,
+                 min_rto_s: float = 0.025, max_rto_s: float = 1.0,
+                 reconnect: bool = True, reconnect_min_s: float = 0.05,
+                 reconnect_max_s: float = 2.0, on_trace: Trace | None = None) -> None:
+        self.port_name = port
+        self.port = port                        # the path actually open (after finding)
+        self.listener = listener
+        self.finder = finder or default_finder()
+        self.timeout_s = timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.mcu_heartbeat_s = mcu_heartbeat_s
+        self.host_timeout_s = host_timeout_s
+        self.missed_heartbeats = missed_heartbeats
+        self.sample_hz = sample_hz
+        self.min_rto_s, self.max_rto_s = min_rto_s, max_rto_s
+        self.reconnect = reconnect
+        self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
+        self.on_trace = on_trace
+        self.identity: P.IdentifyReply | None = None
+        self.up = False
+        self._port: serial.Serial | None = None
+        self._decoder = P.Decoder()
+        self._cmd_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._ev_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._pending: _Pending | None = None
+        self._seq = random.Random().randrange(1, 1 << 16)
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self._last_rx = 0.0
+        self._gone: str = ""
+        self._reset_seen = False
+        self._last_event: int | None = None      # None: not delivering (connecting or reset)
+        self._mcu_last = 0
+        self._buffer: dict[int, P.Message] = {}
+        self._last_replay = 0.0
+        self._srtt = self._rttvar = 0.0
+        self._rto = max(min_rto_s, 0.1)
+        self._rtts: deque[float] = deque(maxlen=2000)
+        self._n = dict(bytes_in=0, bytes_out=0, frames_out=0, retransmits=0, late_replies=0,
+                       duplicate_events=0, events=0, gaps=0, replays=0, link_losses=0,
+                       reconnects=0, resets=0)
+
+    # ---- opening and closing -------------------------------------------------------------
+    def open(self) -> P.IdentifyReply:
+        self._running = True
+        self._threads = [threading.Thread(target=self._read_loop, name="link-reader", daemon=True),
+                         threading.Thread(target=self._keep_loop, name="link-keeper", daemon=True)]
+        self._threads[0].start()
+        try:
+            ident = self._connect(first=True)
+        except BaseException:
+            self.close()
+            raise
+        self._threads[1].start()
+        return ident
+
+    def close(self) -> None:
+        self._running = False
+        self._wake.set()
+        for t in self._threads:
+            if t.is_alive() and t is not threading.current_thread():
+                t.join(timeout=2.0)
+        self._close_port()
+        self.up = False
+
+    def _resolve(self) -> str:
+        name = self.port_name
+        serial_no = self.identity.board_serial if self.identity else ""
+        if name.startswith(SERIAL_PREFIX):
+            serial_no = name[len(SERIAL_PREFIX):]
+        if serial_no:
+            found = self.finder.find(serial_no)
+            if found:
+                return found
+        if name.startswith(SERIAL_PREFIX):
+            raise PortNotFound(name)
+        return name
+
+    def _open_port(self, path: str) -> serial.Serial:
+        try:
+            return serial.Serial(path, 115200, timeout=0.05, write_timeout=1.0, exclusive=True)
+        except serial.SerialException as e:
+            code = getattr(e, "errno", None)
+            if code == errno.ENOENT or not os.path.exists(path):
+                raise PortNotFound(path) from e
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK) or "exclusively lock" in str(e):
+                raise PortBusy(path) from e
+            raise LinkDown(f"Serial port {path}: cannot open it: {e}") from e
+        except OSError as e:
+            raise LinkDown(f"Serial port {path}: cannot open it: {e}") from e
+
+    def _close_port(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (OSError, serial.SerialException):
+                pass
+
+    def _connect(self, first: bool) -> P.IdentifyReply:
+        path = self._resolve()
+        self._gone = ""
+        self._port = self._open_port(path)
+        self.port = path
+        self._last_rx = time.monotonic()
+        try:
+            ident = self.request(P.Identify(nonce=random.getrandbits(32)), _internal=True)
+            if not isinstance(ident, P.IdentifyReply):
+                raise LinkDown(f"Board on {path}: answered identify with {type(ident).__name__}")
+            if ident.protocol_version >> 8 != P.PROTOCOL_MAJOR:
+                raise ProtocolVersionMismatch(path, _version(ident.protocol_version),
+                                              _version(P.PROTOCOL_VERSION))
+            self.request(P.Configure(host_timeout_ms=int(self.host_timeout_s * 1000),
+                                     heartbeat_ms=int(self.mcu_heartbeat_s * 1000),
+                                     sample_hz=self.sample_hz), _internal=True)
+        except BaseException:
+            self._close_port()
+            raise
+        reset = self.identity is not None and ident.boot_id != self.identity.boot_id
+        with self._ev_lock:
+            self.identity = ident
+            self._reset_seen = False
+            self._mcu_last = ident.last_event_seq
+            start = self._last_event
+            if first:
+                start = ident.last_event_seq
+                self._buffer = {k: v for k, v in self._buffer.items() if k > start}
+            elif reset or start is None:
+                self._n["resets"] += 1
+                start, self._buffer = 0, {}
+            self._last_event = None             # hold events until the listener has caught up
+            self.up = True
+        self.listener.link_up(ident, reset=reset, restored=not first)
+        with self._ev_lock:
+            self._last_event = start
+            self._flush()
+        return ident
+
+    # ---- commands ------------------------------------------------------------------------
+    def request(self, msg: P.Message, timeout_s: float | None = None, *,
+                _internal: bool = False) -> P.Message:
+        """Send a command and wait for its reply, retransmitting on the adaptive timeout."""
+        name = type(msg).__name__
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        with self._cmd_lock:
+            if not (self.up or _internal) or self._port is None:
+                raise LinkDown(f"Board on {self.port_name}: link is down, cannot send {name}")
+            self._seq = (self._seq + 1) & P.SEQ_MASK or 1
+            pending = _Pending(self._seq)
+            msg = dataclasses.replace(msg, seq=self._seq)
+            raw = P.encode(msg)
+            self._pending = pending
+            start = time.monotonic()
+            deadline = start + timeout
+            rto, tries = self._rto, 0
+            try:
+                while True:
+                    sent = time.monotonic()
+                    self._write(raw, msg)
+                    tries += 1
+                    wait = min(rto, deadline - sent)
+                    if pending.done.wait(max(0.0, wait)):
+                        if pending.reply is None:
+                            raise LinkDown(f"Board on {self.port_name}: link lost during {name}")
+                        if tries == 1:
+                            self._rtt_sample(time.monotonic() - sent)
+                        return pending.reply
+                    if time.monotonic() >= deadline or not self._running:
+                        raise LinkDown(f"Board on {self.port_name}: no answer to {name} within "
+                                       f"{timeout:.2f} s ({tries} tries)")
+                    self._n["retransmits"] += 1
+                    rto = min(rto * 2, self.max_rto_s)
+            finally:
+                self._pending = None
+
+    def _write(self, raw: bytes, msg: P.Message | None = None) -> None:
+        port = self._port
+        if port is None:
+            raise LinkDown(f"Board on {self.port_name}: port is closed")
+        try:
+            with self._write_lock:
+                port.write(raw)
+        except (serial.SerialException, OSError, TypeError, AttributeError) as e:
+            self._port_gone(f"write failed: {e}")
+            raise LinkDown(f"Board on {self.port_name}: write failed: {e}") from e
+        self._n["bytes_out"] += len(raw)
+        self._n["frames_out"] += 1
+        if self.on_trace:
+            self.on_trace("tx", time.time(), raw, msg)
+
+    def _rtt_sample(self, r: float) -> None:
+        self._rtts.append(r)
+        if self._srtt == 0.0:
+            self._srtt, self._rttvar = r, r / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
+            self._srtt = 0.875 * self._srtt + 0.125 * r
+        self._rto = min(self.max_rto_s, max(self.min_rto_s, self._srtt + 4 * self._rttvar))
+
+    # ---- the reader thread ---------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while self._running:
+            port = self._port
+            if port is None or self._gone:
+                time.sleep(0.01)
+                continue
+            try:
+                data = port.read(port.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as e:
+                if port is self._port:
+                    self._port_gone(f"read failed: {e}")
+                continue
+            if data:
+                self._on_bytes(data)
+
+    def _port_gone(self, reason: str) -> None:
+        if not self._gone:
+            self._gone = f"port gone ({reason})"
+            self._wake.set()
+
+    def _on_bytes(self, data: bytes) -> None:
+        now = time.monotonic()
+        self._n["bytes_in"] += len(data)
+        for rec in self._decoder.feed(data):
+            msg = rec.message
+            if self.on_trace:
+                self.on_trace("rx", time.time(), rec.raw, msg)
+            if msg is None:
+                continue
+            self._last_rx = now
+            if msg.KIND == "reply":
+                p = self._pending
+                if p is not None and msg.seq == p.seq and not p.done.is_set():
+                    p.reply = msg
+                    p.done.set()
+                else:
+                    self._n["late_replies"] += 1
+            elif msg.KIND == "event":
+                self._on_event(msg, now)
+            elif isinstance(msg, P.Heartbeat):
+                self._on_heartbeat(msg, now)
+
+    def _on_heartbeat(self, hb: P.Heartbeat, now: float) -> None:
+        with self._ev_lock:
+            if self.identity and hb.boot_id != self.identity.boot_id:
+                if not self._reset_seen:
+                    self._reset_seen = True
+                    self._last_event, self._buffer = None, {}
+                    self._wake.set()
+                return
+            self._mcu_last = max(self._mcu_last, hb.last_event_seq)
+            if self._last_event is not None and self._mcu_last > self._last_event:
+                self._wake.set()
+        self.listener.link_heartbeat(hb, now)
+
+    def _on_event(self, msg: P.Message, now: float) -> None:
+        with self._ev_lock:
+            last = self._last_event
+            if last is not None and msg.seq <= last or msg.seq in self._buffer:
+                self._n["duplicate_events"] += 1
+                return
+            self._buffer[msg.seq] = msg
+            self._mcu_last = max(self._mcu_last, msg.seq)
+            if last is not None:
+                if msg.seq == last + 1:
+                    self._flush(now)
+                elif len(self._buffer) == 1:
+                    self._n["gaps"] += 1
+                    self._wake.set()
+
+    def _flush(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        buf = self._buffer
+        while self._last_event is not None and self._last_event + 1 in buf:
+            self._last_event += 1
+            self._n["events"] += 1
+            self.listener.link_event(buf.pop(self._last_event), now)
+
+    # ---- the keeper thread ---------------------------------------------------------------
+    def _keep_loop(self) -> None:
+        next_ping = time.monotonic() + self.heartbeat_s
+        delay, next_try = self.reconnect_min_s, 0.0
+        while self._running:
+            self._wake.wait(0.02)
+            self._wake.clear()
+            now = time.monotonic()
+            try:
+                if not self.up:
+                    if self.reconnect and now >= next_try:
+                        try:
+                            self._connect(first=False)
+                            self._n["reconnects"] += 1
+                            delay, next_ping = self.reconnect_min_s, now + self.heartbeat_s
+                        except LinkError:
+                            next_try = time.monotonic() + delay
+                            delay = min(delay * 2, self.reconnect_max_s)
+                    continue
+                quiet = now - self._last_rx
+                if self._gone or quiet > self.missed_heartbeats * self.mcu_heartbeat_s:
+                    self._lose(self._gone or f"no frame from the MCU for {quiet:.1f} s")
+                    next_try = now + self.reconnect_min_s
+                    continue
+                if self._reset_seen:
+                    self._lose("MCU rebooted (new boot id)", quiet=True)
+                    next_try = now
+                    continue
+                self._fill_gap(now)
+                if now >= next_ping:
+                    next_ping = now + self.heartbeat_s
+                    self.request(P.Ping())
+            except LinkDown:
+                continue
+
+    def _lose(self, reason: str, quiet: bool = False) -> None:
+        self.up = False
+        self._n["link_losses"] += 0 if quiet else 1
+        p = self._pending
+        if p is not None:
+            p.done.set()
+        self._close_port()
+        if not quiet:
+            self.listener.link_lost(reason)
+
+    def _fill_gap(self, now: float) -> None:
+        with self._ev_lock:
+            last = self._last_event
+            if last is None or not (self._buffer or self._mcu_last > last):
+                return
+            if now - self._last_replay < max(2 * self._rto, 0.05):
+                return
+            self._last_replay = now
+            first = last + 1
+        self._n["replays"] += 1
+        reply = self.request(P.ReplayEvents(from_seq=first))
+        if isinstance(reply, P.Ack) and reply.status == P.GONE:
+            m = re.search(r"(\d+)\s*$", reply.detail)
+            oldest = int(m.group(1)) if m else self._mcu_last + 1
+            with self._ev_lock:
+                if self._last_event is not None and self._last_event < oldest - 1:
+                    lost = (self._last_event + 1, oldest - 1)
+                    self._last_event = oldest - 1
+                    self.listener.link_events_lost(*lost)
+                    self._flush()
+
+    def counters(self) -> LinkCounters:
+        rtts = sorted(self._rtts)
+        pct = (lambda q: 1000 * rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else 0.0)
+        return LinkCounters(port=self.port, up=self.up,
+                            frames_in=self._decoder.frames, bad_bytes=self._decoder.bad_bytes,
+                            invalid_frames=self._decoder.invalid_frames,
+                            rtt_srtt_ms=1000 * self._srtt, rtt_rttvar_ms=1000 * self._rttvar,
+                            rtt_p50_ms=pct(0.5), rtt_p99_ms=pct(0.99), rto_ms=1000 * self._rto,
+                            **self._n)
+
+
+def _version(v: int) -> str:
+    return f"{v >> 8}.{v & 0xFF}"
+

@@ -1,0 +1,472 @@
+"""A simulated MCU board on a real pseudo-terminal, with fault injection.
+
+``start()`` opens a pty pair, puts both ends in raw mode and runs the firmware loop on a
+thread against the master side; the host opens the slave path with pyserial exactly as it
+would a USB tty. The loop (``_run``) selects on the master fd with a short timeout and each
+turn: decodes host frames, runs commands (dropping duplicates by sequence number, so a
+retransmitted unlock runs once), samples the load cells at ``sample_hz`` and sends them in
+batches, sends a heartbeat, ends an unlock pulse, and relocks when the host goes quiet for
+``host_timeout_s``. Safety is the MCU's: a pulse longer than ``max_unlock_ms`` is refused.
+
+The physical side (``open_door``, ``close_door``, ``set_load``/``load_fn``, ``temperature_c``)
+and ``inject``/``clear`` may be called from any thread; one RLock guards the board state.
+Every fault of ../shared/design/SERIAL.md is in ``FAULTS`` (docs/protocol.md lists them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import math
+import os
+import pty
+import random
+import select
+import threading
+import time
+import tty
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from . import protocol as P
+from .loadcell import Calibration, ShelfCalibration
+from .ports import RegistryPortFinder
+from .simfaults import FAULTS, FaultSet
+
+
+class SimMCU:
+    FAULTS = FAULTS
+
+    def __init__(self, shelves: int = 3, *, load_fn: Callable[[int], float] | None = None,
+                 seed: int = 0, counts_per_gram: float = 420.0,
+                 zero_counts: tuple[int, ...] | None = None, noise_g: float = 0.3,
+                 settle_s: float = 0.4, sample_hz: int = 25, batch_samples: int = 4,
+                 max_unlock_ms: int = 10000, host_timeout_s: float = 3.0,
+                 heartbeat_s: float = 1.0, board_serial: str = "SIM-0001",
+                 firmware_version: str = "sim-1.0.0",
+                 protocol_version: int = P.PROTOCOL_VERSION, has_temperature: bool = True,
+                 temperature_c: float = 4.0, cells_per_shelf: int = 4, event_ring: int = 4096,
+                 registry_dir: str | Path | None = None, boot_time_s: float = 0.05) -> None:
+        if shelves < 1 or shelves > 16:
+            raise ValueError(f"SimMCU: shelves must be 1..16, got {shelves}")
+        self.shelves = shelves
+        self.load_fn = load_fn or self._settable_load
+        self.counts_per_gram = counts_per_gram
+        self.zero_counts = tuple(zero_counts) if zero_counts else (0,) * shelves
+        self.noise_g = noise_g
+        self.settle_s = settle_s
+        self.batch_samples = batch_samples
+        self.max_unlock_ms = max_unlock_ms
+        self.default_host_timeout_s = host_timeout_s
+        self.default_heartbeat_s = heartbeat_s
+        self.default_sample_hz = sample_hz
+        self.board_serial = board_serial
+        self.firmware_version = firmware_version
+        self.protocol_version = protocol_version
+        self.has_temperature = has_temperature
+        self.temperature_c = temperature_c
+        self.cells_per_shelf = cells_per_shelf
+        self.boot_time_s = boot_time_s
+        self.registry = RegistryPortFinder(registry_dir)
+        self.faults = FaultSet(random.Random(seed ^ 0x5EED))
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._loads = [0.0] * shelves
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._wake_r, self._wake_w = -1, -1
+        self._master = self._slave = -1
+        self._busy_fd = -1
+        self.path = ""
+        self.paths: list[str] = []
+        # counters a test or the bench can read
+        self.unlocks_executed = 0
+        self.commands_executed = 0
+        self.duplicates_dropped = 0
+        self.events_sent = 0
+        self.boots = 0
+        self.door_open = False
+        self._ring: deque[P.Message] = deque(maxlen=event_ring)
+        self._delayed: list[tuple[float, bytes]] = []
+        self._vanish_until = 0.0
+        self._boot(reason=0)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> str:
+        with self._lock:
+            if self._running:
+                return self.path
+            self._open_pty()
+            self._wake_r, self._wake_w = os.pipe()
+            self._running = True
+            now = time.monotonic()
+            self._last_host_rx = self.boot_at = self._next_hb = self._next_sample = now
+            self._booting_until = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"sim-mcu-{self.board_serial}",
+                                        daemon=True)
+        self._thread.start()
+        return self.path
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            os.write(self._wake_w, b"x")
+        if self._thread:
+            self._thread.join(timeout=2.0)
+        with self._lock:
+            self._close_pty()
+            self.faults.clear("busy")
+            self._release_busy()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            self._wake_r = self._wake_w = -1
+
+    def __enter__(self) -> "SimMCU":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _open_pty(self) -> None:
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._master)
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        self.paths.append(self.path)
+        self.registry.publish(self.board_serial, self.path)
+
+    def _close_pty(self) -> None:
+        self.registry.unpublish(self.board_serial, self.path)
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1
+
+    def _boot(self, reason: int) -> None:
+        with self._lock:
+            self.boots += 1
+            self.boot_id = self._rng.getrandbits(32) | 1
+            self.reset_reason = reason
+            self.boot_at = time.monotonic()
+            self.lock_engaged = True
+            self._unlock_until = 0.0
+            self._event_seq = 0
+            self._ring.clear()
+            self._delayed.clear()
+            self._decoder = P.Decoder()
+            self._last_cmd_seq: int | None = None
+            self._last_reply = b""
+            self.host_timeout_s = self.default_host_timeout_s
+            self.heartbeat_s = self.default_heartbeat_s
+            self.sample_hz = self.default_sample_hz
+            self._booting_until = self.boot_at + self.boot_time_s
+            self._next_hb = self._booting_until
+            self._next_sample = self._booting_until
+            self._batches: list[list[int]] = [[] for _ in range(self.shelves)]
+            self._true = [self.load_fn(s) for s in range(self.shelves)]
+            self._wobble = [(0.0, 0.0)] * self.shelves      # (amplitude g, start time)
+            self._last_counts = [0] * self.shelves
+            self._cell_ready = [True] * self.shelves
+
+    # ---- the physical side ---------------------------------------------------------------
+    def _settable_load(self, shelf: int) -> float:
+        return self._loads[shelf]
+
+    def set_load(self, shelf: int, grams: float) -> None:
+        self._loads[shelf] = float(grams)
+
+    def open_door(self, force: bool = False) -> bool:
+        with self._lock:
+            if self.door_open:
+                return True
+            if self.lock_engaged and not force:
+                return False
+            if self.lock_engaged:
+                self._event(P.DoorForced(uptime_ms=self._uptime_ms()))
+            self.door_open = True
+            self._event(P.DoorChange(open=True, uptime_ms=self._uptime_ms()))
+            return True
+
+    def close_door(self) -> None:
+        with self._lock:
+            if self.door_open:
+                self.door_open = False
+                self._event(P.DoorChange(open=False, uptime_ms=self._uptime_ms()))
+
+    def reboot(self, reason: str = "watchdog") -> None:
+        codes = {v: k for k, v in P.RESET_REASONS.items()}
+        self._boot(codes.get(reason, 2))
+
+    def factory_calibration(self) -> Calibration:
+        """The true zero and gain of the simulated cells, as a calibration file would hold."""
+        return Calibration({s: ShelfCalibration(float(self.zero_counts[s]), self.counts_per_gram)
+                            for s in range(self.shelves)}, self.board_serial)
+
+    def inject(self, fault: str, **params: object) -> None:
+        self.faults.inject(fault, **params)
+        with self._lock:
+            if fault == "reboot":
+                self.faults.clear("reboot")
+                self.reboot(str(params.get("reason", "watchdog")))
+            elif fault == "forced_door":
+                self.faults.clear("forced_door")
+                self.open_door(force=True)
+            elif fault == "busy":
+                self._hold_busy()
+            elif fault == "port_vanish":
+                self._vanish(float(params.get("duration_s", 1.0)))
+            elif fault == "flood":
+                self.faults.clear("flood")
+                for _ in range(int(params.get("count", 1000))):
+                    self._event(P.WeightBatch(shelf=0, uptime_ms=self._uptime_ms(),
+                                              counts=(self._last_counts[0],)))
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
+
+    def clear(self, fault: str | None = None) -> None:
+        self.faults.clear(fault)
+        if fault in (None, "busy"):
+            self._release_busy()
+
+    def _hold_busy(self) -> None:
+        if self._busy_fd < 0 and self.path:
+            self._busy_fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            fcntl.flock(self._busy_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _release_busy(self) -> None:
+        if self._busy_fd >= 0:
+            os.close(self._busy_fd)
+            self._busy_fd = -1
+
+    def _vanish(self, duration_s: float) -> None:
+        self._release_busy()
+        self._close_pty()
+        self._vanish_until = time.monotonic() + duration_s
+
+    # ---- sending -------------------------------------------------------------------------
+    def _uptime_ms(self) -> int:
+        return int((time.monotonic() - self.boot_at) * 1000) & P.SEQ_MASK
+
+    def _event(self, msg: P.Message) -> None:
+        self._event_seq += 1
+        msg = dataclasses.replace(msg, seq=self._event_seq)
+        self._ring.append(msg)
+        self.events_sent += 1
+        if self.faults.take("lose_event"):
+            return
+        self._tx(P.encode(msg))
+
+    def _reply(self, raw: bytes) -> None:
+        self._last_reply = raw
+        if self.faults.take("lose_ack"):
+            return
+        delay = self.faults.param("late_reply", "delay_s", 0.3)
+        if self.faults.take("late_reply"):
+            self._delayed.append((time.monotonic() + float(delay), raw))
+            return
+        self._tx(raw)
+
+    def _tx(self, raw: bytes) -> None:
+        if self._master < 0 or self.faults.active("silent") or time.monotonic() < self._booting_until:
+            return
+        raw = self.faults.mangle_tx(raw)
+        try:
+            if self.faults.active("split"):
+                for i in range(len(raw)):
+                    os.write(self._master, raw[i:i + 1])
+                    time.sleep(0.0002)
+            else:
+                os.write(self._master, raw)
+        except (BlockingIOError, OSError):
+            pass                                    # nobody reading: bytes go into the void
+
+    # ---- the firmware loop ---------------------------------------------------------------
+    def _run(self) -> None:
+        while self._running:
+            now = time.monotonic()
+            with self._lock:
+                if self._vanish_until and now >= self._vanish_until:
+                    self._vanish_until = 0.0
+                    self.faults.clear("port_vanish")
+                    self._open_pty()
+                deadline = min(self._next_hb, self._next_sample, now + 0.05)
+            fds = [self._wake_r] + ([self._master] if self._master >= 0 else [])
+            try:
+                ready, _, _ = select.select(fds, [], [], max(0.0, deadline - now))
+            except (OSError, ValueError):
+                time.sleep(0.01)
+                continue
+            if self._wake_r in ready:
+                os.read(self._wake_r, 64)
+            with self._lock:
+                if self._master >= 0 and self._master in ready:
+                    try:
+                        data = os.read(self._master, 4096)
+                    except (BlockingIOError, OSError):
+                        data = b""
+                    if data:
+                        self._rx(data)
+                self._tick(time.monotonic())
+
+    def _rx(self, data: bytes) -> None:
+        if time.monotonic() < self._booting_until or self.faults.active("silent"):
+            return
+        data = self.faults.mangle_rx(data)
+        for rec in self._decoder.feed(data):
+            if rec.message is None or rec.message.KIND != "command":
+                continue
+            self._last_host_rx = time.monotonic()
+            if self.faults.take("lose_command"):
+                continue
+            self._command(rec.message)
+
+    def _command(self, msg: P.Message) -> None:
+        if not isinstance(msg, P.Identify) and msg.seq == self._last_cmd_seq:
+            self.duplicates_dropped += 1
+            self._tx(self._last_reply)
+            return
+        self._last_cmd_seq = msg.seq
+        self.commands_executed += 1
+        seq = msg.seq
+        if isinstance(msg, P.Identify):
+            self._reply(P.encode(P.IdentifyReply(
+                seq, self.faults.param("version_mismatch", "version", self.protocol_version)
+                if self.faults.active("version_mismatch") else self.protocol_version,
+                self.boot_id, self.reset_reason, self.shelves, self.cells_per_shelf,
+                self.has_temperature, P.MAX_BODY, self.max_unlock_ms, self._event_seq,
+                self.firmware_version, self.board_serial)))
+        elif isinstance(msg, P.Configure):
+            self.host_timeout_s = max(0.1, msg.host_timeout_ms / 1000)
+            self.heartbeat_s = min(5.0, max(0.05, msg.heartbeat_ms / 1000))
+            self.sample_hz = min(100, max(1, msg.sample_hz))
+            self._reply(P.encode(P.Ack(seq)))
+        elif isinstance(msg, P.Unlock):
+            if not 0 < msg.pulse_ms <= self.max_unlock_ms:
+                self._reply(P.encode(P.Ack(seq, P.REFUSED,
+                            f"pulse {msg.pulse_ms} ms is outside 1..{self.max_unlock_ms} ms")))
+                return
+            self.unlocks_executed += 1
+            self._unlock_until = time.monotonic() + msg.pulse_ms / 1000
+            if self.lock_engaged:
+                self.lock_engaged = False
+                self._event(P.LockChange(engaged=False, reason=P.BY_COMMAND))
+            self._reply(P.encode(P.Ack(seq)))
+        elif isinstance(msg, P.Lock):
+            self._relock(P.BY_COMMAND)
+            self._reply(P.encode(P.Ack(seq)))
+        elif isinstance(msg, P.GetState):
+            self._reply(P.encode(self._state(P.StateReply, seq)))
+        elif isinstance(msg, P.ReplayEvents):
+            self._replay(seq, msg.from_seq)
+        elif isinstance(msg, P.Reboot):
+            self._reply(P.encode(P.Ack(seq)))
+            self._boot(reason=1)
+        else:                                        # Ping
+            self._reply(P.encode(P.Ack(seq)))
+
+    def _replay(self, seq: int, from_seq: int) -> None:
+        if from_seq <= self._event_seq:
+            oldest = self._ring[0].seq if self._ring else self._event_seq + 1
+            if from_seq < oldest:
+                self._reply(P.encode(P.Ack(seq, P.GONE, f"oldest kept event is {oldest}")))
+                return
+            for msg in list(self._ring)[from_seq - oldest:]:
+                self._tx(P.encode(msg))
+        self._reply(P.encode(P.Ack(seq)))
+
+    def _relock(self, reason: int) -> None:
+        self._unlock_until = 0.0
+        if not self.lock_engaged:
+            self.lock_engaged = True
+            self._event(P.LockChange(engaged=True, reason=reason))
+
+    def _state(self, cls: type, seq: int) -> P.Message:
+        remaining = 0 if self.lock_engaged else max(0, int((self._unlock_until - time.monotonic()) * 1000))
+        temp = (round((self.temperature_c + self._rng.gauss(0, 0.03)) * 100)
+                if self.has_temperature else -32768)
+        return cls(seq, self.boot_id, self._uptime_ms(), self._event_seq, self.lock_engaged,
+                   self.door_open, remaining, max(-32768, min(32767, temp)))
+
+    def _tick(self, now: float) -> None:
+        if now < self._booting_until:
+            return
+        for t, raw in [d for d in self._delayed if d[0] <= now]:
+            self._delayed.remove((t, raw))
+            self._tx(raw)
+        if not self.lock_engaged:
+            if now >= self._unlock_until:
+                self._relock(P.PULSE_END)
+            elif now - self._last_host_rx > self.host_timeout_s:
+                self._relock(P.HOST_SILENT)
+        if now >= self._next_sample:
+            self._next_sample = max(self._next_sample + 1 / self.sample_hz, now - 0.2)
+            self._sample(now)
+        if now >= self._next_hb:
+            self._next_hb = now + self.heartbeat_s
+            self._tx(P.encode(self._state(P.Heartbeat, 0)))
+            every = self.faults.param("debug_text", "every_s", 0.0)
+            if self.faults.active("debug_text") or every:
+                self._tx_text(f"dbg: up {self._uptime_ms()} ms hx711 ok\r\n".encode())
+        if self.faults.active("oversize"):
+            self.faults.clear("oversize")
+            self._tx(b"\x00" + bytes(self._rng.randrange(1, 256) for _ in range(600)) + b"\x00")
+
+    def _tx_text(self, text: bytes) -> None:
+        if self._master >= 0:
+            try:
+                os.write(self._master, text)
+            except OSError:
+                pass
+
+    def _sample(self, now: float) -> None:
+        f = self.faults
+        for s in range(self.shelves):
+            if f.active("cell_not_ready") and int(f.param("cell_not_ready", "shelf", 0)) == s:
+                if self._cell_ready[s]:
+                    self._cell_ready[s] = False
+                    self._event(P.FaultReport(code=1, shelf=s, detail=f"shelf {s}: HX711 timeout"))
+                self._batches[s].clear()
+                continue
+            if not self._cell_ready[s]:
+                self._cell_ready[s] = True
+                self._event(P.FaultReport(code=2, shelf=s, detail=f"shelf {s}: HX711 ready"))
+            self._batches[s].append(self._counts(s, now))
+        if len(self._batches[0]) >= self.batch_samples or not any(self._cell_ready):
+            up = self._uptime_ms()
+            for s in range(self.shelves):
+                if self._cell_ready[s]:
+                    self._event(P.WeightBatch(shelf=s, uptime_ms=up, counts=tuple(self._batches[s])))
+                elif len(self._batches[0]) >= self.batch_samples or s == 0:
+                    self._event(P.WeightBatch(shelf=s, status=P.CELL_NOT_READY, uptime_ms=up))
+                self._batches[s] = []
+
+    def _counts(self, s: int, now: float) -> int:
+        f = self.faults
+        target = (lambda name: f.active(name) and int(f.param(name, "shelf", 0)) == s)
+        if target("cell_stuck"):
+            return self._last_counts[s]
+        if target("cell_saturated"):
+            return P.ADC_MAX
+        grams = float(self.load_fn(s))
+        if abs(grams - self._true[s]) > 0.5:
+            amp, t0 = self._wobble[s]
+            residual = self._wobble_at(amp, t0, now)
+            self._wobble[s] = (0.3 * (grams - self._true[s]) + residual, now)
+        self._true[s] = grams
+        grams += self._wobble_at(*self._wobble[s], now) + self._rng.gauss(0, self.noise_g)
+        if target("cell_spike") and self._rng.random() < float(f.param("cell_spike", "rate", 0.2)):
+            grams += self._rng.choice((-1, 1)) * 5000.0
+        counts = int(self.zero_counts[s] + grams * self.counts_per_gram)
+        counts = max(P.ADC_MIN, min(P.ADC_MAX, counts))
+        self._last_counts[s] = counts
+        return counts
+
+    def _wobble_at(self, amp: float, t0: float, now: float) -> float:
+        dt = now - t0
+        if amp == 0.0 or dt >= self.settle_s:
+            return 0.0
+        return amp * math.exp(-4 * dt / self.settle_s) * math.cos(2 * math.pi * 5 * dt)
