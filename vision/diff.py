@@ -11,7 +11,8 @@ sensor noise, JPEG blocks and a shake of a few pixels.
 The change score of a slot is the share of its region that changed between the images: the
 after image is brought to the before image's brightness, both are shrunk 4x, and a pixel
 counts as changed only when its colour is outside the range of the other image's pixels
-around it (by more than a margin), so that a few pixels of shake do not count.
+around it (by more than a margin), so that a few pixels of shake do not count; a channel
+clipped at full brightness only says "at least this bright" and is compared one way.
 
 A dark, blank or missing image gives evidence flagged `usable=False` with the reason, and the
 per-cell tuples of that side empty: reconcile then leans on the weights alone. Arrays of the
@@ -30,11 +31,15 @@ from vision.render import ProductLook, facing_boxes, render_cell
 
 SIG_SIZE = (8, 16)  # (w, h) of a cell's thumbnail
 CHROMA_WEIGHT = 1.5
-FOREIGN_DISTANCE = 0.05  # farther than this from every known look and from empty: not ours
+EMPTY_DISTANCE = 0.04  # an "empty" cell farther than this from the bare panel holds something
+FOREIGN_DISTANCE = 0.15  # a cell farther than this from its nearest look is not that product
+FOREIGN_PROTOTYPES = ("foreign-1", "foreign-2", "foreign-3")
 CHANGE_MARGIN = 24  # grey levels a shrunk pixel must move to count as changed
+SATURATED = 245  # a shrunk pixel this bright may hold clipped ones: its change cannot be told
 DARK_MEAN = 20.0
 BLANK_STD = 3.0
 EMPTY = "__empty__"
+CHROMA_FLOOR = 24.0  # keeps the chromaticity of dark pixels from amplifying noise
 
 
 class VisionInputError(ValueError):
@@ -85,7 +90,7 @@ def _signature(cell_bgr: np.ndarray) -> np.ndarray:
     thumb = cv2.resize(cell_bgr, SIG_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
     intensity = thumb.mean(axis=2)
     lum = intensity / (intensity.mean() + 1.0)
-    chroma = thumb / (intensity[..., None] * 3.0 + 24.0)
+    chroma = thumb / (intensity[..., None] * 3.0 + CHROMA_FLOOR)
     return np.concatenate([lum.ravel(), CHROMA_WEIGHT * chroma.ravel()])
 
 
@@ -142,17 +147,20 @@ def _check_slots(slots: Sequence, shape: tuple[int, ...], camera: str) -> list[S
 class ShelfDiff:
     """Reads slots against a catalog of looks; keeps the looks' signatures between calls."""
 
-    def __init__(self, looks: Mapping[str, ProductLook], *, foreign_distance: float = FOREIGN_DISTANCE) -> None:
+    def __init__(self, looks: Mapping[str, ProductLook], *, empty_distance: float = EMPTY_DISTANCE,
+                 foreign_distance: float = FOREIGN_DISTANCE) -> None:
         self.looks = dict(looks)
+        self.empty_distance = float(empty_distance)
         self.foreign_distance = float(foreign_distance)
-        self._refs: dict[tuple[int, int], tuple[list[str], np.ndarray]] = {}
+        self._refs: dict[tuple[int, int], tuple[list[str | None], np.ndarray]] = {}
 
-    def _references(self, size: tuple[int, int]) -> tuple[list[str], np.ndarray]:
+    def _references(self, size: tuple[int, int]) -> tuple[list[str | None], np.ndarray]:
+        """Names (EMPTY, None for a foreign-thing prototype, or the SKU) and their signatures."""
         if size not in self._refs:
-            names = [EMPTY, *self.looks]
-            sigs = [_signature(render_cell(None, size))]
-            sigs += [_signature(render_cell(look, size)) for look in self.looks.values()]
-            self._refs[size] = (names, np.stack(sigs))
+            names: list[str | None] = [EMPTY, *[None] * len(FOREIGN_PROTOTYPES), *self.looks]
+            cells = [render_cell(None, size), *(render_cell(f, size) for f in FOREIGN_PROTOTYPES),
+                     *(render_cell(look, size) for look in self.looks.values())]
+            self._refs[size] = (names, np.stack([_signature(c) for c in cells]))
         return self._refs[size]
 
     def read_cells(self, img: np.ndarray, spec: SlotSpec) -> tuple[tuple[bool, ...], tuple[str | None, ...], float]:
@@ -163,16 +171,17 @@ class ShelfDiff:
             d = np.abs(refs - _signature(img[y:y + h, x:x + w])).mean(axis=1)
             order = np.argsort(d)
             best, d1 = names[order[0]], float(d[order[0]])
-            d2 = float(d[order[1]]) if len(order) > 1 else 1.0
-            if d1 > self.foreign_distance:
-                occupied.append(True)
-                skus.append(None)
-                margins.append(min(1.0, (d1 - self.foreign_distance) / self.foreign_distance * 4))
-                continue
+            runner_up = next((float(d[j]) for j in order[1:] if names[j] != best), 1.0)
+            limit = self.empty_distance if best == EMPTY else self.foreign_distance
+            if best is not None and d1 > limit:  # near nothing we know: something not ours
+                best, margin = None, min(1.0, (d1 - limit) / limit * 4)
+            else:
+                margin = min(1.0, (runner_up - d1) / max(runner_up, 1e-6) * 2)
+                if best is not None:
+                    margin = min(margin, (limit - d1) / limit * 4)
             occupied.append(best != EMPTY)
             skus.append(None if best == EMPTY else best)
-            margins.append(min(1.0, (d2 - d1) / max(d2, 1e-6) * 2,
-                               (self.foreign_distance - d1) / self.foreign_distance * 4))
+            margins.append(margin)
         return tuple(occupied), tuple(skus), min(margins) if margins else 1.0
 
     def evidence(self, before: np.ndarray | None, after: np.ndarray | None, slots: Sequence,
@@ -201,12 +210,16 @@ class ShelfDiff:
         return out
 
 
-def _unexplained(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Pixels of img outside the per-channel range (+- margin) of ref's 3x3 neighbourhood."""
+def _unexplained(img: np.ndarray, img_clip: np.ndarray, ref: np.ndarray, ref_clip: np.ndarray) -> np.ndarray:
+    """Pixels of img outside the per-channel range (+- margin) of ref's 3x3 neighbourhood.
+    A clipped channel is only a lower bound on the true value, so it is compared one way."""
     kernel = np.ones((3, 3), np.uint8)
-    hi = cv2.dilate(ref, kernel) + CHANGE_MARGIN
-    lo = cv2.erode(ref, kernel) - CHANGE_MARGIN
-    return ((img > hi) | (img < lo)).any(axis=2)
+    hi = cv2.dilate(ref, kernel)
+    hi[cv2.dilate(ref_clip, kernel).astype(bool)] = np.inf
+    lo = cv2.erode(ref, kernel)
+    above = img > hi + CHANGE_MARGIN
+    below = (img < lo - CHANGE_MARGIN) & ~img_clip.astype(bool)
+    return (above | below).any(axis=2)
 
 
 def _change(before: np.ndarray, after: np.ndarray, roi: tuple[int, int, int, int], gain: float) -> float:
@@ -217,8 +230,10 @@ def _change(before: np.ndarray, after: np.ndarray, roi: tuple[int, int, int, int
     x, y, w, h = roi
     size = (max(1, w // 4), max(1, h // 4))
     b = cv2.resize(before[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    a = cv2.resize(after[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(gain)
-    changed = _unexplained(a, b) | _unexplained(b, a)
+    a = cv2.resize(after[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    b_clip, a_clip = (b >= SATURATED).astype(np.uint8), (a >= SATURATED).astype(np.uint8)
+    a *= np.float32(gain)
+    changed = _unexplained(a, a_clip, b, b_clip) | _unexplained(b, b_clip, a, a_clip)
     return round(float(changed.mean()), 4)
 
 

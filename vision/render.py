@@ -206,13 +206,16 @@ def _draw_item(canvas, cell, sku: str, looks: Mapping[str, ProductLook], dx: int
         _draw_product(canvas, cell, look, dx)
 
 
-def render_cell(look: ProductLook | None, size: tuple[int, int]) -> np.ndarray:
-    """One facing cell (w, h) alone on the back panel: `look` None is an empty cell. No noise."""
+def render_cell(item: ProductLook | str | None, size: tuple[int, int]) -> np.ndarray:
+    """One facing cell (w, h) alone on the back panel, without noise: a product look, a foreign
+    thing (a str: the name of something not in the catalog) or, for None, an empty cell."""
     w, h = size
     canvas = np.empty((h, w, 3), np.uint8)
     canvas[:] = PANEL_BGR
-    if look is not None:
-        _draw_product(canvas, (0, 0, w, h), look, 0)
+    if isinstance(item, ProductLook):
+        _draw_product(canvas, (0, 0, w, h), item, 0)
+    elif item is not None:
+        _draw_foreign(canvas, (0, 0, w, h), str(item), 0)
     return canvas
 
 
