@@ -12,7 +12,7 @@ import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -42,6 +42,8 @@ class ProductModel(BaseModel):
     age_restricted: bool = False
     color: str | None = Field(default=None, pattern=COLOR_PATTERN,
                               description="#rrggbb used by the shelf renderer")
+    package: Literal["carton", "can", "bottle", "tub"] | None = Field(
+        default=None, description="Shape the shelf renderer draws; default derived from the SKU")
 
     @field_validator("price", mode="before")
     @classmethod
@@ -78,6 +80,7 @@ class Product:
     images: tuple[str, ...] = ()
     age_restricted: bool = False
     color: str | None = None
+    package: str | None = None
 
     @property
     def weight_sigma_g(self) -> float:
@@ -118,8 +121,9 @@ class Catalog(Mapping[str, Product]):
             d = dataclasses.asdict(p)
             d["images"] = list(p.images)
             d.pop("currency")
-            if d["color"] is None:
-                d.pop("color")
+            for optional in ("color", "package"):
+                if d[optional] is None:
+                    d.pop(optional)
             out.append(d)
         return {"schema_version": 1, "currency": self.currency, "products": out}
 
@@ -170,7 +174,8 @@ def catalog_from_doc(doc: Doc) -> Catalog:
         raise FormatErrors(errors).first
     products = [Product(sku=p.sku, name=p.name, price=p.price, currency=model.currency,
                         unit_weight_g=p.unit_weight_g, weight_tolerance_g=p.weight_tolerance_g,
-                        images=tuple(p.images), age_restricted=p.age_restricted, color=p.color)
+                        images=tuple(p.images), age_restricted=p.age_restricted, color=p.color,
+                        package=p.package)
                 for p in model.products]
     lines = {p.sku: doc.line(("products", i)) for i, p in enumerate(model.products)}
     return Catalog(products, model.currency, path=doc.path, lines=lines)
@@ -195,6 +200,8 @@ def product_looks(catalog: Catalog, data_root: Path | None = None) -> dict[str, 
         if p.color:
             r, g, b = (int(p.color[i:i + 2], 16) for i in (1, 3, 5))
             base = dataclasses.replace(base, color_bgr=(b, g, r))
+        if p.package:
+            base = dataclasses.replace(base, package=p.package)
         looks[sku] = base
     return looks
 
