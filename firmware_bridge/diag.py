@@ -24,13 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .diag_output import Output, clock, format_message, wall_time
+from .diag_output import Output, clock, format_message
 from .errors import CommandRefused, LinkError
 from .loadcell import Calibration, CalibrationError
 
 PROG = "cabinet-diag"
 EXIT_OK, EXIT_ERROR, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 130
-TraceSink = Callable[[str, float, bytes, Any], None]
+TraceSink = Callable[[str, float, bytes, Any], None]   # direction, wall time, raw, message
 
 
 class DiagError(Exception):
@@ -87,8 +87,7 @@ class Context:
             from .ports import default_finder
             board = Board(self.port, timeout_s=self.timeout_s,
                           calibration=self.load_calibration(), on_event=self.events.put,
-                          finder=default_finder())
-            attach_trace(board, self._on_frame)
+                          finder=default_finder(), on_trace=self._on_frame)
             board.open()
             self._board = board
         return self._board
@@ -99,7 +98,7 @@ class Context:
 
     def _trace_to_stderr(self, direction: str, at: float, raw: bytes, message: Any) -> None:
         arrow = "->" if direction == "tx" else "<-"
-        self.err.write(f"trace {clock(wall_time(at))} {arrow} {raw.hex(' ')}  "
+        self.err.write(f"trace {clock(at)} {arrow} {raw.hex(' ')}  "
                        f"{format_message(message)}\n")
         self.err.flush()
 
@@ -124,11 +123,6 @@ class Context:
                 board.close()
             except LinkError:
                 pass
-
-
-def attach_trace(board: Any, hook: TraceSink) -> None:
-    """Install the raw-frame hook (direction 'tx'/'rx', monotonic time, bytes, message)."""
-    board.add_trace(hook)
 
 
 def _global_options(defaults: bool) -> argparse.ArgumentParser:
