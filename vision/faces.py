@@ -252,9 +252,14 @@ class FaceGallery:
         return best if best is not None and best.distance <= self.threshold else None
 
 
-def identify_frame(rgb: np.ndarray, gallery: FaceGallery, *,
+def identify_frame(rgb: np.ndarray, gallery: FaceGallery, *, bgr: bool = False,
                    max_side: int = DEFAULT_MAX_SIDE) -> FaceResult:
-    """Identify the largest face in a face-camera frame (RGB); no face -> status 'no_face'."""
+    """Identify the largest face in a face-camera frame; no face -> status 'no_face'.
+
+    Frames are RGB; pass `bgr=True` for a frame straight from a vision.cameras camera.
+    """
+    if bgr and isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3:
+        rgb = rgb[:, :, ::-1]
     small, scale, boxes = _detect(rgb, max_side, FRAME)
     if not boxes:
         return FaceResult(faces=0, box=None, match=None)

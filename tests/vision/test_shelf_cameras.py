@@ -1,0 +1,101 @@
+"""Camera adapters: the simulated shelf and face cameras, and OpenCV on a real video file."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from vision.cameras import CameraError, FaceCamera, OpenCVCamera, ShelfCamera, SimFaceCamera, SimShelfCamera
+from vision.diff import slot_evidence
+from vision.render import ProductLook, ShelfView, SlotView
+
+LOOKS = {"cola-330": ProductLook.for_sku("cola-330", "Cola")}
+
+
+class Shelf:
+    """A tiny simulated world: what is in slot A1 right now."""
+
+    def __init__(self) -> None:
+        self.items = ["cola-330"] * 3
+
+    def view(self) -> ShelfView:
+        return ShelfView("shelf-1", (320, 240), (SlotView("A1", (10, 40, 300, 150), 4, tuple(self.items)),))
+
+
+def test_sim_shelf_camera_shows_the_world_at_capture_time():
+    world = Shelf()
+    cam = SimShelfCamera(world.view, LOOKS, seed=3, shake_px=1, jpeg_quality=80)
+    assert isinstance(cam, ShelfCamera)
+    before = cam.capture()
+    world.items.pop()
+    after = cam.capture()
+    assert before.shape == (240, 320, 3) and before.dtype == np.uint8
+    ev = slot_evidence(before, after, world.view().slots, LOOKS)["A1"]
+    assert ev.counts_before == {"cola-330": 3} and ev.counts_after == {"cola-330": 2}
+
+
+def test_sim_shelf_camera_frames_differ_by_sensor_noise_but_replay_from_the_seed():
+    world = Shelf()
+    a, b = SimShelfCamera(world.view, LOOKS, seed=5), SimShelfCamera(world.view, LOOKS, seed=5)
+    first = a.capture()
+    assert not np.array_equal(first, a.capture())
+    assert np.array_equal(first, b.capture())
+
+
+def test_sim_shelf_camera_faults():
+    world = Shelf()
+    cam = SimShelfCamera(world.view, LOOKS)
+    cam.set_fault("dark")
+    dark = cam.capture()
+    assert dark.shape == (240, 320, 3) and dark.mean() < 5
+    cam.set_fault("missing")
+    assert cam.capture() is None
+    cam.set_fault(None)
+    assert cam.capture().mean() > 50
+    with pytest.raises(CameraError, match="unknown fault 'smoke'"):
+        cam.set_fault("smoke")
+
+
+def test_sim_face_camera_shows_a_photo_or_nobody(tmp_path):
+    photo = tmp_path / "someone.png"
+    cv2.imwrite(str(photo), np.full((60, 80, 3), (10, 20, 30), np.uint8))
+    cam = SimFaceCamera()
+    assert isinstance(cam, FaceCamera)
+    assert cam.capture() is None
+    cam.show(photo)
+    frame = cam.capture()
+    assert frame.shape == (60, 80, 3) and tuple(frame[0, 0]) == (10, 20, 30)
+    cam.show(None)
+    assert cam.capture() is None
+
+
+def test_sim_face_camera_names_a_bad_photo(tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("not a photo")
+    cam = SimFaceCamera()
+    with pytest.raises(CameraError, match="junk.jpg: not a readable image"):
+        cam.show(junk)
+    with pytest.raises(CameraError, match="nope.jpg: no such file"):
+        cam.show(tmp_path / "nope.jpg")
+    assert cam.capture() is None
+
+
+def test_opencv_camera_reads_a_video_file(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build has no MJPG writer")
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * (i + 1), np.uint8))
+    writer.release()
+    with OpenCVCamera(str(path)) as cam:
+        assert isinstance(cam, ShelfCamera)
+        frames = [cam.capture() for _ in range(4)]
+    assert [f is not None for f in frames] == [True, True, True, False]
+    assert frames[0].shape == (48, 64, 3)
+    assert frames[0].mean() < frames[2].mean()
+
+
+def test_opencv_camera_names_a_source_it_cannot_open(tmp_path):
+    with pytest.raises(CameraError, match="camera '.*missing.mp4': cannot open it"):
+        OpenCVCamera(str(tmp_path / "missing.mp4"))
