@@ -77,6 +77,7 @@ class SimMCU:
         self._wake_r, self._wake_w = -1, -1
         self._master = self._slave = -1
         self._busy_fd = -1
+        self._spare_pty: tuple[int, int] | None = None
         self.path = ""
         self.paths: list[str] = []
         # counters a test or the bench can read
@@ -117,6 +118,11 @@ class SimMCU:
             self._thread.join(timeout=2.0)
         with self._lock:
             self._close_pty()
+            if self._spare_pty:
+                for fd in self._spare_pty:
+                    os.close(fd)
+                self._spare_pty = None
+            self._vanish_until = 0.0
             self.faults.clear("busy")
             self._release_busy()
             for fd in (self._wake_r, self._wake_w):
@@ -131,7 +137,10 @@ class SimMCU:
         self.stop()
 
     def _open_pty(self) -> None:
-        self._master, self._slave = pty.openpty()
+        if self._spare_pty:
+            (self._master, self._slave), self._spare_pty = self._spare_pty, None
+        else:
+            self._master, self._slave = pty.openpty()
         tty.setraw(self._master)
         tty.setraw(self._slave)
         os.set_blocking(self._master, False)
@@ -244,7 +253,11 @@ class SimMCU:
 
     def _vanish(self, duration_s: float) -> None:
         self._release_busy()
+        # take the next pty now, while the host still holds the old one, so the board comes
+        # back under another name as a re-enumerated USB device does
+        spare = pty.openpty()
         self._close_pty()
+        self._spare_pty = spare
         self._vanish_until = time.monotonic() + duration_s
 
     # ---- sending -------------------------------------------------------------------------
