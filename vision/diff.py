@@ -122,8 +122,10 @@ def unusable_reason(img: np.ndarray | None) -> str:
     return ""
 
 
-def _check_slots(slots: Sequence, shape: tuple[int, ...], camera: str) -> list[SlotSpec]:
-    H, W = shape[:2]
+def _check_slots(slots: Sequence, shape: tuple[int, ...] | None, camera: str) -> list[SlotSpec]:
+    """SlotSpecs of the slots (anything with slot_id, roi, capacity); with no image at all
+    (`shape` None) the ROIs cannot be checked against it."""
+    H, W = shape[:2] if shape is not None else (1 << 30, 1 << 30)
     specs, seen = [], set()
     for s in slots:
         try:
@@ -191,9 +193,8 @@ class ShelfDiff:
         if before is not None and after is not None and before.shape != after.shape:
             raise VisionInputError(f"{camera}: before image {before.shape} and after image "
                                    f"{after.shape} differ in size; both must come from one camera")
-        shape = (before if before is not None else after).shape if (before is not None or after is not None) else None
-        specs = _check_slots(slots, shape, camera) if shape is not None else [
-            SlotSpec(str(s.slot_id), tuple(s.roi), int(s.capacity)) for s in slots]
+        shape = before.shape if before is not None else after.shape if after is not None else None
+        specs = _check_slots(slots, shape, camera)
         why_b, why_a = unusable_reason(before), unusable_reason(after)
         reason = "; ".join(f"{camera} {side}: {why}" for side, why in (("before", why_b), ("after", why_a)) if why)
         gain = 1.0

@@ -139,3 +139,11 @@ def test_slot_views_serve_as_slot_specs():
     img = render_shelf(v, LOOKS, seed=5)
     ev = slot_evidence(img, img, v.slots, LOOKS)
     assert ev["A1"].change == 0.0 and ev["A1"].counts_after == {"cola-330": 3}
+
+
+def test_both_frames_missing_still_answers_every_slot():
+    ev = slot_evidence(None, None, SLOTS, LOOKS, camera="shelf-4")
+    assert set(ev) == set(GEOMETRY)
+    assert all(not e.usable and e.occupied_after == () and "shelf-4 after" in e.reason for e in ev.values())
+    with pytest.raises(VisionInputError, match="needs slot_id, roi"):
+        slot_evidence(None, None, [("A1", (0, 0, 10, 10))], LOOKS)
