@@ -4,8 +4,9 @@ Every money step follows one pattern, so that no crash can charge a customer twi
   1. in one transaction, check the request and write the row for the gateway call with its
      idempotency key (f"{session_id}:hold", ":capture", ":void", ":refund:N") as "requested";
   2. call the gateway outside any transaction (no lock held across the network);
-  3. in a second transaction, record the answer (status, gateway ids, ledger entries), only if
-     the row is still "requested" (a concurrent or replayed call recorded it already).
+  3. in a second transaction, record the answer (status, gateway ids, ledger entries). The row
+     is claimed with a conditional UPDATE (status still "requested"), so when two processes
+     record the same answer exactly one writes the ledger entries.
 A crash between 1 and 3 leaves a "requested" row; calling the same method again, or
 `retry_pending()` from a new process, replays the same key and the gateway answers with the
 stored result instead of acting twice.
@@ -22,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import receipt as receipts
@@ -222,15 +224,15 @@ class Billing:
                      code: str | None = None, auth_id: str | None = None) -> HoldResult:
         with self._sessions.begin() as db:
             sess, hold = db.get(CabinetSession, session_id), _hold_of(db, session_id)
-            if hold.status == "requested" and sess.outcome is None:
-                hold.status, hold.gateway_auth_id = status, auth_id
-                if status == "authorized":
+            if status == "authorized":
+                if _claim(db, hold, "requested", status=status, gateway_auth_id=auth_id):
                     sess.state = "held"
                     self._ledger(db, sess, "hold", hold.amount)
-                else:
-                    # A hold with no answer stays "requested": retry_pending() replays it to
-                    # learn whether it exists and voids it. The session itself is over.
-                    hold.decline_reason = reason
+            else:
+                # A hold with no answer stays "requested": retry_pending() replays it to
+                # learn whether it exists, and voids it. The session itself is over.
+                _claim(db, hold, "requested", status=status, decline_reason=reason)
+                if sess.outcome is None:
                     self._close(sess, "denied", _denial_text(reason, code))
             result = _hold_result(hold, sess)
             return result if result.ok or code is None else dataclasses.replace(result, code=code)
@@ -241,6 +243,16 @@ class Billing:
         """Charge the basket (or release the hold if it is empty); safe to call again."""
         checked = _check_lines(session_id, lines)
         flags = _check_flags(session_id, flags)
+        try:
+            self._record_basket(session_id, checked, flags)
+        except IntegrityError:
+            # A concurrent settle of the same session wrote its basket first; run the checks
+            # again against what it wrote (same basket: carry on; another one: conflict).
+            self._record_basket(session_id, checked, flags)
+        self._drive(session_id)
+        return self.receipt(session_id)
+
+    def _record_basket(self, session_id: str, checked: list[Line], flags: list[str]) -> None:
         total = sum(line.qty * line.unit_price for line in checked)
         with self._sessions.begin() as db:
             sess = self._session(db, session_id)
@@ -271,8 +283,6 @@ class Billing:
                                   amount=min(total, hold.amount), status="requested",
                                   idempotency_key=f"{session_id}:capture",
                                   gateway_auth_id=hold.gateway_auth_id))
-        self._drive(session_id)
-        return self.receipt(session_id)
 
     def void_session(self, session_id: str, reason: str) -> Receipt:
         """End a session that never reached the shelves (e.g. the door was never opened)."""
@@ -322,10 +332,8 @@ class Billing:
     def _record_void(self, session_id: str, status: str, failure: str) -> None:
         with self._sessions.begin() as db:
             hold = _hold_of(db, session_id)
-            if hold.status != "void_requested":
-                return
-            hold.status, hold.decline_reason = status, failure or None
-            if status == "voided":
+            if _claim(db, hold, "void_requested", status=status,
+                      decline_reason=failure or None) and status == "voided":
                 self._ledger(db, db.get(CabinetSession, session_id), "void", hold.amount)
 
     def _record_capture(self, session_id: str, answer: dict[str, Any] | None, *,
@@ -334,20 +342,25 @@ class Billing:
             sess = db.get(CabinetSession, session_id)
             charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
                                                     Charge.kind == "capture"))
-            if charge.status != "requested":
-                return  # recorded by an earlier or concurrent call
             if unavailable:
-                sess.outcome, sess.outcome_reason = "pending", "payment retry: the payment " \
-                                                               "service did not answer"
+                # Only an open session turns pending: one settled meanwhile keeps its outcome.
+                db.execute(update(CabinetSession)
+                           .where(CabinetSession.id == session_id,
+                                  CabinetSession.outcome.is_(None))
+                           .values(outcome="pending", outcome_reason="payment retry: the "
+                                   "payment service did not answer"))
                 return
             hold = _hold_of(db, session_id)
             if answer is None:
-                charge.status, charge.failure = "failed", failure
+                if not _claim(db, charge, "requested", status="failed", failure=failure):
+                    return  # recorded by an earlier or concurrent call
                 self._ledger(db, sess, "debt", sess.total, note=f"capture refused: {failure}")
                 self._close(sess, "pending", "unpaid: the capture was refused; the amount is "
                                              "recorded as debt")
                 return
-            charge.status, charge.gateway_capture_id = "captured", str(answer["id"])
+            if not _claim(db, charge, "requested", status="captured",
+                          gateway_capture_id=str(answer["id"])):
+                return  # recorded by an earlier or concurrent call
             hold.status = "captured"
             self._ledger(db, sess, "capture", charge.amount)
             if sess.total > charge.amount:
@@ -395,12 +408,11 @@ class Billing:
             status, message = "failed", str(e)
         with self._sessions.begin() as db:
             row = db.get(Refund, refund_id)
-            if row.status == "requested" and status != "requested":
-                row.status, row.failure = status, message or None
-                if answer is not None:
-                    row.gateway_refund_id = str(answer["id"])
-                    self._ledger(db, db.get(CabinetSession, row.session_id), "refund",
-                                 row.amount, note=row.reason)
+            if status != "requested" and _claim(
+                    db, row, "requested", status=status, failure=message or None,
+                    gateway_refund_id=str(answer["id"]) if answer else None) and answer:
+                self._ledger(db, db.get(CabinetSession, row.session_id), "refund",
+                             row.amount, note=row.reason)
             return RefundResult(row.session_id, Money(row.amount, row.currency), row.status,
                                 message)
 
@@ -445,15 +457,16 @@ class Billing:
         else:
             with self._sessions.begin() as db:
                 hold = _hold_of(db, session_id)
-                hold.status, hold.gateway_auth_id = "authorized", str(answer["id"])
-                self._ledger(db, db.get(CabinetSession, session_id), "hold", hold.amount)
-                _request_void(hold)
+                if _claim(db, hold, "requested", status="void_requested",
+                          gateway_auth_id=str(answer["id"]), void_key=f"{session_id}:void"):
+                    self._ledger(db, db.get(CabinetSession, session_id), "hold", hold.amount)
             self._drive(session_id)
             with self._sessions() as db:
                 return _hold_of(db, session_id).status
         with self._sessions.begin() as db:
-            _hold_of(db, session_id).status = status
-        return status
+            hold = _hold_of(db, session_id)
+            _claim(db, hold, "requested", status=status)
+            return hold.status
 
     def _summary(self, session_id: str) -> str:
         with self._sessions() as db:
@@ -503,6 +516,17 @@ class Billing:
                 note: str | None = None) -> None:
         db.add(LedgerEntry(account_id=sess.account_id, session_id=sess.id, kind=kind,
                            amount=amount, currency=sess.currency, at=self._clock(), note=note))
+
+
+def _claim(db: Session, row: Hold | Charge | Refund, from_status: str, **values: Any) -> bool:
+    """Move `row` from `from_status` to `values` in one conditional UPDATE; True if this call
+    did it. Two processes recording the same answer race here, and exactly one wins, so the
+    ledger entries that follow a successful claim are written once. `row` is reloaded."""
+    table = type(row)
+    result = db.execute(update(table).where(table.id == row.id, table.status == from_status)
+                        .values(**values).execution_options(synchronize_session=False))
+    db.expire(row)
+    return result.rowcount == 1
 
 
 def _hold_of(db: Session, session_id: str) -> Hold | None:
