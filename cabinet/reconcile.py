@@ -1,0 +1,392 @@
+"""Reconcile: from a session bundle to a basket, with its probability, runner-up and evidence.
+
+Model. For each shelf s the unknown is x_s, the net change in count of each SKU on that shelf
+(negative: removed). A shelf can lose the SKUs it held before (bounded by that stock) and gain
+SKUs held on other shelves (a misplaced return or an item moved inside the cabinet). The basket
+is b = -sum_s x_s and must be >= 0 for every SKU: what leaves one shelf and arrives on another
+is not sold. Each candidate is scored in log space:
+
+  weight   Gaussian in r = measured delta - sum_k x_k w_k, with variance
+           v = noise^2 (more when a shelf did not settle) + sum_k |x_k| (tol_k / 2)^2,
+           mixed with a flat "something else is on the shelf" term (OUTLIER_*): a foreign
+           object or a faulty cell is explained as such, not by a chain of odd moves
+  vision   -BETA * confidence * sum_k |x_k - seen_k| per shelf, when its camera images exist
+           (`vision_term`: the seam; `seen` comes from vision.diff.slot_evidence counts)
+  priors   -ITEM_COST per item leaving a shelf, -MISPLACED_COST per item arriving on a shelf
+
+Search: per shelf, every candidate with at most MAX_REMOVED removals and MAX_ADDED additions is
+scored at once with numpy and the best TOP_K are kept; shelves are then combined by depth-first
+search with a bound (the best remaining score per shelf), keeping combinations within WINDOW
+nats of the best and with b >= 0. Probabilities are normalised over what is kept, summed per
+basket. The answer is the top basket; its probability is the confidence.
+
+When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
+unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object,
+vision_disagrees), and `basket` then holds only what is certain: for each SKU the least count
+among the baskets that make up 99% of the probability, minus anything removed from a shelf
+whose weight the best explanation leaves unexplained. `best_guess` keeps the top basket for
+the operator's review. Pure: no I/O, no clock, no randomness; same bundle, same result.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from cabinet.bundle import Bundle
+
+VERSION = "reconcile-1"
+MAX_REMOVED = 8        # items one shelf can lose in one session
+MAX_ADDED = 2          # items one shelf can gain from other shelves
+TOP_K = 40             # candidates kept per shelf
+WINDOW = 12.0          # nats below the best at which combinations are dropped
+ITEM_COST = 0.7        # prior: each item taken
+MISPLACED_COST = 4.0   # prior: each item put on another shelf than it came from
+BETA = 4.0             # vision: nats per unit of disagreement at full confidence
+OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
+OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
+UNSETTLED_FACTOR = 5.0 # noise multiplier for a shelf that did not settle
+CERTAIN_MASS = 0.99
+
+
+@dataclasses.dataclass(frozen=True)
+class ShelfVision:
+    """What the camera says about one shelf: net change per SKU, how sure, foreign items."""
+
+    seen: dict[str, int]
+    confidence: float
+    foreign_added: int = 0
+    usable: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconcileResult:
+    basket: dict[str, int]
+    confidence: float
+    runner_up: tuple[dict[str, int], float] | None
+    evidence: dict[str, Any]
+    flags: tuple[str, ...]
+    best_guess: dict[str, int] = dataclasses.field(default_factory=dict)
+    version: str = VERSION
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.flags)
+
+    def to_json(self) -> str:
+        d = {"version": self.version, "basket": self.basket,
+             "confidence": self.confidence, "best_guess": self.best_guess,
+             "runner_up": None if self.runner_up is None else
+             {"basket": self.runner_up[0], "probability": self.runner_up[1]},
+             "flags": list(self.flags), "needs_review": self.needs_review,
+             "evidence": self.evidence}
+        return json.dumps(d, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | Mapping[str, Any]) -> "ReconcileResult":
+        d = json.loads(text) if isinstance(text, str) else dict(text)
+        ru = d.get("runner_up")
+        return cls(basket={k: int(v) for k, v in d["basket"].items()},
+                   confidence=float(d["confidence"]),
+                   runner_up=None if ru is None else
+                   ({k: int(v) for k, v in ru["basket"].items()}, float(ru["probability"])),
+                   evidence=d.get("evidence", {}), flags=tuple(d.get("flags", ())),
+                   best_guess={k: int(v) for k, v in d.get("best_guess", {}).items()},
+                   version=d.get("version", VERSION))
+
+
+# --- candidate enumeration ------------------------------------------------------------------
+
+def _bounded_vectors(bounds: Sequence[int], total: int) -> np.ndarray:
+    """All non-negative integer vectors v with v[i] <= bounds[i] and sum(v) <= total."""
+    out: list[tuple[int, ...]] = []
+
+    def rec(i: int, left: int, prefix: tuple[int, ...]) -> None:
+        if i == len(bounds):
+            out.append(prefix)
+            return
+        for n in range(min(bounds[i], left) + 1):
+            rec(i + 1, left - n, prefix + (n,))
+
+    rec(0, total, ())
+    return np.array(out, dtype=np.int64).reshape(len(out), len(bounds))
+
+
+def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) -> np.ndarray:
+    """Log-likelihood of candidate changes x (rows; columns = skus) given the camera's counts.
+    The seam between weights and vision: any per-shelf counts plug in here."""
+    if vision is None or not vision.usable:
+        return np.zeros(len(x))
+    seen = np.array([vision.seen.get(k, 0) for k in skus], dtype=np.float64)
+    return -BETA * vision.confidence * np.abs(x - seen).sum(axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShelfCandidates:
+    shelf: str
+    x: np.ndarray          # (n, len(skus)) net change per SKU
+    score: np.ndarray      # (n,) total log score
+    weight_ll: np.ndarray  # (n,) weight log-likelihood only
+    residual: np.ndarray   # (n,) grams
+    sigma: np.ndarray      # (n,) grams
+    outlier: np.ndarray    # (n,) the flat term explains the weight better than the Gaussian
+
+
+def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[str],
+                      stock: np.ndarray, addable: np.ndarray, w: np.ndarray, var1: np.ndarray,
+                      vision: ShelfVision | None) -> _ShelfCandidates:
+    removable = [i for i in range(len(skus)) if stock[i] > 0]
+    gainable = [i for i in range(len(skus)) if addable[i]]
+    rem = _bounded_vectors([int(stock[i]) for i in removable], MAX_REMOVED)
+    add = _bounded_vectors([MAX_ADDED] * len(gainable), MAX_ADDED)
+    x = np.zeros((len(rem) * len(add), len(skus)), dtype=np.int64)
+    rr = np.repeat(np.arange(len(rem)), len(add))
+    aa = np.tile(np.arange(len(add)), len(rem))
+    if removable:
+        x[:, removable] -= rem[rr]
+    if gainable:
+        x[:, gainable] += add[aa]
+    if removable and gainable:  # a SKU both lost and gained: only its net change counts
+        both = [j for j, i in enumerate(gainable) if i in removable]
+        lost = [removable.index(gainable[j]) for j in both]
+        if both:
+            x = x[~((rem[rr][:, lost] > 0) & (add[aa][:, both] > 0)).any(axis=1)]
+    var = noise ** 2 + np.abs(x) @ var1
+    if delta is None:
+        weight_ll = np.zeros(len(x))
+        residual = np.zeros(len(x))
+        outlier = np.zeros(len(x), dtype=bool)
+    else:
+        residual = delta - x @ w
+        gauss = -residual ** 2 / (2 * var) - 0.5 * np.log(2 * np.pi * var)
+        flat = -math.log(OUTLIER_RANGE_G) - OUTLIER_COST
+        weight_ll = np.logaddexp(gauss, flat)
+        outlier = gauss < flat
+    prior = -ITEM_COST * np.clip(-x, 0, None).sum(axis=1) \
+        - MISPLACED_COST * np.clip(x, 0, None).sum(axis=1)
+    score = weight_ll + prior + vision_term(x, skus, vision)
+    keep = np.argsort(-score, kind="stable")[:TOP_K]
+    keep = keep[score[keep] >= score[keep[0]] - WINDOW]
+    only_removals = np.flatnonzero((x <= 0).all(axis=1))
+    if not (x[keep] <= 0).all(axis=1).any():  # keep one candidate that needs no other shelf
+        keep = np.append(keep, only_removals[np.argmax(score[only_removals])])
+    return _ShelfCandidates(shelf, x[keep], score[keep], weight_ll[keep], residual[keep],
+                            np.sqrt(var[keep]), outlier[keep])
+
+
+def _combine(cands: list[_ShelfCandidates], nskus: int) -> list[tuple[float, tuple[int, ...]]]:
+    """Branch and bound over shelves (candidates sorted best first): combinations
+    (score, index per shelf) within WINDOW of the best whose basket is >= 0 for every SKU."""
+    best_rest = [0.0] * (len(cands) + 1)
+    for i in range(len(cands) - 1, -1, -1):
+        best_rest[i] = best_rest[i + 1] + float(cands[i].score[0])
+    rows = [[tuple(int(v) for v in row) for row in c.x] for c in cands]
+    scores = [[float(v) for v in c.score] for c in cands]
+    # a feasible start: the best removal-only candidate of each shelf
+    start = 0.0
+    for r, sc in zip(rows, scores):
+        start += max(s for row, s in zip(r, sc) if all(v <= 0 for v in row))
+    best = [start]
+    found: list[tuple[float, tuple[int, ...]]] = []
+
+    def rec(i: int, total: float, net: tuple[int, ...], picks: tuple[int, ...]) -> None:
+        if i == len(cands):
+            if all(v <= 0 for v in net):  # nothing arrives from outside the cabinet
+                found.append((total, picks))
+                best[0] = max(best[0], total)
+            return
+        for j, (row, sc) in enumerate(zip(rows[i], scores[i])):
+            if total + sc + best_rest[i + 1] < best[0] - WINDOW:
+                break  # sorted: every later candidate is worse still
+            rec(i + 1, total + sc, tuple(a + b for a, b in zip(net, row)), picks + (j,))
+
+    rec(0, 0.0, (0,) * nskus, ())
+    return [f for f in found if f[0] >= best[0] - WINDOW]
+
+
+# --- evidence from the bundle ---------------------------------------------------------------
+
+def _noise(shelf: Any, default: float) -> float:
+    """Std dev of the measured delta: the configured noise, or more if the samples say so."""
+    parts = []
+    for samples in (shelf.samples_before, shelf.samples_after):
+        if len(samples) >= 5:
+            arr = np.sort(np.asarray(samples, dtype=np.float64))
+            trim = arr[len(arr) // 10: len(arr) - len(arr) // 10]
+            parts.append(float(np.std(trim)) / math.sqrt(len(trim)))
+    est = math.sqrt(sum(p * p for p in parts)) if parts else 0.0
+    return max(default, est)
+
+
+def slot_vision(bundle: Bundle, looks: Mapping[str, Any] | None) -> tuple[dict, dict]:
+    """Per-slot evidence from vision.diff for every camera with images, and the flags."""
+    from vision.diff import SlotSpec, VisionInputError, slot_evidence
+
+    per_slot: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    for camera, imgs in sorted(bundle.images.items()):
+        slots = bundle.planogram.slots_seen_by(camera)
+        if not slots:
+            continue
+        specs = [SlotSpec(s.id, s.roi, s.capacity) for s in slots]
+        try:
+            ev = slot_evidence(imgs.before, imgs.after, specs, looks or {}, camera=camera)
+        except VisionInputError as e:
+            notes[camera] = str(e)
+            continue
+        per_slot.update(ev)
+        if any(not e.usable for e in ev.values()):
+            notes[camera] = next(e.reason for e in ev.values() if not e.usable)
+    return per_slot, notes
+
+
+def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any]) -> dict[str, ShelfVision]:
+    out = {}
+    for shelf in bundle.planogram.shelves:
+        evs = [per_slot[s.id] for s in bundle.planogram.slots_on(shelf.id) if s.id in per_slot]
+        if not evs:
+            continue
+        seen: dict[str, int] = {}
+        for e in evs:
+            before, after = e.counts_before, e.counts_after
+            for sku in set(before) | set(after):
+                seen[sku] = seen.get(sku, 0) + after.get(sku, 0) - before.get(sku, 0)
+        out[shelf.id] = ShelfVision(
+            {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
+            sum(max(0, e.foreign_after - e.foreign_before) for e in evs),
+            all(e.usable for e in evs))
+    return out
+
+
+def _default_looks(bundle: Bundle) -> Mapping[str, Any]:
+    from cabinet.catalog import product_looks
+    from vision.data import data_root
+    return product_looks(bundle.catalog, data_root())
+
+
+def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
+              vision: Callable[[Bundle, Mapping[str, Any] | None], tuple[dict, dict]] | None
+              = slot_vision) -> ReconcileResult:
+    """The most likely basket of a session bundle; see the module doc for the model.
+    `looks` (SKU -> vision.render.ProductLook) default to `product_looks(catalog, data_root())`,
+    the looks the simulated cameras render; `vision=None` reconciles from weights alone."""
+    catalog, planogram = bundle.catalog, bundle.planogram
+    params = bundle.params
+    inventory = {s.id: bundle.inventory_before.get(s.id, (s.sku,) * s.capacity)
+                 for s in planogram.slots}
+    skus = sorted({k for items in inventory.values() for k in items})
+    index = {k: i for i, k in enumerate(skus)}
+    w = np.array([catalog[k].unit_weight_g for k in skus], dtype=np.float64)
+    var1 = np.array([catalog[k].weight_sigma_g ** 2 for k in skus], dtype=np.float64)
+    stock = {sh.id: np.zeros(len(skus), dtype=np.int64) for sh in planogram.shelves}
+    for slot in planogram.slots:
+        for k in inventory[slot.id]:
+            stock[slot.shelf][index[k]] += 1
+    total = sum(stock.values(), np.zeros(len(skus), dtype=np.int64))
+
+    flags: set[str] = set()
+    per_slot, notes = ({}, {})
+    if vision is not None and bundle.images:
+        per_slot, notes = vision(bundle, looks if looks is not None else _default_looks(bundle))
+        if notes:
+            flags.add("camera_dark")
+    shelf_vis = _shelf_vision(bundle, per_slot)
+
+    cands, shelf_info = [], {}
+    for shelf in planogram.shelves:
+        rec = bundle.shelves.get(shelf.id)
+        delta = None
+        noise = params.load_cell_noise_g
+        if rec is None or rec.before_g is None or rec.after_g is None:
+            flags.add("shelf_dead")
+        else:
+            delta = rec.after_g - rec.before_g
+            noise = _noise(rec, params.load_cell_noise_g)
+            if not (rec.before_stable and rec.after_stable):
+                flags.add("shelf_unsettled")
+                noise *= UNSETTLED_FACTOR
+        sv = shelf_vis.get(shelf.id)
+        if sv is not None and sv.foreign_added:
+            flags.add("foreign_object")
+        addable = (total - stock[shelf.id]) > 0
+        c = _shelf_candidates(shelf.id, delta, noise, skus, stock[shelf.id], addable, w, var1, sv)
+        cands.append(c)
+        shelf_info[shelf.id] = (delta, noise, sv)
+
+    combos = _combine(cands, len(skus))
+    top = max(s for s, _ in combos)
+    weights = np.exp(np.array([s for s, _ in combos]) - top)
+    weights /= weights.sum()
+    by_basket: dict[tuple, float] = {}
+    best_pick: dict[tuple, tuple[float, tuple[int, ...]]] = {}
+    for (score, picks), p in zip(combos, weights):
+        net = sum((cands[i].x[j] for i, j in enumerate(picks)), np.zeros(len(skus), np.int64))
+        key = tuple((skus[i], int(-n)) for i, n in enumerate(net) if n < 0)
+        by_basket[key] = by_basket.get(key, 0.0) + float(p)
+        if key not in best_pick or score > best_pick[key][0]:
+            best_pick[key] = (score, picks)
+    ranked = sorted(by_basket.items(), key=lambda kv: (-kv[1], kv[0]))
+    best_key, confidence = ranked[0]
+    picks = best_pick[best_key][1]
+
+    shelves_ev, unexplained = {}, []
+    for (shelf_id, (delta, noise, sv)), c, j in zip(shelf_info.items(), cands, picks):
+        x = c.x[j]
+        z = None if delta is None else float(c.residual[j] / c.sigma[j])
+        if delta is not None and c.outlier[j]:
+            flags.add("unexplained_weight")
+            unexplained.append((shelf_id, x))
+            if c.residual[j] > 0:
+                flags.add("foreign_object")
+        if delta is None:
+            unexplained.append((shelf_id, x))
+        if sv is not None and sv.usable and sv.confidence >= 0.6 and any(
+                sv.seen.get(k, 0) != int(x[i]) for i, k in enumerate(skus)):
+            flags.add("vision_disagrees")
+        shelves_ev[shelf_id] = {
+            "delta_g": None if delta is None else round(delta, 3),
+            "explained_by": {skus[i]: int(n) for i, n in enumerate(x) if n},
+            "residual_g": None if delta is None else round(float(c.residual[j]), 3),
+            "sigma_g": round(float(c.sigma[j]), 3), "noise_g": round(noise, 3),
+            "z": None if z is None else round(z, 3),
+            "likelihood": round(float(c.weight_ll[j]), 4),
+            "vision_seen": None if sv is None else dict(sorted(sv.seen.items())),
+            "vision_confidence": None if sv is None else round(sv.confidence, 3)}
+
+    if confidence < params.min_confidence:
+        flags.add("low_confidence")
+    best_guess = dict(best_key)
+    basket = best_guess
+    if flags:
+        basket = _certain(ranked, skus, unexplained)
+    runner = None if len(ranked) < 2 else (dict(ranked[1][0]), round(ranked[1][1], 6))
+    slots_ev = {sid: {"change": e.change, "count_before": sum(e.occupied_before),
+                      "count_after": sum(e.occupied_after), "skus_after": list(e.skus_after),
+                      "foreign_after": e.foreign_after, "confidence": e.confidence,
+                      "usable": e.usable, "reason": e.reason}
+                for sid, e in sorted(per_slot.items())}
+    evidence = {"shelves": shelves_ev, "slots": slots_ev, "cameras": dict(sorted(notes.items())),
+                "combinations": len(combos)}
+    return ReconcileResult(dict(sorted(basket.items())), round(confidence, 6), runner, evidence,
+                           tuple(sorted(flags)), dict(sorted(best_guess.items())))
+
+
+def _certain(ranked: list[tuple[tuple, float]], skus: list[str],
+             unexplained: list[tuple[str, np.ndarray]]) -> dict[str, int]:
+    """What is certain: the least count per SKU over the baskets holding CERTAIN_MASS of the
+    probability, less what the best explanation takes from shelves it cannot explain."""
+    mass, kept = 0.0, []
+    for key, p in ranked:
+        kept.append(dict(key))
+        mass += p
+        if mass >= CERTAIN_MASS:
+            break
+    certain = {k: min(b.get(k, 0) for b in kept) for k in kept[0]}
+    for _shelf, x in unexplained:
+        for i, n in enumerate(x):
+            if n < 0 and skus[i] in certain:
+                certain[skus[i]] = max(0, certain[skus[i]] + int(n))
+    return {k: v for k, v in certain.items() if v > 0}
