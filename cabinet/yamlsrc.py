@@ -106,6 +106,9 @@ def parse_yaml(text: str, path: str | Path) -> Doc:
         problem = e.problem or "malformed YAML"
         if e.context:
             problem = f"{e.context}, {problem}"
+        ctx = e.context_mark
+        if ctx is not None and mark is not None and ctx.line != mark.line:
+            problem += f" (the block opened at line {ctx.line + 1})"
         raise FormatError(path, mark.line + 1 if mark else None, None,
                           message=f"malformed YAML: {problem}") from e
     except yaml.YAMLError as e:
