@@ -77,7 +77,9 @@ class Context:
         except OSError as e:
             raise DiagError(f"Calibration file {path}: cannot read it ({e.strerror})") from None
 
-    def board(self) -> Any:
+    def board(self, *, load_store: bool = True) -> Any:
+        """The open board; ``load_store=False`` opens it without reading the calibration
+        store (import replaces the store, so a corrupt one must not block it)."""
         if self._board is None:
             if not self.port:
                 raise ConnectionProblem(
@@ -86,7 +88,8 @@ class Context:
             from .device import Board
             from .ports import default_finder
             board = Board(self.port, timeout_s=self.timeout_s,
-                          calibration=self.load_calibration(), on_event=self.events.put,
+                          calibration=self.load_calibration() if load_store else None,
+                          on_event=self.events.put,
                           finder=default_finder(), on_trace=self._on_frame)
             board.open()
             self._board = board

