@@ -9,7 +9,8 @@ from billing.gateway import (GatewayClient, GatewayError, GatewayUnavailable,
                              IdempotencyConflict, PaymentDeclined)
 from billing.money import Money
 from billing.receipt import Receipt, ReceiptLine
-from billing.service import Billing, HoldResult, Line, RefundResult, Retried, Standing
+from billing.records import HoldResult, Line, RefundResult, Retried, Standing
+from billing.service import Billing
 
 __all__ = [
     "Base", "init_db", "make_engine", "session_factory", "BillingError", "InvalidLine",

@@ -134,7 +134,8 @@ class Charge(Base):
 
 class LineItem(Base):
     __tablename__ = "line_items"
-    __table_args__ = (CheckConstraint("qty > 0", name="ck_line_items_qty"),
+    __table_args__ = (UniqueConstraint("session_id", "position", name="uq_line_items_position"),
+                      CheckConstraint("qty > 0", name="ck_line_items_qty"),
                       CheckConstraint("unit_price >= 0", name="ck_line_items_price"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

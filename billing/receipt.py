@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from billing.models import Account, CabinetSession, LedgerEntry
 from billing.money import Money
 
 _OUTCOME_TEXT = {
@@ -76,3 +80,24 @@ class Receipt:
         if self.flags:
             out.append(f"Flags     {', '.join(self.flags)}")
         return "\n".join(out) + "\n"
+
+
+def build_receipt(db: Session, sess: CabinetSession) -> Receipt:
+    """The receipt of `sess` as the database has it now (money amounts from the ledger)."""
+    account = db.get(Account, sess.account_id) if sess.account_id else None
+    cur = sess.currency
+
+    def ledger_sum(kind: str) -> Money:
+        total = db.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+                          .where(LedgerEntry.session_id == sess.id, LedgerEntry.kind == kind))
+        return Money(int(total or 0), cur)
+
+    return Receipt(
+        cabinet_id=sess.cabinet_id, session_id=sess.id,
+        account_name=account.name if account else None,
+        opened_at=sess.opened_at, closed_at=sess.closed_at,
+        lines=tuple(ReceiptLine(x.sku, x.name, x.qty, Money(x.unit_price, cur),
+                                Money(x.amount, cur)) for x in sess.lines),
+        total=Money(sess.total or 0, cur), outcome=sess.outcome,
+        outcome_reason=sess.outcome_reason, charged=ledger_sum("capture"),
+        refunded=ledger_sum("refund"), owed=ledger_sum("debt"), flags=tuple(sess.flags or ()))

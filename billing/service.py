@@ -27,58 +27,18 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing import receipt as receipts
 from billing.db import utcnow
-from billing.errors import (BillingError, InvalidLine, NotHeld, RefundRefused,
-                            SettlementConflict, UnknownAccount, UnknownSession)
+from billing.errors import (BillingError, NotHeld, RefundRefused, SettlementConflict,
+                            UnknownAccount, UnknownSession)
 from billing.gateway import GatewayClient, GatewayError, GatewayUnavailable, PaymentDeclined
 from billing.models import (Account, CabinetSession, Charge, FaceTemplate, Hold, LedgerEntry,
                             LineItem, Refund)
 from billing.money import Money, check_amount, check_currency
-from billing.receipt import Receipt
+from billing.receipt import Receipt, build_receipt
+from billing.records import (HoldResult, Line, RefundResult, Retried, Standing, basket_text,
+                             check_flags, check_lines, check_session_id)
 
 UNAVAILABLE_TEXT = "The payment service is not answering; please try again in a moment."
-
-
-@dataclasses.dataclass(frozen=True)
-class Line:
-    """One basket line as the controller reconciled it; unit_price in minor units."""
-
-    sku: str
-    name: str
-    qty: int
-    unit_price: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Standing:
-    ok: bool
-    reason: str
-
-
-@dataclasses.dataclass(frozen=True)
-class HoldResult:
-    ok: bool
-    session_id: str
-    reason: str                   # for the kiosk: "" when ok, else why the door stays shut
-    amount: Money | None = None
-    auth_id: str | None = None
-    code: str | None = None       # decline code, "standing", "unavailable", ...
-
-
-@dataclasses.dataclass(frozen=True)
-class RefundResult:
-    session_id: str
-    amount: Money
-    status: str                   # refunded | requested (retried later) | failed
-    message: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Retried:
-    session_id: str
-    what: str                     # settle | hold_cleanup | refund
-    result: str                   # the session's outcome, the hold's or the refund's status
 
 
 class Billing:
@@ -176,7 +136,7 @@ class Billing:
     def place_hold(self, session_id: str, account_id: int, *,
                    cabinet_id: str | None = None) -> HoldResult:
         """Pre-authorise `hold_amount` for a new session; idempotent per session id."""
-        _check_session_id(session_id)
+        check_session_id(session_id)
         with self._sessions.begin() as db:
             account = self._account(db, account_id)
             sess = db.get(CabinetSession, session_id)
@@ -241,8 +201,13 @@ class Billing:
     def settle(self, session_id: str, lines: Sequence[Line], *,
                flags: Iterable[str] = ()) -> Receipt:
         """Charge the basket (or release the hold if it is empty); safe to call again."""
-        checked = _check_lines(session_id, lines)
-        flags = _check_flags(session_id, flags)
+        checked = check_lines(session_id, lines)
+        flags = check_flags(session_id, flags)
+        with self._sessions() as db:
+            sess, hold = self._session(db, session_id), _hold_of(db, session_id)
+            unanswered = hold is not None and hold.status == "requested" and sess.outcome is None
+        if unanswered:  # a crash while placing the hold: replaying its key tells how it went
+            self.place_hold(session_id, hold.account_id)
         try:
             self._record_basket(session_id, checked, flags)
         except IntegrityError:
@@ -257,14 +222,16 @@ class Billing:
         with self._sessions.begin() as db:
             sess = self._session(db, session_id)
             hold = _hold_of(db, session_id)
-            if sess.lines:
+            if sess.outcome in ("denied", "void"):
+                raise NotHeld(f"settle {session_id}: the session ended {sess.outcome} "
+                              f"({sess.outcome_reason}); nothing can be charged")
+            if sess.total is not None:  # the basket is recorded: only a replay may follow
                 recorded = [Line(x.sku, x.name, x.qty, x.unit_price) for x in sess.lines]
                 if recorded != checked:
                     raise SettlementConflict(
                         f"settle {session_id}: this session was already settled with another "
-                        f"basket ({_basket_text(recorded)}); corrections go through refunds")
-            elif sess.outcome in ("denied", "void") or hold is None or hold.status not in (
-                    "authorized", "void_requested", "voided", "captured"):
+                        f"basket ({basket_text(recorded)}); corrections go through refunds")
+            elif hold is None or hold.status != "authorized":
                 raise NotHeld(f"settle {session_id}: no authorized hold (outcome "
                               f"{sess.outcome or 'open'}, hold "
                               f"{hold.status if hold else 'none'}); nothing can be charged")
@@ -288,7 +255,7 @@ class Billing:
         """End a session that never reached the shelves (e.g. the door was never opened)."""
         with self._sessions.begin() as db:
             sess = self._session(db, session_id)
-            if sess.outcome is not None or sess.lines:
+            if sess.outcome is not None or sess.total is not None:
                 raise BillingError(f"void_session {session_id}: already "
                                    f"{sess.outcome or 'settling'}; nothing to void")
             hold = _hold_of(db, session_id)
@@ -475,25 +442,7 @@ class Billing:
     # --- receipts ---------------------------------------------------------------------------
     def receipt(self, session_id: str) -> Receipt:
         with self._sessions() as db:
-            sess = self._session(db, session_id)
-            account = db.get(Account, sess.account_id) if sess.account_id else None
-            cur = sess.currency
-
-            def money_of(kind: str) -> Money:
-                return Money(int(db.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
-                                           .where(LedgerEntry.session_id == session_id,
-                                                  LedgerEntry.kind == kind)) or 0), cur)
-
-            return Receipt(
-                cabinet_id=sess.cabinet_id, session_id=sess.id,
-                account_name=account.name if account else None,
-                opened_at=sess.opened_at, closed_at=sess.closed_at,
-                lines=tuple(receipts.ReceiptLine(x.sku, x.name, x.qty, Money(x.unit_price, cur),
-                                                 Money(x.amount, cur)) for x in sess.lines),
-                total=Money(sess.total or 0, cur), outcome=sess.outcome,
-                outcome_reason=sess.outcome_reason, charged=money_of("capture"),
-                refunded=money_of("refund"), owed=money_of("debt"),
-                flags=tuple(sess.flags or ()))
+            return build_receipt(db, self._session(db, session_id))
 
     # --- helpers ----------------------------------------------------------------------------
     def _account(self, db: Session, account_id: int) -> Account:
@@ -551,38 +500,3 @@ def _denial_text(reason: str, code: str | None) -> str:
     if code == "unavailable" or code == "gateway":
         return reason if code == "unavailable" else f"payment error: {reason}"
     return f"payment declined: {reason}"
-
-
-def _check_session_id(session_id: object) -> str:
-    if not isinstance(session_id, str) or not session_id or len(session_id) > 64:
-        raise BillingError(f"billing: session id {session_id!r} must be a non-empty string of "
-                           f"at most 64 characters")
-    return session_id
-
-
-def _check_lines(session_id: str, lines: Sequence[Line]) -> list[Line]:
-    checked = []
-    for i, line in enumerate(lines):
-        where = f"settle {session_id} line {i + 1}"
-        if not isinstance(line, Line):
-            raise InvalidLine(f"{where}: expected a billing.Line, got {line!r}")
-        if not isinstance(line.sku, str) or not line.sku or not isinstance(line.name, str):
-            raise InvalidLine(f"{where}: the SKU must be a non-empty string ({line!r})")
-        if isinstance(line.qty, bool) or not isinstance(line.qty, int) or line.qty <= 0:
-            raise InvalidLine(f"{where} ({line.sku}): quantity {line.qty!r} must be a positive "
-                              f"integer (items put back are not lines)")
-        check_amount(line.unit_price, f"{where} ({line.sku}) unit price")
-        checked.append(line)
-    return checked
-
-
-def _check_flags(session_id: str, flags: Iterable[str]) -> list[str]:
-    flags = list(flags)
-    for flag in flags:
-        if not isinstance(flag, str) or not flag:
-            raise BillingError(f"settle {session_id}: flag {flag!r} must be a non-empty string")
-    return flags
-
-
-def _basket_text(lines: list[Line]) -> str:
-    return ", ".join(f"{x.qty} x {x.sku}" for x in lines) or "empty"

@@ -36,6 +36,14 @@ class DiesBeforeCapture(GatewayClient):
         raise PowerCut("before the capture request")
 
 
+class DiesAfterAuthorize(GatewayClient):
+    """The gateway placed the hold and answered; the process died before recording it."""
+
+    def authorize(self, amount, currency, payment_token, idempotency_key):
+        super().authorize(amount, currency, payment_token, idempotency_key)
+        raise PowerCut("after the authorize answer")
+
+
 def captures_in_ledger(billing, session_id="s-1"):
     with billing._sessions() as db:
         return db.scalars(select(LedgerEntry.amount).where(
@@ -173,3 +181,13 @@ def test_a_refused_capture_becomes_debt_and_the_session_stays_pending(billing, a
     assert "unpaid" in receipt.outcome_reason
     assert billing.standing(alice.id).reason == "unpaid debt of EUR 3.00"
     assert gateway.effects()["capture"] == 0
+
+
+def test_a_crash_while_placing_the_hold_is_finished_by_settle(make_billing, gateway):
+    doomed = make_billing(DiesAfterAuthorize)
+    alice = doomed.open_account("Alice", "tok_visa_ok")
+    with pytest.raises(PowerCut):
+        doomed.place_hold("s-1", alice.id)
+    restarted = make_billing()
+    assert restarted.settle("s-1", [COLA]).outcome == "charged"
+    assert gateway.effects()["authorize"] == 1 and gateway.effects()["capture"] == 1

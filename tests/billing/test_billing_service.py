@@ -241,3 +241,12 @@ def test_holds_store_their_key_before_any_answer(billing, alice, gateway):
     with billing._sessions() as db:
         hold = db.scalar(select(Hold))
     assert hold.idempotency_key == "s-1:hold" and hold.status == "requested"
+
+
+def test_an_empty_settlement_cannot_be_turned_into_a_charge(billing, alice, gateway):
+    billing.place_hold("s-1", alice.id)
+    billing.settle("s-1", [])
+    with pytest.raises(SettlementConflict, match="basket \\(empty\\)"):
+        billing.settle("s-1", [COLA])
+    assert billing.settle("s-1", []).outcome == "nothing_taken"
+    assert gateway.effects()["capture"] == 0 and gateway.effects()["void"] == 1
