@@ -23,8 +23,9 @@ import random
 import select
 import threading
 import time
+import termios
 import tty
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Callable
 
@@ -83,6 +84,7 @@ class SimMCU:
         # counters a test or the bench can read
         self.unlocks_executed = 0
         self.commands_executed = 0
+        self.executed: Counter[tuple[int, int]] = Counter()     # (boot id, seq) -> runs
         self.duplicates_dropped = 0
         self.events_sent = 0
         self.boots = 0
@@ -228,7 +230,7 @@ class SimMCU:
                 self._hold_busy()
             elif fault == "port_vanish":
                 self._vanish(float(params.get("duration_s", 1.0)))
-            elif fault == "flood":
+            elif fault == "flood" and self._master >= 0:
                 self.faults.clear("flood")
                 for _ in range(int(params.get("count", 1000))):
                     self._event(P.WeightBatch(shelf=0, uptime_ms=self._uptime_ms(),
@@ -287,15 +289,27 @@ class SimMCU:
         if self._master < 0 or self.faults.active("silent") or time.monotonic() < self._booting_until:
             return
         raw = self.faults.mangle_tx(raw)
-        try:
-            if self.faults.active("split"):
-                for i in range(len(raw)):
-                    os.write(self._master, raw[i:i + 1])
-                    time.sleep(0.0002)
-            else:
-                os.write(self._master, raw)
-        except (BlockingIOError, OSError):
-            pass                                    # nobody reading: bytes go into the void
+        if self.faults.active("split"):
+            for i in range(len(raw)):
+                self._write(raw[i:i + 1])
+                time.sleep(0.0002)
+        else:
+            self._write(raw)
+
+    def _write(self, raw: bytes) -> None:
+        """Like a UART: waits (briefly) while the host is slow to read; when nobody reads
+        at all the bytes go into the void."""
+        view = memoryview(raw)
+        while view:
+            try:
+                n = os.write(self._master, view)
+                view = view[n:]
+            except BlockingIOError:
+                if not select.select([], [self._master], [], 0.1)[1]:
+                    termios.tcflush(self._slave, termios.TCIFLUSH)   # nobody is reading
+                    return
+            except OSError:
+                return
 
     # ---- the firmware loop ---------------------------------------------------------------
     def _run(self) -> None:
@@ -344,6 +358,7 @@ class SimMCU:
             return
         self._last_cmd_seq = msg.seq
         self.commands_executed += 1
+        self.executed[(self.boot_id, msg.seq)] += 1
         seq = msg.seq
         if isinstance(msg, P.Identify):
             self._reply(P.encode(P.IdentifyReply(
@@ -430,10 +445,7 @@ class SimMCU:
 
     def _tx_text(self, text: bytes) -> None:
         if self._master >= 0:
-            try:
-                os.write(self._master, text)
-            except OSError:
-                pass
+            self._write(text)
 
     def _sample(self, now: float) -> None:
         f = self.faults
