@@ -1,0 +1,98 @@
+"""Helpers, no tests: synthetic session bundles for the reconcile and bundle tests: a tiny world of real items
+(each with its own weight inside the catalog tolerance), noisy settled shelf readings, and
+shelf images drawn by vision.render, written with the real BundleWriter."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from cabinet.bundle import BundleWriter
+from cabinet.catalog import Catalog, load_catalog, product_looks
+from cabinet.planogram import Planogram, load_planogram
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fixtures"
+
+
+def demo_files() -> tuple[Catalog, Planogram]:
+    catalog = load_catalog(FIXTURES / "catalog.yaml")
+    return catalog, load_planogram(FIXTURES / "planogram.yaml", catalog)
+
+
+class World:
+    """Items per slot (left to right, each with its own grams) and a customer's hands."""
+
+    def __init__(self, catalog: Catalog, planogram: Planogram, seed: int = 0):
+        self.catalog, self.planogram = catalog, planogram
+        self.rng = random.Random(seed)
+        self.slots: dict[str, list[tuple[str, float]]] = {}
+        for s in planogram.slots:
+            self.slots[s.id] = [self.item(s.sku) for _ in range(s.stock)]
+        self.hands: list[tuple[str, float]] = []
+        self.extra_g: dict[str, float] = {}
+
+    def item(self, sku: str) -> tuple[str, float]:
+        p = self.catalog[sku]
+        return sku, p.unit_weight_g + self.rng.gauss(0, p.weight_sigma_g)
+
+    def take(self, slot: str, qty: int = 1) -> None:
+        for _ in range(qty):
+            self.hands.append(self.slots[slot].pop())
+
+    def put(self, slot: str, sku: str, qty: int = 1) -> None:
+        for _ in range(qty):
+            i = max(i for i, it in enumerate(self.hands) if it[0] == sku)
+            self.slots[slot].append(self.hands.pop(i))
+
+    def move(self, src: str, dst: str, qty: int = 1) -> None:
+        for _ in range(qty):
+            self.slots[dst].append(self.slots[src].pop())
+
+    def add_foreign(self, shelf: str, grams: float) -> None:
+        self.extra_g[shelf] = self.extra_g.get(shelf, 0.0) + grams
+
+    def basket(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for sku, _ in self.hands:
+            out[sku] = out.get(sku, 0) + 1
+        return dict(sorted(out.items()))
+
+    def load(self, shelf: str) -> float:
+        return 1500.0 + self.extra_g.get(shelf, 0.0) + sum(
+            g for s in self.planogram.slots_on(shelf) for _, g in self.slots[s.id])
+
+    def readings(self, noise_g: float, n: int = 20) -> dict:
+        out = {}
+        for shelf in self.planogram.shelves:
+            samples = [self.load(shelf.id) + self.rng.gauss(0, noise_g * 2) for _ in range(n)]
+            out[shelf.id] = (float(np.mean(samples)), True, samples)
+        return out
+
+    def images(self, looks, seed: int) -> dict:
+        from vision.render import ShelfView, SlotView, render_shelf
+        out = {}
+        for shelf in self.planogram.shelves:
+            views = tuple(SlotView(s.id, s.roi, s.capacity, tuple(k for k, _ in self.slots[s.id]))
+                          for s in self.planogram.slots_on(shelf.id))
+            out[shelf.camera] = render_shelf(ShelfView(shelf.camera, self.planogram.camera_size,
+                                                       views), looks, seed=seed)
+        return out
+
+    def inventory(self) -> dict[str, list[str]]:
+        return {k: [sku for sku, _ in v] for k, v in self.slots.items()}
+
+
+def write_session(root: Path, session_id: str, world: World, act, *, noise_g: float = 1.0,
+                  with_images: bool = False, seed: int = 0) -> Path:
+    """Snapshot, run `act(world)`, snapshot again; returns the bundle directory."""
+    writer = BundleWriter(root, session_id)
+    writer.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "acc-test",
+                         load_cell_noise_g=max(noise_g, 0.5))
+    looks = product_looks(world.catalog) if with_images else None
+    writer.write_before(world.readings(noise_g), world.images(looks, seed) if looks else {},
+                        world.inventory())
+    act(world)
+    writer.write_after(world.readings(noise_g), world.images(looks, seed + 1) if looks else {})
+    return writer.path
