@@ -3,8 +3,8 @@
 ``main`` parses the command line (global options are accepted before or after the command,
 as in ``cabinet-diag --port P info --json``), fills what was not given from the environment
 (CABINET_PORT, CABINET_SERIAL, CABINET_TIMEOUT, CABINET_CALIBRATION), runs one command from
-diag_commands.py / diag_wire.py against a ``Board`` that ``Context`` opens lazily, and turns
-every failure into one line on stderr and an exit code:
+diag_commands.py, diag_calibration.py or diag_wire.py against a ``Board`` that ``Context``
+opens lazily, and turns every failure into one line on stderr and an exit code:
 
     0 ok    1 command or device error (refused, bad file, a shelf that needs attention,
             a bad command line)    2 connection error (no port, busy, silent MCU, protocol
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .diag_output import Output, clock, format_message
+from .diag_output import Output, frame_lines
 from .errors import CommandRefused, LinkError
 from .loadcell import Calibration, CalibrationError
 
@@ -100,9 +100,8 @@ class Context:
             sink(direction, at, raw, message)
 
     def _trace_to_stderr(self, direction: str, at: float, raw: bytes, message: Any) -> None:
-        arrow = "->" if direction == "tx" else "<-"
-        self.err.write(f"trace {clock(at)} {arrow} {raw.hex(' ')}  "
-                       f"{format_message(message)}\n")
+        self.err.write("".join(f"trace {line}\n" for line in frame_lines(direction, at, raw,
+                                                                           message)))
         self.err.flush()
 
     def save_calibration(self, calibration: Calibration) -> str | None:
@@ -149,6 +148,7 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import diag_calibration as K
     from . import diag_commands as C
     from . import diag_wire as W
     glob = _global_options(defaults=False)
@@ -184,14 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="one-shot: wait up to S s for settled readings (default 2)")
     _stop_options(w)
-    t = command("tare", C.cmd_tare, "zero shelves (empty and still)")
+    t = command("tare", K.cmd_tare, "zero shelves (empty and still)")
     t.add_argument("shelves", nargs="*", type=int, metavar="SHELF", help="default: all")
-    c = command("calibrate", C.cmd_calibrate, "set a shelf's gain from a known mass on it")
+    c = command("calibrate", K.cmd_calibrate, "set a shelf's gain from a known mass on it")
     c.add_argument("shelf", type=int)
     c.add_argument("--grams", type=float, required=True, help="the known mass on the shelf")
-    e = command("export", C.cmd_export, "write the calibration in use to a JSON file")
+    e = command("export", K.cmd_export, "write the calibration in use to a JSON file")
     e.add_argument("file", help="destination ('-' for stdout)")
-    i = command("import", C.cmd_import, "load a calibration JSON file into the store")
+    i = command("import", K.cmd_import, "load a calibration JSON file into the store")
     i.add_argument("file")
     i.add_argument("--force", action="store_true", help="accept a file from another board")
     command("reboot", C.cmd_reboot, "reboot the MCU and report its new boot id")

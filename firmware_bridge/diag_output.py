@@ -98,6 +98,12 @@ def format_message(msg: Any) -> str:
     return " ".join(parts)
 
 
+def frame_lines(direction: str, at: float, raw: bytes, msg: Any) -> list[str]:
+    """A frame as monitor and --trace show it: time, direction, decoded; then its bytes."""
+    arrow = "->" if direction == "tx" else "<-"
+    return [f"{clock(at)} {arrow} {format_message(msg)}", f"{'':16}{raw.hex(' ')}"]
+
+
 def message_json(msg: Any) -> dict[str, Any] | None:
     if msg is None:
         return None

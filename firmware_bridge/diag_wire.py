@@ -22,7 +22,8 @@ from serial.tools import list_ports
 from . import protocol as P
 from .diag import EXIT_ERROR, EXIT_OK, Context, DiagError
 from .diag_commands import StopAfter
-from .diag_output import clock, format_message, jsonable, key_values, message_json, table
+from .diag_output import (format_message, frame_lines, jsonable, key_values, message_json,
+                          table)
 from .diagnostics import ShelfDiagnostics
 from .errors import CommandRefused, LinkDown
 from .ports import RegistryPortFinder
@@ -41,11 +42,6 @@ def cmd_ports(ctx: Context, args: argparse.Namespace) -> int:
              if found else ["no serial ports found: check the board's USB cable and power"])
     ctx.out.emit({"ports": found}, lines)
     return EXIT_OK
-
-
-def frame_line(direction: str, at: float, raw: bytes, msg: Any) -> str:
-    arrow = "->" if direction == "tx" else "<-"
-    return f"{clock(at)} {arrow} {format_message(msg)}\n{'':16}{raw.hex(' ')}"
 
 
 def frame_json(direction: str, at: float, raw: bytes, msg: Any) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def cmd_monitor(ctx: Context, args: argparse.Namespace) -> int:
         if msg is not None and type(msg).__name__.lower() in skip:
             continue
         stop.tick()
-        ctx.out.emit(frame_json(*frame), [frame_line(*frame)])
+        ctx.out.emit(frame_json(*frame), frame_lines(*frame))
     return EXIT_OK
 
 

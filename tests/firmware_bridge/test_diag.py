@@ -84,6 +84,13 @@ def test_info_reports_versions_boot_id_and_reset_reason(port):
     assert info["shelves"] == 3
 
 
+def test_trace_prints_every_frame_to_stderr(port):
+    r = diag("--port", port, "info", "--trace")
+    assert r.returncode == 0, r.stderr
+    assert "-> Identify" in r.stderr and "<- IdentifyReply" in r.stderr
+    assert "board serial" in r.stdout
+
+
 def test_status_shows_lock_door_and_settled_shelves(port):
     st = diag_json("status", env={"CABINET_PORT": port})
     assert st["lock_engaged"] is True and st["door_open"] is False
