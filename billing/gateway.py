@@ -17,6 +17,7 @@ is `backoff(attempt, rng)`: pure functions, the randomness passed in, so tests a
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any, Callable
@@ -27,6 +28,8 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_EXC_KINDS = frozenset({"timeout", "connection"})
 INITIAL_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 2.0
+
+log = logging.getLogger(__name__)  # keys, paths and statuses only: never a payment token
 
 
 class GatewayError(Exception):
@@ -150,7 +153,10 @@ class GatewayClient:
             except requests.RequestException:
                 exc_kind = "transport"
             if should_retry(status, exc_kind, attempt, self.max_retries):
-                self._sleep(backoff(attempt, self._rng))
+                wait = backoff(attempt, self._rng)
+                log.warning("gateway POST %s (key %s): attempt %d got %s; retrying in %.2f s",
+                            path, idempotency_key, attempt + 1, exc_kind or status, wait)
+                self._sleep(wait)
                 attempt += 1
                 continue
             return self._translate(path, idempotency_key, status, exc_kind, answer, attempt)

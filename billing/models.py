@@ -101,7 +101,8 @@ class Hold(Base):
     amount: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    # requested|authorized|declined|captured|void_requested|voided
+    # requested (no answer yet) | authorized | declined | failed | captured | void_requested
+    # | voided | void_failed
     status: Mapped[str] = mapped_column(String(16), default="requested")
     gateway_auth_id: Mapped[str | None] = mapped_column(String(100), default=None)
     decline_reason: Mapped[str | None] = mapped_column(String(500), default=None)

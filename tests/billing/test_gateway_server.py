@@ -64,9 +64,11 @@ def test_posts_need_an_idempotency_key(gateway):
     assert answer.status_code == 400 and "Idempotency-Key" in answer.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [{"amount": -5, "currency": "EUR", "payment_token": "tok_visa_ok"},
-                                  {"amount": 1.5, "currency": "EUR", "payment_token": "tok_visa_ok"},
-                                  {"amount": 100, "currency": "euro", "payment_token": "tok_visa_ok"},
+OK = {"amount": 100, "currency": "EUR", "payment_token": "tok_visa_ok"}
+
+
+@pytest.mark.parametrize("body", [{**OK, "amount": -5}, {**OK, "amount": 1.5},
+                                  {**OK, "currency": "euro"},
                                   {"amount": 100, "currency": "EUR"}])
 def test_bad_authorization_requests_are_refused(gateway, body):
     assert post(gateway, "/v1/authorizations", body).status_code == 400
@@ -87,14 +89,16 @@ def test_capture_rules(gateway):
 
 def test_a_voided_hold_cannot_be_captured(gateway):
     auth_id = authorize(gateway).json()["id"]
-    assert post(gateway, f"/v1/authorizations/{auth_id}/void", {}, "v-1").json()["status"] == "voided"
+    voided = post(gateway, f"/v1/authorizations/{auth_id}/void", {}, "v-1").json()
+    assert voided["status"] == "voided"
     assert post(gateway, f"/v1/authorizations/{auth_id}/capture", {"amount": 5},
                 "c-1").status_code == 400
 
 
 def test_refunds_never_exceed_the_capture(gateway):
     auth_id = authorize(gateway).json()["id"]
-    cap_id = post(gateway, f"/v1/authorizations/{auth_id}/capture", {"amount": 500}, "c").json()["id"]
+    cap_id = post(gateway, f"/v1/authorizations/{auth_id}/capture", {"amount": 500},
+                  "c").json()["id"]
     assert post(gateway, "/v1/refunds", {"capture_id": cap_id, "amount": 300}, "r-1").ok
     over = post(gateway, "/v1/refunds", {"capture_id": cap_id, "amount": 201}, "r-2")
     assert over.status_code == 400 and "200 left" in over.json()["error"]["message"]
@@ -134,7 +138,7 @@ def test_runs_standalone_and_prints_its_url():
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
         answer = requests.post(url + "/v1/authorizations", timeout=5,
-                               json={"amount": 1, "currency": "EUR", "payment_token": "tok_visa_ok"},
+                               json=OK,
                                headers={"Idempotency-Key": "standalone"})
         assert answer.json()["status"] == "authorized"
     finally:
