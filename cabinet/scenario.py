@@ -5,7 +5,7 @@ A scenario names the face the customer shows, then a list of actions, each a one
 misplaced return), `move: {src, dst, qty}` (take from one slot, put into another),
 `open_door`, `close_door`, `wait: {seconds}`. `take: A1` is short for `take: {slot: A1}`.
 The door opens before the first action and closes after the last unless the scenario scripts
-them; a `refused` scenario never opens it. The loader replays the scenarios in file order on the
+them; a `denied` scenario never opens it. The loader replays the scenarios in file order on the
 planogram's initial stock (the demo runs them that way on one cabinet), computes the basket each
 customer walks away with, and refuses an `expect:` that disagrees, so a fixture cannot lie.
 """
@@ -21,7 +21,7 @@ from cabinet.errors import FormatError, FormatErrors
 from cabinet.planogram import ID_PATTERN, Planogram
 from cabinet.yamlsrc import Doc, load_yaml, pydantic_errors
 
-OUTCOMES = ("charged", "nothing_taken", "refused", "pending")
+OUTCOMES = ("charged", "nothing_taken", "denied", "pending")
 PAYMENT_TOKENS = ("tok_visa_ok", "tok_declined", "tok_insufficient_funds", "tok_expired")
 
 
@@ -127,7 +127,7 @@ class WaitParams(_Strict):
 
 
 class ExpectModel(_Strict):
-    outcome: Literal["charged", "nothing_taken", "refused", "pending"]
+    outcome: Literal["charged", "nothing_taken", "denied", "pending"]
     basket: dict[str, int] = Field(default_factory=dict)
 
 
@@ -258,7 +258,7 @@ def replay(actions: tuple[Action, ...], stock: dict[str, list[str]], planogram: 
 def _with_door(actions: list[Action], locs: list[tuple], outcome: str, base: tuple
                ) -> tuple[tuple[Action, ...], list[tuple]]:
     """Add the implicit open_door/close_door (not for a refused customer), keeping locations."""
-    if outcome != "refused":
+    if outcome != "denied":
         if not any(isinstance(a, OpenDoor) for a in actions):
             actions, locs = [OpenDoor()] + actions, [base] + locs
         if not any(isinstance(a, CloseDoor) for a in actions):
@@ -274,7 +274,7 @@ def check_expectation(doc: Doc, i: int, m: ScenarioModel, truth: dict[str, int],
         raise doc.error(loc + ("basket",), f"the actions leave the customer with {truth or '{}'}"
                         f"; fix the expected basket or the actions")
     outcome = m.expect.outcome
-    if outcome == "refused" and any(isinstance(a, (Take, Put, Move, OpenDoor)) for a in actions):
+    if outcome == "denied" and any(isinstance(a, (Take, Put, Move, OpenDoor)) for a in actions):
         raise doc.error(loc + ("outcome",), "a refused customer cannot open the door or touch "
                         "items; remove those actions")
     if outcome == "charged" and not truth:

@@ -54,7 +54,7 @@ def test_demo_scenarios_cover_the_issue(planogram):
     moved = scenarios["moved-item"]
     assert any(isinstance(a, Move) for a in moved.actions)
     assert "smoothie-250" not in moved.expect.basket  # moved inside the cabinet: not sold
-    assert scenarios["unknown-face"].expect.outcome == "refused"
+    assert scenarios["unknown-face"].expect.outcome == "denied"
     assert scenarios["unknown-face"].actions == ()
     browse = scenarios["browse-only"]
     assert browse.expect == browse.expect.__class__("nothing_taken", {})
@@ -73,7 +73,7 @@ def test_fallback_faces_make_a_stranger(planogram):
         for fallback, people in ((False, enrolled), (True, enrolled_fb)):
             person = s.person_for(fallback=fallback)
             assert person in {"obama", "biden"} or not fallback
-            assert (person in people) == (s.expect.outcome != "refused"), (s.name, fallback)
+            assert (person in people) == (s.expect.outcome != "denied"), (s.name, fallback)
 
 
 BAD_CASES = [
