@@ -9,10 +9,12 @@ is not sold. Each candidate is scored in log space:
   weight   Gaussian in r = measured delta - sum_k x_k w_k, with variance
            v = noise^2 (more when a shelf did not settle) + sum_k |x_k| (tol_k / 2)^2,
            mixed with a flat "something else is on the shelf" term (OUTLIER_*): a foreign
-           object or a faulty cell is explained as such, not by a chain of odd moves
+           object or a faulty cell is explained as such, not by a chain of odd moves (the
+           flat term is open only to candidates that add nothing to that shelf)
   vision   -BETA * confidence * sum_k |x_k - seen_k| per shelf, when its camera images exist
            (`vision_term`: the seam; `seen` comes from vision.diff.slot_evidence counts)
-  priors   -ITEM_COST per item leaving a shelf, -MISPLACED_COST per item arriving on a shelf
+  priors   -ITEM_COST per item leaving a shelf; -MISPLACED_COST per item arriving on a shelf,
+           growing by MISPLACED_GROWTH with each further one
 
 Search: per shelf, every candidate with at most MAX_REMOVED removals and MAX_ADDED additions is
 scored at once with numpy and the best TOP_K are kept; shelves are then combined by depth-first
@@ -44,7 +46,8 @@ MAX_ADDED = 2          # items one shelf can gain from other shelves
 TOP_K = 40             # candidates kept per shelf
 WINDOW = 12.0          # nats below the best at which combinations are dropped
 ITEM_COST = 0.7        # prior: each item taken
-MISPLACED_COST = 4.0   # prior: each item put on another shelf than it came from
+MISPLACED_COST = 4.0   # prior: an item put on another shelf than it came from ...
+MISPLACED_GROWTH = 4.0 # ... and more for each further one on that shelf (chains are rare)
 BETA = 4.0             # vision: nats per unit of disagreement at full confidence
 OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
 OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
@@ -162,11 +165,14 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
     else:
         residual = delta - x @ w
         gauss = -residual ** 2 / (2 * var) - 0.5 * np.log(2 * np.pi * var)
-        flat = -math.log(OUTLIER_RANGE_G) - OUTLIER_COST
+        # the flat term only with removals: an unexplained shelf must not absorb moves
+        flat = np.where((x <= 0).all(axis=1), -math.log(OUTLIER_RANGE_G) - OUTLIER_COST,
+                        -np.inf)
         weight_ll = np.logaddexp(gauss, flat)
         outlier = gauss < flat
+    added = np.clip(x, 0, None).sum(axis=1)
     prior = -ITEM_COST * np.clip(-x, 0, None).sum(axis=1) \
-        - MISPLACED_COST * np.clip(x, 0, None).sum(axis=1)
+        - MISPLACED_COST * added - MISPLACED_GROWTH * added * (added - 1) / 2
     score = weight_ll + prior + vision_term(x, skus, vision)
     keep = np.argsort(-score, kind="stable")[:TOP_K]
     keep = keep[score[keep] >= score[keep[0]] - WINDOW]
