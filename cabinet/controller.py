@@ -1,0 +1,287 @@
+"""Runs customer sessions: face -> hold -> before-snapshot -> unlock -> door -> settle -> basket -> charge.
+
+One asyncio loop drives a session. The serial reader thread hands board events to the loop
+through `EventBridge`; blocking work (serial requests, face encoding, reconcile) runs in the
+loop's default executor, so the loop keeps hearing the door while a face is being encoded.
+
+Order of effects is the point of this module. Each step first fires the state machine (which
+journals the transition durably), then performs its effect:
+- the before-snapshot (settled weights + shelf images) is in the session bundle before the
+  lock is released (invariant 5);
+- the lock releases only for an identified account in good standing with a hold placed
+  (invariant 1), and only as an MCU-timed pulse (invariant 2);
+- every session ends in exactly one outcome recorded by billing (invariant 3).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import cv2
+
+from billing.service import Billing, Line
+from cabinet.bundle import BundleWriter, load_bundle
+from cabinet.catalog import Catalog
+from cabinet.inventory import Inventory
+from cabinet.journal import Journal
+from cabinet.machine import SessionMachine
+from cabinet.planogram import Planogram
+from cabinet.reconcile import reconcile
+from firmware_bridge import events as ev
+from vision.faces import FaceGallery, identify_frame
+
+log = logging.getLogger("cabinet.controller")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Timeouts of the waiting states (seconds unless named otherwise)."""
+
+    face_s: float = 10.0
+    unlock_pulse_ms: int = 5000
+    door_open_alarm_s: float = 60.0
+    door_open_max_s: float = 600.0
+    settle_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionReport:
+    session_id: str
+    account_id: int | None
+    account_name: str | None
+    outcome: str                    # charged | nothing_taken | denied | pending
+    basket: dict[str, int]
+    total: int
+    currency: str
+    flags: tuple[str, ...]
+    reason: str = ""
+    receipt_text: str = ""
+    bundle_dir: str | None = None
+    timings_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class EventBridge:
+    """Hands board events from the serial reader thread to the controller's asyncio loop."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._early: list[Any] = []
+
+    def __call__(self, event: Any) -> None:          # called on the reader thread
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None:
+            self._early.append(event)
+            return
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
+        self._queue = asyncio.Queue()
+        for event in self._early:
+            self._queue.put_nowait(event)
+        self._early.clear()
+        self._loop = loop
+        return self._queue
+
+
+class Controller:
+    """The cabinet's session runner; parts are passed in, configuration read once here."""
+
+    def __init__(self, *, cabinet_id: str, board, bridge: EventBridge, face_camera,
+                 shelf_cameras: Mapping[str, Any], billing: Billing, gallery: FaceGallery,
+                 accounts: Callable[[int], str | None], planogram: Planogram, catalog: Catalog,
+                 planogram_path: Path, catalog_path: Path, journal: Journal,
+                 inventory: Inventory, bundles_dir: Path, timing: Timing = Timing()):
+        self.cabinet_id = cabinet_id
+        self.board = board
+        self.bridge = bridge
+        self.face_camera = face_camera
+        self.shelf_cameras = dict(shelf_cameras)
+        self.billing = billing
+        self.gallery = gallery
+        self.account_name = accounts
+        self.planogram = planogram
+        self.catalog = catalog
+        self.planogram_path = Path(planogram_path)
+        self.catalog_path = Path(catalog_path)
+        self.journal = journal
+        self.inventory = inventory
+        self.bundles_dir = Path(bundles_dir)
+        self.timing = timing
+        self.machine = SessionMachine(journal.write)
+        self._events: asyncio.Queue | None = None
+        self._channels = {shelf.id: shelf.channel for shelf in planogram.shelves}
+        self.alarms: list[str] = []
+
+    # --- helpers -----------------------------------------------------------------------
+    async def _blocking(self, fn: Callable, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    def _queue(self) -> asyncio.Queue:
+        if self._events is None:
+            self._events = self.bridge.attach(asyncio.get_running_loop())
+        return self._events
+
+    async def _wait_event(self, kinds: tuple[type, ...], timeout_s: float):
+        """Next event of one of `kinds` within `timeout_s`, else None. Other events are noted."""
+        queue = self._queue()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                event = await asyncio.wait_for(queue.get(), remaining)
+            except asyncio.TimeoutError:
+                return None
+            if isinstance(event, kinds):
+                return event
+            self._note(event)
+
+    def _note(self, event: Any) -> None:
+        if isinstance(event, (ev.ForcedDoor, ev.Fault, ev.LinkLost, ev.McuReset)):
+            self.alarms.append(type(event).__name__)
+            log.warning("board event during session: %s", event)
+
+    def _drain(self) -> None:
+        queue = self._queue()
+        while not queue.empty():
+            self._note(queue.get_nowait())
+
+    async def _snapshot(self) -> tuple[dict, dict]:
+        """Settled weights per shelf id and one image per shelf camera."""
+        channels = list(self._channels.values())
+        readings = await self._blocking(self.board.wait_stable, channels, self.timing.settle_s)
+        weights = {}
+        for shelf_id, channel in self._channels.items():
+            r = readings[channel]
+            weights[shelf_id] = (float(r.grams), bool(r.stable), [float(r.grams)])
+        images = {}
+        for camera_id, camera in self.shelf_cameras.items():
+            images[camera_id] = await self._blocking(camera.capture)
+        return weights, images
+
+    # --- one session -------------------------------------------------------------------
+    async def wait_for_face(self, timeout_s: float, poll_s: float = 0.1):
+        """A frame with a face in it, or None when nobody showed up within the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            frame = await self._blocking(self.face_camera.capture)
+            if frame is not None:
+                return frame
+            await asyncio.sleep(poll_s)
+        return None
+
+    async def session(self, frame) -> SessionReport:
+        """Run one customer session for a face frame, from idle back to idle."""
+        self._drain()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        marks: dict[str, float] = {}
+        session_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self.machine.session_id = session_id
+        self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
+
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        face = await self._blocking(identify_frame, rgb, self.gallery)
+        marks["identified"] = loop.time() - t0
+        if face.match is None:
+            reason = ("no face in view" if face.status == "no_face"
+                      else "face not recognised: use the QR code or enrol at the kiosk")
+            return self._deny(session_id, None, reason, marks)
+        account_id = int(face.match.account_id)
+        standing = await self._blocking(self.billing.standing, account_id)
+        if not standing.ok:
+            return self._deny(session_id, account_id, standing.reason, marks)
+        hold = await self._blocking(self.billing.place_hold, session_id, account_id)
+        if not hold.ok:
+            return self._deny(session_id, account_id, hold.reason, marks)
+
+        bundle = BundleWriter(self.bundles_dir, session_id)
+        bundle.write_context(planogram_path=self.planogram_path, catalog_path=self.catalog_path,
+                             account_id=str(account_id))
+        weights, images = await self._snapshot()
+        bundle.write_before(weights=weights, images=images, inventory=self.inventory.slots())
+        marks["before_snapshot"] = loop.time() - t0
+
+        self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id)
+        await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
+        marks["unlocked"] = loop.time() - t0
+
+        flags: list[str] = []
+        opened = await self._wait_event((ev.DoorOpened,), self.timing.unlock_pulse_ms / 1000 + 0.5)
+        if opened is None:
+            self.machine.fire("unlock_expired")
+            flags.append("door_never_opened")
+        else:
+            self.machine.fire("door_opened")
+            closed = await self._wait_door_closed(flags)
+            self.machine.fire("door_closed", closed=closed is not None)
+            # The pulse may still be running: re-engage now so nobody opens it again.
+            await self._blocking(self.board.lock)
+        marks["door_closed"] = loop.time() - t0
+        t_closed = loop.time()
+
+        if opened is not None:
+            weights, images = await self._snapshot()
+            settled = all(stable for _, stable, _ in weights.values())
+            bundle.write_after(weights=weights, images=images)
+            self.machine.fire("settled" if settled else "settle_timeout")
+            if not settled:
+                flags.append("shelf_unsettled")
+        else:
+            bundle.write_after(weights=weights, images=images)
+        marks["settled"] = loop.time() - t0
+
+        t_compute = loop.time()
+        result = await self._blocking(lambda: reconcile(load_bundle(bundle.path)))
+        bundle.write_result(result)
+        flags.extend(f for f in result.flags if f not in flags)
+        self.machine.fire("reconciled", basket=dict(result.basket),
+                          confidence=round(float(result.confidence), 4), flags=list(flags))
+        self.inventory.apply(result)
+
+        lines = [Line(sku, self.catalog[sku].name, qty, self.catalog[sku].price)
+                 for sku, qty in sorted(result.basket.items()) if qty > 0]
+        receipt = await self._blocking(self.billing.settle, session_id, lines, flags=tuple(flags))
+        marks["charge_sent"] = loop.time() - t0
+        marks["door_closed_to_charge_compute"] = loop.time() - t_compute
+        marks["door_closed_to_charge"] = loop.time() - t_closed
+        self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount)
+        self.machine.session_id = None
+        return SessionReport(session_id, account_id, self.account_name(account_id),
+                             receipt.outcome, dict(result.basket), receipt.total.amount,
+                             receipt.total.currency, tuple(flags), "", receipt.render_text(),
+                             str(bundle.path), {k: round(v * 1000, 1) for k, v in marks.items()})
+
+    async def _wait_door_closed(self, flags: list[str]):
+        """Wait for the door to close; alarm on the kiosk when it stays open too long."""
+        alarm_at = self.timing.door_open_alarm_s
+        closed = await self._wait_event((ev.DoorClosed,), alarm_at)
+        if closed is not None:
+            return closed
+        self.machine.fire("door_open_alarm", after_s=alarm_at)
+        flags.append("door_open_too_long")
+        log.warning("door open for %.0f s: kiosk alarm raised, operator alerted", alarm_at)
+        return await self._wait_event((ev.DoorClosed,),
+                                      max(0.0, self.timing.door_open_max_s - alarm_at))
+
+    def _deny(self, session_id: str, account_id: int | None, reason: str,
+              marks: dict[str, float]) -> SessionReport:
+        self.machine.fire("denied", reason=reason, account_id=account_id)
+        self.journal.record_denied(session_id, account_id, reason, cabinet_id=self.cabinet_id,
+                                   currency=self.catalog.currency)
+        self.machine.session_id = None
+        name = self.account_name(account_id) if account_id is not None else None
+        return SessionReport(session_id, account_id, name, "denied", {}, 0,
+                             self.catalog.currency, (), reason,
+                             timings_ms={k: round(v * 1000, 1) for k, v in marks.items()})

@@ -1,0 +1,262 @@
+"""`cabinet demo`: the simulated cabinet sells to scripted customers through the real parts.
+
+Everything a real cabinet has is here, with simulated hardware behind the real interfaces:
+the simulated MCU speaks the protocol over a pseudo-terminal to the real link, simulated shelf
+cameras render each shelf from the simulated world, the face camera shows real photos to
+face_recognition, money goes through SQLite and the sandbox gateway over HTTP on 127.0.0.1.
+Each scenario's customer is a coroutine that waits for the lock, opens the door, moves items
+in the world and closes the door; the controller only sees bytes and pixels.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from billing.db import init_db, make_engine, session_factory
+from billing.gateway import GatewayClient
+from billing.gateway_server import SandboxGateway
+from billing.service import Billing
+from cabinet import accounts as accounts_mod
+from cabinet.catalog import Catalog, load_catalog, product_looks
+from cabinet.controller import Controller, EventBridge, SessionReport, Timing
+from cabinet.inventory import Inventory
+from cabinet.journal import Journal
+from cabinet.planogram import Planogram, load_planogram
+from cabinet.scenario import CloseDoor, Move, OpenDoor, Put, Take, Wait, load_accounts, load_scenarios
+from cabinet.simworld import SimWorld
+from firmware_bridge.device import Board
+from firmware_bridge.simulator import SimMCU
+from vision.cameras import SimFaceCamera, SimShelfCamera
+from vision.data import data_root, faces_root, people
+from vision.faces import FaceGallery
+from vision.render import ProductLook, ShelfView, SlotView
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPaths:
+    catalog: Path = FIXTURES / "catalog.yaml"
+    planogram: Path = FIXTURES / "planogram.yaml"
+    scenarios: Path = FIXTURES / "scenarios.yaml"
+    accounts: Path = FIXTURES / "accounts.yaml"
+
+
+def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callable[[], ShelfView]:
+    slots = [slot for slot in planogram.slots
+             if planogram.shelf(slot.shelf).camera == camera]
+
+    def view() -> ShelfView:
+        return ShelfView(camera, tuple(planogram.camera_size),
+                         tuple(SlotView(slot.id, tuple(slot.roi), slot.capacity,
+                                        world.slot_skus(slot.id)) for slot in slots))
+    return view
+
+
+class SimCabinet:
+    """Builds and owns every part of the simulated cabinet; `close()` stops them all."""
+
+    def __init__(self, workdir: Path, paths: DemoPaths = DemoPaths(), *, seed: int = 0,
+                 timing: Timing | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.paths = paths
+        self.catalog = load_catalog(paths.catalog)
+        self.planogram = load_planogram(paths.planogram, self.catalog)
+        self.scenarios = load_scenarios(paths.scenarios, self.planogram)
+        self.accounts = load_accounts(paths.accounts)
+        self.timing = timing or Timing(face_s=5.0, unlock_pulse_ms=3000, door_open_alarm_s=30,
+                                       door_open_max_s=60, settle_s=4.0)
+        self._stack = contextlib.ExitStack()
+        try:
+            self._build(seed)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _build(self, seed: int) -> None:
+        self.gateway = SandboxGateway()
+        self.gateway_url = self.gateway.start()
+        self._stack.callback(self.gateway.stop)
+
+        self.world = SimWorld(self.planogram, self.catalog, seed=seed)
+        levels = {slot.id: slot.capacity if slot.stock is None else slot.stock
+                  for slot in self.planogram.slots}
+        self.world.restock(levels)
+        self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
+                          seed=seed)
+        self.pty_path = self.mcu.start()
+        self._stack.callback(self.mcu.stop)
+
+        self.bridge = EventBridge()
+        self.board = Board(self.pty_path, on_event=self.bridge)
+        self.board.open()
+        self._stack.callback(self.board.close)
+
+        self.engine = make_engine(f"sqlite:///{self.workdir / 'cabinet.sqlite'}")
+        init_db(self.engine)
+        self.db = session_factory(self.engine)
+        self._stack.callback(self.engine.dispose)
+        self.billing = Billing(self.db, GatewayClient(self.gateway_url),
+                               currency=self.catalog.currency,
+                               cabinet_id=self.planogram.cabinet_id)
+        self.inventory = Inventory(self.db, self.planogram)
+        self.inventory.restock(levels)
+
+        self.gallery = FaceGallery()
+        self.photos = people()
+        root = faces_root()
+        # Only face_recognition's test photos (obama, biden) on a machine without ../shared.
+        self.fallback_faces = root is None or root != data_root() / "faces"
+        probes: dict[str, set[int]] = {}
+        for sc in self.scenarios:
+            person = sc.person_for(fallback=self.fallback_faces)
+            if person:
+                probes.setdefault(person, set()).add(sc.photo)
+        self.account_ids: dict[str, int] = {}
+        for acct in self.accounts:
+            person = acct.person_for(fallback=self.fallback_faces)
+            photos = self.photos.get(person or "", [])
+            enrol = [p for i, p in enumerate(photos) if i not in probes.get(person, ())] \
+                or photos[:1]
+            if not enrol:
+                continue    # no face enrolled for this account in this mode (QR only)
+            account = accounts_mod.enroll(self.db, self.billing, self.gallery, acct.name, enrol,
+                                          payment_token=acct.payment_token,
+                                          currency=self.catalog.currency)
+            if acct.status == "blocked":
+                self.billing.block(account.id, "blocked in the demo's accounts fixture")
+            self.account_ids[person] = account.id
+
+        looks = product_looks(self.catalog, data_root())
+        self.face_camera = SimFaceCamera()
+        cameras = {shelf.camera for shelf in self.planogram.shelves}
+        shelf_cameras = {cam: SimShelfCamera(shelf_view_fn(self.world, self.planogram, cam),
+                                             looks, seed=seed) for cam in sorted(cameras)}
+        self.controller = Controller(
+            cabinet_id=self.planogram.cabinet_id, board=self.board, bridge=self.bridge,
+            face_camera=self.face_camera, shelf_cameras=shelf_cameras, billing=self.billing,
+            gallery=self.gallery, accounts=lambda aid: accounts_mod.name_of(self.db, aid),
+            planogram=self.planogram, catalog=self.catalog,
+            planogram_path=self.paths.planogram, catalog_path=self.paths.catalog,
+            journal=Journal(self.db), inventory=self.inventory,
+            bundles_dir=self.workdir / "bundles", timing=self.timing)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "SimCabinet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- scripted customers ------------------------------------------------------------
+    def photo_for(self, person: str | None, index: int) -> Path | None:
+        photos = self.photos.get(person or "", [])
+        if not photos:
+            return None
+        return photos[min(index, len(photos) - 1)]
+
+    async def _customer(self, scenario) -> Counter:
+        """Wait for the lock to release, open the door, act, close the door."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timing.face_s + 5
+        while self.mcu.lock_engaged:
+            if loop.time() > deadline:
+                return Counter()
+            await asyncio.sleep(0.02)
+        for action in scenario.actions:
+            if isinstance(action, OpenDoor):
+                if not await asyncio.to_thread(self.mcu.open_door):
+                    return Counter()        # the lock held: nothing to take
+            elif isinstance(action, CloseDoor):
+                await asyncio.to_thread(self.mcu.close_door)
+            elif isinstance(action, Take):
+                self.world.take(action.slot, action.qty)
+            elif isinstance(action, Put):
+                self.world.put(action.slot, action.sku, action.qty)
+            elif isinstance(action, Move):
+                taken = self.world.take(action.src, action.qty)
+                for item in taken:
+                    self.world.put(action.dst, item.sku, 1)
+            elif isinstance(action, Wait):
+                await asyncio.sleep(action.seconds)
+            await asyncio.sleep(0.15)
+        return self.world.leave()
+
+    async def run_scenario(self, scenario) -> tuple[SessionReport | None, Counter]:
+        photo = self.photo_for(scenario.person_for(fallback=self.fallback_faces), scenario.photo)
+        self.face_camera.show(photo)
+        try:
+            frame = await self.controller.wait_for_face(self.timing.face_s)
+            if frame is None:
+                return None, Counter()
+            customer = asyncio.create_task(self._customer(scenario))
+            report = await self.controller.session(frame)
+            if report.outcome == "denied":
+                customer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await customer
+                return report, Counter()
+            return report, await customer
+        finally:
+            self.face_camera.show(None)
+
+
+def format_report(report: SessionReport, scenario, truth: Counter, ok: bool) -> str:
+    head = f"== {scenario.name} " + "=" * max(4, 60 - len(scenario.name))
+    lines = [head]
+    if report.outcome == "denied":
+        lines.append(f"  Access refused: {report.reason}")
+    else:
+        lines.append(report.receipt_text.rstrip())
+    if report.flags:
+        lines.append(f"  flags: {', '.join(report.flags)}")
+    lines.append(f"  expected {dict(sorted(scenario.expect.basket.items())) or '{}'}"
+                 f" / {scenario.expect.outcome}: {'OK' if ok else 'MISMATCH'}")
+    return "\n".join(lines)
+
+
+def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
+        paths: DemoPaths = DemoPaths()) -> int:
+    """Run every scenario once; exit 0 when every session matched its expectation."""
+    results = []
+    with SimCabinet(workdir, paths, seed=seed) as cab:
+        async def main() -> None:
+            for scenario in cab.scenarios:
+                report, truth = await cab.run_scenario(scenario)
+                results.append((scenario, report, truth))
+                if report is None:
+                    print(f"{scenario.name}: no face reached the camera", file=out)
+                    continue
+                ok = (report.outcome == scenario.expect.outcome
+                      and {k: v for k, v in report.basket.items() if v}
+                      == dict(scenario.expect.basket))
+                if as_json:
+                    print(json.dumps({
+                        "session": report.session_id, "scenario": scenario.name,
+                        "account": report.account_name, "outcome": report.outcome,
+                        "basket": {k: v for k, v in sorted(report.basket.items()) if v},
+                        "total": report.total, "currency": report.currency,
+                        "expected": dict(sorted(scenario.expect.basket.items())),
+                        "expected_outcome": scenario.expect.outcome,
+                        "flags": list(report.flags), "timings_ms": report.timings_ms}),
+                        file=out, flush=True)
+                else:
+                    print(format_report(report, scenario, truth, ok), file=out, flush=True)
+        asyncio.run(main())
+    good = sum(1 for s, r, _ in results if r is not None and r.outcome == s.expect.outcome
+               and {k: v for k, v in r.basket.items() if v} == dict(s.expect.basket))
+    if not as_json:
+        print(f"\n{good}/{len(results)} sessions ended as the scenarios expected "
+              f"(data in {workdir})", file=out)
+    return 0 if good == len(results) else 1

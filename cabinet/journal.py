@@ -1,0 +1,83 @@
+"""The session journal: every state-machine transition, committed before its effect.
+
+`Journal.write` is the SessionMachine's journal callback. It appends one row per transition
+(session id, sequence, trigger, source, destination, data as JSON, UTC time) in its own
+transaction and returns only after the commit, so the effect that follows is always preceded
+by a durable record of why it happened. `open_sessions()` finds the sessions whose last
+transition left them in a session state: the ones a restarted controller must finish.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from billing.db import Base, UTCDateTime, utcnow
+from billing.models import CabinetSession
+from cabinet.machine import SESSION_STATES, TransitionRecord
+
+
+class JournalEntry(Base):
+    __tablename__ = "journal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    trigger: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))
+    dest: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text, default="{}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+class Journal:
+    def __init__(self, db: sessionmaker):
+        self._db = db
+
+    def write(self, record: TransitionRecord) -> None:
+        with self._db.begin() as s:
+            seq = s.scalar(select(func.count()).select_from(JournalEntry).where(
+                JournalEntry.session_id == record.session_id)) or 0
+            s.add(JournalEntry(session_id=record.session_id, seq=seq + 1, at=record.at,
+                               trigger=record.trigger, source=record.source, dest=record.dest,
+                               data=json.dumps(record.data, default=_json_default,
+                                               sort_keys=True)))
+
+    def entries(self, session_id: str) -> list[JournalEntry]:
+        with self._db() as s:
+            return list(s.scalars(select(JournalEntry).where(
+                JournalEntry.session_id == session_id).order_by(JournalEntry.seq)))
+
+    def open_sessions(self) -> list[tuple[str, str]]:
+        """(session id, state) of sessions whose last journalled state is still open."""
+        with self._db() as s:
+            last = (select(JournalEntry.session_id, func.max(JournalEntry.id).label("last"))
+                    .where(JournalEntry.session_id.is_not(None))
+                    .group_by(JournalEntry.session_id).subquery())
+            rows = s.execute(select(JournalEntry.session_id, JournalEntry.dest)
+                             .join(last, JournalEntry.id == last.c.last)).all()
+        return [(sid, state) for sid, state in rows if state in SESSION_STATES]
+
+    def record_denied(self, session_id: str, account_id: int | None, reason: str, *,
+                      cabinet_id: str, currency: str) -> None:
+        """A refused session still ends with exactly one outcome: denied, with its reason."""
+        with self._db.begin() as s:
+            row = s.get(CabinetSession, session_id) or CabinetSession(
+                id=session_id, cabinet_id=cabinet_id, currency=currency)
+            row.account_id = account_id
+            row.state = "closed"
+            row.outcome = "denied"
+            row.outcome_reason = reason[:500]
+            row.closed_at = utcnow()
+            s.add(row)

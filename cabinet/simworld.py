@@ -1,0 +1,113 @@
+"""The physical world of the simulated cabinet: real items in slots and a customer's hands.
+
+The simulated MCU reads each shelf's true load from here (`shelf_load`), the simulated shelf
+cameras render each shelf from here (`shelf_view`), and a scripted customer changes it (`take`,
+`put`). Each item gets its own true weight at restock (unit weight plus a spread inside the
+catalog tolerance), so the load cells see what a real scale would. The controller never reads
+this module's state: it only sees bytes from the MCU and pixels from the cameras.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from collections import Counter
+
+from cabinet.catalog import Catalog
+from cabinet.planogram import Planogram
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    sku: str
+    grams: float
+
+
+class SimWorld:
+    """Items per slot (left to right) and in the customer's hands; thread-safe."""
+
+    def __init__(self, planogram: Planogram, catalog: Catalog, *, seed: int = 0,
+                 shelf_tray_g: float = 0.0):
+        self._planogram = planogram
+        self._catalog = catalog
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._tray_g = shelf_tray_g
+        self._slots: dict[str, list[Item]] = {slot.id: [] for slot in planogram.slots}
+        self._hands: list[Item] = []
+
+    # --- operator side -----------------------------------------------------------------
+    def restock(self, levels: dict[str, int]) -> None:
+        """Fill each named slot with its planogram SKU up to the given count."""
+        with self._lock:
+            for slot_id, count in levels.items():
+                slot = self._planogram.slot(slot_id)
+                items = self._slots[slot_id]
+                while len(items) < count:
+                    items.append(self._new_item(slot.sku))
+
+    def _new_item(self, sku: str) -> Item:
+        product = self._catalog[sku]
+        spread = product.weight_tolerance_g / 2.0
+        return Item(sku, product.unit_weight_g + self._rng.gauss(0.0, spread))
+
+    # --- customer side -----------------------------------------------------------------
+    def take(self, slot_id: str, qty: int = 1) -> list[Item]:
+        """Take items from the front (right end) of a slot into the customer's hands."""
+        with self._lock:
+            items = self._slots[slot_id]
+            if qty > len(items):
+                raise ValueError(f"simulated customer: slot {slot_id} holds {len(items)} "
+                                 f"item(s), cannot take {qty}")
+            taken = [items.pop() for _ in range(qty)]
+            self._hands.extend(taken)
+            return taken
+
+    def put(self, slot_id: str, sku: str, qty: int = 1) -> None:
+        """Put items of `sku` from the customer's hands into a slot (put-back or misplaced)."""
+        with self._lock:
+            for _ in range(qty):
+                for i in range(len(self._hands) - 1, -1, -1):
+                    if self._hands[i].sku == sku:
+                        self._slots[slot_id].append(self._hands.pop(i))
+                        break
+                else:
+                    raise ValueError(f"simulated customer: holds no '{sku}' to put in "
+                                     f"slot {slot_id}")
+
+    def put_foreign(self, slot_id: str, grams: float, label: str = "foreign") -> None:
+        """Leave an object that is not ours (tamper scenarios)."""
+        with self._lock:
+            self._slots[slot_id].append(Item(label, grams))
+
+    def hands(self) -> Counter:
+        with self._lock:
+            return Counter(item.sku for item in self._hands)
+
+    def leave(self) -> Counter:
+        """The customer walks away with what they hold: the ground-truth basket."""
+        with self._lock:
+            basket = Counter(item.sku for item in self._hands)
+            self._hands.clear()
+            return basket
+
+    # --- sensors -----------------------------------------------------------------------
+    def shelf_load(self, channel: int) -> float:
+        """True grams on the shelf wired to MCU load-cell channel `channel`."""
+        with self._lock:
+            total = self._tray_g
+            for shelf in self._planogram.shelves:
+                if shelf.channel != channel:
+                    continue
+                for slot in self._planogram.slots:
+                    if slot.shelf == shelf.id:
+                        total += sum(item.grams for item in self._slots[slot.id])
+            return total
+
+    def slot_skus(self, slot_id: str) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(item.sku for item in self._slots[slot_id])
+
+    def stock(self) -> dict[str, tuple[str, ...]]:
+        with self._lock:
+            return {slot_id: tuple(i.sku for i in items) for slot_id, items in self._slots.items()}
