@@ -86,11 +86,13 @@ class Context:
                     "No port given: pass --port PATH (or --serial SN), or set CABINET_PORT; "
                     f"`{PROG} ports` lists the candidates")
             from .device import Board
-            from .ports import default_finder
+            from .ports import SERIAL_PREFIX, default_finder
+            finder: Any = default_finder()
+            if not self.port.startswith(SERIAL_PREFIX):
+                finder = GivenPathFirst(self.port, finder)
             board = Board(self.port, timeout_s=self.timeout_s,
                           calibration=self.load_calibration() if load_store else None,
-                          on_event=self.events.put,
-                          finder=default_finder(), on_trace=self._on_frame)
+                          on_event=self.events.put, finder=finder, on_trace=self._on_frame)
             board.open()
             self._board = board
         return self._board
@@ -125,6 +127,20 @@ class Context:
                 board.close()
             except LinkError:
                 pass
+
+
+class GivenPathFirst:
+    """Port finder for an explicit --port: on a reconnect (after a reboot, say) go back to
+    the path the technician named while it exists, and only look the board up by serial
+    number when it has gone. Two simulators with the same serial must not swap boards
+    under a diagnostic session."""
+
+    def __init__(self, path: str, fallback: Any) -> None:
+        self.path = path
+        self.fallback = fallback
+
+    def find(self, board_serial: str) -> str | None:
+        return self.path if os.path.exists(self.path) else self.fallback.find(board_serial)
 
 
 def _global_options(defaults: bool) -> argparse.ArgumentParser:

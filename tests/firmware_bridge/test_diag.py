@@ -18,6 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from firmware_bridge.ports import RegistryPortFinder
 from firmware_bridge.simulator import SimMCU
 
 BIN = Path(sys.executable).parent
@@ -129,7 +130,7 @@ def test_lock_test_refuses_a_pulse_longer_than_the_board_allows(port):
 
 
 def test_lock_test_sees_the_door_open_during_the_pulse():
-    with SimMCU(registry_dir=None, board_serial=f"{SERIAL}-door") as sim:
+    with SimMCU(board_serial=f"{SERIAL}-door") as sim:
         def customer() -> None:
             deadline = time.monotonic() + 20
             while sim.lock_engaged and time.monotonic() < deadline:
@@ -146,7 +147,7 @@ def test_lock_test_sees_the_door_open_during_the_pulse():
 
 
 def test_door_watch_streams_forced_open_and_close_as_ndjson():
-    with SimMCU(registry_dir=None, board_serial=f"{SERIAL}-watch") as sim:
+    with SimMCU(board_serial=f"{SERIAL}-watch") as sim:
         proc = subprocess.Popen(DIAG + ["--port", sim.path, "--json", "door", "watch",
                                         "--count", "3"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -308,6 +309,17 @@ def test_reboot_comes_back_with_a_new_boot_id(port):
     assert diag_json("--port", port, "info")["boot_id"] == res["new_boot_id"]
 
 
+def test_reboot_reconnects_to_the_given_port_despite_a_stale_registry_entry():
+    serial_no = f"{SERIAL}-stale"
+    with SimMCU(board_serial=serial_no) as sim:
+        RegistryPortFinder().publish(serial_no, "/dev/null")   # another board's leftover
+        try:
+            res = diag_json("--port", sim.path, "reboot")
+        finally:
+            RegistryPortFinder().unpublish(serial_no)
+    assert res["new_boot_id"] != res["old_boot_id"]
+
+
 # ---- failures -------------------------------------------------------------------------
 def test_missing_port_is_one_line_and_exit_2(tmp_path):
     missing = str(tmp_path / "ttyACM9")
@@ -320,7 +332,7 @@ def test_missing_port_is_one_line_and_exit_2(tmp_path):
 
 
 def test_busy_port_and_version_mismatch_are_connection_errors():
-    with SimMCU(registry_dir=None, board_serial=f"{SERIAL}-busy") as sim:
+    with SimMCU(board_serial=f"{SERIAL}-busy") as sim:
         sim.inject("busy")
         r = diag("--port", sim.path, "info")
         assert r.returncode == 2 and "in use" in one_line_error(r)
