@@ -34,9 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None,
                       help="where the demo's database and bundles go (default var/demo/<time>)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--fixtures", type=Path, default=ROOT / "fixtures",
-                      help="folder with catalog.yaml, planogram.yaml, scenarios.yaml, "
-                           "accounts.yaml")
+    demo.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
+                      help="configuration naming the catalog, planogram, accounts and "
+                           "scenarios (default fixtures/cabinet.yaml)")
 
     sim = sub.add_parser("sim", help="simulated hardware")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
@@ -73,11 +73,7 @@ def _demo(args) -> int:
     from cabinet import demo
     workdir = args.workdir or ROOT / "var" / "demo" / dt.datetime.now(
         dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    paths = demo.DemoPaths(catalog=args.fixtures / "catalog.yaml",
-                           planogram=args.fixtures / "planogram.yaml",
-                           scenarios=args.fixtures / "scenarios.yaml",
-                           accounts=args.fixtures / "accounts.yaml")
-    return demo.run(workdir, as_json=args.json, seed=args.seed, paths=paths)
+    return demo.run(workdir, as_json=args.json, seed=args.seed, config=args.config)
 
 
 def _reconcile(args) -> int:
@@ -120,7 +116,7 @@ def _accounts(args) -> int:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     found: list[type[BaseException]] = []
-    for mod, name in (("cabinet.errors", "CabinetError"), ("vision.faces", "FaceError"),
+    for mod, name in (("cabinet.errors", "CabinetError"), ("cabinet.config", "ConfigError"), ("vision.faces", "FaceError"),
                       ("firmware_bridge.device", "LinkError"), ("billing.db", "DatabaseUrlError"),
                       ("billing.service", "BillingError"), ("billing.gateway", "GatewayError")):
         try:

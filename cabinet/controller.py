@@ -28,6 +28,7 @@ import cv2
 from billing.service import Billing, Line
 from cabinet.bundle import BundleWriter, load_bundle
 from cabinet.catalog import Catalog
+from cabinet.errors import CabinetError
 from cabinet.inventory import Inventory
 from cabinet.journal import Journal
 from cabinet.machine import SessionMachine
@@ -44,6 +45,7 @@ class Timing:
     """Timeouts of the waiting states (seconds unless named otherwise)."""
 
     face_s: float = 10.0
+    auth_s: float = 5.0
     unlock_pulse_ms: int = 5000
     door_open_alarm_s: float = 60.0
     door_open_max_s: float = 600.0
@@ -76,10 +78,13 @@ class EventBridge:
 
     def __call__(self, event: Any) -> None:          # called on the reader thread
         loop, queue = self._loop, self._queue
-        if loop is None or queue is None:
+        if loop is None or queue is None or loop.is_closed():
             self._early.append(event)
             return
-        loop.call_soon_threadsafe(queue.put_nowait, event)
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+        except RuntimeError:            # the loop closed between the check and the call
+            self._early.append(event)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
         self._queue = asyncio.Queue()
@@ -116,6 +121,7 @@ class Controller:
         self.timing = timing
         self.machine = SessionMachine(journal.write)
         self._events: asyncio.Queue | None = None
+        self._events_loop: asyncio.AbstractEventLoop | None = None
         self._channels = {shelf.id: shelf.channel for shelf in planogram.shelves}
         self.alarms: list[str] = []
 
@@ -125,8 +131,10 @@ class Controller:
         return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
 
     def _queue(self) -> asyncio.Queue:
-        if self._events is None:
-            self._events = self.bridge.attach(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if self._events is None or self._events_loop is not loop:
+            self._events = self.bridge.attach(loop)
+            self._events_loop = loop
         return self._events
 
     async def _wait_event(self, kinds: tuple[type, ...], timeout_s: float):
@@ -150,11 +158,6 @@ class Controller:
         if isinstance(event, (ev.ForcedDoor, ev.Fault, ev.LinkLost, ev.McuReset)):
             self.alarms.append(type(event).__name__)
             log.warning("board event during session: %s", event)
-
-    def _drain(self) -> None:
-        queue = self._queue()
-        while not queue.empty():
-            self._note(queue.get_nowait())
 
     async def _snapshot(self) -> tuple[dict, dict]:
         """Settled weights per shelf id and one image per shelf camera."""
@@ -183,7 +186,11 @@ class Controller:
 
     async def session(self, frame) -> SessionReport:
         """Run one customer session for a face frame, from idle back to idle."""
-        self._drain()
+        self.poll_idle_events()
+        if self.machine.state != "idle":
+            raise CabinetError(f"cabinet {self.cabinet_id} is {self.machine.state.replace('_', ' ')}"
+                               f" ({', '.join(self.alarms) or 'see the journal'}): no session "
+                               f"can start until an operator puts it back in service")
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         marks: dict[str, float] = {}
@@ -191,20 +198,14 @@ class Controller:
         self.machine.session_id = session_id
         self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
 
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        face = await self._blocking(identify_frame, rgb, self.gallery)
-        marks["identified"] = loop.time() - t0
-        if face.match is None:
-            reason = ("no face in view" if face.status == "no_face"
-                      else "face not recognised: use the QR code or enrol at the kiosk")
-            return self._deny(session_id, None, reason, marks)
-        account_id = int(face.match.account_id)
-        standing = await self._blocking(self.billing.standing, account_id)
-        if not standing.ok:
-            return self._deny(session_id, account_id, standing.reason, marks)
-        hold = await self._blocking(self.billing.place_hold, session_id, account_id)
-        if not hold.ok:
-            return self._deny(session_id, account_id, hold.reason, marks)
+        try:
+            account_id, hold, refusal = await asyncio.wait_for(
+                self._authenticate(session_id, frame, marks, t0), self.timing.auth_s)
+        except asyncio.TimeoutError:
+            return self._deny(session_id, None, "identification took too long; please try "
+                              "again", marks, trigger="auth_timeout")
+        if refusal:
+            return self._deny(session_id, account_id, refusal, marks)
 
         bundle = BundleWriter(self.bundles_dir, session_id)
         bundle.write_context(planogram_path=self.planogram_path, catalog_path=self.catalog_path,
@@ -263,6 +264,47 @@ class Controller:
                              receipt.total.currency, tuple(flags), "", receipt.render_text(),
                              str(bundle.path), {k: round(v * 1000, 1) for k, v in marks.items()})
 
+    async def _authenticate(self, session_id: str, frame, marks: dict[str, float], t0: float):
+        """(account id, hold, refusal reason or ""): the face, the standing, then the hold."""
+        loop = asyncio.get_running_loop()
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        face = await self._blocking(identify_frame, rgb, self.gallery)
+        marks["identified"] = loop.time() - t0
+        if face.match is None:
+            return None, None, ("no face in view" if face.status == "no_face"
+                                else "face not recognised: use the QR code or enrol at the kiosk")
+        account_id = int(face.match.account_id)
+        standing = await self._blocking(self.billing.standing, account_id)
+        if not standing.ok:
+            return account_id, None, standing.reason
+        hold = await self._blocking(self.billing.place_hold, session_id, account_id,
+                                    cabinet_id=self.cabinet_id)
+        if not hold.ok:
+            return account_id, None, hold.reason
+        return account_id, hold, ""
+
+    # --- outside sessions --------------------------------------------------------------
+    def on_idle_event(self, event: Any) -> None:
+        """Board events between sessions: a forced door or a lost link takes the cabinet out
+        of service (no session starts) until the link is back or an operator clears it."""
+        if isinstance(event, (ev.ForcedDoor, ev.LinkLost)) and self.machine.state == "idle":
+            self.machine.fire("fault", cause=type(event).__name__, detail=str(event))
+            self.alarms.append(type(event).__name__)
+            log.error("out of service: %s", event)
+        elif isinstance(event, ev.LinkRestored) and self.machine.state == "out_of_service" \
+                and self.alarms and self.alarms[-1] == "LinkLost":
+            self.machine.fire("repaired", by="link restored")
+
+    def repair(self, operator: str) -> None:
+        """An operator (or technician) puts the cabinet back in service."""
+        self.machine.fire("repaired", by=operator)
+        self.alarms.clear()
+
+    def poll_idle_events(self) -> None:
+        queue = self._queue()
+        while not queue.empty():
+            self.on_idle_event(queue.get_nowait())
+
     async def _wait_door_closed(self, flags: list[str]):
         """Wait for the door to close; alarm on the kiosk when it stays open too long."""
         alarm_at = self.timing.door_open_alarm_s
@@ -276,8 +318,8 @@ class Controller:
                                       max(0.0, self.timing.door_open_max_s - alarm_at))
 
     def _deny(self, session_id: str, account_id: int | None, reason: str,
-              marks: dict[str, float]) -> SessionReport:
-        self.machine.fire("denied", reason=reason, account_id=account_id)
+              marks: dict[str, float], trigger: str = "denied") -> SessionReport:
+        self.machine.fire(trigger, reason=reason, account_id=account_id)
         self.journal.record_denied(session_id, account_id, reason, cabinet_id=self.cabinet_id,
                                    currency=self.catalog.currency)
         self.machine.session_id = None

@@ -24,7 +24,9 @@ from billing.gateway import GatewayClient
 from billing.gateway_server import SandboxGateway
 from billing.service import Billing
 from cabinet import accounts as accounts_mod
-from cabinet.catalog import Catalog, load_catalog, product_looks
+from cabinet.catalog import load_catalog, product_looks
+from cabinet.config import Config, load_config
+from cabinet.errors import CabinetError
 from cabinet.controller import Controller, EventBridge, SessionReport, Timing
 from cabinet.inventory import Inventory
 from cabinet.journal import Journal
@@ -36,18 +38,20 @@ from firmware_bridge.simulator import SimMCU
 from vision.cameras import SimFaceCamera, SimShelfCamera
 from vision.data import data_root, faces_root, people
 from vision.faces import FaceGallery
-from vision.render import ProductLook, ShelfView, SlotView
+from vision.render import ShelfView, SlotView
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 
 
-@dataclasses.dataclass(frozen=True)
-class DemoPaths:
-    catalog: Path = FIXTURES / "catalog.yaml"
-    planogram: Path = FIXTURES / "planogram.yaml"
-    scenarios: Path = FIXTURES / "scenarios.yaml"
-    accounts: Path = FIXTURES / "accounts.yaml"
+DEFAULT_CONFIG = FIXTURES / "cabinet.yaml"
+
+
+def timing_from(config: Config) -> Timing:
+    t = config.timeouts
+    return Timing(face_s=t.face_s, auth_s=t.auth_s, unlock_pulse_ms=t.unlock_pulse_ms,
+                  door_open_alarm_s=t.door_open_alarm_s, door_open_max_s=t.door_open_max_s,
+                  settle_s=t.settle_s)
 
 
 def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callable[[], ShelfView]:
@@ -64,17 +68,23 @@ def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callabl
 class SimCabinet:
     """Builds and owns every part of the simulated cabinet; `close()` stops them all."""
 
-    def __init__(self, workdir: Path, paths: DemoPaths = DemoPaths(), *, seed: int = 0,
+    def __init__(self, workdir: Path, config: Config | Path = DEFAULT_CONFIG, *, seed: int = 0,
                  timing: Timing | None = None):
+        # Every file is read and checked before anything is created: bad input changes nothing.
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.catalog_path = self.config.catalog_path
+        self.planogram_path = self.config.planogram_path
+        self.catalog = load_catalog(self.catalog_path)
+        self.planogram = load_planogram(self.planogram_path, self.catalog)
+        if not self.config.scenarios or not self.config.accounts:
+            raise CabinetError(f"{self.config.source}: the demo needs `scenarios:` and "
+                               f"`accounts:` files named in the configuration")
+        self.scenarios = load_scenarios(self.config.resolve(self.config.scenarios),
+                                        self.planogram)
+        self.accounts = load_accounts(self.config.resolve(self.config.accounts))
+        self.timing = timing or timing_from(self.config)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.paths = paths
-        self.catalog = load_catalog(paths.catalog)
-        self.planogram = load_planogram(paths.planogram, self.catalog)
-        self.scenarios = load_scenarios(paths.scenarios, self.planogram)
-        self.accounts = load_accounts(paths.accounts)
-        self.timing = timing or Timing(face_s=5.0, unlock_pulse_ms=3000, door_open_alarm_s=30,
-                                       door_open_max_s=60, settle_s=4.0)
         self._stack = contextlib.ExitStack()
         try:
             self._build(seed)
@@ -111,7 +121,7 @@ class SimCabinet:
         self.inventory = Inventory(self.db, self.planogram)
         self.inventory.restock(levels)
 
-        self.gallery = FaceGallery()
+        self.gallery = FaceGallery(self.config.thresholds.face_distance)
         self.photos = people()
         root = faces_root()
         # Only face_recognition's test photos (obama, biden) on a machine without ../shared.
@@ -146,7 +156,7 @@ class SimCabinet:
             face_camera=self.face_camera, shelf_cameras=shelf_cameras, billing=self.billing,
             gallery=self.gallery, accounts=lambda aid: accounts_mod.name_of(self.db, aid),
             planogram=self.planogram, catalog=self.catalog,
-            planogram_path=self.paths.planogram, catalog_path=self.paths.catalog,
+            planogram_path=self.planogram_path, catalog_path=self.catalog_path,
             journal=Journal(self.db), inventory=self.inventory,
             bundles_dir=self.workdir / "bundles", timing=self.timing)
 
@@ -227,10 +237,10 @@ def format_report(report: SessionReport, scenario, truth: Counter, ok: bool) -> 
 
 
 def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
-        paths: DemoPaths = DemoPaths()) -> int:
+        config: Path = DEFAULT_CONFIG) -> int:
     """Run every scenario once; exit 0 when every session matched its expectation."""
     results = []
-    with SimCabinet(workdir, paths, seed=seed) as cab:
+    with SimCabinet(workdir, config, seed=seed) as cab:
         async def main() -> None:
             for scenario in cab.scenarios:
                 report, truth = await cab.run_scenario(scenario)
