@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 from .diag import EXIT_OK, Context, DiagError
-from .diag_output import jsonable, table
+from .diag_output import grams, jsonable, table
 from .loadcell import Calibration
 
 
@@ -31,7 +32,7 @@ def _check_shelves(ctx: Context, shelves: list[int]) -> list[int]:
 
 def _calibration_rows(cal: Calibration, shelves: list[int], readings: Any) -> list[str]:
     rows = [[s, f"{cal.for_shelf(s).tare_counts:.0f}", f"{cal.for_shelf(s).counts_per_gram:.2f}",
-             f"{readings[s].grams:.1f}" if s in readings else "-"] for s in shelves]
+             grams(readings[s].grams) if s in readings else "-"] for s in shelves]
     return table(["SHELF", "TARE COUNTS", "COUNTS/G", "GRAMS NOW"], rows, right=[0, 1, 2, 3])
 
 
@@ -40,11 +41,21 @@ def _saved_note(saved: str | None) -> str:
             "NOT saved: pass --calibration FILE (or set CABINET_CALIBRATION) to keep it")
 
 
+def fresh_readings(board: Any, since: float, wait_s: float = 1.0) -> dict[int, Any]:
+    """Readings computed from samples newer than ``since`` (so with the new calibration)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        readings = board.weights()
+        if all(r.at > since for r in readings.values()) or time.monotonic() >= deadline:
+            return readings
+        time.sleep(0.02)
+
+
 def _store_result(ctx: Context, verb: str, shelves: list[int]) -> dict[str, Any]:
     board = ctx.board()
     cal = board.calibration()
     saved = ctx.save_calibration(cal)
-    readings = board.weights()
+    readings = fresh_readings(board, time.monotonic())
     data = {verb: [{"shelf": s, **jsonable(cal.for_shelf(s)),
                     "grams_now": round(readings[s].grams, 2) if s in readings else None}
                    for s in shelves], "saved_to": saved}

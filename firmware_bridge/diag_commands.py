@@ -17,7 +17,7 @@ from typing import Any
 
 from . import events as E
 from .diag import EXIT_ERROR, EXIT_OK, Context, DiagError
-from .diag_output import clock, jsonable, key_values, table, wall_time
+from .diag_output import clock, grams, jsonable, key_values, table, wall_time
 from .loadcell import ShelfReading
 
 LINK_EVENTS = (E.McuReset, E.LinkLost, E.LinkRestored)
@@ -56,7 +56,7 @@ def shelf_rows(readings: dict[int, ShelfReading] | Any, raw: bool) -> list[list[
     items = readings.values() if isinstance(readings, dict) else readings
     rows = []
     for r in sorted(items, key=lambda r: r.shelf):
-        row: list[Any] = [r.shelf, f"{r.grams:.1f}", _state_label(r)]
+        row: list[Any] = [r.shelf, grams(r.grams), _state_label(r)]
         if raw:
             row.append(r.raw_counts)
         rows.append(row)

@@ -47,6 +47,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def grams(value: float) -> str:
+    """Grams to one decimal, without the '-0.0' that noise around zero would print."""
+    text = f"{value:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 

@@ -241,6 +241,7 @@ def test_export_then_import_and_bad_files_are_refused(port, tmp_path):
     res = diag_json("--port", port, "--calibration", str(store), "import", str(exported))
     assert res["saved_to"] == str(store)
     assert json.loads(store.read_text())["shelves"] == data["shelves"]
+    assert abs(res["imported"][1]["grams_now"] - 500) < 5       # the new calibration applies
 
 
 # ---- wire level -----------------------------------------------------------------------
