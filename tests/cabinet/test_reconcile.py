@@ -159,7 +159,7 @@ def play(world: World, steps) -> None:
             world.put(dest, sku)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sessions())
 def test_random_sessions(tmp_path_factory, session):
     steps, seed = session
