@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
         _apply_env(args, dict(os.environ if env is None else env))
         ctx = Context(args, Output(out_stream, json_mode=args.json), err)
         return int(args.func(ctx, args))
+    except SystemExit as e:                      # --help, --version: argparse's own exit
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_ERROR
     except KeyboardInterrupt:
         return _fail(err, "interrupted", EXIT_INTERRUPTED, quiet=True)
     except UsageError as e:
