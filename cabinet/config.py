@@ -86,7 +86,7 @@ class TimeoutsConfig(_Section):
 
 
 class ThresholdsConfig(_Section):
-    face_distance: float = Field(default=0.6, gt=0, lt=2, description="Max face match distance")
+    face_distance: float = Field(default=0.55, gt=0, lt=2, description="Max face match distance")
     reconcile_min_confidence: float = Field(default=0.95, ge=0, le=1)
     load_cell_noise_g: float = Field(default=2.0, gt=0, le=100,
                                      description="Std dev of one settled shelf reading")

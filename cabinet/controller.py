@@ -102,7 +102,8 @@ class Controller:
                  shelf_cameras: Mapping[str, Any], billing: Billing, gallery: FaceGallery,
                  accounts: Callable[[int], str | None], planogram: Planogram, catalog: Catalog,
                  planogram_path: Path, catalog_path: Path, journal: Journal,
-                 inventory: Inventory, bundles_dir: Path, timing: Timing = Timing()):
+                 inventory: Inventory, bundles_dir: Path, timing: Timing = Timing(),
+                 load_cell_noise_g: float = 2.0, min_confidence: float = 0.95):
         self.cabinet_id = cabinet_id
         self.board = board
         self.bridge = bridge
@@ -119,6 +120,8 @@ class Controller:
         self.inventory = inventory
         self.bundles_dir = Path(bundles_dir)
         self.timing = timing
+        self.load_cell_noise_g = load_cell_noise_g
+        self.min_confidence = min_confidence
         self.machine = SessionMachine(journal.write)
         self._events: asyncio.Queue | None = None
         self._events_loop: asyncio.AbstractEventLoop | None = None
@@ -209,7 +212,9 @@ class Controller:
 
         bundle = BundleWriter(self.bundles_dir, session_id)
         bundle.write_context(planogram_path=self.planogram_path, catalog_path=self.catalog_path,
-                             account_id=str(account_id))
+                             account_id=str(account_id),
+                             load_cell_noise_g=self.load_cell_noise_g,
+                             min_confidence=self.min_confidence)
         weights, images = await self._snapshot()
         bundle.write_before(weights=weights, images=images, inventory=self.inventory.slots())
         marks["before_snapshot"] = loop.time() - t0

@@ -158,7 +158,9 @@ class SimCabinet:
             planogram=self.planogram, catalog=self.catalog,
             planogram_path=self.planogram_path, catalog_path=self.catalog_path,
             journal=Journal(self.db), inventory=self.inventory,
-            bundles_dir=self.workdir / "bundles", timing=self.timing)
+            bundles_dir=self.workdir / "sessions", timing=self.timing,
+            load_cell_noise_g=self.config.thresholds.load_cell_noise_g,
+            min_confidence=self.config.thresholds.reconcile_min_confidence)
 
     def close(self) -> None:
         self._stack.close()
