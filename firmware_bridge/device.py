@@ -200,19 +200,22 @@ class Board:
 
     def wait_stable(self, shelves: list[int] | None = None,
                     timeout_s: float = 3.0) -> dict[int, ShelfReading]:
-        """Settled readings of ``shelves`` (all by default) taken after this call; a shelf
-        that does not settle within ``timeout_s`` comes back with ``stable=False``."""
+        """Settled readings of ``shelves`` (all by default) from samples taken after this
+        call; a shelf that does not settle within ``timeout_s`` comes back with
+        ``stable=False``. A sample reaches the filtered value up to a batch plus the filter's
+        lag (about 8 sample periods) after it is taken, so readings stamped earlier than that
+        after the call are not taken as settled. For an immediate answer use ``weights()``."""
         wanted = list(self._filters) if shelves is None else list(shelves)
         for s in wanted:
             self._filter(s)
-        start = time.monotonic()
+        start = time.monotonic() + 8 / self.sample_hz
         out: dict[int, ShelfReading] = {}
         while True:
             for s in wanted:
                 r = self._filters[s].reading()
                 if s not in out and r.stable and r.at > start:
                     out[s] = r
-            if len(out) == len(wanted) or time.monotonic() - start >= timeout_s:
+            if len(out) == len(wanted) or time.monotonic() - start >= timeout_s - 8 / self.sample_hz:
                 break
             time.sleep(0.02)
         return {s: out.get(s) or self._filters[s].reading() for s in wanted}

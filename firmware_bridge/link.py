@@ -106,6 +106,7 @@ class Link:
         self._ev_lock = threading.RLock()
         self._wake = threading.Event()
         self._pending: _Pending | None = None
+        self._finder_knows = False               # the finder located this board once
         self._seq = random.Random().randrange(1, 1 << 16)
         self._running = False
         self._threads: list[threading.Thread] = []
@@ -155,8 +156,9 @@ class Link:
             found = self.finder.find(serial_no)
             if found:
                 return found
-        if name.startswith(SERIAL_PREFIX):
-            raise PortNotFound(name)
+        if name.startswith(SERIAL_PREFIX) or self._finder_knows:
+            # the finder knew this board: its old tty name may now be another device's
+            raise PortNotFound(f"{SERIAL_PREFIX}{serial_no}")
         return name
 
     def _open_port(self, path: str) -> serial.Serial:
@@ -196,9 +198,14 @@ class Link:
             self.request(P.Configure(host_timeout_ms=int(self.host_timeout_s * 1000),
                                      heartbeat_ms=int(self.mcu_heartbeat_s * 1000),
                                      sample_hz=self.sample_hz), _internal=True)
+            if self.identity and ident.board_serial != self.identity.board_serial:
+                raise LinkDown(f"Board on {path} is {ident.board_serial!r}, expected "
+                               f"{self.identity.board_serial!r}; still looking for it")
         except BaseException:
             self._close_port()
             raise
+        if not self._finder_knows:
+            self._finder_knows = self.finder.find(ident.board_serial) == path
         reset = self.identity is not None and ident.boot_id != self.identity.boot_id
         with self._ev_lock:
             self.identity = ident

@@ -103,7 +103,7 @@ def test_port_vanishes_and_returns_under_another_name(sim, board, wait_for):
     sim.inject("port_vanish", duration_s=0.5)
     wait_for(lambda: any(isinstance(e, E.LinkLost) for e in board.events), 3, "LinkLost")
     wait_for(lambda: any(isinstance(e, E.LinkRestored) for e in board.events), 6, "LinkRestored")
-    assert sim.path != old and board.identity.port == sim.path
+    assert sim.path != old and board.identity.port == sim.path, (sim.paths, board.events)
     board.unlock(100)
     assert sim.unlocks_executed == 1
 
