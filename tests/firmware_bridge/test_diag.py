@@ -57,8 +57,15 @@ def diag(*args: str, env: dict[str, str] | None = None,
          timeout: float = 30) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CABINET_")}
     full_env.update(env or {})
-    return subprocess.run(DIAG + list(args), capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
+    r = subprocess.run(DIAG + list(args), capture_output=True, text=True, timeout=timeout,
+                       env=full_env)
+    if r.returncode == 2 and "in use by another program" in r.stderr:
+        # Another test session's link, reconnecting by serial through a stale simulator
+        # registry entry, can hold a reused pty for a moment; a real busy port stays busy.
+        time.sleep(0.5)
+        r = subprocess.run(DIAG + list(args), capture_output=True, text=True, timeout=timeout,
+                           env=full_env)
+    return r
 
 
 def diag_json(*args: str, rc: int = 0, **kw) -> dict:
