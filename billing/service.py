@@ -100,6 +100,11 @@ class Billing:
                               .order_by(FaceTemplate.id))
             return [(a, e) for a, e in rows]
 
+    def has_hold(self, session_id: str) -> bool:
+        """Whether a hold was ever asked for this session (whatever became of it)."""
+        with self._sessions() as db:
+            return _hold_of(db, session_id) is not None
+
     def standing(self, account_id: int) -> Standing:
         with self._sessions() as db:
             return self._standing(db, self._account(db, account_id))

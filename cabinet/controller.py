@@ -15,7 +15,9 @@ journals the transition durably), then performs its effect:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import datetime as dt
 import logging
 import uuid
@@ -195,86 +197,151 @@ class Controller:
                                f" ({', '.join(self.alarms) or 'see the journal'}): no session "
                                f"can start until an operator puts it back in service")
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        marks: dict[str, float] = {}
-        session_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        session_id = (dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-"
+                      + uuid.uuid4().hex[:8])
+        run = _Run(session_id, t0=loop.time())
         self.machine.session_id = session_id
         self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
 
         try:
             account_id, hold, refusal = await asyncio.wait_for(
-                self._authenticate(session_id, frame, marks, t0), self.timing.auth_s)
+                self._authenticate(session_id, frame, run), self.timing.auth_s)
         except asyncio.TimeoutError:
-            return self._deny(session_id, None, "identification took too long; please try "
-                              "again", marks, trigger="auth_timeout")
+            return self._deny(run, None, "identification took too long; please try again",
+                              trigger="auth_timeout")
         if refusal:
-            return self._deny(session_id, account_id, refusal, marks)
+            return self._deny(run, account_id, refusal)
+        run.account_id = account_id
 
-        bundle = BundleWriter(self.bundles_dir, session_id)
-        bundle.write_context(planogram_path=self.planogram_path, catalog_path=self.catalog_path,
-                             account_id=str(account_id),
-                             load_cell_noise_g=self.load_cell_noise_g,
-                             min_confidence=self.min_confidence)
+        run.bundle = BundleWriter(self.bundles_dir, session_id)
+        run.bundle.write_context(planogram_path=self.planogram_path,
+                                 catalog_path=self.catalog_path, account_id=str(account_id),
+                                 load_cell_noise_g=self.load_cell_noise_g,
+                                 min_confidence=self.min_confidence)
         weights, images = await self._snapshot()
-        bundle.write_before(weights=weights, images=images, inventory=self.inventory.slots())
-        marks["before_snapshot"] = loop.time() - t0
+        run.bundle.write_before(weights=weights, images=images,
+                                inventory=self.inventory.slots())
+        run.mark("before_snapshot", loop)
 
         self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id)
         await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
-        marks["unlocked"] = loop.time() - t0
+        run.mark("unlocked", loop)
 
-        flags: list[str] = []
         opened = await self._wait_event((ev.DoorOpened,), self.timing.unlock_pulse_ms / 1000 + 0.5)
         if opened is None:
             self.machine.fire("unlock_expired")
-            flags.append("door_never_opened")
-        else:
-            self.machine.fire("door_opened")
-            closed = await self._wait_door_closed(flags)
-            self.machine.fire("door_closed", closed=closed is not None)
-            # The pulse may still be running: re-engage now so nobody opens it again.
-            await self._blocking(self.board.lock)
-        marks["door_closed"] = loop.time() - t0
-        t_closed = loop.time()
+            run.flags.append("door_never_opened")
+            run.bundle.write_after(weights=weights, images=images)
+            run.mark("door_closed", loop)
+            return await self._reconcile_and_charge(run)
+        self.machine.fire("door_opened")
+        return await self._after_door_opened(run)
 
-        if opened is not None:
-            weights, images = await self._snapshot()
-            settled = all(stable for _, stable, _ in weights.values())
-            bundle.write_after(weights=weights, images=images)
-            self.machine.fire("settled" if settled else "settle_timeout")
-            if not settled:
-                flags.append("shelf_unsettled")
-        else:
-            bundle.write_after(weights=weights, images=images)
-        marks["settled"] = loop.time() - t0
+    async def _after_door_opened(self, run: "_Run") -> SessionReport:
+        """door_open -> door_closed -> (settle) -> reconcile -> charge."""
+        loop = asyncio.get_running_loop()
+        if not run.recovered or self.board.state().door_open:
+            await self._wait_door_closed(run.flags)
+        self.machine.fire("door_closed")
+        # The pulse may still be running: re-engage now so nobody opens it again.
+        await self._blocking(self.board.lock)
+        run.mark("door_closed", loop)
+        return await self._settle_and_charge(run)
 
+    async def _settle_and_charge(self, run: "_Run") -> SessionReport:
+        loop = asyncio.get_running_loop()
+        weights, images = await self._snapshot()
+        settled = all(stable for _, stable, _ in weights.values())
+        run.bundle.write_after(weights=weights, images=images)
+        self.machine.fire("settled" if settled else "settle_timeout")
+        if not settled:
+            run.flags.append("shelf_unsettled")
+        run.mark("settled", loop)
+        return await self._reconcile_and_charge(run)
+
+    async def _reconcile_and_charge(self, run: "_Run") -> SessionReport:
+        loop = asyncio.get_running_loop()
         t_compute = loop.time()
-        result = await self._blocking(lambda: reconcile(load_bundle(bundle.path)))
-        bundle.write_result(result)
-        flags.extend(f for f in result.flags if f not in flags)
+        result = await self._blocking(lambda: reconcile(load_bundle(run.bundle.path)))
+        run.bundle.write_result(result)
+        run.flags.extend(f for f in result.flags if f not in run.flags)
         self.machine.fire("reconciled", basket=dict(result.basket),
-                          confidence=round(float(result.confidence), 4), flags=list(flags))
-        self.inventory.apply(result)
+                          confidence=round(float(result.confidence), 4), flags=list(run.flags))
+        self.inventory.apply(result, run.session_id)
+        return await self._charge(run, result, t_compute)
 
+    async def _charge(self, run: "_Run", result, t_compute: float | None = None) -> SessionReport:
+        loop = asyncio.get_running_loop()
         lines = [Line(sku, self.catalog[sku].name, qty, self.catalog[sku].price)
                  for sku, qty in sorted(result.basket.items()) if qty > 0]
-        receipt = await self._blocking(self.billing.settle, session_id, lines, flags=tuple(flags))
-        marks["charge_sent"] = loop.time() - t0
-        marks["door_closed_to_charge_compute"] = loop.time() - t_compute
-        marks["door_closed_to_charge"] = loop.time() - t_closed
+        receipt = await self._blocking(self.billing.settle, run.session_id, lines,
+                                       flags=tuple(run.flags))
+        run.mark("charge_sent", loop)
+        if t_compute is not None:
+            run.marks["door_closed_to_charge_compute"] = loop.time() - t_compute
+        if "door_closed" in run.marks:
+            run.marks["door_closed_to_charge"] = run.marks["charge_sent"] - run.marks["door_closed"]
         self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount)
         self.machine.session_id = None
-        return SessionReport(session_id, account_id, self.account_name(account_id),
+        return SessionReport(run.session_id, run.account_id, self.account_name(run.account_id),
                              receipt.outcome, dict(result.basket), receipt.total.amount,
-                             receipt.total.currency, tuple(flags), "", receipt.render_text(),
-                             str(bundle.path), {k: round(v * 1000, 1) for k, v in marks.items()})
+                             receipt.total.currency, tuple(run.flags), "", receipt.render_text(),
+                             str(run.bundle.path), run.timings_ms())
 
-    async def _authenticate(self, session_id: str, frame, marks: dict[str, float], t0: float):
+    # --- after a crash -----------------------------------------------------------------
+    async def recover(self) -> list[SessionReport]:
+        """Finish every session the journal shows open (a crash or power cut mid-session).
+
+        The MCU has relocked by itself (the pulse is timed there), so the door is either
+        closed or being closed by the customer; each session resumes at its journalled state
+        and ends with exactly one outcome. Billing's keys make a repeated capture harmless.
+        """
+        reports = []
+        for session_id, state in self.journal.open_sessions():
+            entries = self.journal.entries(session_id)
+            data: dict[str, Any] = {}
+            for entry in entries:
+                data.update(json.loads(entry.data or "{}"))
+            run = _Run(session_id, t0=asyncio.get_running_loop().time(), recovered=True)
+            run.account_id = data.get("account_id")
+            run.flags = list(data.get("flags", [])) + ["recovered_after_restart"]
+            self.machine = SessionMachine(self.journal.write, initial=state)
+            self.machine.session_id = session_id
+            log.warning("resuming session %s from state %s", session_id, state)
+            if state == "face_auth":
+                reports.append(self._abandon_auth(run))
+                continue
+            run.bundle = BundleWriter(self.bundles_dir, session_id)
+            if state == "unlocked":
+                self.machine.fire("door_opened", recovered=True)
+                reports.append(await self._after_door_opened(run))
+            elif state == "door_open":
+                reports.append(await self._after_door_opened(run))
+            elif state == "door_closed":
+                reports.append(await self._settle_and_charge(run))
+            elif state == "reconcile":
+                reports.append(await self._reconcile_and_charge(run))
+            elif state == "charge":
+                from cabinet.reconcile import ReconcileResult
+                text = (run.bundle.path / "result.json").read_text("utf-8")
+                reports.append(await self._charge(run, ReconcileResult.from_json(text)))
+        self.machine = SessionMachine(self.journal.write)
+        return reports
+
+    def _abandon_auth(self, run: "_Run") -> SessionReport:
+        """Crashed while identifying: the lock never released; release any hold placed."""
+        reason = "the cabinet restarted while identifying the customer"
+        if run.account_id is not None or self.billing.has_hold(run.session_id):
+            with contextlib.suppress(Exception):
+                self.billing.void_session(run.session_id, reason)
+        return self._deny(run, run.account_id, reason, trigger="denied")
+
+    async def _authenticate(self, session_id: str, frame, run: "_Run"):
         """(account id, hold, refusal reason or ""): the face, the standing, then the hold."""
         loop = asyncio.get_running_loop()
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         face = await self._blocking(identify_frame, rgb, self.gallery)
-        marks["identified"] = loop.time() - t0
+        run.mark("identified", loop)
         if face.match is None:
             return None, None, ("no face in view" if face.status == "no_face"
                                 else "face not recognised: use the QR code or enrol at the kiosk")
@@ -311,24 +378,53 @@ class Controller:
             self.on_idle_event(queue.get_nowait())
 
     async def _wait_door_closed(self, flags: list[str]):
-        """Wait for the door to close; alarm on the kiosk when it stays open too long."""
-        alarm_at = self.timing.door_open_alarm_s
-        closed = await self._wait_event((ev.DoorClosed,), alarm_at)
+        """Wait for the door to close: a kiosk alarm after door_open_alarm_s, an operator
+        alert after door_open_max_s, then keep waiting (the basket is unknown while open)."""
+        closed = await self._wait_event((ev.DoorClosed,), self.timing.door_open_alarm_s)
         if closed is not None:
             return closed
-        self.machine.fire("door_open_alarm", after_s=alarm_at)
+        self.machine.fire("door_open_alarm", level="kiosk", after_s=self.timing.door_open_alarm_s)
         flags.append("door_open_too_long")
-        log.warning("door open for %.0f s: kiosk alarm raised, operator alerted", alarm_at)
-        return await self._wait_event((ev.DoorClosed,),
-                                      max(0.0, self.timing.door_open_max_s - alarm_at))
+        log.warning("door open for %.0f s: kiosk alarm", self.timing.door_open_alarm_s)
+        closed = await self._wait_event(
+            (ev.DoorClosed,), max(0.0, self.timing.door_open_max_s - self.timing.door_open_alarm_s))
+        if closed is not None:
+            return closed
+        self.machine.fire("door_open_alarm", level="operator", after_s=self.timing.door_open_max_s)
+        log.error("door open for %.0f s: operator alerted", self.timing.door_open_max_s)
+        while True:
+            closed = await self._wait_event((ev.DoorClosed,), 60.0)
+            if closed is not None or not self.board.state().door_open:
+                return closed
 
-    def _deny(self, session_id: str, account_id: int | None, reason: str,
-              marks: dict[str, float], trigger: str = "denied") -> SessionReport:
+    def _deny(self, run: "_Run", account_id: int | None, reason: str,
+              trigger: str = "denied") -> SessionReport:
         self.machine.fire(trigger, reason=reason, account_id=account_id)
-        self.journal.record_denied(session_id, account_id, reason, cabinet_id=self.cabinet_id,
-                                   currency=self.catalog.currency)
+        if not self.billing.has_hold(run.session_id):
+            self.journal.record_denied(run.session_id, account_id, reason,
+                                       cabinet_id=self.cabinet_id,
+                                       currency=self.catalog.currency)
         self.machine.session_id = None
         name = self.account_name(account_id) if account_id is not None else None
-        return SessionReport(session_id, account_id, name, "denied", {}, 0,
-                             self.catalog.currency, (), reason,
-                             timings_ms={k: round(v * 1000, 1) for k, v in marks.items()})
+        return SessionReport(run.session_id, account_id, name, "denied", {}, 0,
+                             self.catalog.currency, tuple(run.flags), reason,
+                             timings_ms=run.timings_ms())
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one session carries from phase to phase (rebuilt from the journal on recovery)."""
+
+    session_id: str
+    t0: float
+    recovered: bool = False
+    account_id: int | None = None
+    bundle: BundleWriter | None = None
+    flags: list[str] = dataclasses.field(default_factory=list)
+    marks: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def mark(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.marks[name] = loop.time() - self.t0
+
+    def timings_ms(self) -> dict[str, float]:
+        return {k: round(v * 1000, 1) for k, v in self.marks.items()}

@@ -151,9 +151,15 @@ class SimCabinet:
         cameras = {shelf.camera for shelf in self.planogram.shelves}
         shelf_cameras = {cam: SimShelfCamera(shelf_view_fn(self.world, self.planogram, cam),
                                              looks, seed=seed) for cam in sorted(cameras)}
-        self.controller = Controller(
+        self.looks = looks
+        self.shelf_cameras = shelf_cameras
+        self.controller = self.new_controller()
+
+    def new_controller(self) -> Controller:
+        """A controller over this cabinet's parts, with nothing in memory: a restart."""
+        return Controller(
             cabinet_id=self.planogram.cabinet_id, board=self.board, bridge=self.bridge,
-            face_camera=self.face_camera, shelf_cameras=shelf_cameras, billing=self.billing,
+            face_camera=self.face_camera, shelf_cameras=self.shelf_cameras, billing=self.billing,
             gallery=self.gallery, accounts=lambda aid: accounts_mod.name_of(self.db, aid),
             planogram=self.planogram, catalog=self.catalog,
             planogram_path=self.planogram_path, catalog_path=self.catalog_path,

@@ -25,6 +25,15 @@ class SlotStock(Base):
     skus: Mapped[str] = mapped_column(Text, default="[]")   # JSON list, left to right
 
 
+class InventoryApplied(Base):
+    """Sessions whose result already moved the belief: applying twice (a resumed session)
+    must not move it twice."""
+
+    __tablename__ = "inventory_applied"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Inventory:
     def __init__(self, db: sessionmaker, planogram: Planogram):
         self._db = db
@@ -44,8 +53,11 @@ class Inventory:
                 row.skus = json.dumps([slot.sku] * int(count))
                 s.add(row)
 
-    def apply(self, result: Any) -> None:
-        """Move the belief by a reconcile result's per-shelf explanation."""
+    def apply(self, result: Any, session_id: str) -> None:
+        """Move the belief by a reconcile result's per-shelf explanation, once per session."""
+        with self._db() as s:
+            if s.get(InventoryApplied, session_id) is not None:
+                return
         stock = self.slots()
         shelves = getattr(result, "evidence", {}).get("shelves", {}) if isinstance(
             getattr(result, "evidence", None), dict) else {}
@@ -70,3 +82,4 @@ class Inventory:
                 row = s.get(SlotStock, slot_id) or SlotStock(slot_id=slot_id)
                 row.skus = json.dumps(skus)
                 s.add(row)
+            s.add(InventoryApplied(session_id=session_id))
