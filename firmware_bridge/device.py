@@ -302,8 +302,11 @@ class Board:
     def link_events_lost(self, first: int, last: int) -> None:
         self._emit(E.Fault("event_gap_lost", f"{self._who()}: events {first}..{last} were "
                            f"overwritten before they could be replayed; state resynced"))
-        hb = self._last_hb
-        if hb is not None:
+        try:
+            hb = self._link.request(P.GetState())   # events are held back meanwhile
+        except LinkDown:
+            hb = self._last_hb
+        if isinstance(hb, P.StateReply):
             now = time.monotonic()
             if hb.door_open != self._door_open:
                 self._door_open = hb.door_open
@@ -338,11 +341,15 @@ class Board:
             self._fault_edge("cell_saturated", msg.shelf, r.saturated, "reads the ADC limit")
             self._fault_edge("cell_stuck", msg.shelf, r.stuck, "repeats one value")
         elif isinstance(msg, P.DoorChange):
+            if msg.open == self._door_open:     # already known from a resync
+                return
             self._door_open = msg.open
             for f in self._filters.values():
                 f.door(not msg.open, now)
             self._emit(E.DoorOpened(now) if msg.open else E.DoorClosed(now))
         elif isinstance(msg, P.LockChange):
+            if msg.engaged == self._lock_engaged:
+                return
             self._lock_engaged = msg.engaged
             self._emit(E.LockChanged(msg.engaged, P.LOCK_REASONS.get(msg.reason, "?"), now))
         elif isinstance(msg, P.DoorForced):

@@ -67,6 +67,7 @@ class LinkCounters:
     rtt_p50_ms: float
     rtt_p99_ms: float
     rto_ms: float
+    duplicates: int                     # duplicate events dropped + late replies ignored
 
 
 class _Pending:
@@ -426,10 +427,16 @@ class Link:
             m = re.search(r"(\d+)\s*$", reply.detail)
             oldest = int(m.group(1)) if m else self._mcu_last + 1
             with self._ev_lock:
-                if self._last_event is not None and self._last_event < oldest - 1:
-                    lost = (self._last_event + 1, oldest - 1)
+                if self._last_event is None or self._last_event >= oldest - 1:
+                    return
+                lost = (self._last_event + 1, oldest - 1)
+                self._last_event = None         # hold events while the listener resyncs
+            try:
+                self.listener.link_events_lost(*lost)
+            finally:
+                with self._ev_lock:
                     self._last_event = oldest - 1
-                    self.listener.link_events_lost(*lost)
+                    self._buffer = {k: v for k, v in self._buffer.items() if k >= oldest}
                     self._flush()
 
     def counters(self) -> LinkCounters:
@@ -440,6 +447,7 @@ class Link:
                             invalid_frames=self._decoder.invalid_frames,
                             rtt_srtt_ms=1000 * self._srtt, rtt_rttvar_ms=1000 * self._rttvar,
                             rtt_p50_ms=pct(0.5), rtt_p99_ms=pct(0.99), rto_ms=1000 * self._rto,
+                            duplicates=self._n["duplicate_events"] + self._n["late_replies"],
                             **self._n)
 
 

@@ -1,0 +1,39 @@
+"""Finding boards by serial number, and a gap too old to replay."""
+from __future__ import annotations
+
+from firmware_bridge import events as E
+from firmware_bridge.ports import ChainPortFinder, RegistryPortFinder, UsbPortFinder
+
+
+def test_usb_finder_reads_serial_by_id_links(sim, tmp_path):
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / "usb-Cabinet_MCU_SIM-0042-if00").symlink_to(sim.path)
+    finder = UsbPortFinder(by_id)
+    assert finder.find("SIM-0042") == sim.path
+    assert finder.find("SIM-9999") is None
+
+
+def test_registry_lists_running_boards_and_forgets_stopped_ones(make_sim, registry):
+    a = make_sim(board_serial="SIM-A")
+    b = make_sim(board_serial="SIM-B")
+    assert registry.boards() == {"SIM-A": a.path, "SIM-B": b.path}
+    b.stop()
+    assert registry.find("SIM-B") is None
+    chain = ChainPortFinder(UsbPortFinder(registry.directory / "none"), registry)
+    assert chain.find("SIM-A") == a.path
+
+
+def test_gap_older_than_the_mcu_ring_is_a_fault_and_a_resync(make_sim, make_board, wait_for):
+    sim = make_sim(event_ring=4)
+    events: list = []
+    board = make_board(sim.path, on_event=events.append)
+    board.open()
+    board.unlock(3000)
+    sim.inject("lose_event", count=30)     # lost events scroll out of the 4-event ring
+    sim.open_door()
+    wait_for(lambda: any(isinstance(e, E.Fault) and e.code == "event_gap_lost" for e in events),
+             5, "event_gap_lost")
+    wait_for(lambda: any(isinstance(e, E.DoorOpened) for e in events), 3, "door state resynced")
+    sim.close_door()
+    wait_for(lambda: any(isinstance(e, E.DoorClosed) for e in events), 3, "later events flow")
