@@ -4,7 +4,8 @@ A USB board can come back as /dev/ttyACM1 after it was /dev/ttyACM0. The link re
 board serial from the identify handshake and asks a ``PortFinder`` where that serial lives
 now. ``UsbPortFinder`` scans /dev/serial/by-id and pyserial's list_ports (what pyserial's
 ``hwgrep://`` does); ``RegistryPortFinder`` reads the small directory the simulator publishes
-to (one file per board serial holding the pty path), since a pty has no USB serial number.
+to (one file per board serial holding the pty path and the simulator's pid, so an entry left
+by a killed simulator is ignored), since a pty has no USB serial number.
 A port given as ``serial:SN`` is resolved through the finder before opening.
 """
 from __future__ import annotations
@@ -54,35 +55,48 @@ class RegistryPortFinder:
 
     def publish(self, board_serial: str, path: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self._file(board_serial).with_suffix(".tmp")
-        tmp.write_text(path + "\n")
+        tmp = Path(f"{self._file(board_serial)}.{os.getpid()}.tmp")
+        tmp.write_text(f"{path}\n{os.getpid()}\n")
         os.replace(tmp, self._file(board_serial))
 
     def unpublish(self, board_serial: str, path: str | None = None) -> None:
         f = self._file(board_serial)
         try:
-            if path is None or f.read_text().strip() == path:
+            if path is None or f.read_text().split("\n")[0] == path:
                 f.unlink()
         except OSError:
             pass
 
     def find(self, board_serial: str) -> str | None:
         try:
-            path = self._file(board_serial).read_text().strip()
+            path, _, pid = self._file(board_serial).read_text().partition("\n")
         except OSError:
             return None
-        return path if path and os.path.exists(path) else None
+        # an entry left by a simulator that was killed may name a pty another program has now
+        return path if path and os.path.exists(path) and _alive(pid.strip()) else None
 
     def boards(self) -> dict[str, str]:
         if not self.directory.is_dir():
             return {}
         out = {}
         for f in sorted(self.directory.iterdir()):
-            if f.suffix != ".tmp":
+            if not f.name.endswith(".tmp"):
                 path = self.find(f.name)
                 if path:
                     out[f.name] = path
         return out
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True                      # written by hand: trust it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ChainPortFinder:

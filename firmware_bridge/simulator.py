@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import math
 import os
 import pty
 import random
@@ -32,6 +31,7 @@ from typing import Callable
 from . import protocol as P
 from .loadcell import Calibration, ShelfCalibration
 from .ports import RegistryPortFinder
+from .simcells import SimCells
 from .simfaults import FAULTS, FaultSet
 
 
@@ -92,6 +92,10 @@ class SimMCU:
         self._ring: deque[P.Message] = deque(maxlen=event_ring)
         self._delayed: list[tuple[float, bytes]] = []
         self._vanish_until = 0.0
+        self.cells = SimCells(shelves, lambda s: self.load_fn(s), self._rng,
+                              counts_per_gram=counts_per_gram,
+                              zero_counts=self.zero_counts, noise_g=noise_g, settle_s=settle_s,
+                              batch_samples=batch_samples)
         self._boot(reason=0)
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -177,11 +181,7 @@ class SimMCU:
             self._booting_until = self.boot_at + self.boot_time_s
             self._next_hb = self._booting_until
             self._next_sample = self._booting_until
-            self._batches: list[list[int]] = [[] for _ in range(self.shelves)]
-            self._true = [self.load_fn(s) for s in range(self.shelves)]
-            self._wobble = [(0.0, 0.0)] * self.shelves      # (amplitude g, start time)
-            self._last_counts = [0] * self.shelves
-            self._cell_ready = [True] * self.shelves
+            self.cells.reset()
 
     # ---- the physical side ---------------------------------------------------------------
     def _settable_load(self, shelf: int) -> float:
@@ -234,7 +234,7 @@ class SimMCU:
                 self.faults.clear("flood")
                 for _ in range(int(params.get("count", 1000))):
                     self._event(P.WeightBatch(shelf=0, uptime_ms=self._uptime_ms(),
-                                              counts=(self._last_counts[0],)))
+                                              counts=(self.cells.last_counts[0],)))
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
 
@@ -448,50 +448,5 @@ class SimMCU:
             self._write(text)
 
     def _sample(self, now: float) -> None:
-        f = self.faults
-        for s in range(self.shelves):
-            if f.active("cell_not_ready") and int(f.param("cell_not_ready", "shelf", 0)) == s:
-                if self._cell_ready[s]:
-                    self._cell_ready[s] = False
-                    self._event(P.FaultReport(code=1, shelf=s, detail=f"shelf {s}: HX711 timeout"))
-                self._batches[s].clear()
-                continue
-            if not self._cell_ready[s]:
-                self._cell_ready[s] = True
-                self._event(P.FaultReport(code=2, shelf=s, detail=f"shelf {s}: HX711 ready"))
-            self._batches[s].append(self._counts(s, now))
-        if len(self._batches[0]) >= self.batch_samples or not any(self._cell_ready):
-            up = self._uptime_ms()
-            for s in range(self.shelves):
-                if self._cell_ready[s]:
-                    self._event(P.WeightBatch(shelf=s, uptime_ms=up, counts=tuple(self._batches[s])))
-                elif len(self._batches[0]) >= self.batch_samples or s == 0:
-                    self._event(P.WeightBatch(shelf=s, status=P.CELL_NOT_READY, uptime_ms=up))
-                self._batches[s] = []
-
-    def _counts(self, s: int, now: float) -> int:
-        f = self.faults
-        target = (lambda name: f.active(name) and int(f.param(name, "shelf", 0)) == s)
-        if target("cell_stuck"):
-            return self._last_counts[s]
-        if target("cell_saturated"):
-            return P.ADC_MAX
-        grams = float(self.load_fn(s))
-        if abs(grams - self._true[s]) > 0.5:
-            amp, t0 = self._wobble[s]
-            residual = self._wobble_at(amp, t0, now)
-            self._wobble[s] = (0.3 * (grams - self._true[s]) + residual, now)
-        self._true[s] = grams
-        grams += self._wobble_at(*self._wobble[s], now) + self._rng.gauss(0, self.noise_g)
-        if target("cell_spike") and self._rng.random() < float(f.param("cell_spike", "rate", 0.2)):
-            grams += self._rng.choice((-1, 1)) * 5000.0
-        counts = int(self.zero_counts[s] + grams * self.counts_per_gram)
-        counts = max(P.ADC_MIN, min(P.ADC_MAX, counts))
-        self._last_counts[s] = counts
-        return counts
-
-    def _wobble_at(self, amp: float, t0: float, now: float) -> float:
-        dt = now - t0
-        if amp == 0.0 or dt >= self.settle_s:
-            return 0.0
-        return amp * math.exp(-4 * dt / self.settle_s) * math.cos(2 * math.pi * 5 * dt)
+        for msg in self.cells.sample(now, self.faults, self._uptime_ms()):
+            self._event(msg)

@@ -132,3 +132,11 @@ def test_cell_spikes_are_filtered(sim, board):
     r = board.wait_stable([2], timeout_s=4)[2]
     assert r.stable and r.grams == pytest.approx(400, abs=2)
     assert board.shelf_stats(2).spikes > 0
+
+
+def test_one_dead_cell_does_not_stop_the_others(sim, board, wait_for):
+    sim.inject("cell_not_ready", shelf=0)
+    wait_for(lambda: not board.weights()[0].ready, 2, "shelf 0 not ready")
+    sim.set_load(1, 250)
+    r = board.wait_stable([1], timeout_s=4)[1]
+    assert r.stable and abs(r.grams - 250) < 2

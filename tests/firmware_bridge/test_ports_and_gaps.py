@@ -37,3 +37,13 @@ def test_gap_older_than_the_mcu_ring_is_a_fault_and_a_resync(make_sim, make_boar
     wait_for(lambda: any(isinstance(e, E.DoorOpened) for e in events), 3, "door state resynced")
     sim.close_door()
     wait_for(lambda: any(isinstance(e, E.DoorClosed) for e in events), 3, "later events flow")
+
+
+def test_registry_ignores_an_entry_left_by_a_dead_simulator(sim, registry):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (registry.directory / "SIM-DEAD").write_text(f"{sim.path}\n{dead}\n")
+    assert registry.find("SIM-DEAD") is None
+    assert registry.find("SIM-0001") == sim.path
