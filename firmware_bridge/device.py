@@ -2,7 +2,8 @@
 
 Board sits on a ``Link`` (firmware_bridge/link.py) as its listener. Numbered MCU events
 arrive here in order, exactly once, on the link's reader thread: door and lock changes become
-``events.py`` dataclasses for ``on_event``; weight batches feed one ``ShelfFilter`` per shelf
+``events.py`` dataclasses for ``on_event`` (LinkLost, LinkRestored and McuReset come from the
+link's keeper thread; ``on_event`` must only queue them); weight batches feed one ``ShelfFilter`` per shelf
 (firmware_bridge/loadcell.py); heartbeats refresh the temperature and its alarm. After an MCU
 reset the link re-identifies and Board compares a fresh ``GetState`` with what it believed,
 announcing ``McuReset`` and any lock/door change the reboot caused. Commands are blocking
