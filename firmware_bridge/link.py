@@ -281,12 +281,8 @@ class Link:
 
     def _rtt_sample(self, r: float) -> None:
         self._rtts.append(r)
-        if self._srtt == 0.0:
-            self._srtt, self._rttvar = r, r / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
-            self._srtt = 0.875 * self._srtt + 0.125 * r
-        self._rto = min(self.max_rto_s, max(self.min_rto_s, self._srtt + 4 * self._rttvar))
+        self._srtt, self._rttvar, self._rto = next_rto(self._srtt, self._rttvar, r,
+                                                       self.min_rto_s, self.max_rto_s)
 
     # ---- the reader thread ---------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -370,7 +366,7 @@ class Link:
     # ---- the keeper thread ---------------------------------------------------------------
     def _keep_loop(self) -> None:
         next_ping = time.monotonic() + self.heartbeat_s
-        delay, next_try = self.reconnect_min_s, 0.0
+        attempt, next_try = 0, 0.0
         while self._running:
             self._wake.wait(0.02)
             self._wake.clear()
@@ -381,10 +377,11 @@ class Link:
                         try:
                             self._connect(first=False)
                             self._n["reconnects"] += 1
-                            delay, next_ping = self.reconnect_min_s, now + self.heartbeat_s
+                            attempt, next_ping = 0, now + self.heartbeat_s
                         except LinkError:
-                            next_try = time.monotonic() + delay
-                            delay = min(delay * 2, self.reconnect_max_s)
+                            next_try = time.monotonic() + reconnect_delay(
+                                attempt, self.reconnect_min_s, self.reconnect_max_s)
+                            attempt += 1
                     continue
                 quiet = now - self._last_rx
                 if self._gone or quiet > self.missed_heartbeats * self.mcu_heartbeat_s:
@@ -449,6 +446,22 @@ class Link:
                             rtt_p50_ms=pct(0.5), rtt_p99_ms=pct(0.99), rto_ms=1000 * self._rto,
                             duplicates=self._n["duplicate_events"] + self._n["late_replies"],
                             **self._n)
+
+
+def reconnect_delay(attempt: int, min_s: float, max_s: float) -> float:
+    """Seconds to wait after failed reconnect attempt number ``attempt`` (0-based)."""
+    return min(max_s, min_s * 2 ** min(attempt, 30))
+
+
+def next_rto(srtt: float, rttvar: float, sample: float, min_s: float,
+             max_s: float) -> tuple[float, float, float]:
+    """RFC 6298 / Klipper: the new (srtt, rttvar, rto) after an RTT sample (srtt 0: first)."""
+    if srtt == 0.0:
+        srtt, rttvar = sample, sample / 2
+    else:
+        rttvar = 0.75 * rttvar + 0.25 * abs(srtt - sample)
+        srtt = 0.875 * srtt + 0.125 * sample
+    return srtt, rttvar, min(max_s, max(min_s, srtt + 4 * rttvar))
 
 
 def _version(v: int) -> str:

@@ -47,3 +47,20 @@ def test_registry_ignores_an_entry_left_by_a_dead_simulator(sim, registry):
     (registry.directory / "SIM-DEAD").write_text(f"{sim.path}\n{dead}\n")
     assert registry.find("SIM-DEAD") is None
     assert registry.find("SIM-0001") == sim.path
+
+
+def test_reconnect_delay_doubles_up_to_its_cap():
+    from firmware_bridge.link import reconnect_delay
+    assert [reconnect_delay(a, 0.05, 1.0) for a in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_retransmit_timeout_follows_srtt_and_rttvar_with_a_25ms_floor():
+    import pytest
+    from firmware_bridge.link import next_rto
+    srtt, var, rto = next_rto(0.0, 0.0, 0.010, 0.025, 1.0)
+    assert (srtt, var, rto) == (0.010, 0.005, pytest.approx(0.030))
+    srtt, var, rto = next_rto(srtt, var, 0.002, 0.025, 1.0)
+    assert srtt == pytest.approx(0.009) and var == pytest.approx(0.00575)
+    assert rto == pytest.approx(0.009 + 4 * 0.00575)
+    assert next_rto(0.0001, 0.0, 0.0001, 0.025, 1.0)[2] == 0.025
+    assert next_rto(0.0, 0.0, 5.0, 0.025, 1.0)[2] == 1.0
