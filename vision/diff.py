@@ -1,12 +1,22 @@
 """Per-slot evidence from a shelf camera's before/after images.
 
-Each slot's region of interest is cut into its facing cells (vision.render.facing_boxes). A
-cell is reduced to a small appearance signature: a 6x12 thumbnail whose brightness is divided
-by the cell's own mean (so a global lighting change cancels) plus its chromaticity (colour
-with brightness divided out). The same signature is taken of every catalog look, and of an
-empty cell, drawn alone by vision.render.render_cell at the cell's size; a cell is whatever
-it is nearest to, or a foreign object when it is near nothing. Coarse thumbnails shrug off
-sensor noise, JPEG blocks and a shake of a few pixels.
+Each slot's region of interest is cut into its facing cells (vision.render.facing_boxes), and
+each cell is matched against what it could hold: every catalog look, an empty cell and a few
+foreign things, each drawn alone by vision.render.render_cell at the cell's size.
+
+Reading a cell. The camera's lighting gain is measured once per image, on the back panel
+(the commonest neutral grey); the references are brought to that gain and clipped at 255 the
+way a camera clips, so a bright white tub stays a tub and does not fade into the panel. Cell
+and references are shrunk 3x and lightly blurred (sensor noise, JPEG blocks and sub-pixel
+offsets wash out; colours and shapes stay), and each reference is slid over the cell's
+window +-6 px to absorb camera shake and an item standing a pixel off centre. The distance is
+the RMS grey-level difference at the best offset. A cell is the nearest reference; it is a
+foreign object when that is a foreign thing, or when nothing is near (an empty cell must be
+within EMPTY_RMS of the bare panel, a product within FOREIGN_RMS of its look). Its confidence
+is how clearly the nearest label beats the nearest other label (distance ratio) and how far
+the match stays inside its limit; the slot's confidence is its least sure cell. On rendered
+shelves under the noise, lighting, shake and JPEG of the simulator the right reference is
+within ~15 grey levels and every other label at least ~2x farther.
 
 The change score of a slot is the share of its region that changed between the images: the
 after image is brought to the before image's brightness, both are shrunk 4x, and a pixel
@@ -20,26 +30,31 @@ wrong type or shape, or slots that do not fit the image, raise VisionInputError.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from vision.render import ProductLook, facing_boxes, render_cell
+from vision.render import PANEL_BGR, ProductLook, facing_boxes, render_cell
 
-SIG_SIZE = (8, 16)  # (w, h) of a cell's thumbnail
-CHROMA_WEIGHT = 1.5
-EMPTY_DISTANCE = 0.04  # an "empty" cell farther than this from the bare panel holds something
-FOREIGN_DISTANCE = 0.15  # a cell farther than this from its nearest look is not that product
+SCALE = 3            # cells are compared shrunk this many times
+SHIFT = 2            # ... with references slid +-SHIFT shrunk pixels (+-6 px) over them
+BLUR_SIGMA = 0.8     # shrunk pixels; washes out noise, JPEG and sub-pixel offsets
+EMPTY_RMS = 6.0      # grey levels: an "empty" cell farther than this from the panel holds something
+FOREIGN_RMS = 24.0   # grey levels: a cell farther than this from its nearest look is not that product
+SURE_RATIO = 0.5     # nearest/next-other distance at or below which a cell is read with certainty
+UNSURE_RATIO = 0.8   # ... and at or above which it is a toss-up (confidence 0)
 FOREIGN_PROTOTYPES = ("foreign-1", "foreign-2", "foreign-3")
 CHANGE_MARGIN = 24  # grey levels a shrunk pixel must move to count as changed
 SATURATED = 245  # a shrunk pixel this bright may hold clipped ones: its change cannot be told
 DARK_MEAN = 20.0
 BLANK_STD = 3.0
 EMPTY = "__empty__"
-CHROMA_FLOOR = 24.0  # keeps the chromaticity of dark pixels from amplifying noise
+REFERENCE_CACHE = 64  # (cell size, gain) entries of prepared references kept by a ShelfDiff
+_PANEL = np.array(PANEL_BGR, np.float32)
 
 
 class VisionInputError(ValueError):
@@ -86,12 +101,27 @@ class SlotEvidence:
         return dict(Counter(s for s in self.skus_after if s is not None))
 
 
-def _signature(cell_bgr: np.ndarray) -> np.ndarray:
-    thumb = cv2.resize(cell_bgr, SIG_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-    intensity = thumb.mean(axis=2)
-    lum = intensity / (intensity.mean() + 1.0)
-    chroma = thumb / (intensity[..., None] * 3.0 + CHROMA_FLOOR)
-    return np.concatenate([lum.ravel(), CHROMA_WEIGHT * chroma.ravel()])
+def lighting_gain(img: np.ndarray) -> float:
+    """The camera's brightness relative to the rendered panel, measured on the panel itself:
+    the commonest brightness among neutral pixels of the panel's tint (white labels are neutral
+    too, but the panel is the larger area). Falls back to the median when nothing is neutral."""
+    small = img[::4, ::4].astype(np.float32)
+    grey = small.mean(axis=2)
+    tint = _PANEL / _PANEL.mean()
+    neutral = (np.abs(small / (grey[..., None] + 1.0) - tint).max(axis=2) < 0.04) \
+        & (small.max(axis=2) < 250)
+    ratio = grey[neutral] / float(_PANEL.mean())
+    if ratio.size < 50:
+        return float(np.clip(np.median(grey) / _PANEL.mean(), 0.2, 4.0))
+    hist, edges = np.histogram(ratio, bins=np.arange(0.1, 3.0, 0.02))
+    k = int(np.argmax(hist))
+    near = ratio[(ratio >= edges[max(0, k - 1)]) & (ratio < edges[min(len(edges) - 1, k + 2)])]
+    return float(np.clip(np.median(near), 0.2, 4.0))
+
+
+def _shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(small, (0, 0), BLUR_SIGMA)
 
 
 def check_image(img: object, label: str) -> np.ndarray | None:
@@ -147,43 +177,90 @@ def _check_slots(slots: Sequence, shape: tuple[int, ...] | None, camera: str) ->
 
 
 class ShelfDiff:
-    """Reads slots against a catalog of looks; keeps the looks' signatures between calls."""
+    """Reads slots against a catalog of looks; keeps the drawn references between calls (one
+    ShelfDiff can serve every camera of a cabinet)."""
 
-    def __init__(self, looks: Mapping[str, ProductLook], *, empty_distance: float = EMPTY_DISTANCE,
-                 foreign_distance: float = FOREIGN_DISTANCE) -> None:
+    def __init__(self, looks: Mapping[str, ProductLook], *, empty_distance: float = EMPTY_RMS,
+                 foreign_distance: float = FOREIGN_RMS) -> None:
         self.looks = dict(looks)
         self.empty_distance = float(empty_distance)
         self.foreign_distance = float(foreign_distance)
-        self._refs: dict[tuple[int, int], tuple[list[str | None], np.ndarray]] = {}
+        self._names: list[str | None] = [EMPTY, *[None] * len(FOREIGN_PROTOTYPES), *self.looks]
+        self._drawn: dict[tuple[int, int], np.ndarray] = {}
+        self._prepared: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = OrderedDict()
 
-    def _references(self, size: tuple[int, int]) -> tuple[list[str | None], np.ndarray]:
-        """Names (EMPTY, None for a foreign-thing prototype, or the SKU) and their signatures."""
-        if size not in self._refs:
-            names: list[str | None] = [EMPTY, *[None] * len(FOREIGN_PROTOTYPES), *self.looks]
+    def _references(self, size: tuple[int, int], gain: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """(references as rows, their squared norms, shrunk cell size) for cells of `size` seen at
+        `gain`: each reference drawn alone on the panel, brought to the gain, clipped like a
+        camera, shrunk and blurred; the panel around it is kept so that blur at the borders
+        matches what the camera sees."""
+        gain = round(gain, 2)
+        key = (size, gain)
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
+        if size not in self._drawn:
             cells = [render_cell(None, size), *(render_cell(f, size) for f in FOREIGN_PROTOTYPES),
                      *(render_cell(look, size) for look in self.looks.values())]
-            self._refs[size] = (names, np.stack([_signature(c) for c in cells]))
-        return self._refs[size]
+            self._drawn[size] = np.stack(cells).astype(np.float32)
+        w, h = size
+        small = (max(2, round(w / SCALE)), max(2, round(h / SCALE)))
+        pad = SHIFT * SCALE
+        panel = tuple(float(v) for v in np.clip(_PANEL * gain, 0, 255))
+        rows = []
+        for cell in np.clip(self._drawn[size] * np.float32(gain), 0, 255):
+            ext = cv2.copyMakeBorder(cell, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=panel)
+            ref = _shrink(ext, (small[0] + 2 * SHIFT, small[1] + 2 * SHIFT))
+            rows.append(ref[SHIFT:SHIFT + small[1], SHIFT:SHIFT + small[0]].ravel())
+        refs = np.ascontiguousarray(np.stack(rows))
+        self._prepared[key] = (refs, (refs * refs).sum(axis=1), small)
+        if len(self._prepared) > REFERENCE_CACHE:
+            self._prepared.popitem(last=False)
+        return self._prepared[key]
 
-    def read_cells(self, img: np.ndarray, spec: SlotSpec) -> tuple[tuple[bool, ...], tuple[str | None, ...], float]:
-        """(occupied, sku or None, least margin) for each facing cell of a slot in one image."""
+    def distances(self, padded: np.ndarray, box: tuple[int, int, int, int], gain: float) -> np.ndarray:
+        """RMS grey-level distance of one cell (x, y, w, h in the unpadded image; `padded` is the
+        image with SHIFT * SCALE px replicated around it, float32) to every reference."""
+        x, y, w, h = box
+        refs, norms, (sw, sh) = self._references((w, h), gain)
+        pad = SHIFT * SCALE
+        window = _shrink(padded[y:y + h + 2 * pad, x:x + w + 2 * pad], (sw + 2 * SHIFT, sh + 2 * SHIFT))
+        offsets = sliding_window_view(window, (sh, sw, 3)).reshape(-1, refs.shape[1])
+        # squared distances at every offset, reference by reference (matrix-vector products stay
+        # on one core: on a loaded 2-core box a threaded matrix product costs more than it saves)
+        cross = np.stack([offsets @ r for r in refs], axis=1)
+        ssd = (offsets * offsets).sum(axis=1)[:, None] + norms[None, :] - 2.0 * cross
+        return np.sqrt(np.maximum(ssd.min(axis=0), 0.0) / refs.shape[1])
+
+    def _label(self, d: np.ndarray) -> tuple[str | None, float]:
+        """(EMPTY, SKU or None for a foreign object; confidence 0..1) from the distances."""
+        names = self._names
+        order = np.argsort(d, kind="stable")
+        best, d1 = names[order[0]], float(d[order[0]])
+        d2 = next((float(d[j]) for j in order[1:] if names[j] != best), 4.0 * FOREIGN_RMS)
+        limit = self.empty_distance if best == EMPTY else self.foreign_distance
+        if best is not None and d1 > limit:  # near nothing we know: something not ours
+            return None, float(np.clip((d1 - limit) / (0.3 * limit), 0.0, 1.0))
+        ratio = d1 / max(d2, 1e-6)
+        sure = float(np.clip((UNSURE_RATIO - ratio) / (UNSURE_RATIO - SURE_RATIO), 0.0, 1.0))
+        if best is not None:
+            sure = min(sure, float(np.clip((limit - d1) / (0.3 * limit), 0.0, 1.0)))
+        return best, sure
+
+    def read_cells(self, img: np.ndarray, spec: SlotSpec, *, gain: float | None = None,
+                   padded: np.ndarray | None = None) -> tuple[tuple[bool, ...], tuple[str | None, ...], float]:
+        """(occupied, sku or None, least confidence) for each facing cell of a slot in one image.
+        `gain` and `padded` (see `distances`) are measured from `img` when not given."""
+        if gain is None:
+            gain = lighting_gain(img)
+        if padded is None:
+            padded = pad_image(img)
         occupied, skus, margins = [], [], []
-        for x, y, w, h in facing_boxes(spec.roi, spec.capacity):
-            names, refs = self._references((w, h))
-            d = np.abs(refs - _signature(img[y:y + h, x:x + w])).mean(axis=1)
-            order = np.argsort(d)
-            best, d1 = names[order[0]], float(d[order[0]])
-            runner_up = next((float(d[j]) for j in order[1:] if names[j] != best), 1.0)
-            limit = self.empty_distance if best == EMPTY else self.foreign_distance
-            if best is not None and d1 > limit:  # near nothing we know: something not ours
-                best, margin = None, min(1.0, (d1 - limit) / limit * 4)
-            else:
-                margin = min(1.0, (runner_up - d1) / max(runner_up, 1e-6) * 2)
-                if best is not None:
-                    margin = min(margin, (limit - d1) / limit * 4)
-            occupied.append(best != EMPTY)
-            skus.append(None if best == EMPTY else best)
-            margins.append(margin)
+        for box in facing_boxes(spec.roi, spec.capacity):
+            label, sure = self._label(self.distances(padded, box, gain))
+            occupied.append(label != EMPTY)
+            skus.append(None if label == EMPTY else label)
+            margins.append(sure)
         return tuple(occupied), tuple(skus), min(margins) if margins else 1.0
 
     def evidence(self, before: np.ndarray | None, after: np.ndarray | None, slots: Sequence,
@@ -200,15 +277,23 @@ class ShelfDiff:
         gain = 1.0
         if not reason:
             gain = float(np.median(before[::4, ::4]) + 1.0) / float(np.median(after[::4, ::4]) + 1.0)
+        read_b = None if why_b else {"gain": lighting_gain(before), "padded": pad_image(before)}
+        read_a = None if why_a else {"gain": lighting_gain(after), "padded": pad_image(after)}
         out = {}
         for spec in specs:
-            ob, sb, cb = self.read_cells(before, spec) if not why_b else ((), (), 0.0)
-            oa, sa, ca = self.read_cells(after, spec) if not why_a else ((), (), 0.0)
+            ob, sb, cb = self.read_cells(before, spec, **read_b) if read_b else ((), (), 0.0)
+            oa, sa, ca = self.read_cells(after, spec, **read_a) if read_a else ((), (), 0.0)
             change = 0.0 if reason else _change(before, after, spec.roi, gain)
             out[spec.slot_id] = SlotEvidence(spec.slot_id, change, ob, oa, sb, sa,
                                              confidence=0.0 if reason else round(min(cb, ca), 3),
                                              usable=not reason, reason=reason)
         return out
+
+
+def pad_image(img: np.ndarray) -> np.ndarray:
+    """The image as float32 with SHIFT * SCALE px replicated around it, for `distances`."""
+    pad = SHIFT * SCALE
+    return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE).astype(np.float32)
 
 
 def _unexplained(img: np.ndarray, img_clip: np.ndarray, ref: np.ndarray, ref_clip: np.ndarray) -> np.ndarray:
