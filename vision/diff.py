@@ -30,8 +30,9 @@ wrong type or shape, or slots that do not fit the image, raise VisionInputError.
 """
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import cv2
@@ -53,7 +54,8 @@ SATURATED = 245  # a shrunk pixel this bright may hold clipped ones: its change 
 DARK_MEAN = 20.0
 BLANK_STD = 3.0
 EMPTY = "__empty__"
-REFERENCE_CACHE = 64  # (cell size, gain) entries of prepared references kept by a ShelfDiff
+REFERENCE_CACHE = 128  # (looks, cell size, gain) entries of prepared references kept
+GAIN_STEP = 0.02       # references are drawn for the measured gain rounded to this
 _PANEL = np.array(PANEL_BGR, np.float32)
 
 
@@ -105,13 +107,13 @@ def lighting_gain(img: np.ndarray) -> float:
     """The camera's brightness relative to the rendered panel, measured on the panel itself:
     the commonest brightness among neutral pixels of the panel's tint (white labels are neutral
     too, but the panel is the larger area). Falls back to the median when nothing is neutral."""
-    small = img[::4, ::4].astype(np.float32)
+    small = img[::8, ::8].astype(np.float32)
     grey = small.mean(axis=2)
     tint = _PANEL / _PANEL.mean()
     neutral = (np.abs(small / (grey[..., None] + 1.0) - tint).max(axis=2) < 0.04) \
         & (small.max(axis=2) < 250)
     ratio = grey[neutral] / float(_PANEL.mean())
-    if ratio.size < 50:
+    if ratio.size < 30:
         return float(np.clip(np.median(grey) / _PANEL.mean(), 0.2, 4.0))
     hist, edges = np.histogram(ratio, bins=np.arange(0.1, 3.0, 0.02))
     k = int(np.argmax(hist))
@@ -176,9 +178,35 @@ def _check_slots(slots: Sequence, shape: tuple[int, ...] | None, camera: str) ->
     return specs
 
 
+@lru_cache(maxsize=REFERENCE_CACHE)
+def _references(looks: tuple[ProductLook, ...], size: tuple[int, int],
+                gain: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(references as rows, their squared norms, shrunk cell size) for cells of `size` seen at
+    `gain`: the empty panel, the foreign prototypes and each look, drawn alone on the panel,
+    brought to the gain, clipped like a camera, shrunk and blurred, with the panel around each
+    kept so that blur at the borders matches what the camera sees. Pure, so memoised across
+    calls and readers (the demo's cabinet has a handful of cell sizes and one lighting)."""
+    cells = [render_cell(None, size), *(render_cell(f, size) for f in FOREIGN_PROTOTYPES),
+             *(render_cell(look, size) for look in looks)]
+    w, h = size
+    small = (max(2, round(w / SCALE)), max(2, round(h / SCALE)))
+    pad = SHIFT * SCALE
+    panel = tuple(float(v) for v in np.clip(_PANEL * gain, 0, 255))
+    rows = []
+    for cell in cells:
+        cam = np.clip(cell.astype(np.float32) * np.float32(gain), 0, 255)
+        ext = cv2.copyMakeBorder(cam, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=panel)
+        ref = _shrink(ext, (small[0] + 2 * SHIFT, small[1] + 2 * SHIFT))
+        rows.append(ref[SHIFT:SHIFT + small[1], SHIFT:SHIFT + small[0]].ravel())
+    refs = np.ascontiguousarray(np.stack(rows))
+    norms = (refs * refs).sum(axis=1)
+    refs.flags.writeable = norms.flags.writeable = False
+    return refs, norms, small
+
+
 class ShelfDiff:
-    """Reads slots against a catalog of looks; keeps the drawn references between calls (one
-    ShelfDiff can serve every camera of a cabinet)."""
+    """Reads slots against a catalog of looks (the drawn references are memoised by
+    `_references`, so any number of readers and cameras share them)."""
 
     def __init__(self, looks: Mapping[str, ProductLook], *, empty_distance: float = EMPTY_RMS,
                  foreign_distance: float = FOREIGN_RMS) -> None:
@@ -186,45 +214,16 @@ class ShelfDiff:
         self.empty_distance = float(empty_distance)
         self.foreign_distance = float(foreign_distance)
         self._names: list[str | None] = [EMPTY, *[None] * len(FOREIGN_PROTOTYPES), *self.looks]
-        self._drawn: dict[tuple[int, int], np.ndarray] = {}
-        self._prepared: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = OrderedDict()
-
-    def _references(self, size: tuple[int, int], gain: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """(references as rows, their squared norms, shrunk cell size) for cells of `size` seen at
-        `gain`: each reference drawn alone on the panel, brought to the gain, clipped like a
-        camera, shrunk and blurred; the panel around it is kept so that blur at the borders
-        matches what the camera sees."""
-        gain = round(gain, 2)
-        key = (size, gain)
-        if key in self._prepared:
-            self._prepared.move_to_end(key)
-            return self._prepared[key]
-        if size not in self._drawn:
-            cells = [render_cell(None, size), *(render_cell(f, size) for f in FOREIGN_PROTOTYPES),
-                     *(render_cell(look, size) for look in self.looks.values())]
-            self._drawn[size] = np.stack(cells).astype(np.float32)
-        w, h = size
-        small = (max(2, round(w / SCALE)), max(2, round(h / SCALE)))
-        pad = SHIFT * SCALE
-        panel = tuple(float(v) for v in np.clip(_PANEL * gain, 0, 255))
-        rows = []
-        for cell in np.clip(self._drawn[size] * np.float32(gain), 0, 255):
-            ext = cv2.copyMakeBorder(cell, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=panel)
-            ref = _shrink(ext, (small[0] + 2 * SHIFT, small[1] + 2 * SHIFT))
-            rows.append(ref[SHIFT:SHIFT + small[1], SHIFT:SHIFT + small[0]].ravel())
-        refs = np.ascontiguousarray(np.stack(rows))
-        self._prepared[key] = (refs, (refs * refs).sum(axis=1), small)
-        if len(self._prepared) > REFERENCE_CACHE:
-            self._prepared.popitem(last=False)
-        return self._prepared[key]
+        self._looks = tuple(self.looks.values())
 
     def distances(self, padded: np.ndarray, box: tuple[int, int, int, int], gain: float) -> np.ndarray:
         """RMS grey-level distance of one cell (x, y, w, h in the unpadded image; `padded` is the
-        image with SHIFT * SCALE px replicated around it, float32) to every reference."""
+        image with SHIFT * SCALE px replicated around it: `pad_image`) to every reference."""
         x, y, w, h = box
-        refs, norms, (sw, sh) = self._references((w, h), gain)
+        refs, norms, (sw, sh) = _references(self._looks, (w, h), round(gain / GAIN_STEP) * GAIN_STEP)
         pad = SHIFT * SCALE
-        window = _shrink(padded[y:y + h + 2 * pad, x:x + w + 2 * pad], (sw + 2 * SHIFT, sh + 2 * SHIFT))
+        window = _shrink(padded[y:y + h + 2 * pad, x:x + w + 2 * pad],
+                         (sw + 2 * SHIFT, sh + 2 * SHIFT)).astype(np.float32)
         offsets = sliding_window_view(window, (sh, sw, 3)).reshape(-1, refs.shape[1])
         # squared distances at every offset, reference by reference (matrix-vector products stay
         # on one core: on a loaded 2-core box a threaded matrix product costs more than it saves)
@@ -291,9 +290,9 @@ class ShelfDiff:
 
 
 def pad_image(img: np.ndarray) -> np.ndarray:
-    """The image as float32 with SHIFT * SCALE px replicated around it, for `distances`."""
+    """The image with SHIFT * SCALE px replicated around it, for `distances`."""
     pad = SHIFT * SCALE
-    return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE).astype(np.float32)
+    return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
 
 
 def _unexplained(img: np.ndarray, img_clip: np.ndarray, ref: np.ndarray, ref_clip: np.ndarray) -> np.ndarray:
