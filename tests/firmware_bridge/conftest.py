@@ -10,7 +10,7 @@ from firmware_bridge.device import Board
 from firmware_bridge.ports import RegistryPortFinder
 from firmware_bridge.simulator import SimMCU
 
-FAST = dict(timeout_s=1.0, heartbeat_s=0.1, mcu_heartbeat_s=0.2, missed_heartbeats=3,
+FAST = dict(timeout_s=1.0, heartbeat_s=0.1, mcu_heartbeat_s=0.2, missed_heartbeats=4,
             host_timeout_s=1.0, reconnect_max_s=0.4, stable_window_s=0.5)
 
 
