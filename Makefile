@@ -20,7 +20,8 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/cabinet bench link
+	$(BIN)/cabinet bench link --out bench-link.json
+	$(BIN)/cabinet bench session --out bench-session.json
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -7,6 +7,7 @@
     cabinet accounts list [--db URL]
     cabinet config validate FILE                       check a configuration file
     cabinet bench link [--json]                        serial link benchmark
+    cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
 
 Errors that a person can fix (a bad file, a photo without a face, a missing port) print one
 line naming the place and exit 1 (2 for a connection error); they never print a traceback.
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     bench_sub.add_parser("link", help="serial link benchmark", add_help=False)
+    bench_sub.add_parser("session", help="face to unlock, door closed to charge",
+                         add_help=False)
     return p
 
 
@@ -136,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["bench", "link"]:
         from firmware_bridge import bench
         return bench.main(argv[2:])
+    if argv[:2] == ["bench", "session"]:
+        from cabinet import bench as session_bench
+        return session_bench.main(argv[2:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -164,10 +164,17 @@ class Controller:
             self.alarms.append(type(event).__name__)
             log.warning("board event during session: %s", event)
 
-    async def _snapshot(self) -> tuple[dict, dict]:
-        """Settled weights per shelf id and one image per shelf camera."""
+    async def _snapshot(self, *, settled_now: bool = False) -> tuple[dict, dict]:
+        """Settled weights per shelf id and one image per shelf camera.
+
+        `settled_now`: the door has been shut and locked since the last session, so a shelf
+        whose filter already reads stable is settled (no need to wait for a fresh window).
+        """
         channels = list(self._channels.values())
-        readings = await self._blocking(self.board.wait_stable, channels, self.timing.settle_s)
+        readings = self.board.weights() if settled_now else {}
+        if not readings or not all(readings[c].stable for c in channels):
+            readings = await self._blocking(self.board.wait_stable, channels,
+                                            self.timing.settle_s)
         weights = {}
         for shelf_id, channel in self._channels.items():
             r = readings[channel]
@@ -218,7 +225,7 @@ class Controller:
                                  catalog_path=self.catalog_path, account_id=str(account_id),
                                  load_cell_noise_g=self.load_cell_noise_g,
                                  min_confidence=self.min_confidence)
-        weights, images = await self._snapshot()
+        weights, images = await self._snapshot(settled_now=not self.board.state().door_open)
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
         run.mark("before_snapshot", loop)

@@ -38,13 +38,15 @@ class SimWorld:
 
     # --- operator side -----------------------------------------------------------------
     def restock(self, levels: dict[str, int]) -> None:
-        """Fill each named slot with its planogram SKU up to the given count."""
+        """An operator's restock: each named slot holds exactly `count` items of its planogram
+        SKU afterwards (misplaced and foreign things taken out, the rest topped up)."""
         with self._lock:
             for slot_id, count in levels.items():
                 slot = self._planogram.slot(slot_id)
-                items = self._slots[slot_id]
+                items = [item for item in self._slots[slot_id] if item.sku == slot.sku][:count]
                 while len(items) < count:
                     items.append(self._new_item(slot.sku))
+                self._slots[slot_id] = items
 
     def _new_item(self, sku: str) -> Item:
         product = self._catalog[sku]
