@@ -20,14 +20,25 @@ Search: per shelf, every candidate with at most MAX_REMOVED removals and MAX_ADD
 scored at once with numpy and the best TOP_K are kept; shelves are then combined by depth-first
 search with a bound (the best remaining score per shelf), keeping combinations within WINDOW
 nats of the best and with b >= 0. Probabilities are normalised over what is kept, summed per
-basket. The answer is the top basket; its probability is the confidence.
+basket. The answer is the top basket.
+
+Two looks. The misplaced-item prior is what lets weight alone prefer "an apple juice taken"
+(-745 g) to "an orange juice taken and a cola put in its place" (-1102 + 343 g): without the
+cameras such cross-shelf look-alikes are a toss-up that the prior settles, and a wrong prior
+overcharges. So the posterior is computed twice, with MISPLACED_COST and with the lenient
+LENIENT_MISPLACED_COST; the top basket (of the first) must hold min_confidence in the first and
+LENIENT_MIN_CONFIDENCE in the second, else the session is flagged low_confidence. The
+confidence reported is the lesser of the two probabilities. With the shelf cameras, whose
+per-slot counts contradict such rivals, sessions stay clear; with weights alone many sessions
+with items moved between shelves are flagged, which is the honest answer.
 
 When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
 unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object,
 vision_disagrees), and `basket` then holds only what is certain: for each SKU the least count
 among the baskets that make up 99% of the probability, minus anything removed from a shelf
-whose weight the best explanation leaves unexplained. `best_guess` keeps the top basket for
-the operator's review. Pure: no I/O, no clock, no randomness; same bundle, same result.
+whose weight the best explanation leaves unexplained; the 99% is taken in both looks, and when
+the cameras contradict the best explanation (vision_disagrees) every basket kept counts.
+`best_guess` keeps the top basket for the operator's review. Pure: no I/O, no clock, no randomness; same bundle, same result.
 """
 from __future__ import annotations
 
@@ -48,7 +59,9 @@ WINDOW = 12.0          # nats below the best at which combinations are dropped
 ITEM_COST = 0.7        # prior: each item taken
 MISPLACED_COST = 4.0   # prior: an item put on another shelf than it came from ...
 MISPLACED_GROWTH = 4.0 # ... and more for each further one on that shelf (chains are rare)
-BETA = 4.0             # vision: nats per unit of disagreement at full confidence
+LENIENT_MISPLACED_COST = 1.0  # the second look, which the answer must also survive: misplaced
+LENIENT_MIN_CONFIDENCE = 0.99  # items nearly as likely as kept ones, and no rival within ~4.6 nats
+BETA = 6.0             # vision: nats per unit of disagreement at full confidence
 OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
 OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
 UNSETTLED_FACTOR = 5.0 # noise multiplier for a shelf that did not settle
@@ -140,7 +153,9 @@ class _ShelfCandidates:
 
 def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[str],
                       stock: np.ndarray, addable: np.ndarray, w: np.ndarray, var1: np.ndarray,
-                      vision: ShelfVision | None) -> _ShelfCandidates:
+                      vision: ShelfVision | None,
+                      misplaced: tuple[float, float] = (MISPLACED_COST, MISPLACED_GROWTH)
+                      ) -> _ShelfCandidates:
     removable = [i for i in range(len(skus)) if stock[i] > 0]
     gainable = [i for i in range(len(skus)) if addable[i]]
     rem = _bounded_vectors([int(stock[i]) for i in removable], MAX_REMOVED)
@@ -172,7 +187,7 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
         outlier = gauss < flat
     added = np.clip(x, 0, None).sum(axis=1)
     prior = -ITEM_COST * np.clip(-x, 0, None).sum(axis=1) \
-        - MISPLACED_COST * added - MISPLACED_GROWTH * added * (added - 1) / 2
+        - misplaced[0] * added - misplaced[1] * added * (added - 1) / 2
     score = weight_ll + prior + vision_term(x, skus, vision)
     keep = np.argsort(-score, kind="stable")[:TOP_K]
     keep = keep[score[keep] >= score[keep[0]] - WINDOW]
@@ -213,6 +228,28 @@ def _combine(cands: list[_ShelfCandidates], nskus: int) -> list[tuple[float, tup
     return [f for f in found if f[0] >= best[0] - WINDOW]
 
 
+def _posterior(shelf_args: list[tuple], skus: list[str], misplaced: tuple[float, float]
+               ) -> tuple[list[_ShelfCandidates], list[tuple[tuple, float]], dict, int]:
+    """Candidates per shelf, baskets ranked by probability (basket as sorted (sku, n) pairs),
+    the best combination (index per shelf) of each basket, and how many combinations were kept,
+    under the given misplaced-item prior (cost of the first, growth with each further one)."""
+    cands = [_shelf_candidates(*args, misplaced=misplaced) for args in shelf_args]
+    combos = _combine(cands, len(skus))
+    top = max(sc for sc, _ in combos)
+    weights = np.exp(np.array([sc for sc, _ in combos]) - top)
+    weights /= weights.sum()
+    by_basket: dict[tuple, float] = {}
+    best_pick: dict[tuple, tuple[float, tuple[int, ...]]] = {}
+    for (score, picks), p in zip(combos, weights):
+        net = sum((cands[i].x[j] for i, j in enumerate(picks)), np.zeros(len(skus), np.int64))
+        key = tuple((skus[i], int(-n)) for i, n in enumerate(net) if n < 0)
+        by_basket[key] = by_basket.get(key, 0.0) + float(p)
+        if key not in best_pick or score > best_pick[key][0]:
+            best_pick[key] = (score, picks)
+    ranked = sorted(by_basket.items(), key=lambda kv: (-kv[1], kv[0]))
+    return cands, ranked, {k: v[1] for k, v in best_pick.items()}, len(combos)
+
+
 # --- evidence from the bundle ---------------------------------------------------------------
 
 def _noise(shelf: Any, default: float) -> float:
@@ -229,17 +266,18 @@ def _noise(shelf: Any, default: float) -> float:
 
 def slot_vision(bundle: Bundle, looks: Mapping[str, Any] | None) -> tuple[dict, dict]:
     """Per-slot evidence from vision.diff for every camera with images, and the flags."""
-    from vision.diff import SlotSpec, VisionInputError, slot_evidence
+    from vision.diff import ShelfDiff, SlotSpec, VisionInputError
 
     per_slot: dict[str, Any] = {}
     notes: dict[str, str] = {}
+    reader = ShelfDiff(looks or {})  # one for all cameras: the drawn references are shared
     for camera, imgs in sorted(bundle.images.items()):
         slots = bundle.planogram.slots_seen_by(camera)
         if not slots:
             continue
         specs = [SlotSpec(s.id, s.roi, s.capacity) for s in slots]
         try:
-            ev = slot_evidence(imgs.before, imgs.after, specs, looks or {}, camera=camera)
+            ev = reader.evidence(imgs.before, imgs.after, specs, camera=camera)
         except VisionInputError as e:
             notes[camera] = str(e)
             continue
@@ -301,7 +339,7 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
             flags.add("camera_dark")
     shelf_vis = _shelf_vision(bundle, per_slot)
 
-    cands, shelf_info = [], {}
+    shelf_info, shelf_args = {}, []
     for shelf in planogram.shelves:
         rec = bundle.shelves.get(shelf.id)
         delta = None
@@ -318,25 +356,17 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
         if sv is not None and sv.foreign_added:
             flags.add("foreign_object")
         addable = (total - stock[shelf.id]) > 0
-        c = _shelf_candidates(shelf.id, delta, noise, skus, stock[shelf.id], addable, w, var1, sv)
-        cands.append(c)
+        shelf_args.append((shelf.id, delta, noise, skus, stock[shelf.id], addable, w, var1, sv))
         shelf_info[shelf.id] = (delta, noise, sv)
 
-    combos = _combine(cands, len(skus))
-    top = max(s for s, _ in combos)
-    weights = np.exp(np.array([s for s, _ in combos]) - top)
-    weights /= weights.sum()
-    by_basket: dict[tuple, float] = {}
-    best_pick: dict[tuple, tuple[float, tuple[int, ...]]] = {}
-    for (score, picks), p in zip(combos, weights):
-        net = sum((cands[i].x[j] for i, j in enumerate(picks)), np.zeros(len(skus), np.int64))
-        key = tuple((skus[i], int(-n)) for i, n in enumerate(net) if n < 0)
-        by_basket[key] = by_basket.get(key, 0.0) + float(p)
-        if key not in best_pick or score > best_pick[key][0]:
-            best_pick[key] = (score, picks)
-    ranked = sorted(by_basket.items(), key=lambda kv: (-kv[1], kv[0]))
+    cands, ranked, best_pick, ncombos = _posterior(shelf_args, skus, (MISPLACED_COST, MISPLACED_GROWTH))
     best_key, confidence = ranked[0]
-    picks = best_pick[best_key][1]
+    picks = best_pick[best_key]
+    # The same evidence under a lenient prior on misplaced items: how much of the answer rests
+    # on "customers rarely put things back in the wrong place"? Where a move-based explanation
+    # fits the evidence about as well, the top basket is not sure, whatever the nominal prior says.
+    _, ranked_lenient, _, _ = _posterior(shelf_args, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH))
+    lenient = dict(ranked_lenient).get(best_key, 0.0)
 
     shelves_ev, unexplained = {}, []
     for (shelf_id, (delta, noise, sv)), c, j in zip(shelf_info.items(), cands, picks):
@@ -362,12 +392,16 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
             "vision_seen": None if sv is None else dict(sorted(sv.seen.items())),
             "vision_confidence": None if sv is None else round(sv.confidence, 3)}
 
-    if confidence < params.min_confidence:
+    if confidence < params.min_confidence or lenient < LENIENT_MIN_CONFIDENCE:
         flags.add("low_confidence")
+    confidence = min(confidence, lenient)
     best_guess = dict(best_key)
     basket = best_guess
     if flags:
-        basket = _certain(ranked, skus, unexplained)
+        # charge only what every plausible explanation agrees on; when the cameras contradict
+        # the best explanation, every explanation kept counts as plausible
+        mass = 1.0 if "vision_disagrees" in flags else CERTAIN_MASS
+        basket = _certain([ranked, ranked_lenient], skus, unexplained, mass)
     runner = None if len(ranked) < 2 else (dict(ranked[1][0]), round(ranked[1][1], 6))
     slots_ev = {sid: {"change": e.change, "count_before": sum(e.occupied_before),
                       "count_after": sum(e.occupied_after), "skus_after": list(e.skus_after),
@@ -375,21 +409,27 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
                       "usable": e.usable, "reason": e.reason}
                 for sid, e in sorted(per_slot.items())}
     evidence = {"shelves": shelves_ev, "slots": slots_ev, "cameras": dict(sorted(notes.items())),
-                "combinations": len(combos)}
+                "combinations": ncombos,
+                "confidence_nominal": round(dict(ranked)[best_key], 6),
+                "confidence_lenient": round(lenient, 6)}
     return ReconcileResult(dict(sorted(basket.items())), round(confidence, 6), runner, evidence,
                            tuple(sorted(flags)), dict(sorted(best_guess.items())))
 
 
-def _certain(ranked: list[tuple[tuple, float]], skus: list[str],
-             unexplained: list[tuple[str, np.ndarray]]) -> dict[str, int]:
-    """What is certain: the least count per SKU over the baskets holding CERTAIN_MASS of the
-    probability, less what the best explanation takes from shelves it cannot explain."""
-    mass, kept = 0.0, []
-    for key, p in ranked:
-        kept.append(dict(key))
-        mass += p
-        if mass >= CERTAIN_MASS:
-            break
+def _certain(rankings: list[list[tuple[tuple, float]]], skus: list[str],
+             unexplained: list[tuple[str, np.ndarray]], certain_mass: float = CERTAIN_MASS
+             ) -> dict[str, int]:
+    """What is certain: the least count per SKU over the baskets holding `certain_mass` of the
+    probability in any of the rankings (one per prior), less what the best explanation takes
+    from shelves it cannot explain."""
+    kept = []
+    for ranked in rankings:
+        mass = 0.0
+        for key, p in ranked:
+            kept.append(dict(key))
+            mass += p
+            if mass >= certain_mass - 1e-9:
+                break
     certain = {k: min(b.get(k, 0) for b in kept) for k in kept[0]}
     for _shelf, x in unexplained:
         for i, n in enumerate(x):

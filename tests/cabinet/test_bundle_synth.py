@@ -11,6 +11,7 @@ import numpy as np
 from cabinet.bundle import BundleWriter
 from cabinet.catalog import Catalog, load_catalog, product_looks
 from cabinet.planogram import Planogram, load_planogram
+from vision.data import data_root
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
@@ -90,7 +91,9 @@ def write_session(root: Path, session_id: str, world: World, act, *, noise_g: fl
     writer = BundleWriter(root, session_id)
     writer.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "acc-test",
                          load_cell_noise_g=max(noise_g, 0.5))
-    looks = product_looks(world.catalog) if with_images else None
+    # the looks the demo's cameras draw and reconcile reads by default (packshots where the
+    # shared data has them): a camera and its reader must agree on what products look like
+    looks = product_looks(world.catalog, data_root()) if with_images else None
     writer.write_before(world.readings(noise_g), world.images(looks, seed) if looks else {},
                         world.inventory())
     act(world)

@@ -3,13 +3,16 @@ weights, noisy load cells, rendered shelf images."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cabinet.bundle import BundleWriter, load_bundle
+from cabinet.catalog import product_looks
 from cabinet.reconcile import ReconcileResult, reconcile
+from vision.data import data_root
 
 from test_bundle_synth import FIXTURES, World, demo_files, write_session
 
@@ -23,6 +26,10 @@ def run(tmp_path, act, *, seed=1, noise=1.0, images=False, name="s"):
     return world, reconcile(load_bundle(path)), path
 
 
+# Clear sessions are clear with the shelf cameras, as the cabinet runs. Weights alone cannot
+# always be sure: three takes from three shelves weigh like four takes and one item moved
+# between shelves (water -559 g vs cola + 2 energy - sour cream -554 g); see the random and
+# look-alike tests below for what reconcile does then.
 @pytest.mark.parametrize("act,basket", [
     (lambda w: w.take("A1"), {"cola-330": 1}),
     (lambda w: (w.take("A3"), w.take("B2"), w.take("C3")),
@@ -32,14 +39,14 @@ def run(tmp_path, act, *, seed=1, noise=1.0, images=False, name="s"):
     (lambda w: None, {}),
 ])
 def test_clear_sessions(tmp_path, act, basket):
-    world, r, _ = run(tmp_path, act)
+    world, r, _ = run(tmp_path, act, images=True)
     assert world.basket() == basket
     assert r.basket == basket and r.best_guess == basket
     assert r.flags == () and r.confidence >= 0.95 and not r.needs_review
 
 
 def test_moved_items_are_not_sold(tmp_path):
-    world, r, _ = run(tmp_path, lambda w: (w.move("B3", "A1"), w.take("A2")))
+    world, r, _ = run(tmp_path, lambda w: (w.move("B3", "A1"), w.take("A2")), images=True)
     assert r.basket == {"energy-250": 1} == world.basket()
     ev = r.evidence["shelves"]
     assert ev["top"]["explained_by"] == {"energy-250": -1, "smoothie-250": 1}
@@ -48,19 +55,21 @@ def test_moved_items_are_not_sold(tmp_path):
 
 def test_misplaced_return_is_not_sold(tmp_path):
     world, r, _ = run(tmp_path, lambda w: (w.take("B2"), w.take("A1"),
-                                           w.put("C2", "apple-juice-750")))
+                                           w.put("C2", "apple-juice-750")), images=True)
     assert r.basket == {"cola-330": 1} == world.basket() and r.flags == ()
 
 
 def test_foreign_weight_is_flagged_and_not_guessed(tmp_path):
-    world, r, _ = run(tmp_path, lambda w: (w.take("A1"), w.add_foreign("top", 400.0)))
+    world, r, _ = run(tmp_path, lambda w: (w.take("A1"), w.add_foreign("top", 400.0)), images=True)
     assert "unexplained_weight" in r.flags and "foreign_object" in r.flags
     assert r.needs_review
     assert r.basket == {}  # the top shelf's change is not understood: nothing charged from it
 
 
 def test_foreign_weight_elsewhere_keeps_the_certain_part(tmp_path):
-    world, r, _ = run(tmp_path, lambda w: (w.take("C3"), w.add_foreign("top", 123.0)))
+    # the cameras say which shelf lost what; the top shelf's extra 123 g stays unexplained
+    world, r, _ = run(tmp_path, lambda w: (w.take("C3"), w.add_foreign("top", 123.0)),
+                      images=True)
     assert "unexplained_weight" in r.flags
     assert r.basket == {"sour-cream-300": 1}
 
@@ -68,13 +77,14 @@ def test_foreign_weight_elsewhere_keeps_the_certain_part(tmp_path):
 def test_dead_shelf_charges_only_the_others(tmp_path):
     world = World(*FILES, seed=2)
     w = BundleWriter(tmp_path, "dead")
+    looks = product_looks(world.catalog, data_root())
     w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
-    w.write_before(world.readings(1.0), {}, world.inventory())
+    w.write_before(world.readings(1.0), world.images(looks, 1), world.inventory())
     world.take("A1")
     world.take("B2")
     after = world.readings(1.0)
     after["middle"] = (None, False, [])
-    w.write_after(after, {})
+    w.write_after(after, world.images(looks, 2))
     r = reconcile(load_bundle(w.path))
     assert "shelf_dead" in r.flags
     assert r.basket == {"cola-330": 1}
@@ -104,7 +114,7 @@ def test_with_images_vision_agrees(tmp_path):
 
 def test_dark_camera_is_flagged(tmp_path):
     world = World(*FILES, seed=4)
-    looks = __import__("cabinet.catalog", fromlist=["product_looks"]).product_looks(world.catalog)
+    looks = product_looks(world.catalog, data_root())
     w = BundleWriter(tmp_path, "dark")
     w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
     w.write_before(world.readings(1.0), world.images(looks, 1), world.inventory())
@@ -159,16 +169,83 @@ def play(world: World, steps) -> None:
             world.put(dest, sku)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sessions())
-def test_random_sessions(tmp_path_factory, session):
-    steps, seed = session
-    tmp = tmp_path_factory.mktemp("h")
+# CABINET_RECONCILE_EXAMPLES=400 for a one-off big run; the suite runs a fixed, derandomized set
+EXAMPLES = int(os.environ.get("CABINET_RECONCILE_EXAMPLES", "40"))
+
+
+def check_session(tmp, steps, seed, *, images: bool, name: str = "h"):
     world = World(*FILES, seed=seed)
-    path = write_session(tmp, "h", world, lambda w: play(w, steps), noise_g=1.0, seed=seed)
+    path = write_session(tmp, name, world, lambda w: play(w, steps), noise_g=1.0, seed=seed,
+                         with_images=images)
     r = reconcile(load_bundle(path))
     truth = world.basket()
     if not r.flags:
-        assert r.basket == truth, (steps, r.evidence["shelves"])
+        assert r.basket == truth, (steps, seed, r.evidence["shelves"])
     # flagged or not, never charge what was not taken
     assert all(truth.get(k, 0) >= n for k, n in r.basket.items()), (steps, r.basket, truth)
+    return r, truth
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sessions())
+def test_random_sessions_weights_alone(tmp_path_factory, session):
+    """Without cameras a move between shelves can mimic another basket: such sessions must be
+    flagged, never charged wrong."""
+    steps, seed = session
+    check_session(tmp_path_factory.mktemp("h"), steps, seed, images=False)
+
+
+@settings(max_examples=max(10, EXAMPLES // 2), deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sessions())
+def test_random_sessions_with_cameras(tmp_path_factory, session):
+    """With the shelf cameras (as the cabinet runs) the same sessions come out exact."""
+    steps, seed = session
+    r, truth = check_session(tmp_path_factory.mktemp("h"), steps, seed, images=True)
+    assert r.basket == truth and not r.flags, (steps, seed, r.flags, r.evidence["shelves"])
+
+
+# sessions that once came out as unflagged overcharges: a move between shelves whose weight
+# change mimics another basket (orange juice out and a cola in weighs like an apple juice out)
+LOOK_ALIKE_MOVES = [
+    ([("take", "B1", "keep", "A1"), ("take", "A1", "keep", "A1"), ("move", "A1", None, "B1")], 0),
+    ([("take", "B1", "keep", "A1"), ("take", "A1", "keep", "A1"), ("move", "A1", None, "B1")], 3),
+    ([("take", "B3", "elsewhere", "A2"), ("take", "A3", "keep", "A1"), ("take", "C3", "keep", "B1")],
+     8101),
+    ([("take", "C4", "keep", "B2"), ("take", "C4", "keep", "C4"), ("take", "C1", "elsewhere", "B3"),
+      ("move", "B2", None, "C4")], 3982),
+    ([("take", "C1", "elsewhere", "C2"), ("take", "A2", "elsewhere", "B2"), ("take", "A3", "keep", "A1"),
+      ("move", "B4", None, "A2")], 429),
+    ([("take", "A3", "keep", "C1"), ("take", "A3", "keep", "A1"), ("move", "B3", None, "A1")], 9659),
+]
+
+
+@pytest.mark.parametrize("steps,seed", LOOK_ALIKE_MOVES)
+def test_look_alike_cross_shelf_moves_are_flagged_without_cameras(tmp_path, steps, seed):
+    r, truth = check_session(tmp_path, steps, seed, images=False)
+    assert r.flags and "low_confidence" in r.flags  # weights alone cannot be sure here
+
+
+@pytest.mark.parametrize("steps,seed", LOOK_ALIKE_MOVES)
+def test_look_alike_cross_shelf_moves_are_exact_with_cameras(tmp_path, steps, seed):
+    r, truth = check_session(tmp_path, steps, seed, images=True)
+    assert r.basket == truth and r.flags == (), (r.flags, r.evidence["shelves"])
+
+
+def test_orange_juice_out_cola_in_is_not_an_apple_juice(tmp_path):
+    """The first overcharge found: shelf B lost an orange juice and gained a cola from shelf A
+    (-1102 + 343 g), which weighs like an apple juice taken (-745 g)."""
+    steps, seed = LOOK_ALIKE_MOVES[0]
+    r, truth = check_session(tmp_path, steps, seed, images=True)
+    assert truth == {"cola-330": 1, "orange-juice-1l": 1} == r.basket
+    ev = r.evidence
+    assert ev["shelves"]["middle"]["explained_by"] == {"cola-330": 1, "orange-juice-1l": -1}
+    assert ev["shelves"]["middle"]["vision_seen"] == {"cola-330": 1, "orange-juice-1l": -1}
+    assert ev["slots"]["B1"]["skus_after"][:3] == ["orange-juice-1l", "orange-juice-1l", "cola-330"]
+    assert ev["slots"]["B2"]["count_after"] == ev["slots"]["B2"]["count_before"]
+    assert min(s["confidence"] for s in ev["slots"].values()) >= 0.9
+    weights_only, _ = check_session(tmp_path, steps, seed, images=False, name="w")
+    assert "low_confidence" in weights_only.flags
+    assert weights_only.best_guess == {"apple-juice-750": 1, "cola-330": 2}  # what weight alone prefers
+    assert weights_only.basket == {"cola-330": 1}  # all that is certain without the cameras
