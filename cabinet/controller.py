@@ -186,7 +186,11 @@ class Controller:
 
     # --- one session -------------------------------------------------------------------
     async def wait_for_face(self, timeout_s: float, poll_s: float = 0.1):
-        """A frame with a face in it, or None when nobody showed up within the timeout."""
+        """The face camera's next frame, or None when it gave none within the timeout.
+
+        The simulated camera gives frames only while someone stands in front of it; a real
+        camera gives them always, so a `cabinet run` loop would look for a face first
+        (identification below refuses a frame without one)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
