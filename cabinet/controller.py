@@ -366,6 +366,42 @@ class Controller:
             return account_id, None, hold.reason
         return account_id, hold, ""
 
+    # --- operator restock ---------------------------------------------------------------
+    async def restock(self, operator: str, levels: Mapping[str, int] | None = None,
+                      *, open_timeout_s: float | None = None) -> dict[str, list[str]]:
+        """An operator's restock visit: unlock, wait for the door to open and close, then
+        take the planogram's levels (each slot's `stock`, else its capacity) as the stock.
+
+        Only from idle; the unlock is the same MCU-timed pulse a customer gets (invariant 1:
+        an operator is the one other reason the lock may release). Returns the new belief.
+        """
+        if not operator.strip():
+            raise CabinetError("restock: name the operator doing it")
+        levels = dict(levels) if levels is not None else {
+            slot.id: slot.capacity if slot.stock is None else slot.stock
+            for slot in self.planogram.slots}
+        for slot_id, count in levels.items():
+            if not self.planogram.has_slot(slot_id):
+                raise CabinetError(f"restock: slot '{slot_id}' is not in the planogram")
+            if not 0 <= count <= self.planogram.slot(slot_id).capacity:
+                raise CabinetError(f"restock: slot {slot_id} holds 0.."
+                                   f"{self.planogram.slot(slot_id).capacity}, not {count}")
+        self.poll_idle_events()
+        self.machine.fire("start_restock", operator=operator, levels=levels)
+        await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
+        wait_s = open_timeout_s if open_timeout_s is not None else \
+            self.timing.unlock_pulse_ms / 1000 + 0.5
+        opened = await self._wait_event((ev.DoorOpened,), wait_s)
+        if opened is None:
+            self.machine.fire("end_restock", operator=operator, done=False)
+            return self.inventory.slots()
+        flags: list[str] = []
+        await self._wait_door_closed(flags)
+        await self._blocking(self.board.lock)
+        self.inventory.restock(levels)
+        self.machine.fire("end_restock", operator=operator, done=True, flags=flags)
+        return self.inventory.slots()
+
     # --- outside sessions --------------------------------------------------------------
     def on_idle_event(self, event: Any) -> None:
         """Board events between sessions: a forced door or a lost link takes the cabinet out

@@ -135,3 +135,40 @@ def test_a_forced_door_takes_the_cabinet_out_of_service_until_repaired(cab):
     assert cab.mcu.unlocks_executed == unlocks
     cab.controller.repair("technician-7")
     assert cab.controller.machine.state == "idle"
+
+
+def test_an_operator_restock_unlocks_and_resets_the_belief(cab):
+    levels = {slot.id: slot.capacity if slot.stock is None else slot.stock
+              for slot in cab.planogram.slots}
+    unlocks = cab.mcu.unlocks_executed
+
+    async def visit():
+        async def operator():
+            assert await _wait_unlocked(cab)
+            assert cab.mcu.open_door()
+            cab.world.restock(levels)
+            await asyncio.sleep(0.1)
+            cab.mcu.close_door()
+        task = asyncio.create_task(operator())
+        belief = await cab.controller.restock("operator-ana")
+        await task
+        return belief
+
+    belief = asyncio.run(visit())
+    assert cab.mcu.unlocks_executed == unlocks + 1
+    assert cab.mcu.lock_engaged
+    assert belief == {slot: list(skus) for slot, skus in cab.world.stock().items()}
+    assert cab.controller.machine.state == "idle"
+    with cab.db() as s:
+        rows = s.scalars(select(JournalEntry).where(JournalEntry.trigger.in_(
+            ["start_restock", "end_restock"])).order_by(JournalEntry.id)).all()
+    assert [r.trigger for r in rows][-2:] == ["start_restock", "end_restock"]
+
+
+def test_a_restock_with_a_bad_level_changes_nothing(cab):
+    before = cab.inventory.slots()
+    with pytest.raises(CabinetError, match="holds 0"):
+        asyncio.run(cab.controller.restock("operator-ana", {"A1": 999}))
+    with pytest.raises(CabinetError, match="not in the planogram"):
+        asyncio.run(cab.controller.restock("operator-ana", {"Z9": 1}))
+    assert cab.inventory.slots() == before and cab.controller.machine.state == "idle"
