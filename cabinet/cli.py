@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -143,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         from cabinet import bench as session_bench
         return session_bench.main(argv[2:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from cabinet import logs
+    logs.setup(verbose=args.verbose)
     try:
         if args.command == "demo":
             return _demo(args)
