@@ -34,9 +34,10 @@ OK, REFUSED, UNKNOWN_COMMAND, GONE, BAD_ARGS = 0, 1, 2, 3, 4
 STATUS_NAMES = {OK: "ok", REFUSED: "refused", UNKNOWN_COMMAND: "unknown command",
                 GONE: "gone", BAD_ARGS: "bad arguments"}
 # Lock change reasons
-BY_COMMAND, PULSE_END, HOST_SILENT, AT_BOOT = 0, 1, 2, 3
+BY_COMMAND, PULSE_END, HOST_SILENT, AT_BOOT, DOOR_SHUT = 0, 1, 2, 3, 4
 LOCK_REASONS = {BY_COMMAND: "command", PULSE_END: "pulse ended",
-                HOST_SILENT: "host heartbeat stopped", AT_BOOT: "boot"}
+                HOST_SILENT: "host heartbeat stopped", AT_BOOT: "boot",
+                DOOR_SHUT: "door closed"}
 # Reset reasons reported by Identify
 RESET_REASONS = {0: "power-on", 1: "software", 2: "watchdog", 3: "brown-out", 4: "pin"}
 # Fault codes the MCU reports

@@ -207,6 +207,10 @@ class SimMCU:
             if self.door_open:
                 self.door_open = False
                 self._event(P.DoorChange(open=False, uptime_ms=self._uptime_ms()))
+                # The latch re-engages as the door shuts: a pulse still running must not
+                # let the same customer (or the next person) open it again.
+                if not self.lock_engaged:
+                    self._relock(P.DOOR_SHUT)
 
     def reboot(self, reason: str = "watchdog") -> None:
         codes = {v: k for k, v in P.RESET_REASONS.items()}

@@ -20,6 +20,18 @@ def test_unlock_with_no_door_opening_relocks_after_the_pulse(sim, board, wait_fo
     assert not sim.open_door()
 
 
+def test_the_door_shutting_ends_the_pulse_so_it_cannot_be_reopened(sim, board, wait_for):
+    board.unlock(5000)
+    wait_for(lambda: not sim.lock_engaged, 2, "unlock")
+    assert sim.open_door()
+    sim.close_door()
+    wait_for(lambda: any(isinstance(e, E.LockChanged) and e.engaged for e in board.events), 2,
+             "relock on close")
+    relock = [e for e in board.events if isinstance(e, E.LockChanged)][-1]
+    assert relock.reason == "door closed" and sim.lock_engaged
+    assert not sim.open_door()              # 4.9 s of pulse left, but the latch holds
+
+
 def test_pulse_over_the_maximum_is_refused_by_the_mcu(make_sim, make_board):
     sim = make_sim(max_unlock_ms=2000)
     b = make_board(sim.path)
