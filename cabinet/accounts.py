@@ -13,18 +13,34 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from billing.models import Account, FaceTemplate
+from billing.money import MoneyError, check_currency
+from cabinet.errors import CabinetError
 from vision.faces import FaceGallery, encoding_from_bytes, encoding_to_bytes, enrol_encodings
 
 
-def _store(db: sessionmaker, name: str, encodings, photos: Sequence[Path], *,
-           payment_token: str, currency: str, account_id: int | None = None) -> Account:
+def _check(name: str, payment_token: str, currency: str) -> None:
+    """The same rules billing applies, checked before any photo is even opened."""
+    if not name.strip():
+        raise CabinetError("accounts enroll: the customer's name is empty; give it in quotes")
+    if not payment_token.strip():
+        raise CabinetError("accounts enroll: --token is empty; give the payment method's token")
+    try:
+        check_currency(currency, "accounts enroll --currency")
+    except MoneyError as e:
+        raise CabinetError(str(e)) from None
+
+
+def enroll_offline(db: sessionmaker, name: str, photos: Sequence[Path], *,
+                   payment_token: str = "tok_visa_ok", currency: str = "EUR") -> Account:
+    """Enrol from photos into the database (the `cabinet accounts enroll` command): the
+    account and its templates in one transaction, after every photo was encoded."""
+    _check(name, payment_token, currency)
+    encodings = enrol_encodings(photos)           # raises FaceError before anything is written
     with db.begin() as s:
-        account = s.get(Account, account_id) if account_id is not None else None
-        if account is None:
-            account = Account(name=name, payment_token=payment_token, currency=currency,
-                              status="active")
-            s.add(account)
-            s.flush()
+        account = Account(name=name.strip(), payment_token=payment_token, currency=currency,
+                          status="active")
+        s.add(account)
+        s.flush()
         for enc, photo in zip(encodings, photos):
             s.add(FaceTemplate(account_id=account.id, encoding=encoding_to_bytes(enc),
                                source=f"enrolment photo {Path(photo).name}"))
@@ -33,23 +49,15 @@ def _store(db: sessionmaker, name: str, encodings, photos: Sequence[Path], *,
     return account
 
 
-def enroll_offline(db: sessionmaker, name: str, photos: Sequence[Path], *,
-                   payment_token: str = "tok_visa_ok", currency: str = "EUR") -> Account:
-    """Enrol from photos into the database (the `cabinet accounts enroll` command)."""
-    if not name.strip():
-        raise ValueError("accounts enroll: the customer's name is empty")
-    encodings = enrol_encodings(photos)           # raises FaceError before anything is written
-    return _store(db, name, encodings, photos, payment_token=payment_token, currency=currency)
-
-
-def enroll(db: sessionmaker, billing, gallery: FaceGallery, name: str, photos: Sequence[Path], *,
+def enroll(billing, gallery: FaceGallery, name: str, photos: Sequence[Path], *,
            payment_token: str, currency: str) -> Account:
-    """Enrol and add the templates to a running controller's gallery."""
+    """Enrol through a running cabinet's billing and add the templates to its gallery."""
+    _check(name, payment_token, currency)
     encodings = enrol_encodings(photos)
     account = billing.open_account(name, payment_token, currency)
-    _store(db, name, encodings, photos, payment_token=payment_token, currency=currency,
-           account_id=account.id)
-    for enc in encodings:
+    for enc, photo in zip(encodings, photos):
+        billing.enrol_face(account.id, encoding_to_bytes(enc),
+                           f"enrolment photo {Path(photo).name}")
         gallery.add(str(account.id), enc)
     return account
 

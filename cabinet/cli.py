@@ -93,11 +93,19 @@ def _reconcile(args) -> int:
 
 
 def _open_db(url: str):
+    from sqlalchemy.exc import SQLAlchemyError
+
     from billing.db import init_db, make_engine, session_factory
-    if "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
-    init_db(engine)
+    from cabinet.errors import CabinetError
+    if "://" not in url and url == str(DEFAULT_DB):
+        DEFAULT_DB.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = make_engine(url)
+        init_db(engine)
+    except SQLAlchemyError as e:
+        raise CabinetError(f"database {url}: {type(e.__cause__ or e).__name__}: "
+                           f"{str(e.__cause__ or e).splitlines()[0]} (is it a cabinet "
+                           f"database file, in a folder that exists?)") from None
     return session_factory(engine)
 
 
@@ -120,7 +128,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     found: list[type[BaseException]] = []
     for mod, name in (("cabinet.errors", "CabinetError"), ("cabinet.config", "ConfigError"), ("vision.faces", "FaceError"),
                       ("firmware_bridge.device", "LinkError"), ("billing.db", "DatabaseUrlError"),
-                      ("billing.service", "BillingError"), ("billing.gateway", "GatewayError")):
+                      ("billing.errors", "BillingError"), ("billing.gateway", "GatewayError"),
+                      ("billing.money", "MoneyError")):
         try:
             module = __import__(mod, fromlist=[name])
             found.append(getattr(module, name))

@@ -15,11 +15,11 @@ journals the transition durably), then performs its effect:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import datetime as dt
 import logging
+import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -27,16 +27,18 @@ from typing import Any, Callable, Mapping
 
 import cv2
 
+from billing.errors import BillingError
 from billing.service import Billing, Line
 from cabinet.bundle import BundleWriter, load_bundle
-from cabinet.catalog import Catalog
+from cabinet.catalog import load_catalog
 from cabinet.errors import CabinetError
 from cabinet.inventory import Inventory
 from cabinet.journal import Journal
 from cabinet.machine import SessionMachine
-from cabinet.planogram import Planogram
+from cabinet.planogram import load_planogram
 from cabinet.reconcile import reconcile
 from firmware_bridge import events as ev
+from firmware_bridge.device import LinkError
 from vision.faces import FaceGallery, identify_frame
 
 log = logging.getLogger("cabinet.controller")
@@ -71,30 +73,41 @@ class SessionReport:
 
 
 class EventBridge:
-    """Hands board events from the serial reader thread to the controller's asyncio loop."""
+    """Hands board events from the serial reader thread to the controller's asyncio loop.
+
+    Events that come while no loop is attached (before the first session, or between two
+    `asyncio.run`s) wait in a list and are handed over, in order, at the next `attach`.
+    """
 
     def __init__(self) -> None:
+        self._guard = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._early: list[Any] = []
 
     def __call__(self, event: Any) -> None:          # called on the reader thread
-        loop, queue = self._loop, self._queue
-        if loop is None or queue is None or loop.is_closed():
-            self._early.append(event)
-            return
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-        except RuntimeError:            # the loop closed between the check and the call
-            self._early.append(event)
+        with self._guard:
+            loop, queue = self._loop, self._queue
+            if loop is None or queue is None or loop.is_closed():
+                self._early.append(event)
+                return
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:        # the loop closed between the check and the call
+                self._early.append(event)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
-        self._queue = asyncio.Queue()
-        for event in self._early:
-            self._queue.put_nowait(event)
-        self._early.clear()
-        self._loop = loop
-        return self._queue
+        with self._guard:
+            queue: asyncio.Queue = asyncio.Queue()
+            old = self._queue
+            if old is not None:         # left unread by a previous loop: keep their order
+                while not old.empty():
+                    queue.put_nowait(old.get_nowait())
+            for event in self._early:
+                queue.put_nowait(event)
+            self._early.clear()
+            self._queue, self._loop = queue, loop
+            return queue
 
 
 class Controller:
@@ -102,7 +115,7 @@ class Controller:
 
     def __init__(self, *, cabinet_id: str, board, bridge: EventBridge, face_camera,
                  shelf_cameras: Mapping[str, Any], billing: Billing, gallery: FaceGallery,
-                 accounts: Callable[[int], str | None], planogram: Planogram, catalog: Catalog,
+                 accounts: Callable[[int], str | None],
                  planogram_path: Path, catalog_path: Path, journal: Journal,
                  inventory: Inventory, bundles_dir: Path, timing: Timing = Timing(),
                  load_cell_noise_g: float = 2.0, min_confidence: float = 0.95):
@@ -114,20 +127,29 @@ class Controller:
         self.billing = billing
         self.gallery = gallery
         self.account_name = accounts
-        self.planogram = planogram
-        self.catalog = catalog
+        # Read once, here. The files must not change while the controller runs (the caller
+        # passes copies it keeps, see demo.in_force): every bundle copies them as the prices
+        # and slots in force, and the charge must use exactly those.
         self.planogram_path = Path(planogram_path)
         self.catalog_path = Path(catalog_path)
+        self.catalog = load_catalog(self.catalog_path)
+        self.planogram = load_planogram(self.planogram_path, self.catalog)
         self.journal = journal
         self.inventory = inventory
         self.bundles_dir = Path(bundles_dir)
         self.timing = timing
         self.load_cell_noise_g = load_cell_noise_g
         self.min_confidence = min_confidence
-        self.machine = SessionMachine(journal.write)
+        max_pulse = getattr(getattr(board, "identity", None), "max_unlock_ms", None)
+        if max_pulse is not None and not 0 < timing.unlock_pulse_ms <= max_pulse:
+            raise CabinetError(f"timeouts.unlock_pulse_ms = {timing.unlock_pulse_ms}: the board "
+                               f"on {getattr(board, 'port', '?')} allows pulses of 1.."
+                               f"{max_pulse} ms; lower it in the configuration")
+        # A cabinet that was out of service (or mid-restock) when it stopped stays shut.
+        self.machine = SessionMachine(journal.write, initial=journal.cabinet_state())
         self._events: asyncio.Queue | None = None
         self._events_loop: asyncio.AbstractEventLoop | None = None
-        self._channels = {shelf.id: shelf.channel for shelf in planogram.shelves}
+        self._channels = {shelf.id: shelf.channel for shelf in self.planogram.shelves}
         self.alarms: list[str] = []
 
     # --- helpers -----------------------------------------------------------------------
@@ -207,6 +229,11 @@ class Controller:
             raise CabinetError(f"cabinet {self.cabinet_id} is {self.machine.state.replace('_', ' ')}"
                                f" ({', '.join(self.alarms) or 'see the journal'}): no session "
                                f"can start until an operator puts it back in service")
+        if self.board.state().door_open:
+            self.machine.fire("fault", cause="door open while idle and locked")
+            self.alarms.append("DoorOpenWhileIdle")
+            raise CabinetError(f"cabinet {self.cabinet_id}: the door is open while no session "
+                               f"runs; out of service until an operator checks it")
         loop = asyncio.get_running_loop()
         session_id = (dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-"
                       + uuid.uuid4().hex[:8])
@@ -215,13 +242,19 @@ class Controller:
         self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
 
         try:
-            account_id, hold, refusal = await asyncio.wait_for(
-                self._authenticate(session_id, frame, run), self.timing.auth_s)
+            account_id, refusal = await asyncio.wait_for(
+                self._identify(frame, run), self.timing.auth_s)
         except asyncio.TimeoutError:
             return self._deny(run, None, "identification took too long; please try again",
                               trigger="auth_timeout")
         if refusal:
             return self._deny(run, account_id, refusal)
+        # Not under the timeout: a hold the gateway is placing must be known, not abandoned
+        # (the client's own timeouts and retries bound it).
+        hold = await self._blocking(self.billing.place_hold, session_id, account_id,
+                                    cabinet_id=self.cabinet_id)
+        if not hold.ok:
+            return self._deny(run, account_id, hold.reason)
         run.account_id = account_id
 
         run.bundle = BundleWriter(self.bundles_dir, session_id)
@@ -235,13 +268,20 @@ class Controller:
         run.mark("before_snapshot", loop)
 
         self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id)
-        await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
-        run.mark("unlocked", loop)
-
-        opened = await self._wait_event((ev.DoorOpened,), self.timing.unlock_pulse_ms / 1000 + 0.5)
+        try:
+            await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
+        except LinkError as e:
+            log.error("session %s: unlock failed: %s", session_id, e)
+            run.flags.append("unlock_failed")
+            opened = None
+        else:
+            run.mark("unlocked", loop)
+            opened = await self._wait_event((ev.DoorOpened,),
+                                            self.timing.unlock_pulse_ms / 1000 + 0.5)
         if opened is None:
             self.machine.fire("unlock_expired")
-            run.flags.append("door_never_opened")
+            if "unlock_failed" not in run.flags:
+                run.flags.append("door_never_opened")
             run.bundle.write_after(weights=weights, images=images)
             run.mark("door_closed", loop)
             return await self._reconcile_and_charge(run)
@@ -254,10 +294,29 @@ class Controller:
         if not run.recovered or self.board.state().door_open:
             await self._wait_door_closed(run.flags)
         self.machine.fire("door_closed")
-        # The pulse may still be running: re-engage now so nobody opens it again.
+        # The MCU ends the pulse as the door shuts; lock anyway, then make sure the door did
+        # not open again in between (the basket is only known once it stays shut).
         await self._blocking(self.board.lock)
+        while self._reopened() or self.board.state().door_open:
+            if "door_reopened" not in run.flags:
+                run.flags.append("door_reopened")
+            if self.board.state().door_open:
+                await self._wait_door_closed(run.flags)
+            await self._blocking(self.board.lock)
         run.mark("door_closed", loop)
         return await self._settle_and_charge(run)
+
+    def _reopened(self) -> bool:
+        """Whether a DoorOpened is waiting in the queue (the door opened again)."""
+        queue = self._queue()
+        seen = False
+        while not queue.empty():
+            event = queue.get_nowait()
+            if isinstance(event, ev.DoorOpened):
+                seen = True
+            else:
+                self._note(event)
+        return seen
 
     async def _settle_and_charge(self, run: "_Run") -> SessionReport:
         loop = asyncio.get_running_loop()
@@ -276,9 +335,9 @@ class Controller:
         result = await self._blocking(lambda: reconcile(load_bundle(run.bundle.path)))
         run.bundle.write_result(result)
         run.flags.extend(f for f in result.flags if f not in run.flags)
+        self.inventory.apply(result, run.session_id)      # once per session, even if resumed
         self.machine.fire("reconciled", basket=dict(result.basket),
                           confidence=round(float(result.confidence), 4), flags=list(run.flags))
-        self.inventory.apply(result, run.session_id)
         return await self._charge(run, result, t_compute)
 
     async def _charge(self, run: "_Run", result, t_compute: float | None = None) -> SessionReport:
@@ -335,36 +394,31 @@ class Controller:
             elif state == "charge":
                 from cabinet.reconcile import ReconcileResult
                 text = (run.bundle.path / "result.json").read_text("utf-8")
-                reports.append(await self._charge(run, ReconcileResult.from_json(text)))
-        self.machine = SessionMachine(self.journal.write)
+                result = ReconcileResult.from_json(text)
+                self.inventory.apply(result, session_id)
+                reports.append(await self._charge(run, result))
+        self.machine = SessionMachine(self.journal.write, initial=self.journal.cabinet_state())
+        # Gateway calls left unanswered by the crash: captures, voids, holds of denied sessions.
+        await self._blocking(self.billing.retry_pending)
         return reports
 
     def _abandon_auth(self, run: "_Run") -> SessionReport:
         """Crashed while identifying: the lock never released; release any hold placed."""
-        reason = "the cabinet restarted while identifying the customer"
-        if run.account_id is not None or self.billing.has_hold(run.session_id):
-            with contextlib.suppress(Exception):
-                self.billing.void_session(run.session_id, reason)
-        return self._deny(run, run.account_id, reason, trigger="denied")
+        return self._deny(run, run.account_id,
+                          "the cabinet restarted while identifying the customer")
 
-    async def _authenticate(self, session_id: str, frame, run: "_Run"):
-        """(account id, hold, refusal reason or ""): the face, the standing, then the hold."""
+    async def _identify(self, frame, run: "_Run"):
+        """(account id, refusal reason or ""): whose face this is, and may they shop."""
         loop = asyncio.get_running_loop()
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         face = await self._blocking(identify_frame, rgb, self.gallery)
         run.mark("identified", loop)
         if face.match is None:
-            return None, None, ("no face in view" if face.status == "no_face"
-                                else "face not recognised: use the QR code or enrol at the kiosk")
+            return None, ("no face in view" if face.status == "no_face"
+                          else "face not recognised: use the QR code or enrol at the kiosk")
         account_id = int(face.match.account_id)
         standing = await self._blocking(self.billing.standing, account_id)
-        if not standing.ok:
-            return account_id, None, standing.reason
-        hold = await self._blocking(self.billing.place_hold, session_id, account_id,
-                                    cabinet_id=self.cabinet_id)
-        if not hold.ok:
-            return account_id, None, hold.reason
-        return account_id, hold, ""
+        return account_id, ("" if standing.ok else standing.reason)
 
     # --- operator restock ---------------------------------------------------------------
     async def restock(self, operator: str, levels: Mapping[str, int] | None = None,
@@ -447,15 +501,28 @@ class Controller:
     def _deny(self, run: "_Run", account_id: int | None, reason: str,
               trigger: str = "denied") -> SessionReport:
         self.machine.fire(trigger, reason=reason, account_id=account_id)
-        if not self.billing.has_hold(run.session_id):
-            self.journal.record_denied(run.session_id, account_id, reason,
-                                       cabinet_id=self.cabinet_id,
-                                       currency=self.catalog.currency)
+        self._release_hold(run.session_id, account_id, reason)
         self.machine.session_id = None
         name = self.account_name(account_id) if account_id is not None else None
         return SessionReport(run.session_id, account_id, name, "denied", {}, 0,
                              self.catalog.currency, tuple(run.flags), reason,
                              timings_ms=run.timings_ms())
+
+
+    def _release_hold(self, session_id: str, account_id: int | None, reason: str) -> None:
+        """End a refused session with one outcome and no hold left on the card.
+
+        An authorised hold is voided now; one whose answer never came is marked denied, so
+        billing's retry_pending() finds it and voids it; with no hold, the refusal is recorded.
+        """
+        if self.billing.has_hold(session_id):
+            try:
+                self.billing.void_session(session_id, reason)
+                return
+            except BillingError as e:
+                log.warning("session %s: hold not voided now (%s); marked for release", session_id, e)
+        self.journal.record_denied(session_id, account_id, reason, cabinet_id=self.cabinet_id,
+                                   currency=self.catalog.currency)
 
 
 @dataclasses.dataclass

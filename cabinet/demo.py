@@ -54,6 +54,16 @@ def timing_from(config: Config) -> Timing:
                   settle_s=t.settle_s)
 
 
+def in_force(path: Path, workdir: Path) -> Path:
+    """A private copy of a catalog or planogram for this run: what every session bundle copies
+    and every price comes from, whatever happens to the original file meanwhile."""
+    data = Path(path).read_bytes()
+    target = workdir / "in-force" / Path(path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
 def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callable[[], ShelfView]:
     slots = [slot for slot in planogram.slots
              if planogram.shelf(slot.shelf).camera == camera]
@@ -72,19 +82,21 @@ class SimCabinet:
                  timing: Timing | None = None):
         # Every file is read and checked before anything is created: bad input changes nothing.
         self.config = config if isinstance(config, Config) else load_config(config)
-        self.catalog_path = self.config.catalog_path
-        self.planogram_path = self.config.planogram_path
-        self.catalog = load_catalog(self.catalog_path)
-        self.planogram = load_planogram(self.planogram_path, self.catalog)
+        # Checked from the configured files first; the run then uses copies that cannot change.
+        planogram = load_planogram(self.config.planogram_path,
+                                   load_catalog(self.config.catalog_path))
         if not self.config.scenarios or not self.config.accounts:
             raise CabinetError(f"{self.config.source}: the demo needs `scenarios:` and "
                                f"`accounts:` files named in the configuration")
-        self.scenarios = load_scenarios(self.config.resolve(self.config.scenarios),
-                                        self.planogram)
+        self.scenarios = load_scenarios(self.config.resolve(self.config.scenarios), planogram)
         self.accounts = load_accounts(self.config.resolve(self.config.accounts))
         self.timing = timing or timing_from(self.config)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.catalog_path = in_force(self.config.catalog_path, self.workdir)
+        self.planogram_path = in_force(self.config.planogram_path, self.workdir)
+        self.catalog = load_catalog(self.catalog_path)
+        self.planogram = load_planogram(self.planogram_path, self.catalog)
         self._stack = contextlib.ExitStack()
         try:
             self._build(seed)
@@ -139,7 +151,7 @@ class SimCabinet:
                 or photos[:1]
             if not enrol:
                 continue    # no face enrolled for this account in this mode (QR only)
-            account = accounts_mod.enroll(self.db, self.billing, self.gallery, acct.name, enrol,
+            account = accounts_mod.enroll(self.billing, self.gallery, acct.name, enrol,
                                           payment_token=acct.payment_token,
                                           currency=self.catalog.currency)
             if acct.status == "blocked":
@@ -161,7 +173,6 @@ class SimCabinet:
             cabinet_id=self.planogram.cabinet_id, board=self.board, bridge=self.bridge,
             face_camera=self.face_camera, shelf_cameras=self.shelf_cameras, billing=self.billing,
             gallery=self.gallery, accounts=lambda aid: accounts_mod.name_of(self.db, aid),
-            planogram=self.planogram, catalog=self.catalog,
             planogram_path=self.planogram_path, catalog_path=self.catalog_path,
             journal=Journal(self.db), inventory=self.inventory,
             bundles_dir=self.workdir / "sessions", timing=self.timing,

@@ -54,13 +54,24 @@ class Inventory:
                 s.add(row)
 
     def apply(self, result: Any, session_id: str) -> None:
-        """Move the belief by a reconcile result's per-shelf explanation, once per session."""
-        with self._db() as s:
+        """Move the belief by a reconcile result's per-shelf explanation, once per session
+        (the check and the move are one transaction)."""
+        with self._db.begin() as s:
             if s.get(InventoryApplied, session_id) is not None:
                 return
-        stock = self.slots()
-        shelves = getattr(result, "evidence", {}).get("shelves", {}) if isinstance(
-            getattr(result, "evidence", None), dict) else {}
+            rows = {r.slot_id: r for r in s.scalars(select(SlotStock))}
+            stock = {slot.id: json.loads(rows[slot.id].skus) if slot.id in rows else []
+                     for slot in self._planogram.slots}
+            self._move(stock, result)
+            for slot_id, skus in stock.items():
+                row = rows.get(slot_id) or SlotStock(slot_id=slot_id)
+                row.skus = json.dumps(skus)
+                s.add(row)
+            s.add(InventoryApplied(session_id=session_id))
+
+    def _move(self, stock: dict[str, list[str]], result: Any) -> None:
+        evidence = getattr(result, "evidence", None)
+        shelves = evidence.get("shelves", {}) if isinstance(evidence, dict) else {}
         for shelf_id, shelf_ev in shelves.items():
             explained = shelf_ev.get("explained_by", {}) if isinstance(shelf_ev, dict) else {}
             slots = [slot for slot in self._planogram.slots if slot.shelf == shelf_id]
@@ -77,9 +88,3 @@ class Inventory:
                     target = own[0] if own else max(
                         slots, key=lambda sl: sl.capacity - len(stock[sl.id]))
                     stock[target.id].append(sku)
-        with self._db.begin() as s:
-            for slot_id, skus in stock.items():
-                row = s.get(SlotStock, slot_id) or SlotStock(slot_id=slot_id)
-                row.skus = json.dumps(skus)
-                s.add(row)
-            s.add(InventoryApplied(session_id=session_id))

@@ -75,9 +75,19 @@ class Journal:
         with self._db.begin() as s:
             row = s.get(CabinetSession, session_id) or CabinetSession(
                 id=session_id, cabinet_id=cabinet_id, currency=currency)
-            row.account_id = account_id
-            row.state = "closed"
-            row.outcome = "denied"
-            row.outcome_reason = reason[:500]
-            row.closed_at = utcnow()
+            if account_id is not None:
+                row.account_id = account_id
+            if row.outcome is None:          # billing may already have closed it (a decline)
+                row.state = "closed"
+                row.outcome = "denied"
+                row.outcome_reason = reason[:500]
+                row.closed_at = utcnow()
             s.add(row)
+
+    def cabinet_state(self) -> str:
+        """Where the cabinet itself stood when it stopped: `out_of_service` if a fault was
+        never repaired or a restock never finished (an operator must look), else `idle`."""
+        with self._db() as s:
+            last = s.scalar(select(JournalEntry.dest).where(JournalEntry.session_id.is_(None))
+                            .order_by(JournalEntry.id.desc()).limit(1))
+        return "out_of_service" if last in ("out_of_service", "restock") else "idle"

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 from sqlalchemy import select
 
-from billing.models import Hold
+from billing.models import CabinetSession, Hold
 from cabinet.controller import Timing
 from cabinet.demo import SimCabinet
 from cabinet.errors import CabinetError
@@ -172,3 +172,79 @@ def test_a_restock_with_a_bad_level_changes_nothing(cab):
     with pytest.raises(CabinetError, match="not in the planogram"):
         asyncio.run(cab.controller.restock("operator-ana", {"Z9": 1}))
     assert cab.inventory.slots() == before and cab.controller.machine.state == "idle"
+
+
+def test_the_door_cannot_be_reopened_once_it_shut(cab):
+    reopened = []
+
+    async def customer(c):
+        assert await _wait_unlocked(c)
+        assert c.mcu.open_door()
+        c.world.take("A1", 1)
+        c.mcu.close_door()
+        reopened.append(c.mcu.open_door())      # the pulse had time left: the latch holds
+        c.world.leave()
+
+    report = _session(cab, customer)
+    assert reopened == [False]
+    assert report.outcome == "charged" and report.basket == {"cola-330": 1}
+
+
+def test_a_hold_the_gateway_never_answered_is_released_later(cab):
+    unlocks = cab.mcu.unlocks_executed
+    cab.gateway.fail_next(4, "500")             # the first try and all 3 retries fail
+    report = _session(cab)
+    assert report.outcome == "denied" and cab.mcu.unlocks_executed == unlocks
+    with cab.db() as s:
+        assert s.get(CabinetSession, report.session_id).outcome == "denied"
+    cab.billing.retry_pending()                 # the gateway is back: replay, then release
+    with cab.db() as s:
+        hold = s.scalars(select(Hold).where(Hold.session_id == report.session_id)).one()
+        assert hold.status in ("voided", "declined"), hold.status
+    if hold.status == "voided":
+        assert cab.gateway.authorization(hold.gateway_auth_id)["status"] == "voided"
+
+
+def test_out_of_service_survives_a_restart(cab):
+    assert cab.mcu.open_door(force=True)
+    cab.mcu.close_door()
+
+    async def settle():
+        await asyncio.sleep(0.3)
+        cab.controller.poll_idle_events()
+    asyncio.run(settle())
+    assert cab.controller.machine.state == "out_of_service"
+    cab.controller = cab.new_controller()       # power cycle: the alarm is not forgotten
+    assert cab.controller.machine.state == "out_of_service"
+    asyncio.run(cab.controller.recover())
+    assert cab.controller.machine.state == "out_of_service"
+    cab.controller.repair("technician-7")
+    assert cab.new_controller().machine.state == "idle"
+
+
+def test_a_pulse_longer_than_the_board_allows_is_refused_at_start(tmp_path):
+    with pytest.raises(CabinetError, match="unlock_pulse_ms = 15000"):
+        SimCabinet(tmp_path, timing=dataclasses.replace(FAST, unlock_pulse_ms=15000))
+
+
+def test_prices_come_from_the_catalog_in_force_not_the_file_edited_meanwhile(tmp_path):
+    import shutil
+    from pathlib import Path
+    fixtures = tmp_path / "fixtures"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "fixtures", fixtures,
+                    ignore=shutil.ignore_patterns("bad"))
+    with SimCabinet(tmp_path / "run", fixtures / "cabinet.yaml", timing=FAST) as c:
+        price = c.catalog["cola-330"].price
+        text = (fixtures / "catalog.yaml").read_text()
+        (fixtures / "catalog.yaml").write_text(text.replace(f"price: {price}", "price: 999", 1))
+
+        async def customer(cc):
+            assert await _wait_unlocked(cc)
+            assert cc.mcu.open_door()
+            cc.world.take("A1", 1)
+            cc.mcu.close_door()
+            cc.world.leave()
+        report = _session(c, customer)
+        assert report.total == price
+        copied = (Path(report.bundle_dir) / "catalog.yaml").read_text()
+        assert "price: 999" not in copied and f"price: {price}" in copied
