@@ -229,7 +229,7 @@ class Controller:
             raise CabinetError(f"cabinet {self.cabinet_id} is {self.machine.state.replace('_', ' ')}"
                                f" ({', '.join(self.alarms) or 'see the journal'}): no session "
                                f"can start until an operator puts it back in service")
-        if self.board.state().door_open:
+        if await self._door_open():
             self.machine.fire("fault", cause="door open while idle and locked")
             self.alarms.append("DoorOpenWhileIdle")
             raise CabinetError(f"cabinet {self.cabinet_id}: the door is open while no session "
@@ -262,7 +262,7 @@ class Controller:
                                  catalog_path=self.catalog_path, account_id=str(account_id),
                                  load_cell_noise_g=self.load_cell_noise_g,
                                  min_confidence=self.min_confidence)
-        weights, images = await self._snapshot(settled_now=not self.board.state().door_open)
+        weights, images = await self._snapshot(settled_now=not await self._door_open())
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
         run.mark("before_snapshot", loop)
@@ -291,20 +291,24 @@ class Controller:
     async def _after_door_opened(self, run: "_Run") -> SessionReport:
         """door_open -> door_closed -> (settle) -> reconcile -> charge."""
         loop = asyncio.get_running_loop()
-        if not run.recovered or self.board.state().door_open:
+        if not run.recovered or await self._door_open():
             await self._wait_door_closed(run.flags)
         self.machine.fire("door_closed")
         # The MCU ends the pulse as the door shuts; lock anyway, then make sure the door did
         # not open again in between (the basket is only known once it stays shut).
         await self._blocking(self.board.lock)
-        while self._reopened() or self.board.state().door_open:
+        while self._reopened() or await self._door_open():
             if "door_reopened" not in run.flags:
                 run.flags.append("door_reopened")
-            if self.board.state().door_open:
+            if await self._door_open():
                 await self._wait_door_closed(run.flags)
             await self._blocking(self.board.lock)
         run.mark("door_closed", loop)
         return await self._settle_and_charge(run)
+
+    async def _door_open(self) -> bool:
+        """The door switch now, asked over the serial line off the event loop."""
+        return (await self._blocking(self.board.state)).door_open
 
     def _reopened(self) -> bool:
         """Whether a DoorOpened is waiting in the queue (the door opened again)."""
@@ -495,7 +499,7 @@ class Controller:
         log.error("door open for %.0f s: operator alerted", self.timing.door_open_max_s)
         while True:
             closed = await self._wait_event((ev.DoorClosed,), 60.0)
-            if closed is not None or not self.board.state().door_open:
+            if closed is not None or not await self._door_open():
                 return closed
 
     def _deny(self, run: "_Run", account_id: int | None, reason: str,
