@@ -120,8 +120,8 @@ def test_identification_that_takes_too_long_times_out_to_idle(cab):
     assert cab.controller.machine.state == "idle"
 
 
-def test_a_forced_door_takes_the_cabinet_out_of_service_until_repaired(cab):
-    unlocks = cab.mcu.unlocks_executed
+def _force_the_door(cab):
+    """Someone pulls the locked door open and lets it shut; the controller hears of it."""
     assert cab.mcu.open_door(force=True)
     cab.mcu.close_door()
 
@@ -129,6 +129,11 @@ def test_a_forced_door_takes_the_cabinet_out_of_service_until_repaired(cab):
         await asyncio.sleep(0.3)
         cab.controller.poll_idle_events()
     asyncio.run(settle_events())
+
+
+def test_a_forced_door_takes_the_cabinet_out_of_service_until_repaired(cab):
+    unlocks = cab.mcu.unlocks_executed
+    _force_the_door(cab)
     assert cab.controller.machine.state == "out_of_service"
     with pytest.raises(CabinetError, match="out of service"):
         _session(cab)
@@ -206,13 +211,7 @@ def test_a_hold_the_gateway_never_answered_is_released_later(cab):
 
 
 def test_out_of_service_survives_a_restart(cab):
-    assert cab.mcu.open_door(force=True)
-    cab.mcu.close_door()
-
-    async def settle():
-        await asyncio.sleep(0.3)
-        cab.controller.poll_idle_events()
-    asyncio.run(settle())
+    _force_the_door(cab)
     assert cab.controller.machine.state == "out_of_service"
     cab.controller = cab.new_controller()       # power cycle: the alarm is not forgotten
     assert cab.controller.machine.state == "out_of_service"
