@@ -19,12 +19,11 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from cabinet.demo import DEFAULT_CONFIG, SimCabinet
+from cabinet.demo import DEFAULT_CONFIG, SimCabinet, as_expected
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -51,8 +50,7 @@ def run(rounds: int, config: Path, seed: int = 0) -> dict:
     sessions = wrong = 0
     with tempfile.TemporaryDirectory(prefix="cabinet-bench-") as tmp:
         with SimCabinet(Path(tmp), config, seed=seed) as cab:
-            levels = {slot.id: slot.capacity if slot.stock is None else slot.stock
-                      for slot in cab.planogram.slots}
+            levels = cab.planogram.initial_stock()
 
             async def main() -> None:
                 nonlocal sessions, wrong
@@ -64,9 +62,7 @@ def run(rounds: int, config: Path, seed: int = 0) -> dict:
                     for scenario in cab.scenarios:
                         report, _truth = await cab.run_scenario(scenario)
                         sessions += 1
-                        if report is None or report.outcome != scenario.expect.outcome or \
-                                {k: v for k, v in report.basket.items() if v} != \
-                                dict(scenario.expect.basket):
+                        if not as_expected(report, scenario):
                             wrong += 1
                         if report is None:
                             continue

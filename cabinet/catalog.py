@@ -9,7 +9,6 @@ checked across fields (one currency, unique SKUs). The result is a read-only `Ca
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal

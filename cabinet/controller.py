@@ -21,7 +21,6 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -435,9 +434,7 @@ class Controller:
         """
         if not operator.strip():
             raise CabinetError("restock: name the operator doing it")
-        levels = dict(levels) if levels is not None else {
-            slot.id: slot.capacity if slot.stock is None else slot.stock
-            for slot in self.planogram.slots}
+        levels = dict(levels) if levels is not None else self.planogram.initial_stock()
         for slot_id, count in levels.items():
             if not self.planogram.has_slot(slot_id):
                 raise CabinetError(f"restock: slot '{slot_id}' is not in the planogram")

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import datetime as dt
 import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 from billing.db import init_db, make_engine, session_factory
 from billing.gateway import GatewayClient
@@ -65,8 +63,7 @@ def in_force(path: Path, workdir: Path) -> Path:
 
 
 def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callable[[], ShelfView]:
-    slots = [slot for slot in planogram.slots
-             if planogram.shelf(slot.shelf).camera == camera]
+    slots = planogram.slots_seen_by(camera)
 
     def view() -> ShelfView:
         return ShelfView(camera, tuple(planogram.camera_size),
@@ -110,8 +107,7 @@ class SimCabinet:
         self._stack.callback(self.gateway.stop)
 
         self.world = SimWorld(self.planogram, self.catalog, seed=seed)
-        levels = {slot.id: slot.capacity if slot.stock is None else slot.stock
-                  for slot in self.planogram.slots}
+        levels = self.planogram.initial_stock()
         self.world.restock(levels)
         self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
                           seed=seed)
@@ -241,7 +237,13 @@ class SimCabinet:
             self.face_camera.show(None)
 
 
-def format_report(report: SessionReport, scenario, truth: Counter, ok: bool) -> str:
+def as_expected(report: SessionReport | None, scenario) -> bool:
+    """Whether a session ended with the scenario's outcome and exact basket."""
+    return (report is not None and report.outcome == scenario.expect.outcome
+            and {k: v for k, v in report.basket.items() if v} == dict(scenario.expect.basket))
+
+
+def format_report(report: SessionReport, scenario, ok: bool) -> str:
     head = f"== {scenario.name} " + "=" * max(4, 60 - len(scenario.name))
     lines = [head]
     if report.outcome == "denied":
@@ -262,14 +264,12 @@ def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
     with SimCabinet(workdir, config, seed=seed) as cab:
         async def main() -> None:
             for scenario in cab.scenarios:
-                report, truth = await cab.run_scenario(scenario)
-                results.append((scenario, report, truth))
+                report, _truth = await cab.run_scenario(scenario)
+                results.append((scenario, report))
                 if report is None:
                     print(f"{scenario.name}: no face reached the camera", file=out)
                     continue
-                ok = (report.outcome == scenario.expect.outcome
-                      and {k: v for k, v in report.basket.items() if v}
-                      == dict(scenario.expect.basket))
+                ok = as_expected(report, scenario)
                 if as_json:
                     print(json.dumps({
                         "session": report.session_id, "scenario": scenario.name,
@@ -281,10 +281,9 @@ def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
                         "flags": list(report.flags), "timings_ms": report.timings_ms}),
                         file=out, flush=True)
                 else:
-                    print(format_report(report, scenario, truth, ok), file=out, flush=True)
+                    print(format_report(report, scenario, ok), file=out, flush=True)
         asyncio.run(main())
-    good = sum(1 for s, r, _ in results if r is not None and r.outcome == s.expect.outcome
-               and {k: v for k, v in r.basket.items() if v} == dict(s.expect.basket))
+    good = sum(1 for s, r in results if as_expected(r, s))
     if not as_json:
         print(f"\n{good}/{len(results)} sessions ended as the scenarios expected "
               f"(data in {workdir})", file=out)

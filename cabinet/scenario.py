@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cabinet.errors import FormatError, FormatErrors
+from cabinet.errors import FormatErrors
 from cabinet.planogram import ID_PATTERN, Planogram
 from cabinet.yamlsrc import Doc, load_yaml, pydantic_errors
 

@@ -143,8 +143,7 @@ def test_a_forced_door_takes_the_cabinet_out_of_service_until_repaired(cab):
 
 
 def test_an_operator_restock_unlocks_and_resets_the_belief(cab):
-    levels = {slot.id: slot.capacity if slot.stock is None else slot.stock
-              for slot in cab.planogram.slots}
+    levels = cab.planogram.initial_stock()
     unlocks = cab.mcu.unlocks_executed
 
     async def visit():
