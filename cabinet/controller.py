@@ -260,7 +260,7 @@ class Controller:
         run.bundle.write_context(planogram_path=self.planogram_path,
                                  catalog_path=self.catalog_path, account_id=str(account_id),
                                  load_cell_noise_g=self.load_cell_noise_g,
-                                 min_confidence=self.min_confidence)
+                                 min_confidence=self.min_confidence, planogram=self.planogram)
         weights, images = await self._snapshot(settled_now=not await self._door_open())
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
