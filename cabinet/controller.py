@@ -30,6 +30,7 @@ from billing.errors import BillingError
 from billing.service import Billing, Line
 from cabinet.bundle import BundleWriter, load_bundle
 from cabinet.catalog import load_catalog
+from cabinet.config import TimeoutsConfig
 from cabinet.errors import CabinetError
 from cabinet.inventory import Inventory
 from cabinet.journal import Journal
@@ -41,18 +42,6 @@ from firmware_bridge.device import LinkError
 from vision.faces import FaceGallery, identify_frame
 
 log = logging.getLogger("cabinet.controller")
-
-
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    """Timeouts of the waiting states (seconds unless named otherwise)."""
-
-    face_s: float = 10.0
-    auth_s: float = 5.0
-    unlock_pulse_ms: int = 5000
-    door_open_alarm_s: float = 60.0
-    door_open_max_s: float = 600.0
-    settle_s: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +105,7 @@ class Controller:
                  shelf_cameras: Mapping[str, Any], billing: Billing, gallery: FaceGallery,
                  accounts: Callable[[int], str | None],
                  planogram_path: Path, catalog_path: Path, journal: Journal,
-                 inventory: Inventory, bundles_dir: Path, timing: Timing = Timing(),
+                 inventory: Inventory, bundles_dir: Path, timing: TimeoutsConfig = TimeoutsConfig(),
                  load_cell_noise_g: float = 2.0, min_confidence: float = 0.95):
         self.cabinet_id = cabinet_id
         self.board = board

@@ -23,9 +23,9 @@ from billing.gateway_server import SandboxGateway
 from billing.service import Billing
 from cabinet import accounts as accounts_mod
 from cabinet.catalog import load_catalog, product_looks
-from cabinet.config import Config, load_config
+from cabinet.config import Config, TimeoutsConfig, load_config
 from cabinet.errors import CabinetError
-from cabinet.controller import Controller, EventBridge, SessionReport, Timing
+from cabinet.controller import Controller, EventBridge, SessionReport
 from cabinet.inventory import Inventory
 from cabinet.journal import Journal
 from cabinet.planogram import Planogram, load_planogram
@@ -43,13 +43,6 @@ FIXTURES = ROOT / "fixtures"
 
 
 DEFAULT_CONFIG = FIXTURES / "cabinet.yaml"
-
-
-def timing_from(config: Config) -> Timing:
-    t = config.timeouts
-    return Timing(face_s=t.face_s, auth_s=t.auth_s, unlock_pulse_ms=t.unlock_pulse_ms,
-                  door_open_alarm_s=t.door_open_alarm_s, door_open_max_s=t.door_open_max_s,
-                  settle_s=t.settle_s)
 
 
 def in_force(path: Path, workdir: Path) -> Path:
@@ -76,7 +69,7 @@ class SimCabinet:
     """Builds and owns every part of the simulated cabinet; `close()` stops them all."""
 
     def __init__(self, workdir: Path, config: Config | Path = DEFAULT_CONFIG, *, seed: int = 0,
-                 timing: Timing | None = None):
+                 timing: TimeoutsConfig | None = None):
         # Every file is read and checked before anything is created: bad input changes nothing.
         self.config = config if isinstance(config, Config) else load_config(config)
         # Checked from the configured files first; the run then uses copies that cannot change.
@@ -87,7 +80,7 @@ class SimCabinet:
                                f"`accounts:` files named in the configuration")
         self.scenarios = load_scenarios(self.config.resolve(self.config.scenarios), planogram)
         self.accounts = load_accounts(self.config.resolve(self.config.accounts))
-        self.timing = timing or timing_from(self.config)
+        self.timing = timing or self.config.timeouts
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.catalog_path = in_force(self.config.catalog_path, self.workdir)

@@ -6,20 +6,19 @@ checks what the controller decided, what it journalled, and what the MCU actuall
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 from sqlalchemy import select
 
 from billing.models import CabinetSession, Hold
-from cabinet.controller import Timing
+from cabinet.config import TimeoutsConfig
 from cabinet.demo import SimCabinet
 from cabinet.errors import CabinetError
 from cabinet.journal import JournalEntry
 
 pytestmark = pytest.mark.slow
 
-FAST = Timing(face_s=3.0, auth_s=5.0, unlock_pulse_ms=600, door_open_alarm_s=0.6,
+FAST = TimeoutsConfig(face_s=3.0, auth_s=5.0, unlock_pulse_ms=600, door_open_alarm_s=0.6,
               door_open_max_s=5.0, settle_s=3.0)
 
 
@@ -110,7 +109,7 @@ def test_a_blocked_account_is_refused_without_hold_or_unlock(cab):
 
 
 def test_identification_that_takes_too_long_times_out_to_idle(cab):
-    cab.controller.timing = dataclasses.replace(FAST, auth_s=0.001)
+    cab.controller.timing = FAST.model_copy(update={"auth_s": 0.001})
     try:
         report = _session(cab)
     finally:
@@ -222,7 +221,7 @@ def test_out_of_service_survives_a_restart(cab):
 
 def test_a_pulse_longer_than_the_board_allows_is_refused_at_start(tmp_path):
     with pytest.raises(CabinetError, match="unlock_pulse_ms = 15000"):
-        SimCabinet(tmp_path, timing=dataclasses.replace(FAST, unlock_pulse_ms=15000))
+        SimCabinet(tmp_path, timing=FAST.model_copy(update={"unlock_pulse_ms": 15000}))
 
 
 def test_prices_come_from_the_catalog_in_force_not_the_file_edited_meanwhile(tmp_path):

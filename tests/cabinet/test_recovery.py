@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import select
 
 from billing.models import CabinetSession, Charge
-from cabinet.controller import Timing
+from cabinet.config import TimeoutsConfig
 from cabinet.demo import SimCabinet
 from cabinet.machine import SessionMachine
 
 pytestmark = pytest.mark.slow
 
-FAST = Timing(face_s=3.0, auth_s=5.0, unlock_pulse_ms=800, door_open_alarm_s=5.0,
+FAST = TimeoutsConfig(face_s=3.0, auth_s=5.0, unlock_pulse_ms=800, door_open_alarm_s=5.0,
               door_open_max_s=10.0, settle_s=3.0)
 
 
