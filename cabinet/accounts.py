@@ -1,8 +1,9 @@
 """Customer enrolment: an account in billing plus face templates (never the photos).
 
 `enroll` encodes every photo first (each must hold exactly one face, else a FaceError names the
-file) and only then writes the account and its templates in one transaction, so a bad photo
-changes nothing. `load_gallery` builds the in-memory face gallery from the stored templates.
+file) and only then asks billing to open the account and store the templates, so a bad photo
+changes nothing; billing applies its own rules to the name, token and currency.
+`load_gallery` builds the in-memory face gallery from the stored templates.
 """
 from __future__ import annotations
 
@@ -13,53 +14,29 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from billing.models import Account, FaceTemplate
-from billing.money import MoneyError, check_currency
-from cabinet.errors import CabinetError
+from billing.service import Billing
 from vision.faces import FaceGallery, encoding_from_bytes, encoding_to_bytes, enrol_encodings
 
 
-def _check(name: str, payment_token: str, currency: str) -> None:
-    """The same rules billing applies, checked before any photo is even opened."""
-    if not name.strip():
-        raise CabinetError("accounts enroll: the customer's name is empty; give it in quotes")
-    if not payment_token.strip():
-        raise CabinetError("accounts enroll: --token is empty; give the payment method's token")
-    try:
-        check_currency(currency, "accounts enroll --currency")
-    except MoneyError as e:
-        raise CabinetError(str(e)) from None
-
-
-def enroll_offline(db: sessionmaker, name: str, photos: Sequence[Path], *,
-                   payment_token: str = "tok_visa_ok", currency: str = "EUR") -> Account:
-    """Enrol from photos into the database (the `cabinet accounts enroll` command): the
-    account and its templates in one transaction, after every photo was encoded."""
-    _check(name, payment_token, currency)
-    encodings = enrol_encodings(photos)           # raises FaceError before anything is written
-    with db.begin() as s:
-        account = Account(name=name.strip(), payment_token=payment_token, currency=currency,
-                          status="active")
-        s.add(account)
-        s.flush()
-        for enc, photo in zip(encodings, photos):
-            s.add(FaceTemplate(account_id=account.id, encoding=encoding_to_bytes(enc),
-                               source=f"enrolment photo {Path(photo).name}"))
-        s.flush()
-        s.expunge(account)
-    return account
-
-
-def enroll(billing, gallery: FaceGallery, name: str, photos: Sequence[Path], *,
+def enroll(billing: Billing, gallery: FaceGallery | None, name: str, photos: Sequence[Path], *,
            payment_token: str, currency: str) -> Account:
-    """Enrol through a running cabinet's billing and add the templates to its gallery."""
-    _check(name, payment_token, currency)
-    encodings = enrol_encodings(photos)
+    """Enrol a customer; with a running cabinet's gallery, it knows the face at once."""
+    encodings = enrol_encodings(photos)           # raises FaceError before anything is written
     account = billing.open_account(name, payment_token, currency)
     for enc, photo in zip(encodings, photos):
         billing.enrol_face(account.id, encoding_to_bytes(enc),
                            f"enrolment photo {Path(photo).name}")
-        gallery.add(str(account.id), enc)
+        if gallery is not None:
+            gallery.add(str(account.id), enc)
     return account
+
+
+def enroll_offline(db: sessionmaker, name: str, photos: Sequence[Path], *,
+                   payment_token: str = "tok_visa_ok", currency: str = "EUR") -> Account:
+    """`cabinet accounts enroll`: enrolment into a database, no cabinet running. Enrolment
+    makes no payment call, so billing needs no gateway here."""
+    billing = Billing(db, gateway=None, currency=currency)
+    return enroll(billing, None, name, photos, payment_token=payment_token, currency=currency)
 
 
 def load_gallery(db: sessionmaker, threshold: float | None = None) -> FaceGallery:

@@ -35,7 +35,6 @@ from firmware_bridge.device import Board
 from firmware_bridge.simulator import SimMCU
 from vision.cameras import SimFaceCamera, SimShelfCamera
 from vision.data import data_root, faces_root, people
-from vision.faces import FaceGallery
 from vision.render import ShelfView, SlotView
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +121,6 @@ class SimCabinet:
         self.inventory = Inventory(self.db, self.planogram)
         self.inventory.restock(levels)
 
-        self.gallery = FaceGallery(self.config.thresholds.face_distance)
         self.photos = people()
         root = faces_root()
         # Only face_recognition's test photos (obama, biden) on a machine without ../shared.
@@ -140,7 +138,7 @@ class SimCabinet:
                 or photos[:1]
             if not enrol:
                 continue    # no face enrolled for this account in this mode (QR only)
-            account = accounts_mod.enroll(self.billing, self.gallery, acct.name, enrol,
+            account = accounts_mod.enroll(self.billing, None, acct.name, enrol,
                                           payment_token=acct.payment_token,
                                           currency=self.catalog.currency)
             if acct.status == "blocked":
@@ -161,7 +159,8 @@ class SimCabinet:
         return Controller(
             cabinet_id=self.planogram.cabinet_id, board=self.board, bridge=self.bridge,
             face_camera=self.face_camera, shelf_cameras=self.shelf_cameras, billing=self.billing,
-            gallery=self.gallery, accounts=lambda aid: accounts_mod.name_of(self.db, aid),
+            gallery=accounts_mod.load_gallery(self.db, self.config.thresholds.face_distance),
+            accounts=lambda aid: accounts_mod.name_of(self.db, aid),
             planogram_path=self.planogram_path, catalog_path=self.catalog_path,
             journal=Journal(self.db), inventory=self.inventory,
             bundles_dir=self.workdir / "sessions", timing=self.timing,
