@@ -17,32 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 from cabinet.demo import DEFAULT_CONFIG, SimCabinet, as_expected
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from firmware_bridge.bench import machine_facts, percentile
 
 
 def run(rounds: int, config: Path, seed: int = 0) -> dict:
@@ -79,8 +59,8 @@ def run(rounds: int, config: Path, seed: int = 0) -> dict:
             cameras = len(cab.planogram.cameras)
 
     def stats(values: list[float]) -> dict:
-        return {"n": len(values), "p50_ms": round(_pct(values, 0.5), 1),
-                "p95_ms": round(_pct(values, 0.95), 1),
+        return {"n": len(values), "p50_ms": round(percentile(values, 0.5), 1),
+                "p95_ms": round(percentile(values, 0.95), 1),
                 "max_ms": round(max(values), 1) if values else None}
 
     return {
@@ -90,8 +70,7 @@ def run(rounds: int, config: Path, seed: int = 0) -> dict:
         "door_closed_to_charge_excluding_settle": stats(receipt_ms),
         "reconcile_and_charge_compute": stats(compute_ms),
         "settle": stats(settle_ms),
-        "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(),
-                    "python": platform.python_version()},
+        "machine": machine_facts(),
     }
 
 
@@ -102,7 +81,7 @@ def render(result: dict) -> str:
             ("  of which reconcile + capture", result["reconcile_and_charge_compute"]),
             ("settle (simulator setting + filter)", result["settle"])]
     out = [f"{result['sessions']} sessions ({result['rounds']} rounds of the demo scenarios), "
-           f"{result['shelf_cameras']} shelf cameras, {result['machine']['cores']} cores, "
+           f"{result['shelf_cameras']} shelf cameras, {result['machine']['nproc']} cores, "
            f"{result['machine']['cpu']}",
            f"{'measure':<40}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}"]
     for name, s in rows:

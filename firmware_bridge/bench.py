@@ -47,12 +47,14 @@ class _CountingBoard(Board):
         super().link_event(msg, now)
 
 
-def _pct(xs: list[float], q: float) -> float:
+def percentile(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); 0.0 for no samples. Shared by the benches."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def _machine() -> dict:
+def machine_facts() -> dict:
+    """Cores, CPU model and Python version, for a benchmark's JSON."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -91,8 +93,8 @@ def bench_rtt(reg: RegistryPortFinder, pings: int) -> dict:
             t = time.perf_counter()
             link.request(P.Ping())
             rtts.append((time.perf_counter() - t) * 1000)
-        return {"pings": pings, "p50_ms": round(_pct(rtts, 0.5), 3),
-                "p99_ms": round(_pct(rtts, 0.99), 3), "max_ms": round(max(rtts), 3)}
+        return {"pings": pings, "p50_ms": round(percentile(rtts, 0.5), 3),
+                "p99_ms": round(percentile(rtts, 0.99), 3), "max_ms": round(max(rtts), 3)}
     finally:
         rig.close()
 
@@ -226,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
     lost = noisy["commands"]["lost"] + noisy["events"]["lost"]
     dup = noisy["commands"]["duplicated"] + noisy["events"]["duplicated"]
     return {"lost": lost, "duplicated": dup, "rtt": rtt, "events_per_s": ev["events_per_s"],
-            "flood": ev, "noisy": noisy, "recovery": rec, "machine": _machine(),
+            "flood": ev, "noisy": noisy, "recovery": rec, "machine": machine_facts(),
             "command": "cabinet bench link " + " ".join(args.argv)}
 
 
