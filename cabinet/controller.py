@@ -189,10 +189,9 @@ class Controller:
         for shelf_id, channel in self._channels.items():
             r = readings[channel]
             weights[shelf_id] = (float(r.grams), bool(r.stable), [float(r.grams)])
-        images = {}
-        for camera_id, camera in self.shelf_cameras.items():
-            images[camera_id] = await self._blocking(camera.capture)
-        return weights, images
+        frames = await asyncio.gather(*(self._blocking(camera.capture)
+                                        for camera in self.shelf_cameras.values()))
+        return weights, dict(zip(self.shelf_cameras, frames))
 
     # --- one session -------------------------------------------------------------------
     async def wait_for_face(self, timeout_s: float, poll_s: float = 0.1):
@@ -250,7 +249,9 @@ class Controller:
                                  catalog_path=self.catalog_path, account_id=str(account_id),
                                  load_cell_noise_g=self.load_cell_noise_g,
                                  min_confidence=self.min_confidence, planogram=self.planogram)
-        weights, images = await self._snapshot(settled_now=not await self._door_open())
+        # session() checked the door shut and the lock holds it: the shelves' filter reading
+        # is the settled baseline, no fresh stability window needed.
+        weights, images = await self._snapshot(settled_now=True)
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
         run.mark("before_snapshot", loop)
