@@ -26,7 +26,7 @@ from firmware_bridge.bench import machine_facts, percentile
 
 
 def run(rounds: int, config: Path, seed: int = 0) -> dict:
-    unlock_ms, receipt_ms, settle_ms, compute_ms = [], [], [], []
+    unlock_ms, receipt_ms, settle_ms = [], [], []
     sessions = wrong = 0
     with tempfile.TemporaryDirectory(prefix="cabinet-bench-") as tmp:
         with SimCabinet(Path(tmp), config, seed=seed) as cab:
@@ -52,8 +52,6 @@ def run(rounds: int, config: Path, seed: int = 0) -> dict:
                         if "settled" in t and "door_closed" in t and "charge_sent" in t:
                             settle_ms.append(t["settled"] - t["door_closed"])
                             receipt_ms.append(t["charge_sent"] - t["settled"])
-                        if "door_closed_to_charge_compute" in t:
-                            compute_ms.append(t["door_closed_to_charge_compute"])
             asyncio.run(main())
             shelves = len(cab.planogram.shelves)
             cameras = len(cab.planogram.cameras)
@@ -68,7 +66,6 @@ def run(rounds: int, config: Path, seed: int = 0) -> dict:
         "sessions_not_as_expected": wrong, "shelves": shelves, "shelf_cameras": cameras,
         "face_to_unlock": stats(unlock_ms),
         "door_closed_to_charge_excluding_settle": stats(receipt_ms),
-        "reconcile_and_charge_compute": stats(compute_ms),
         "settle": stats(settle_ms),
         "machine": machine_facts(),
     }
@@ -78,7 +75,6 @@ def render(result: dict) -> str:
     rows = [("face to unlock", result["face_to_unlock"]),
             ("door closed to charge (excl. settle)",
              result["door_closed_to_charge_excluding_settle"]),
-            ("  of which reconcile + capture", result["reconcile_and_charge_compute"]),
             ("settle (simulator setting + filter)", result["settle"])]
     out = [f"{result['sessions']} sessions ({result['rounds']} rounds of the demo scenarios), "
            f"{result['shelf_cameras']} shelf cameras, {result['machine']['nproc']} cores, "

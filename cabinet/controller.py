@@ -323,27 +323,21 @@ class Controller:
         return await self._reconcile_and_charge(run)
 
     async def _reconcile_and_charge(self, run: "_Run") -> SessionReport:
-        loop = asyncio.get_running_loop()
-        t_compute = loop.time()
         result = await self._blocking(lambda: reconcile(load_bundle(run.bundle.path)))
         run.bundle.write_result(result)
         run.flags.extend(f for f in result.flags if f not in run.flags)
         self.inventory.apply(result, run.session_id)      # once per session, even if resumed
         self.machine.fire("reconciled", basket=dict(result.basket),
                           confidence=round(float(result.confidence), 4), flags=list(run.flags))
-        return await self._charge(run, result, t_compute)
+        return await self._charge(run, result)
 
-    async def _charge(self, run: "_Run", result, t_compute: float | None = None) -> SessionReport:
+    async def _charge(self, run: "_Run", result) -> SessionReport:
         loop = asyncio.get_running_loop()
         lines = [Line(sku, self.catalog[sku].name, qty, self.catalog[sku].price)
                  for sku, qty in sorted(result.basket.items()) if qty > 0]
         receipt = await self._blocking(self.billing.settle, run.session_id, lines,
                                        flags=tuple(run.flags))
         run.mark("charge_sent", loop)
-        if t_compute is not None:
-            run.marks["door_closed_to_charge_compute"] = loop.time() - t_compute
-        if "door_closed" in run.marks:
-            run.marks["door_closed_to_charge"] = run.marks["charge_sent"] - run.marks["door_closed"]
         self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount)
         self.machine.session_id = None
         return SessionReport(run.session_id, run.account_id, self.account_name(run.account_id),
