@@ -42,9 +42,10 @@ UNAVAILABLE_TEXT = "The payment service is not answering; please try again in a 
 
 
 class Billing:
-    def __init__(self, session_factory: sessionmaker, gateway: GatewayClient, *,
+    def __init__(self, session_factory: sessionmaker, gateway: GatewayClient | None, *,
                  hold_amount: int = 5000, currency: str = "EUR", cabinet_id: str = "cabinet-1",
                  clock: Callable[[], Any] = utcnow):
+        # gateway None: a Billing for account work only (enrolment), which calls no gateway.
         self.currency = check_currency(currency, "billing")
         self.hold_amount = check_amount(hold_amount, "billing hold_amount", allow_zero=False)
         self.cabinet_id = cabinet_id

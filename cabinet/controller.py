@@ -323,6 +323,8 @@ class Controller:
         return await self._reconcile_and_charge(run)
 
     async def _reconcile_and_charge(self, run: "_Run") -> SessionReport:
+        # Reconcile reads the bundle as stored (PNGs included, ~40 ms) rather than the frames
+        # in memory, so `cabinet reconcile BUNDLE` reproduces exactly what was charged.
         result = await self._blocking(lambda: reconcile(load_bundle(run.bundle.path)))
         run.bundle.write_result(result)
         run.flags.extend(f for f in result.flags if f not in run.flags)
