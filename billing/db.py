@@ -1,64 +1,34 @@
 """The cabinet's database: one SQLAlchemy metadata, one engine, sessions from a factory.
 
 SQLite is the default world (one file per cabinet); the controller's journal tables share
-`Base.metadata`, so `init_db` creates them together. Each SQLite connection gets WAL (readers
-never block the writer), foreign keys on (SQLite leaves them off by default) and a busy
-timeout (a second writer waits instead of failing at once). Nothing here is SQLite-only SQL:
+`Base.metadata` (declared in `billing.base`, re-exported here), so `init_db` creates them
+together. Each SQLite connection gets WAL (readers never block the writer), foreign keys on
+(SQLite leaves them off by default) and a busy timeout (a second writer waits instead of
+failing at once). Nothing here is SQLite-only SQL:
 a `postgresql://` URL gets the same tables, only the pragmas are skipped.
 """
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
+
+from billing import models  # noqa: F401  (registers billing's tables on Base)
+from billing.base import Base, UTCDateTime, utcnow
+
+__all__ = ["BUSY_TIMEOUT_MS", "Base", "DatabaseUrlError", "UTCDateTime", "init_db",
+           "make_engine", "session_factory", "utcnow"]
 
 BUSY_TIMEOUT_MS = 5000
 
 
 class DatabaseUrlError(ValueError):
     pass
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp that is always timezone-aware UTC, also on SQLite (which stores naive text).
-
-    Naive datetimes are refused when written: a local time slipping into the ledger would be
-    off by hours without anyone noticing.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"timestamp {value.isoformat()} has no timezone; use UTC "
-                             f"(datetime.now(timezone.utc))")
-        value = value.astimezone(dt.timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-class Base(DeclarativeBase):
-    """Declarative base shared by billing's tables and the controller's journal."""
 
 
 def _url_of(url: str | Path) -> str:
@@ -113,6 +83,4 @@ def session_factory(engine: Engine) -> sessionmaker:
 
 def init_db(engine: Engine) -> None:
     """Create every table registered on `Base` (billing's, and any imported by the caller)."""
-    from billing import models  # noqa: F401  (registers billing's tables on Base)
-
     Base.metadata.create_all(engine)

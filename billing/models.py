@@ -22,7 +22,7 @@ from sqlalchemy import (DDL, JSON, CheckConstraint, ForeignKey, Integer, LargeBi
                         UniqueConstraint, event)
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, relationship
 
-from billing.db import Base, UTCDateTime, utcnow
+from billing.base import Base, UTCDateTime, utcnow
 
 ACCOUNT_STATUSES = ("active", "blocked")
 OUTCOMES = ("charged", "nothing_taken", "denied", "pending", "void")

@@ -27,7 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing.db import utcnow
+from billing.base import utcnow
 from billing.errors import (BillingError, NotHeld, RefundRefused, SettlementConflict,
                             UnknownAccount, UnknownSession)
 from billing.gateway import GatewayClient, GatewayError, GatewayUnavailable, PaymentDeclined
