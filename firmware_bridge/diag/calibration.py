@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .diag import EXIT_OK, Context, DiagError
-from .diag_output import grams, jsonable, table
-from .loadcell import Calibration
+from .context import EXIT_OK, Context, DiagError
+from .output import grams, jsonable, table
+from ..loadcell import Calibration
 
 
 def _check_shelves(ctx: Context, shelves: list[int]) -> list[int]:

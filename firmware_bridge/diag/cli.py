@@ -3,7 +3,7 @@
 ``main`` parses the command line (global options are accepted before or after the command,
 as in ``cabinet-diag --port P info --json``), fills what was not given from the environment
 (CABINET_PORT, CABINET_SERIAL, CABINET_TIMEOUT, CABINET_CALIBRATION), runs one command from
-diag_commands.py, diag_calibration.py or diag_wire.py against a ``Board`` that ``Context``
+commands.py, calibration.py or wire.py against a ``Board`` that ``Context``
 opens lazily, and turns every failure into one line on stderr and an exit code:
 
     0 ok    1 command or device error (refused, bad file, a shelf that needs attention,
@@ -18,31 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from .diag_output import Output, frame_lines
-from .errors import CommandRefused, LinkError
-from .loadcell import Calibration, CalibrationError
-
-PROG = "cabinet-diag"
-EXIT_OK, EXIT_ERROR, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 130
-TraceSink = Callable[[str, float, bytes, Any], None]   # direction, wall time, raw, message
-
-
-class DiagError(Exception):
-    """A command-level failure (bad file, bad argument, a check that failed): exit 1."""
-
-
-class ConnectionProblem(Exception):
-    """No port to talk to, found before the link was tried: exit 2."""
-
-
-class UsageError(Exception):
-    pass
+from ..errors import CommandRefused, LinkError
+from ..loadcell import CalibrationError
+from . import calibration as K
+from . import commands as C
+from . import wire as W
+from .context import (EXIT_CONNECTION, EXIT_ERROR, EXIT_INTERRUPTED, PROG, ConnectionProblem,
+                      Context, DiagError, UsageError)
+from .output import Output
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,97 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
-
-
-class Context:
-    """What a command gets: the options, the output, and the board (opened on first use)."""
-
-    def __init__(self, args: argparse.Namespace, out: Output, err: TextIO) -> None:
-        self.args = args
-        self.out = out
-        self.err = err
-        self.port: str = args.port or (f"serial:{args.serial}" if args.serial else "")
-        self.timeout_s: float = args.timeout
-        self.calibration_path: Path | None = Path(args.calibration) if args.calibration else None
-        self.events: queue.Queue[Any] = queue.Queue()
-        self.trace_sinks: list[TraceSink] = []
-        if args.trace:
-            self.trace_sinks.append(self._trace_to_stderr)
-        self._board: Any = None
-
-    def load_calibration(self) -> Calibration | None:
-        path = self.calibration_path
-        if path is None or not path.exists():
-            return None
-        try:
-            return Calibration.load(path)
-        except OSError as e:
-            raise DiagError(f"Calibration file {path}: cannot read it ({e.strerror})") from None
-
-    def board(self, *, load_store: bool = True) -> Any:
-        """The open board; ``load_store=False`` opens it without reading the calibration
-        store (import replaces the store, so a corrupt one must not block it)."""
-        if self._board is None:
-            if not self.port:
-                raise ConnectionProblem(
-                    "No port given: pass --port PATH (or --serial SN), or set CABINET_PORT; "
-                    f"`{PROG} ports` lists the candidates")
-            from .device import Board
-            from .ports import SERIAL_PREFIX, default_finder
-            finder: Any = default_finder()
-            if not self.port.startswith(SERIAL_PREFIX):
-                finder = GivenPathFirst(self.port, finder)
-            board = Board(self.port, timeout_s=self.timeout_s,
-                          calibration=self.load_calibration() if load_store else None,
-                          on_event=self.events.put, finder=finder, on_trace=self._on_frame)
-            board.open()
-            self._board = board
-        return self._board
-
-    def _on_frame(self, direction: str, at: float, raw: bytes, message: Any) -> None:
-        for sink in list(self.trace_sinks):
-            sink(direction, at, raw, message)
-
-    def _trace_to_stderr(self, direction: str, at: float, raw: bytes, message: Any) -> None:
-        self.err.write("".join(f"trace {line}\n" for line in frame_lines(direction, at, raw,
-                                                                           message)))
-        self.err.flush()
-
-    def save_calibration(self, calibration: Calibration) -> str | None:
-        """Write the calibration store atomically; None when there is no store to write."""
-        path = self.calibration_path
-        if path is None:
-            return None
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(calibration.to_json() + "\n")
-            os.replace(tmp, path)
-        except OSError as e:
-            raise DiagError(f"Calibration file {path}: cannot write it ({e.strerror}); "
-                            f"the new values are in use only until this command ends") from None
-        return str(path)
-
-    def close(self) -> None:
-        if self._board is not None:
-            board, self._board = self._board, None
-            try:
-                board.close()
-            except LinkError:
-                pass
-
-
-class GivenPathFirst:
-    """Port finder for an explicit --port: on a reconnect (after a reboot, say) go back to
-    the path the technician named while it exists, and only look the board up by serial
-    number when it has gone. Two simulators with the same serial must not swap boards
-    under a diagnostic session."""
-
-    def __init__(self, path: str, fallback: Any) -> None:
-        self.path = path
-        self.fallback = fallback
-
-    def find(self, board_serial: str) -> str | None:
-        return self.path if os.path.exists(self.path) else self.fallback.find(board_serial)
 
 
 def _global_options(defaults: bool) -> argparse.ArgumentParser:
@@ -164,9 +60,6 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import diag_calibration as K
-    from . import diag_commands as C
-    from . import diag_wire as W
     glob = _global_options(defaults=False)
     parser = _Parser(prog=PROG, parents=[_global_options(defaults=True)],
                      description="Diagnose the cabinet's lock, door and load-cell board over "
@@ -293,6 +186,3 @@ def _fail(err: TextIO, message: str, code: int, *, prefix: bool = True,
         pass
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

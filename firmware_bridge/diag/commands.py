@@ -15,10 +15,10 @@ import queue
 import time
 from typing import Any
 
-from . import events as E
-from .diag import EXIT_ERROR, EXIT_OK, Context, DiagError
-from .diag_output import clock, grams, jsonable, key_values, table, wall_time
-from .loadcell import ShelfReading
+from .. import events as E
+from .context import EXIT_ERROR, EXIT_OK, Context, DiagError
+from .output import clock, grams, jsonable, key_values, table, wall_time
+from ..loadcell import ShelfReading
 
 LINK_EVENTS = (E.McuReset, E.LinkLost, E.LinkRestored)
 DOOR_EVENTS = (E.DoorOpened, E.DoorClosed, E.LockChanged, E.ForcedDoor) + LINK_EVENTS

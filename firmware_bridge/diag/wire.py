@@ -19,14 +19,14 @@ from typing import Any
 
 from serial.tools import list_ports
 
-from . import protocol as P
-from .diag import EXIT_ERROR, EXIT_OK, Context, DiagError
-from .diag_commands import StopAfter
-from .diag_output import (format_message, frame_lines, jsonable, key_values, message_json,
+from .. import protocol as P
+from .context import EXIT_ERROR, EXIT_OK, Context, DiagError
+from .commands import StopAfter
+from .output import (format_message, frame_lines, jsonable, key_values, message_json,
                           table)
-from .diagnostics import ShelfDiagnostics
-from .errors import CommandRefused, LinkDown
-from .ports import RegistryPortFinder
+from ..diagnostics import ShelfDiagnostics
+from ..errors import CommandRefused, LinkDown
+from ..ports import RegistryPortFinder
 
 
 def cmd_ports(ctx: Context, args: argparse.Namespace) -> int:
