@@ -6,8 +6,10 @@ goes out on every retry, so a retry after a lost answer replays the stored respo
 charging twice.
 
 Whether to retry is `should_retry(status, exc_kind, attempt, max_retries)` and how long to wait
-is `backoff(attempt, rng)`: pure functions, the randomness passed in, so tests are exact
-(stripe-python's habit). Transport errors are translated here, at the boundary, into
+is `backoff(attempt, jitter)`: pure functions, the randomness passed in as a number, so tests
+are exact (stripe-python's habit). The client takes its waiting (`sleep`), its jitter source
+(`jitter`, a callable returning [0, 1)) and its HTTP session (`session`, a requests.Session)
+from the caller, so a test drives retries, back-off and timeouts without waiting. Transport errors are translated here, at the boundary, into
 `GatewayError`s that say whether trying again later makes sense (`.retryable`):
 
   PaymentDeclined      the card said no (402): show `reason` to the customer; not retryable
@@ -79,20 +81,27 @@ def should_retry(status_code: int | None, exc_kind: str | None, attempt: int,
     return status_code in RETRYABLE_STATUSES
 
 
-def backoff(attempt: int, rng: random.Random) -> float:
-    """Seconds to wait after attempt `attempt`: exponential, capped, jittered down to half.
+def backoff(attempt: int, jitter: float) -> float:
+    """Seconds to wait after attempt `attempt` (0-based): exponential, capped, jittered.
 
-    0.25 s, 0.5 s, 1 s, 2 s, 2 s ... each times a factor in [0.5, 1.0] drawn from `rng`.
+    0.25 s, 0.5 s, 1 s, 2 s, 2 s ... each times (0.5 + 0.5 * jitter), so `jitter` in [0, 1]
+    (the client draws it from its `jitter` source) spreads the wait over half to all of it.
     """
-    base = min(INITIAL_BACKOFF_S * (2 ** max(attempt, 0)), MAX_BACKOFF_S)
-    return base * (0.5 + 0.5 * rng.random())
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError(f"gateway backoff: attempt {attempt!r} must be an integer >= 0")
+    if not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"gateway backoff: jitter {jitter!r} must be in [0, 1] (a draw of "
+                         f"random.random())")
+    base = min(INITIAL_BACKOFF_S * 2 ** min(attempt, 16), MAX_BACKOFF_S)
+    return base * (0.5 + 0.5 * jitter)
 
 
 class GatewayClient:
     def __init__(self, base_url: str, *, timeout_s: float = 2.0, max_retries: int = 3,
                  sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None):
-        if not base_url.startswith(("http://", "https://")):
+                 jitter: Callable[[], float] = random.random,
+                 session: requests.Session | None = None):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"gateway client: base URL {base_url!r} must start with http:// "
                              f"or https://")
         if timeout_s <= 0 or max_retries < 0:
@@ -102,8 +111,8 @@ class GatewayClient:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._sleep = sleep
-        self._rng = rng if rng is not None else random.Random()
-        self._http = requests.Session()
+        self._jitter = jitter
+        self._http = session if session is not None else requests.Session()
 
     def close(self) -> None:
         self._http.close()
@@ -153,7 +162,7 @@ class GatewayClient:
             except requests.RequestException:
                 exc_kind = "transport"
             if should_retry(status, exc_kind, attempt, self.max_retries):
-                wait = backoff(attempt, self._rng)
+                wait = backoff(attempt, self._jitter())
                 log.warning("gateway POST %s (key %s): attempt %d got %s; retrying in %.2f s",
                             path, idempotency_key, attempt + 1, exc_kind or status, wait)
                 self._sleep(wait)

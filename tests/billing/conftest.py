@@ -42,7 +42,7 @@ def make_billing(db_path: Path, gateway: SandboxGateway):
         engines.append(engine)
         sleep: Callable[[float], None] = sleeps.append if sleeps is not None else (lambda s: None)
         client = client_cls(url or gateway.base_url, timeout_s=timeout_s, max_retries=3,
-                            sleep=sleep, rng=random.Random(7))
+                            sleep=sleep, jitter=random.Random(7).random)
         return Billing(session_factory(engine), client, hold_amount=HOLD, currency="EUR",
                        cabinet_id="cab-test")
 
