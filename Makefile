@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean mutation
 
 setup: $(STAMP)
 
@@ -22,6 +22,18 @@ test: setup
 bench: setup
 	$(BIN)/cabinet bench link --out bench-link.json
 	$(BIN)/cabinet bench session --out bench-session.json
+
+# Mutation testing (docs/mutation.md); not part of `make test`. One worker: the CPU is shared.
+# `make mutation MUTATE="billing.money cabinet.machine"` runs only those modules.
+MUTMUT_VERSION := 3.8.1
+MUTATE ?=
+
+mutation: setup
+	@$(BIN)/python -m pip show mutmut 2>/dev/null | grep -qx "Version: $(MUTMUT_VERSION)" || \
+		$(BIN)/python -m pip install -q "mutmut==$(MUTMUT_VERSION)"
+	eval $(BIN)/mutmut run --max-children 1 $$($(BIN)/python scripts/mutation_score.py --patterns $(MUTATE)) \
+		> mutation-run.log 2>&1 || { tail -n 40 mutation-run.log; exit 1; }
+	$(BIN)/python scripts/mutation_score.py $(MUTATE) --out mutation.json
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
