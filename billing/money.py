@@ -51,9 +51,13 @@ def check_amount(amount: object, where: str = "amount", *, allow_zero: bool = Tr
     return amount
 
 
-@dataclasses.dataclass(frozen=True, order=True)
+@dataclasses.dataclass(frozen=True)
 class Money:
-    """An amount in minor units with its currency. May be negative (a balance)."""
+    """An amount in minor units with its currency. May be negative (a balance).
+
+    Sums, differences and comparisons refuse to mix currencies (EUR 1.00 is not less than
+    JPY 500, it is not comparable with it); equality is plain: EUR 1.00 != USD 1.00.
+    """
 
     amount: int
     currency: str
@@ -75,6 +79,22 @@ class Money:
     def __sub__(self, other: Money) -> Money:
         self._same_currency(other)
         return Money(self.amount - other.amount, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount < other.amount
+
+    def __le__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount <= other.amount
+
+    def __gt__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount > other.amount
+
+    def __ge__(self, other: Money) -> bool:
+        self._same_currency(other)
+        return self.amount >= other.amount
 
     def _same_currency(self, other: Money) -> None:
         if not isinstance(other, Money):
