@@ -3,12 +3,13 @@
 # face_recognition source distribution carries (a registry package, fetched at set-up time,
 # never at run time) into .cache/faces/<person>/, the layout of ../shared/data/faces.
 set -euo pipefail
+VENV=${VENV:-.venv}
 cd "$(dirname "$0")/.."
 data=${CABINET_DATA:-../shared/data}
 if [ -d "$data/faces" ] || [ -f .cache/faces/.done ]; then exit 0; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-.venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$tmp" "face-recognition==1.3.0"
+"$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "face-recognition==1.3.0"
 tar -xzf "$tmp"/face_recognition-1.3.0.tar.gz -C "$tmp"
 src="$tmp/face_recognition-1.3.0/tests/test_images"
 mkdir -p .cache/faces/obama .cache/faces/biden
