@@ -8,17 +8,21 @@ link's keeper thread; ``on_event`` must only queue them); weight batches feed on
 reset the link re-identifies and Board compares a fresh ``GetState`` with what it believed,
 announcing ``McuReset`` and any lock/door change the reboot caused. Commands are blocking
 calls that return once the MCU has executed and acknowledged them.
+
+Time comes from ``clock`` (firmware_bridge/clock.py; the system clock by default), handed to
+the Link too: ``wait_stable``'s window, the reboot deadline, request deadlines, heartbeats and
+reconnects all follow it, so a test that passes a ManualClock drives them with ``advance``.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, fields
 from typing import Callable
 
 from . import events as E
 from . import protocol as P
+from .clock import Clock, clock_or_system
 from .errors import (CommandRefused, LinkDown, LinkError, PortBusy, PortNotFound,
                      ProtocolVersionMismatch)
 from .link import Link, LinkCounters, Trace
@@ -67,8 +71,9 @@ class Board:
                  host_timeout_s: float = 3.0, missed_heartbeats: int = 3,
                  reconnect: bool = True, reconnect_max_s: float = 2.0, sample_hz: int = 25,
                  stable_window_s: float = 1.0, stable_band_g: float = 2.0,
-                 zero_hold_s: float = 3.0) -> None:
+                 zero_hold_s: float = 3.0, clock: Clock | None = None) -> None:
         self.port = port
+        self.clock = clock_or_system(clock)
         self.timeout_s = timeout_s
         self.on_event = on_event
         self.temperature_limits = temperature_limits
@@ -80,7 +85,7 @@ class Board:
                           heartbeat_s=heartbeat_s, mcu_heartbeat_s=mcu_heartbeat_s,
                           host_timeout_s=host_timeout_s, missed_heartbeats=missed_heartbeats,
                           sample_hz=sample_hz, reconnect=reconnect,
-                          reconnect_max_s=reconnect_max_s, on_trace=on_trace)
+                          reconnect_max_s=reconnect_max_s, on_trace=on_trace, clock=self.clock)
         self._identity: Identity | None = None
         self._filters: dict[int, ShelfFilter] = {}
         self._lock_engaged = True
@@ -89,7 +94,7 @@ class Board:
         self._temp_alarm = False
         self._faulted: set[tuple[str, int]] = set()
         self._baseline: dict[int, ShelfReading] = {}
-        self._changed = threading.Condition()
+        self._changed = threading.Event()       # set whenever the link (re)identifies
         self._lost_announced = False
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -155,15 +160,16 @@ class Board:
     def reboot(self, timeout_s: float = 5.0) -> Identity:
         """Reboot the MCU and wait until the link has re-identified it."""
         old = self.identity.boot_id
+        self._changed.clear()
         self._ack(P.Reboot(), "reboot")
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while self.identity.boot_id == old or not self._link.up:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LinkDown(f"{self._who()}: did not come back within {timeout_s} s "
-                                   f"after reboot")
-                self._changed.wait(left)
+        deadline = self.clock.monotonic() + timeout_s
+        while self.identity.boot_id == old or not self._link.up:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                raise LinkDown(f"{self._who()}: did not come back within {timeout_s} s "
+                               f"after reboot")
+            self.clock.wait(self._changed, left)
+            self._changed.clear()
         return self.identity
 
     def raw_command(self, name: str, **args: object) -> P.Message:
@@ -209,16 +215,17 @@ class Board:
         wanted = list(self._filters) if shelves is None else list(shelves)
         for s in wanted:
             self._filter(s)
-        start = time.monotonic() + 8 / self.sample_hz
+        clock = self.clock
+        start = clock.monotonic() + 8 / self.sample_hz
         out: dict[int, ShelfReading] = {}
         while True:
             for s in wanted:
                 r = self._filters[s].reading()
                 if s not in out and r.stable and r.at > start:
                     out[s] = r
-            if len(out) == len(wanted) or time.monotonic() - start >= timeout_s - 8 / self.sample_hz:
+            if len(out) == len(wanted) or clock.monotonic() - start >= timeout_s - 8 / self.sample_hz:
                 break
-            time.sleep(0.02)
+            clock.sleep(0.02)
         return {s: out.get(s) or self._filters[s].reading() for s in wanted}
 
     def baseline(self) -> dict[int, ShelfReading]:
@@ -284,7 +291,7 @@ class Board:
             self._lost_announced = False
             self._emit(E.LinkRestored(self._link.port, self._identity))
         if isinstance(st, P.StateReply):
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if reset and st.lock_engaged != self._lock_engaged:
                 self._emit(E.LockChanged(st.lock_engaged, "resync", now))
             if reset and st.door_open != self._door_open:
@@ -293,8 +300,7 @@ class Board:
                 self._lock_engaged, self._door_open = st.lock_engaged, st.door_open
                 for f in self._filters.values():
                     f.door(not st.door_open, now)
-        with self._changed:
-            self._changed.notify_all()
+        self._changed.set()
 
     def link_lost(self, reason: str) -> None:
         self._lost_announced = True
@@ -308,7 +314,7 @@ class Board:
         except LinkDown:
             hb = self._last_hb
         if isinstance(hb, P.StateReply):
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if hb.door_open != self._door_open:
                 self._door_open = hb.door_open
                 self._emit(E.DoorOpened(now) if hb.door_open else E.DoorClosed(now))

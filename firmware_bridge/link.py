@@ -11,7 +11,15 @@ number (``PortFinder``), re-identifying and resyncing.
 ``request`` sends one command at a time (window of one) and retransmits the same bytes (same
 seq, so the MCU runs it once) on an adaptive timeout: RFC 6298 SRTT/RTTVAR with Karn's rule,
 ``min_rto_s`` 25 ms, doubling per retry, capped at ``max_rto_s``. A reply that arrives after
-its request is done is counted and ignored.
+its request is done is counted and ignored. The connect handshake (Identify, Configure) is
+different: both are harmless to repeat and nothing is measured yet, and a handshake lost to a
+noisy line is lost to noise, not congestion, so it retransmits every ``min_rto_s`` without
+backing off until its deadline (a 1 s deadline at 3% bad bytes leaves ~40 tries, not 4).
+
+Every deadline (request timeouts, retransmits, heartbeats, quiet detection, reconnect delays)
+is read from ``clock`` (firmware_bridge/clock.py), so tests drive them with a ManualClock. Only
+the reader thread's short pause while the port is closed is real time: it polls the OS, it
+times nothing.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from typing import Callable, Protocol
 import serial
 
 from . import protocol as P
+from .clock import Clock, clock_or_system
 from .errors import LinkDown, LinkError, PortBusy, PortNotFound, ProtocolVersionMismatch
 from .ports import SERIAL_PREFIX, PortFinder, default_finder
 
@@ -83,7 +92,9 @@ class Link:
                  host_timeout_s: float = 3.0, missed_heartbeats: int = 3, sample_hz: int = 25,
                  min_rto_s: float = 0.025, max_rto_s: float = 1.0,
                  reconnect: bool = True, reconnect_min_s: float = 0.05,
-                 reconnect_max_s: float = 2.0, on_trace: Trace | None = None) -> None:
+                 reconnect_max_s: float = 2.0, on_trace: Trace | None = None,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock_or_system(clock)
         self.port_name = port
         self.port = port                        # the path actually open (after finding)
         self.listener = listener
@@ -188,7 +199,7 @@ class Link:
         self._gone = ""
         self._port = self._open_port(path)
         self.port = path
-        self._last_rx = time.monotonic()
+        self._last_rx = self.clock.monotonic()
         try:
             ident = self.request(P.Identify(nonce=random.getrandbits(32)), _internal=True)
             if not isinstance(ident, P.IdentifyReply):
@@ -241,26 +252,26 @@ class Link:
             msg = dataclasses.replace(msg, seq=self._seq)
             raw = P.encode(msg)
             self._pending = pending
-            start = time.monotonic()
-            deadline = start + timeout
-            rto, tries = self._rto, 0
+            clock = self.clock
+            deadline = clock.monotonic() + timeout
+            rto, tries = (self.min_rto_s, 0) if _internal else (self._rto, 0)
             try:
                 while True:
-                    sent = time.monotonic()
+                    sent = clock.monotonic()
                     self._write(raw, msg)
                     tries += 1
                     wait = min(rto, deadline - sent)
-                    if pending.done.wait(max(0.0, wait)):
+                    if clock.wait(pending.done, max(0.0, wait)):
                         if pending.reply is None:
                             raise LinkDown(f"Board on {self.port_name}: link lost during {name}")
                         if tries == 1:
-                            self._rtt_sample(time.monotonic() - sent)
+                            self._rtt_sample(clock.monotonic() - sent)
                         return pending.reply
-                    if time.monotonic() >= deadline or not self._running:
+                    if clock.monotonic() >= deadline or not self._running:
                         raise LinkDown(f"Board on {self.port_name}: no answer to {name} within "
                                        f"{timeout:.2f} s ({tries} tries)")
                     self._n["retransmits"] += 1
-                    rto = min(rto * 2, self.max_rto_s)
+                    rto = retransmit_timeout(rto, self.max_rto_s, handshake=_internal)
             finally:
                 self._pending = None
 
@@ -277,7 +288,7 @@ class Link:
         self._n["bytes_out"] += len(raw)
         self._n["frames_out"] += 1
         if self.on_trace:
-            self.on_trace("tx", time.time(), raw, msg)
+            self.on_trace("tx", self.clock.time(), raw, msg)
 
     def _rtt_sample(self, r: float) -> None:
         self._rtts.append(r)
@@ -289,7 +300,7 @@ class Link:
         while self._running:
             port = self._port
             if port is None or self._gone:
-                time.sleep(0.01)
+                time.sleep(0.01)                # polls the OS for a port; times nothing
                 continue
             try:
                 data = port.read(port.in_waiting or 1)
@@ -306,12 +317,12 @@ class Link:
             self._wake.set()
 
     def _on_bytes(self, data: bytes) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self._n["bytes_in"] += len(data)
         for rec in self._decoder.feed(data):
             msg = rec.message
             if self.on_trace:
-                self.on_trace("rx", time.time(), rec.raw, msg)
+                self.on_trace("rx", self.clock.time(), rec.raw, msg)
             if msg is None:
                 continue
             self._last_rx = now
@@ -356,7 +367,7 @@ class Link:
                     self._wake.set()
 
     def _flush(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         buf = self._buffer
         while self._last_event is not None and self._last_event + 1 in buf:
             self._last_event += 1
@@ -365,12 +376,13 @@ class Link:
 
     # ---- the keeper thread ---------------------------------------------------------------
     def _keep_loop(self) -> None:
-        next_ping = time.monotonic() + self.heartbeat_s
+        clock = self.clock
+        next_ping = clock.monotonic() + self.heartbeat_s
         attempt, next_try = 0, 0.0
         while self._running:
-            self._wake.wait(0.02)
+            clock.wait(self._wake, 0.02)
             self._wake.clear()
-            now = time.monotonic()
+            now = clock.monotonic()
             try:
                 if not self.up:
                     if self.reconnect and now >= next_try:
@@ -379,7 +391,7 @@ class Link:
                             self._n["reconnects"] += 1
                             attempt, next_ping = 0, now + self.heartbeat_s
                         except LinkError:
-                            next_try = time.monotonic() + reconnect_delay(
+                            next_try = clock.monotonic() + reconnect_delay(
                                 attempt, self.reconnect_min_s, self.reconnect_max_s)
                             attempt += 1
                     continue
@@ -446,6 +458,12 @@ class Link:
                             rtt_p50_ms=pct(0.5), rtt_p99_ms=pct(0.99), rto_ms=1000 * self._rto,
                             duplicates=self._n["duplicate_events"] + self._n["late_replies"],
                             **self._n)
+
+
+def retransmit_timeout(rto: float, max_s: float, *, handshake: bool = False) -> float:
+    """The wait before the next retransmit, after one of ``rto`` went unanswered: doubled up to
+    ``max_s`` for commands (Karn back-off), unchanged for the connect handshake."""
+    return rto if handshake else min(rto * 2, max_s)
 
 
 def reconnect_delay(attempt: int, min_s: float, max_s: float) -> float:

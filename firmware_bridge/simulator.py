@@ -11,6 +11,15 @@ batches, sends a heartbeat, ends an unlock pulse, and relocks when the host goes
 The physical side (``open_door``, ``close_door``, ``set_load``/``load_fn``, ``temperature_c``)
 and ``inject``/``clear`` may be called from any thread; one RLock guards the board state.
 Every fault of ../shared/design/SERIAL.md is in ``FAULTS`` (docs/protocol.md lists them).
+
+Every timer of the firmware reads ``clock`` (firmware_bridge/clock.py; the system clock by
+default): the unlock pulse, the host-quiet relock watchdog, heartbeats, boot time, delayed
+replies, the port's return after ``port_vanish`` and the load-cell sample schedule (so with a
+ManualClock samples are taken as the test advances time, and the cells settle in clock time).
+Two waits stay in real time because they pace the OS, not the firmware: the loop's select()
+poll (short, so a ManualClock's advance is seen within a few real milliseconds) and the byte
+gap of the ``split`` fault. ``ticked_at`` is the clock time of the loop's last turn: a test
+that advances a ManualClock waits until ``ticked_at`` reaches it to know the firmware caught up.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import protocol as P
+from .clock import SYSTEM, Clock, clock_or_system
 from .loadcell import Calibration, ShelfCalibration
 from .ports import RegistryPortFinder
 from .simcells import SimCells
@@ -47,10 +57,16 @@ class SimMCU:
                  firmware_version: str = "sim-1.0.0",
                  protocol_version: int = P.PROTOCOL_VERSION, has_temperature: bool = True,
                  temperature_c: float = 4.0, cells_per_shelf: int = 4, event_ring: int = 4096,
-                 registry_dir: str | Path | None = None, boot_time_s: float = 0.05) -> None:
+                 registry_dir: str | Path | None = None, boot_time_s: float = 0.05,
+                 clock: Clock | None = None) -> None:
         if shelves < 1 or shelves > 16:
             raise ValueError(f"SimMCU: shelves must be 1..16, got {shelves}")
         self.shelves = shelves
+        self.clock = clock_or_system(clock)
+        # real seconds the loop may block in select(): with a manual clock, short enough that
+        # an advance is acted on at once
+        self._poll_s = 0.05 if self.clock is SYSTEM else 0.002
+        self.ticked_at = float("-inf")
         self.load_fn = load_fn or self._settable_load
         self.counts_per_gram = counts_per_gram
         self.zero_counts = tuple(zero_counts) if zero_counts else (0,) * shelves
@@ -106,7 +122,7 @@ class SimMCU:
             self._open_pty()
             self._wake_r, self._wake_w = os.pipe()
             self._running = True
-            now = time.monotonic()
+            now = self.clock.monotonic()
             self._last_host_rx = self.boot_at = self._next_hb = self._next_sample = now
             self._booting_until = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sim-mcu-{self.board_serial}",
@@ -166,7 +182,7 @@ class SimMCU:
             self.boots += 1
             self.boot_id = self._rng.getrandbits(32) | 1
             self.reset_reason = reason
-            self.boot_at = time.monotonic()
+            self.boot_at = self.clock.monotonic()
             self.lock_engaged = True
             self._unlock_until = 0.0
             self._event_seq = 0
@@ -264,11 +280,11 @@ class SimMCU:
         spare = pty.openpty()
         self._close_pty()
         self._spare_pty = spare
-        self._vanish_until = time.monotonic() + duration_s
+        self._vanish_until = self.clock.monotonic() + duration_s
 
     # ---- sending -------------------------------------------------------------------------
     def _uptime_ms(self) -> int:
-        return int((time.monotonic() - self.boot_at) * 1000) & P.SEQ_MASK
+        return int((self.clock.monotonic() - self.boot_at) * 1000) & P.SEQ_MASK
 
     def _event(self, msg: P.Message) -> None:
         self._event_seq += 1
@@ -285,18 +301,18 @@ class SimMCU:
             return
         delay = self.faults.param("late_reply", "delay_s", 0.3)
         if self.faults.take("late_reply"):
-            self._delayed.append((time.monotonic() + float(delay), raw))
+            self._delayed.append((self.clock.monotonic() + float(delay), raw))
             return
         self._tx(raw)
 
     def _tx(self, raw: bytes) -> None:
-        if self._master < 0 or self.faults.active("silent") or time.monotonic() < self._booting_until:
+        if self._master < 0 or self.faults.active("silent") or self.clock.monotonic() < self._booting_until:
             return
         raw = self.faults.mangle_tx(raw)
         if self.faults.active("split"):
             for i in range(len(raw)):
                 self._write(raw[i:i + 1])
-                time.sleep(0.0002)
+                time.sleep(0.0002)              # real time: bytes trickle like a slow UART
         else:
             self._write(raw)
 
@@ -318,18 +334,19 @@ class SimMCU:
     # ---- the firmware loop ---------------------------------------------------------------
     def _run(self) -> None:
         while self._running:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             with self._lock:
                 if self._vanish_until and now >= self._vanish_until:
                     self._vanish_until = 0.0
                     self.faults.clear("port_vanish")
                     self._open_pty()
-                deadline = min(self._next_hb, self._next_sample, now + 0.05)
+                deadline = min(self._next_hb, self._next_sample, now + self._poll_s)
             fds = [self._wake_r] + ([self._master] if self._master >= 0 else [])
             try:
-                ready, _, _ = select.select(fds, [], [], max(0.0, deadline - now))
+                ready, _, _ = select.select(fds, [], [],
+                                            min(self._poll_s, max(0.0, deadline - now)))
             except (OSError, ValueError):
-                time.sleep(0.01)
+                time.sleep(0.01)                    # real time: an fd is being swapped
                 continue
             if self._wake_r in ready:
                 os.read(self._wake_r, 64)
@@ -341,16 +358,18 @@ class SimMCU:
                         data = b""
                     if data:
                         self._rx(data)
-                self._tick(time.monotonic())
+                now = self.clock.monotonic()
+                self._tick(now)
+                self.ticked_at = now
 
     def _rx(self, data: bytes) -> None:
-        if time.monotonic() < self._booting_until or self.faults.active("silent"):
+        if self.clock.monotonic() < self._booting_until or self.faults.active("silent"):
             return
         data = self.faults.mangle_rx(data)
         for rec in self._decoder.feed(data):
             if rec.message is None or rec.message.KIND != "command":
                 continue
-            self._last_host_rx = time.monotonic()
+            self._last_host_rx = self.clock.monotonic()
             if self.faults.take("lose_command"):
                 continue
             self._command(rec.message)
@@ -382,7 +401,7 @@ class SimMCU:
                             f"pulse {msg.pulse_ms} ms is outside 1..{self.max_unlock_ms} ms")))
                 return
             self.unlocks_executed += 1
-            self._unlock_until = time.monotonic() + msg.pulse_ms / 1000
+            self._unlock_until = self.clock.monotonic() + msg.pulse_ms / 1000
             if self.lock_engaged:
                 self.lock_engaged = False
                 self._event(P.LockChange(engaged=False, reason=P.BY_COMMAND))
@@ -417,7 +436,7 @@ class SimMCU:
             self._event(P.LockChange(engaged=True, reason=reason))
 
     def _state(self, cls: type, seq: int) -> P.Message:
-        remaining = 0 if self.lock_engaged else max(0, int((self._unlock_until - time.monotonic()) * 1000))
+        remaining = 0 if self.lock_engaged else max(0, int((self._unlock_until - self.clock.monotonic()) * 1000))
         temp = (round((self.temperature_c + self._rng.gauss(0, 0.03)) * 100)
                 if self.has_temperature else -32768)
         return cls(seq, self.boot_id, self._uptime_ms(), self._event_seq, self.lock_engaged,
