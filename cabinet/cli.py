@@ -9,8 +9,14 @@
     cabinet bench link [--json]                        serial link benchmark
     cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
 
-Errors that a person can fix (a bad file, a photo without a face, a missing port) print one
-line naming the place and exit 1 (2 for a connection error); they never print a traceback.
+Global options (`-v`) come before the command: `cabinet -v sim mcu --shelves 2`. `sim mcu`,
+`bench link` and `bench session` own their flags: everything after their name goes to them.
+
+Errors print one line naming the place, never a traceback; the exit code follows the error's
+type (`EXIT_CODES`, the most specific class first): 1 for what a person fixes here (a bad file,
+a photo without a face, a refused payment or command), 2 for something that is not there or not
+answering (serial port, MCU, payment gateway), 130 for Ctrl-C. Any other exception is a bug
+and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -124,52 +130,77 @@ def _accounts(args) -> int:
     return 0
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = []
-    for mod, name in (("cabinet.errors", "CabinetError"), ("cabinet.config", "ConfigError"), ("vision.faces", "FaceError"),
-                      ("firmware_bridge.device", "LinkError"), ("billing.db", "DatabaseUrlError"),
-                      ("billing.errors", "BillingError"), ("billing.gateway", "GatewayError"),
-                      ("billing.money", "MoneyError")):
-        try:
-            module = __import__(mod, fromlist=[name])
-            found.append(getattr(module, name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
+EXIT_OK, EXIT_ERROR, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# (module, exception class, exit code), the most specific class first; `exit_code_for` takes the
+# first class the error is an instance of. Classes are looked up in sys.modules: an exception
+# exists only once its module is imported, so classifying one costs no import (vision.faces
+# alone takes a second to import). tests/cabinet/test_cli.py checks every row resolves.
+EXIT_CODES: tuple[tuple[str, str, int], ...] = (
+    ("firmware_bridge.errors", "PortNotFound", EXIT_CONNECTION),
+    ("firmware_bridge.errors", "PortBusy", EXIT_CONNECTION),
+    ("firmware_bridge.errors", "LinkDown", EXIT_CONNECTION),
+    ("firmware_bridge.errors", "ProtocolVersionMismatch", EXIT_CONNECTION),
+    ("firmware_bridge.errors", "LinkError", EXIT_ERROR),          # e.g. CommandRefused
+    ("billing.gateway", "GatewayUnavailable", EXIT_CONNECTION),
+    ("billing.gateway", "GatewayError", EXIT_ERROR),              # declined, conflict, refused
+    ("cabinet.errors", "CabinetError", EXIT_ERROR),               # files, bundles, configuration
+    ("vision.faces", "FaceError", EXIT_ERROR),
+    ("vision.cameras", "CameraError", EXIT_ERROR),
+    ("billing.db", "DatabaseUrlError", EXIT_ERROR),
+    ("billing.errors", "BillingError", EXIT_ERROR),
+    ("billing.money", "MoneyError", EXIT_ERROR),
+)
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code for an error a person can act on, or None for a bug (keep the traceback)."""
+    for module_name, class_name, code in EXIT_CODES:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if cls is not None and isinstance(error, cls):
+            return code
+    return None
+
+
+def _run(args, rest: list[str]) -> int:
+    # Sub-tools own their flags: they get the rest of the command line untouched.
+    if args.command == "sim":
+        from firmware_bridge import sim_cli
+        return sim_cli.main(rest)
+    if args.command == "bench":
+        if args.bench_command == "link":
+            from firmware_bridge import bench
+            return bench.main(rest)
+        from cabinet import bench as session_bench
+        return session_bench.main(rest)
+    if rest:
+        _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "reconcile":
+        return _reconcile(args)
+    if args.command == "accounts":
+        return _accounts(args)
+    from cabinet.config import validate_main
+    return validate_main(args.file)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Sub-tools own their flags: hand them the rest of the command line untouched.
-    if argv[:2] == ["sim", "mcu"]:
-        from firmware_bridge import sim_cli
-        return sim_cli.main(argv[2:])
-    if argv[:2] == ["bench", "link"]:
-        from firmware_bridge import bench
-        return bench.main(argv[2:])
-    if argv[:2] == ["bench", "session"]:
-        from cabinet import bench as session_bench
-        return session_bench.main(argv[2:])
-    args = _parser().parse_args(argv)
+    args, rest = _parser().parse_known_args(argv)
     from cabinet import logs
     logs.setup(verbose=args.verbose)
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "reconcile":
-            return _reconcile(args)
-        if args.command == "accounts":
-            return _accounts(args)
-        if args.command == "config":
-            from cabinet.config import validate_main
-            return validate_main(args.file)
+        return _run(args, rest)
     except KeyboardInterrupt:
-        return 130
-    except _known_errors() as e:  # one line, no traceback
-        print(f"cabinet: {e}", file=sys.stderr)
-        code = 2 if type(e).__name__ in ("PortNotFound", "LinkDown") else 1
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        code = exit_code_for(e)
+        if code is None:
+            raise
+        print(f"cabinet: {e}", file=sys.stderr)  # one line, no traceback
         return code
-    return 1
 
 
 if __name__ == "__main__":
