@@ -2,11 +2,13 @@
 settlement, refunds, receipts, and bad input that changes nothing."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
 from billing import (BillingError, InvalidLine, Line, Money, NotHeld, RefundRefused,
-                     SettlementConflict, UnknownAccount, UnknownSession)
+                     SettlementConflict, Standing, UnknownAccount, UnknownSession)
 from billing.models import Account, CabinetSession, Charge, Hold, LedgerEntry, LineItem
 from billing.money import InvalidAmount, UnknownCurrency
 
@@ -33,7 +35,8 @@ def alice(billing):
 
 # --- standing ---------------------------------------------------------------------------
 def test_a_new_account_with_a_card_is_in_good_standing(billing, alice):
-    assert billing.standing(alice.id).ok
+    assert billing.standing(alice.id) == Standing(True, "")
+    assert (alice.name, alice.status, alice.currency) == ("Alice", "active", "EUR")
 
 
 def test_a_blocked_account_is_not_in_good_standing(billing, alice):
@@ -41,12 +44,18 @@ def test_a_blocked_account_is_not_in_good_standing(billing, alice):
     standing = billing.standing(alice.id)
     assert not standing.ok and "blocked: chargeback on session s-41" in standing.reason
     billing.unblock(alice.id)
+    assert billing.standing(alice.id) == Standing(True, "")
+
+
+def test_blocking_needs_a_reason(billing, alice):
+    with pytest.raises(BillingError, match=f"block account {alice.id}: give a reason"):
+        billing.block(alice.id, " ")
     assert billing.standing(alice.id).ok
 
 
 def test_no_payment_method_is_not_good_standing(billing):
     bob = billing.open_account("Bob", None)
-    assert billing.standing(bob.id).reason == "no valid payment method on the account"
+    assert billing.standing(bob.id) == Standing(False, "no valid payment method on the account")
 
 
 def test_unpaid_debt_is_not_good_standing(billing, alice, gateway):
@@ -56,15 +65,18 @@ def test_unpaid_debt_is_not_good_standing(billing, alice, gateway):
     standing = billing.standing(alice.id)
     assert not standing.ok and standing.reason == "unpaid debt of EUR 3.50"
     refused = billing.place_hold("s-2", alice.id)
-    assert not refused.ok and "unpaid debt" in refused.reason
+    assert (refused.ok, refused.code, refused.reason) == (False, "standing",
+                                                          "unpaid debt of EUR 3.50")
     assert gateway.effects()["authorize"] == 1
 
 
 def test_unknown_account_is_a_clear_error(billing):
     with pytest.raises(UnknownAccount, match="no account 42"):
         billing.standing(42)
-    with pytest.raises(UnknownAccount):
+    with pytest.raises(UnknownAccount, match="no account 42"):
         billing.place_hold("s-1", 42)
+    with pytest.raises(UnknownAccount, match="no account '42'"):
+        billing.debt("42")
     assert rows(billing, CabinetSession) == 0
 
 
@@ -82,15 +94,22 @@ def test_placing_the_same_hold_again_has_no_second_effect(billing, alice, gatewa
     assert gateway.effects()["authorize"] == 1
 
 
-@pytest.mark.parametrize("token, words", [("tok_declined", "declined"),
-                                          ("tok_insufficient_funds", "insufficient funds"),
-                                          ("tok_expired", "expired")])
-def test_a_declined_card_is_refused_with_its_reason(billing, token, words):
+@pytest.mark.parametrize("token, code, reason", [
+    ("tok_declined", "card_declined", "The card was declined."),
+    ("tok_insufficient_funds", "insufficient_funds", "The card has insufficient funds."),
+    ("tok_expired", "expired_card", "The card has expired."),
+    ("tok_unknown", "invalid_token", "The payment method is not valid."),
+])
+def test_a_declined_card_is_refused_with_its_reason(billing, gateway, token, code, reason):
     carol = billing.open_account("Carol", token)
     result = billing.place_hold("s-1", carol.id)
-    assert not result.ok and words in result.reason and result.code != "authorized"
+    assert (result.ok, result.code, result.reason, result.auth_id) == (
+        False, code, f"payment declined: {reason}", None)
     receipt = billing.receipt("s-1")
-    assert receipt.outcome == "denied" and words in receipt.render_text()
+    assert (receipt.outcome, receipt.outcome_reason) == ("denied", f"payment declined: {reason}")
+    assert f"Denied - the door was not opened: payment declined: {reason}" in \
+        receipt.render_text()
+    assert ledger(billing, "s-1") == [] and gateway.effects()["decline"] == 1
     with pytest.raises(NotHeld):
         billing.settle("s-1", [COLA])
 
@@ -103,10 +122,12 @@ def test_a_blocked_account_gets_no_hold_and_no_gateway_call(billing, alice, gate
     assert billing.receipt("s-1").outcome == "denied"
 
 
-def test_an_account_in_another_currency_is_refused(billing):
+def test_an_account_in_another_currency_is_refused(billing, gateway):
     dave = billing.open_account("Dave", "tok_visa_ok", "USD")
     result = billing.place_hold("s-1", dave.id)
-    assert not result.ok and "pays in USD" in result.reason
+    assert (result.ok, result.code, result.reason) == (
+        False, "standing", "the account pays in USD; this cabinet sells in EUR")
+    assert gateway.requests_seen() == []
 
 
 # --- settlement -------------------------------------------------------------------------
@@ -133,6 +154,7 @@ def test_a_session_that_never_opened_is_void(billing, alice, gateway):
     billing.place_hold("s-1", alice.id)
     receipt = billing.void_session("s-1", "the door was never opened")
     assert receipt.outcome == "void" and gateway.effects()["void"] == 1
+    assert receipt.charged == Money(0, "EUR") and gateway.effects()["capture"] == 0
     with pytest.raises(NotHeld):
         billing.settle("s-1", [COLA])
 
@@ -143,7 +165,10 @@ def test_a_basket_above_the_hold_captures_the_hold_and_records_debt(billing, ali
     assert receipt.outcome == "charged"
     assert receipt.charged == Money(billing.hold_amount, "EUR")
     assert receipt.owed == Money(500, "EUR")
-    assert "Owed      EUR 5.00" in receipt.render_text()
+    assert "Owed      EUR 5.00 (settle it before the next visit)" in receipt.render_text()
+    assert ledger(billing, "s-1") == [("hold", billing.hold_amount),
+                                      ("capture", billing.hold_amount), ("debt", 500)]
+    assert gateway.effects()["capture"] == 1
 
 
 def test_settling_again_with_the_same_basket_changes_nothing(billing, alice, gateway):
@@ -158,24 +183,41 @@ def test_settling_again_with_another_basket_is_refused(billing, alice):
     billing.settle("s-1", [COLA])
     with pytest.raises(SettlementConflict, match="already settled with another basket"):
         billing.settle("s-1", [COLA, CRISPS])
+    assert rows(billing, LineItem) == 1 and billing.receipt("s-1").total == Money(300, "EUR")
 
 
-def test_settle_without_a_hold_is_refused(billing, alice):
-    with pytest.raises(UnknownSession):
+def test_settling_an_unknown_session_is_refused(billing, alice):
+    with pytest.raises(UnknownSession, match="no session 'nope'"):
         billing.settle("nope", [COLA])
+    assert rows(billing, CabinetSession) == 0
 
 
-@pytest.mark.parametrize("line, words", [
-    (Line("cola", "Cola", 0, 150), "quantity 0"),
-    (Line("cola", "Cola", -1, 150), "quantity -1"),
-    (Line("cola", "Cola", 1, -150), "zero or more"),
-    (Line("cola", "Cola", 1, 1.5), "not an integer"),
-    (Line("", "Cola", 1, 150), "SKU"),
-    (("cola", "Cola", 1, 150), "expected a billing.Line"),
-])
-def test_a_bad_line_is_refused_and_nothing_is_written(billing, alice, gateway, line, words):
+def test_settling_a_hold_that_never_got_an_answer_is_refused(billing, alice, gateway):
+    gateway.fail_next(8, "500")  # the hold, and its replay from settle(), get no answer
     billing.place_hold("s-1", alice.id)
-    with pytest.raises((InvalidLine, InvalidAmount), match=words):
+    with pytest.raises(NotHeld, match="settle s-1: the session ended denied"):
+        billing.settle("s-1", [COLA])
+    assert rows(billing, Charge) == 0 and gateway.effects()["capture"] == 0
+
+
+@pytest.mark.parametrize("line, error, words", [
+    (Line("cola", "Cola", 0, 150), InvalidLine,
+     "settle s-1 line 2 (cola): quantity 0 must be a positive integer"),
+    (Line("cola", "Cola", -1, 150), InvalidLine, "line 2 (cola): quantity -1"),
+    (Line("cola", "Cola", 1.0, 150), InvalidLine, "line 2 (cola): quantity 1.0"),
+    (Line("cola", "Cola", True, 150), InvalidLine, "line 2 (cola): quantity True"),
+    (Line("cola", "Cola", 1, -150), InvalidAmount,
+     "settle s-1 line 2 (cola) unit price: -150 must be zero or more"),
+    (Line("cola", "Cola", 1, 1.5), InvalidAmount, "line 2 (cola) unit price: 1.5 is not an "
+                                                  "integer"),
+    (Line("", "Cola", 1, 150), InvalidLine, "settle s-1 line 2: the SKU must be a non-empty"),
+    (Line("cola", None, 1, 150), InvalidLine, "settle s-1 line 2: the SKU must be a non-empty"),
+    (("cola", "Cola", 1, 150), InvalidLine, "settle s-1 line 2: expected a billing.Line"),
+])
+def test_a_bad_line_is_refused_and_nothing_is_written(billing, alice, gateway, line, error,
+                                                      words):
+    billing.place_hold("s-1", alice.id)
+    with pytest.raises(error, match=re.escape(words)):
         billing.settle("s-1", [COLA, line])
     assert rows(billing, LineItem) == 0 and rows(billing, Charge) == 0
     assert gateway.effects()["capture"] == 0
@@ -184,8 +226,10 @@ def test_a_bad_line_is_refused_and_nothing_is_written(billing, alice, gateway, l
 def test_bad_account_input_is_refused_and_nothing_is_written(billing):
     with pytest.raises(UnknownCurrency, match="'EURO'"):
         billing.open_account("Eve", "tok_visa_ok", "EURO")
-    with pytest.raises(BillingError, match="empty"):
+    with pytest.raises(BillingError, match="open_account: the name '  ' is empty"):
         billing.open_account("  ", "tok_visa_ok")
+    with pytest.raises(BillingError, match="the payment token must be a non-empty string"):
+        billing.open_account("Eve", " ")
     assert rows(billing, Account) == 0
 
 
@@ -206,15 +250,18 @@ def test_refunds_never_exceed_the_charge(billing, alice, gateway):
     billing.refund("s-1", 200, "first")
     with pytest.raises(RefundRefused, match="more than the EUR 1.00 left"):
         billing.refund("s-1", 101, "second")
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidAmount, match="refund s-1: -5 must be more than zero"):
         billing.refund("s-1", -5, "negative")
     assert gateway.effects()["refund"] == 1
+    assert billing.refund("s-1", 100, "the rest").status == "refunded"
+    assert billing.receipt("s-1").refunded == Money(300, "EUR")
 
 
 def test_nothing_to_refund_when_nothing_was_taken(billing, alice):
     billing.place_hold("s-1", alice.id)
     billing.settle("s-1", [])
-    with pytest.raises(RefundRefused, match="nothing was captured"):
+    with pytest.raises(RefundRefused, match=r"refund s-1: nothing was captured for this "
+                                            r"session \(outcome nothing_taken\)"):
         billing.refund("s-1", 100, "goodwill")
 
 
@@ -242,6 +289,9 @@ def test_holds_store_their_key_before_any_answer(billing, alice, gateway):
     with billing._sessions() as db:
         hold = db.scalar(select(Hold))
     assert hold.idempotency_key == "s-1:hold" and hold.status == "requested"
+    assert [r.idempotency_key for r in gateway.requests_seen()] == ["s-1:hold"] * 4
+    assert result.reason == ("The payment service is not answering; please try again in a "
+                             "moment.")
 
 
 def test_an_empty_settlement_cannot_be_turned_into_a_charge(billing, alice, gateway):
