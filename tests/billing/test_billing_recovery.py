@@ -11,7 +11,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from billing import GatewayClient, Line
+from billing import GatewayClient, Line, Money, RefundRefused
 from billing.models import Charge, Hold, LedgerEntry
 
 COLA = Line("cola-330", "Cola 330 ml", 2, 150)
@@ -44,6 +44,10 @@ class DiesAfterAuthorize(GatewayClient):
         raise PowerCut("after the authorize answer")
 
 
+def capture_keys(gateway):
+    return [r.idempotency_key for r in gateway.requests_seen() if r.path.endswith("/capture")]
+
+
 def captures_in_ledger(billing, session_id="s-1"):
     with billing._sessions() as db:
         return db.scalars(select(LedgerEntry.amount).where(
@@ -70,11 +74,14 @@ def test_an_outage_leaves_the_session_pending_and_settling_later_charges_once(
     billing.place_hold("s-1", alice.id)
     gateway.fail_next(4, "500")
     receipt = billing.settle("s-1", [COLA])
-    assert receipt.outcome == "pending" and "payment retry" in receipt.outcome_reason
-    assert "Payment pending" in receipt.render_text()
-    assert not billing.standing(alice.id).ok
+    assert (receipt.outcome, receipt.outcome_reason) == (
+        "pending", "payment retry: the payment service did not answer")
+    assert receipt.charged == Money(0, "EUR") and receipt.owed == Money(0, "EUR")
+    assert "Outcome   Payment pending: payment retry" in receipt.render_text()
+    assert billing.standing(alice.id).reason == "the payment for session s-1 is still pending"
     assert billing.settle("s-1", [COLA]).outcome == "charged"
     assert gateway.effects()["capture"] == 1 and billing.standing(alice.id).ok
+    assert capture_keys(gateway) == ["s-1:capture"] * 5 and captures_in_ledger(billing) == [300]
 
 
 def test_lost_answers_then_a_restart_replay_the_capture_instead_of_repeating_it(
@@ -87,7 +94,8 @@ def test_lost_answers_then_a_restart_replay_the_capture_instead_of_repeating_it(
     assert gateway.effects()["capture"] == 1
     second = make_billing()                 # a new process on the same database file
     retried = second.retry_pending()
-    assert [(r.session_id, r.result) for r in retried] == [("s-1", "charged")]
+    assert [(r.session_id, r.what, r.result) for r in retried] == [("s-1", "settle", "charged")]
+    assert capture_keys(gateway) == ["s-1:capture"] * 5  # the replay used the stored key
     assert gateway.effects()["capture"] == 1 and captures_in_ledger(second) == [300]
     assert second.retry_pending() == []
 
@@ -103,6 +111,7 @@ def test_a_crash_after_the_capture_answer_never_charges_twice(make_billing, gate
     assert restarted.settle("s-1", [COLA]).outcome == "charged"
     assert restarted.settle("s-1", [COLA]).outcome == "charged"
     assert gateway.effects()["capture"] == 1 and captures_in_ledger(restarted) == [300]
+    assert capture_keys(gateway) == ["s-1:capture"] * 2  # the lost one, then its replay
 
 
 def test_a_crash_before_the_request_is_finished_by_retry_pending(make_billing, gateway):
@@ -114,10 +123,27 @@ def test_a_crash_before_the_request_is_finished_by_retry_pending(make_billing, g
     with doomed._sessions() as db:
         charge = db.scalar(select(Charge))
     assert (charge.idempotency_key, charge.status) == ("s-1:capture", "requested")
+    assert capture_keys(gateway) == []
     restarted = make_billing()
-    restarted.retry_pending()
+    assert [(r.what, r.result) for r in restarted.retry_pending()] == [("settle", "charged")]
     assert restarted.receipt("s-1").outcome == "charged"
-    assert gateway.effects()["capture"] == 1
+    assert gateway.effects()["capture"] == 1 and captures_in_ledger(restarted) == [300]
+    assert capture_keys(gateway) == ["s-1:capture"]
+
+
+def test_retry_pending_during_an_outage_keeps_the_capture_requested(make_billing, gateway):
+    doomed = make_billing(DiesBeforeCapture)
+    alice = doomed.open_account("Alice", "tok_visa_ok")
+    doomed.place_hold("s-1", alice.id)
+    with pytest.raises(PowerCut):
+        doomed.settle("s-1", [COLA])
+    restarted = make_billing()
+    gateway.fail_next(4, "500")
+    assert [(r.what, r.result) for r in restarted.retry_pending()] == [("settle", "pending")]
+    with restarted._sessions() as db:
+        assert db.scalar(select(Charge.status)) == "requested"
+    assert [(r.what, r.result) for r in restarted.retry_pending()] == [("settle", "charged")]
+    assert gateway.effects()["capture"] == 1 and captures_in_ledger(restarted) == [300]
 
 
 def test_two_processes_settling_at_once_capture_once(make_billing, gateway):
@@ -161,6 +187,24 @@ def test_a_hold_whose_answer_was_lost_is_found_and_voided(billing, alice, gatewa
     retried = billing.retry_pending()
     assert [(r.what, r.result) for r in retried] == [("hold_cleanup", "voided")]
     assert gateway.effects()["authorize"] == 1 and gateway.effects()["void"] == 1
+    with billing._sessions() as db:
+        hold = db.scalar(select(Hold))
+        entries = db.execute(select(LedgerEntry.kind, LedgerEntry.amount)
+                             .order_by(LedgerEntry.id)).all()
+    assert (hold.status, hold.void_key) == ("voided", "s-1:void")
+    assert [tuple(e) for e in entries] == [("hold", 2000), ("void", 2000)]
+    assert billing.receipt("s-1").outcome == "denied" and billing.retry_pending() == []
+
+
+def test_a_declined_hold_whose_answer_was_lost_is_recorded_declined(billing, gateway):
+    carol = billing.open_account("Carol", "tok_declined")
+    gateway.fail_next(4, "drop")
+    assert billing.place_hold("s-1", carol.id).code == "unavailable"
+    retried = billing.retry_pending()
+    assert [(r.what, r.result) for r in retried] == [("hold_cleanup", "declined")]
+    assert gateway.effects() == {"authorize": 0, "decline": 1, "capture": 0, "void": 0,
+                                 "refund": 0}
+    assert billing.retry_pending() == []
 
 
 def test_a_refund_without_an_answer_is_retried_with_its_key(billing, alice, gateway):
@@ -168,9 +212,23 @@ def test_a_refund_without_an_answer_is_retried_with_its_key(billing, alice, gate
     billing.settle("s-1", [COLA])
     gateway.fail_next(4, "drop")
     assert billing.refund("s-1", 150, "dented can").status == "requested"
-    assert [r.result for r in billing.retry_pending()] == ["refunded"]
+    assert billing.receipt("s-1").refunded.amount == 0
+    assert [(r.what, r.result) for r in billing.retry_pending()] == [("refund", "refunded")]
     assert gateway.effects()["refund"] == 1
     assert billing.receipt("s-1").refunded.amount == 150
+    assert [r.idempotency_key for r in gateway.requests_seen()
+            if r.path == "/v1/refunds"] == ["s-1:refund:1"] * 5
+    assert billing.retry_pending() == []
+
+
+def test_a_refund_waiting_for_an_answer_still_counts_against_the_capture(billing, alice,
+                                                                         gateway):
+    billing.place_hold("s-1", alice.id)
+    billing.settle("s-1", [COLA])
+    gateway.fail_next(4, "500")
+    assert billing.refund("s-1", 200, "dented can").status == "requested"
+    with pytest.raises(RefundRefused, match="more than the EUR 1.00 left"):
+        billing.refund("s-1", 101, "again")
 
 
 def test_a_refused_capture_becomes_debt_and_the_session_stays_pending(billing, alice, gateway):
@@ -191,3 +249,6 @@ def test_a_crash_while_placing_the_hold_is_finished_by_settle(make_billing, gate
     restarted = make_billing()
     assert restarted.settle("s-1", [COLA]).outcome == "charged"
     assert gateway.effects()["authorize"] == 1 and gateway.effects()["capture"] == 1
+    assert [r.idempotency_key for r in gateway.requests_seen()] == \
+        ["s-1:hold", "s-1:hold", "s-1:capture"]
+    assert captures_in_ledger(restarted) == [300]
