@@ -10,7 +10,10 @@ Two clocks, one contract:
   `sleep`/`wait`, and coroutines in `sleep_async`/`wait_for`, wake exactly when the clock passes
   their deadline, so a 30 s door-open timeout is tested in microseconds and never races the
   machine's load. `sleepers()` says how many are waiting, so a test can advance only once the
-  code under test has reached its wait (`wait_for_sleepers`).
+  code under test has reached its wait (`wait_for_sleepers`). `deadlines()` lists when each
+waiter is due, `wait_until_idle(n)` blocks (in real time, bounded) until n threads wait and none
+of them is past due, and `advance_to_next()` moves time exactly to the earliest deadline, so a
+test can step a retransmit or reconnect schedule deadline by deadline and read exact times.
 
 `wait(event, timeout)` is the one primitive threads need besides `sleep`: "until this happens,
 or until the clock says the timeout passed". With a ManualClock, the event is still noticed at
@@ -76,6 +79,7 @@ class ManualClock:
         self._cond = threading.Condition()
         self._timers: list[tuple[float, asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._blocked = 0           # threads inside sleep()/wait()
+        self._thread_deadlines: list[float] = []     # one per blocked thread (inf: no timeout)
 
     # --- reading -------------------------------------------------------------------------
     def monotonic(self) -> float:
@@ -85,6 +89,12 @@ class ManualClock:
     def time(self) -> float:
         with self._cond:
             return self._now + self._wall_offset
+
+    def deadlines(self) -> list[float]:
+        """When each waiting thread and coroutine is due, soonest first (inf: no timeout)."""
+        with self._cond:
+            self._timers = [t for t in self._timers if not t[2].done()]
+            return sorted(self._thread_deadlines + [t[0] for t in self._timers])
 
     def sleepers(self) -> int:
         """Threads and coroutines now waiting on this clock."""
@@ -108,6 +118,31 @@ class ManualClock:
                 loop.call_soon_threadsafe(_resolve, fut)
         return now
 
+    def advance_to_next(self) -> float:
+        """Advance exactly to the earliest finite deadline of a waiter; returns the new time."""
+        with self._cond:
+            now = self._now
+        due = [d for d in self.deadlines() if d != float("inf")]
+        if not due:
+            raise RuntimeError("ManualClock.advance_to_next: nobody waits with a timeout")
+        return self.advance(max(0.0, due[0] - now))
+
+    def wait_until_idle(self, count: int = 1, timeout_s: float = 5.0) -> None:
+        """Block (in real time, bounded) until exactly ``count`` threads wait on this clock and
+        none of them is past its deadline: everything due at the current time has run."""
+        deadline = _time.monotonic() + timeout_s
+        while True:
+            with self._cond:
+                waiting = list(self._thread_deadlines)
+                now = self._now
+            if len(waiting) == count and all(d > now for d in waiting):
+                return
+            if _time.monotonic() >= deadline:
+                raise TimeoutError(f"ManualClock: expected {count} idle waiter(s) within "
+                                   f"{timeout_s} s of real time, found deadlines {waiting} at "
+                                   f"now={now}")
+            _time.sleep(0.001)
+
     def wait_for_sleepers(self, count: int = 1, timeout_s: float = 5.0) -> None:
         """Block (in real time, bounded) until at least `count` waiters sit on this clock.
 
@@ -126,16 +161,20 @@ class ManualClock:
         with self._cond:
             deadline = self._now + max(0.0, seconds)
             self._blocked += 1
+            self._thread_deadlines.append(deadline)
             try:
                 while self._now < deadline:
                     self._cond.wait()
             finally:
                 self._blocked -= 1
+                self._thread_deadlines.remove(deadline)
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
         with self._cond:
             deadline = None if timeout is None else self._now + max(0.0, timeout)
+            mark = float("inf") if deadline is None else deadline
             self._blocked += 1
+            self._thread_deadlines.append(mark)
         try:
             while True:
                 if event.is_set():
@@ -147,6 +186,7 @@ class ManualClock:
         finally:
             with self._cond:
                 self._blocked -= 1
+                self._thread_deadlines.remove(mark)
 
     # --- waiting (asyncio) ---------------------------------------------------------------
     def _timer(self, seconds: float) -> asyncio.Future:

@@ -380,7 +380,7 @@ class Link:
         next_ping = clock.monotonic() + self.heartbeat_s
         attempt, next_try = 0, 0.0
         while self._running:
-            clock.wait(self._wake, 0.02)
+            clock.wait(self._wake, self._keeper_wait(clock.monotonic(), next_ping, next_try))
             self._wake.clear()
             now = clock.monotonic()
             try:
@@ -396,7 +396,7 @@ class Link:
                             attempt += 1
                     continue
                 quiet = now - self._last_rx
-                if self._gone or quiet > self.missed_heartbeats * self.mcu_heartbeat_s:
+                if self._gone or quiet >= self.missed_heartbeats * self.mcu_heartbeat_s - 1e-9:
                     self._lose(self._gone or f"no frame from the MCU for {quiet:.1f} s")
                     next_try = now + self.reconnect_min_s
                     continue
@@ -407,9 +407,27 @@ class Link:
                 self._fill_gap(now)
                 if now >= next_ping:
                     next_ping = now + self.heartbeat_s
-                    self.request(P.Ping())
+                    # a ping unanswered for a heartbeat period is moot (the next one follows),
+                    # and a longer wait here would delay noticing a silent MCU
+                    self.request(P.Ping(), min(self.timeout_s, self.heartbeat_s))
             except LinkDown:
                 continue
+
+    _KEEPER_MAX_WAIT_S = 0.1
+
+    def _keeper_wait(self, now: float, next_ping: float, next_try: float) -> float:
+        """Clock seconds until the keeper has something to do: the next ping, the moment the
+        MCU has been quiet too long, a replay that may be asked again, or the next reconnect
+        attempt. Anything sooner (a gap, a reset, a port error) sets ``_wake``."""
+        if self.up:
+            due = [next_ping, self._last_rx + self.missed_heartbeats * self.mcu_heartbeat_s]
+            with self._ev_lock:
+                if self._last_event is not None and (self._buffer
+                                                     or self._mcu_last > self._last_event):
+                    due.append(self._last_replay + max(2 * self._rto, 0.05))
+        else:
+            due = [next_try] if self.reconnect else []
+        return max(0.0, min([now + self._KEEPER_MAX_WAIT_S, *due]) - now)
 
     def _lose(self, reason: str, quiet: bool = False) -> None:
         self.up = False

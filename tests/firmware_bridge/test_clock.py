@@ -106,3 +106,37 @@ def test_system_clock_really_waits():
     t0 = clock.monotonic()
     assert clock.wait(event, 0.01) is False
     assert clock.monotonic() > t0
+
+
+def test_deadlines_idle_and_advance_to_next_step_a_thread_deadline_by_deadline():
+    clock = ManualClock(start=0.0)
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def ticker():                           # waits 0.5, then 1.0, then 2.0 s of clock time
+        for gap in (0.5, 1.0, 2.0):
+            if clock.wait(stop, gap):
+                return
+            ticks.append(clock.monotonic())
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    clock.wait_until_idle(1)
+    assert clock.deadlines() == [0.5]
+    assert clock.advance_to_next() == 0.5
+    clock.wait_until_idle(1)
+    assert clock.deadlines() == [1.5] and ticks == [0.5]
+    clock.advance_to_next()
+    clock.wait_until_idle(1)
+    assert ticks == [0.5, 1.5] and clock.deadlines() == [3.5]
+    stop.set()
+    t.join(2.0)
+    assert ticks == [0.5, 1.5] and clock.deadlines() == []
+    with pytest.raises(RuntimeError, match="nobody waits"):
+        clock.advance_to_next()
+
+
+def test_wait_until_idle_names_the_deadlines_it_saw():
+    clock = ManualClock(start=0.0)
+    with pytest.raises(TimeoutError, match=r"expected 1 idle waiter.*found deadlines \[\]"):
+        clock.wait_until_idle(1, timeout_s=0.01)
