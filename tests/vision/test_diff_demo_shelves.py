@@ -1,7 +1,8 @@
-"""vision.diff on the demo cabinet's own shelves: the demo catalog's looks (with the product
-packshots where ../shared/data has them, as the simulated cameras draw them), its planogram's
-slot geometry, any catalog item in any slot, foreign things, under the simulator's noise,
-lighting, shake and JPEG. Every cell must be read right, and sure."""
+"""vision.diff on the demo cabinet's own shelves: the demo catalog's looks, drawn in catalog
+colours and (through the shared_data gate) with the product packshots from ../shared/data, as
+the simulated cameras draw them; its planogram's slot geometry, any catalog item in any slot,
+foreign things, under the simulator's noise, lighting, shake and JPEG. Every cell must be read
+right, and sure."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,16 +14,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cabinet.catalog import load_catalog, product_looks
 from cabinet.planogram import load_planogram
-from vision.data import data_root
 from vision.diff import EMPTY_RMS, ShelfDiff, SlotSpec, lighting_gain, pad_image, slot_evidence
 from vision.render import ProductLook, ShelfView, SlotView, render_shelf
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CATALOG = load_catalog(FIXTURES / "catalog.yaml")
 PLANOGRAM = load_planogram(FIXTURES / "planogram.yaml", CATALOG)
-LOOKS = product_looks(CATALOG, data_root())  # what cabinet.demo's cameras and reconcile use
-FLAT_LOOKS = product_looks(CATALOG)          # no packshots
-SKUS = sorted(LOOKS)
+FLAT_LOOKS = product_looks(CATALOG)  # no packshots: a clone without ../shared/data
+SKUS = sorted(FLAT_LOOKS)
 CONDITIONS = {
     "clean": {},
     "dim": {"lighting": 0.6},
@@ -33,6 +32,18 @@ CONDITIONS = {
     "all-bright": {"lighting": 1.35, "shake_px": 3, "jpeg_quality": 50},
 }
 SURE = 0.9
+
+
+@pytest.fixture(scope="module", params=["catalog-colours", pytest.param("packshots", marks=pytest.mark.shared_data)])
+def looks(request) -> dict[str, ProductLook]:
+    """The looks cabinet.demo's cameras and reconcile use: product_looks(catalog, data root)."""
+    if request.param == "catalog-colours":
+        return FLAT_LOOKS
+    with_shots = product_looks(CATALOG, request.getfixturevalue("shared_data"))
+    assert sorted(with_shots) == SKUS
+    missing = [p.sku for p in CATALOG.values() if p.images and with_shots[p.sku].image_path is None]
+    assert not missing, f"catalog images not found in ../shared/data: {missing}"
+    return with_shots
 
 
 def shelf_view(shelf: str, contents: dict[str, tuple[str, ...]]) -> ShelfView:
@@ -55,15 +66,15 @@ def cells(items: tuple[str, ...], capacity: int, looks) -> tuple[str | None, ...
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_middle_shelf_with_a_cola_in_the_orange_juice_slot(condition):
+def test_middle_shelf_with_a_cola_in_the_orange_juice_slot(condition, looks):
     """The session reconcile once overcharged: an orange juice taken from B1 and a cola from
     the top shelf put in its place. Vision must say so plainly: B1 one juice fewer and a cola,
     every other slot unchanged."""
     before = stocked("middle")
     after = {**before, "B1": before["B1"][:-1] + ("cola-330",)}
-    ev = slot_evidence(render_shelf(shelf_view("middle", before), LOOKS, seed=3),
-                       render_shelf(shelf_view("middle", after), LOOKS, seed=4, **CONDITIONS[condition]),
-                       specs("middle"), LOOKS, camera="cam_middle")
+    ev = slot_evidence(render_shelf(shelf_view("middle", before), looks, seed=3),
+                       render_shelf(shelf_view("middle", after), looks, seed=4, **CONDITIONS[condition]),
+                       specs("middle"), looks, camera="cam_middle")
     assert ev["B1"].counts_before == {"orange-juice-1l": 3}
     assert ev["B1"].counts_after == {"orange-juice-1l": 2, "cola-330": 1}
     assert ev["B1"].change > 0.05
@@ -78,15 +89,15 @@ def test_middle_shelf_with_a_cola_in_the_orange_juice_slot(condition):
        condition=st.sampled_from(sorted(CONDITIONS)), seed=st.integers(0, 10_000))
 @settings(max_examples=25, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
-def test_any_item_in_any_demo_slot_is_named_surely(shelf, fill, condition, seed):
+def test_any_item_in_any_demo_slot_is_named_surely(looks, shelf, fill, condition, seed):
     slots = PLANOGRAM.slots_on(shelf)
     contents = {s.id: tuple(items[:s.capacity]) for s, items in zip(slots, fill)}
-    img = render_shelf(shelf_view(shelf, contents), LOOKS, seed=seed, **CONDITIONS[condition])
-    reader = ShelfDiff(LOOKS)
+    img = render_shelf(shelf_view(shelf, contents), looks, seed=seed, **CONDITIONS[condition])
+    reader = ShelfDiff(looks)
     for spec in specs(shelf):
         items = contents.get(spec.slot_id, ())
         occupied, skus, sure = reader.read_cells(img, spec)
-        assert skus == cells(items, spec.capacity, LOOKS), spec.slot_id
+        assert skus == cells(items, spec.capacity, looks), spec.slot_id
         assert occupied == tuple(i < len(items) for i in range(spec.capacity))
         assert sure >= SURE, (spec.slot_id, sure)
 
@@ -118,9 +129,9 @@ def test_a_product_drawn_unlike_any_look_is_foreign_not_a_guess(tmp_path):
     assert skus == ("apple-juice-750", None, None, None)
 
 
-def test_empty_cells_match_the_panel_closely():
-    img = render_shelf(shelf_view("top", {}), LOOKS, seed=2, shake_px=3, jpeg_quality=40)
-    reader = ShelfDiff(LOOKS)
+def test_empty_cells_match_the_panel_closely(looks):
+    img = render_shelf(shelf_view("top", {}), looks, seed=2, shake_px=3, jpeg_quality=40)
+    reader = ShelfDiff(looks)
     padded, gain = pad_image(img), lighting_gain(img)
     x, y, w, h = PLANOGRAM.slot("A1").roi
     d = reader.distances(padded, (x, y, w // 6, h), gain)

@@ -76,5 +76,9 @@ def test_product_image_is_the_iconic_packshot_or_none(tmp_path):
 def test_shared_packshots_are_found_and_drawn(shared_data):
     path = data.product_image("Oatly-Oat-Milk", root=shared_data)
     assert path is not None and path.name == "iconic.jpg"
+    assert path == shared_data / "products" / "grocery" / "Oatly-Oat-Milk" / "iconic.jpg"
     cell = render_cell(ProductLook("oatly", "Oatly", (200, 200, 200), path, "carton"), (80, 160))
+    plain = render_cell(ProductLook("oatly", "Oatly", (200, 200, 200), None, "carton"), (80, 160))
     assert cell.shape == (160, 80, 3) and cell.std() > 20
+    # the packshot, not the plain carton in the look's colour, fills the body
+    assert np.abs(cell.astype(int) - plain.astype(int)).mean() > 15

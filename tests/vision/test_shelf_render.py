@@ -50,11 +50,26 @@ def test_lighting_scales_brightness_and_jpeg_changes_pixels():
     assert 0.5 < np.abs(jpeg - base).mean() < 10
 
 
-def test_shake_moves_the_picture():
-    still = render_shelf(shelf(), LOOKS, seed=4)
-    moved = [render_shelf(shelf(), LOOKS, seed=s, shake_px=3) for s in range(4, 10)]
-    # some seeds shift the frame, so it differs from the still one by far more than noise
-    assert any(np.abs(m.astype(int) - still.astype(int)).mean() > 3 for m in moved)
+def shift_between(still: np.ndarray, moved: np.ndarray, reach: int) -> list[tuple[int, int]]:
+    """Every (sx, sy) within reach for which `moved` is `still` shifted by it, pixel for pixel,
+    away from the replicated border."""
+    H, W = still.shape[:2]
+    inner = (slice(reach, H - reach), slice(reach, W - reach))
+    return [(sx, sy) for sy in range(-reach, reach + 1) for sx in range(-reach, reach + 1)
+            if np.array_equal(moved[inner], still[reach + sy:H - reach + sy, reach + sx:W - reach + sx])]
+
+
+def test_shake_moves_the_whole_picture_by_at_most_shake_px():
+    """Shake is one shift of the finished frame: with the same seed (same sensor noise) the
+    shaken frame is the still one moved by a single offset within shake_px."""
+    shifts = []
+    for seed in range(4, 12):
+        still = render_shelf(shelf(), LOOKS, seed=seed)
+        moved = render_shelf(shelf(), LOOKS, seed=seed, shake_px=3)
+        found = shift_between(still, moved, 3)
+        assert len(found) == 1, (seed, found)
+        shifts.append(found[0])
+    assert len(set(shifts)) > 1 and any(s != (0, 0) for s in shifts), shifts
 
 
 def test_unknown_sku_is_drawn_as_a_grey_lump():
