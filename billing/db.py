@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -52,7 +52,16 @@ def make_engine(url: str | Path, *, echo: bool = False) -> Engine:
     except ArgumentError as e:
         raise DatabaseUrlError(f"database: {text!r} is not a valid database URL ({e})") from e
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        except NoSuchModuleError as e:
+            raise DatabaseUrlError(f"database: {text!r} names no known database kind "
+                                   f"({parsed.drivername!r}); use a file path, "
+                                   f"sqlite:///PATH or postgresql://...") from e
+        except ImportError as e:
+            raise DatabaseUrlError(f"database: {text!r} needs the Python driver "
+                                   f"{e.name or parsed.drivername!r}, which is not "
+                                   f"installed") from e
     connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
     if parsed.database in (None, "", ":memory:"):
         # One shared connection, or every checkout would see its own empty database.
