@@ -47,7 +47,7 @@ def test_clear_sessions(tmp_path, act, basket):
 
 def test_moved_items_are_not_sold(tmp_path):
     world, r, _ = run(tmp_path, lambda w: (w.move("B3", "A1"), w.take("A2")), images=True)
-    assert r.basket == {"energy-250": 1} == world.basket()
+    assert r.basket == {"energy-250": 1} == world.basket() and r.flags == ()
     ev = r.evidence["shelves"]
     assert ev["top"]["explained_by"] == {"energy-250": -1, "smoothie-250": 1}
     assert ev["middle"]["explained_by"] == {"smoothie-250": -1}
@@ -70,7 +70,7 @@ def test_foreign_weight_elsewhere_keeps_the_certain_part(tmp_path):
     # the cameras say which shelf lost what; the top shelf's extra 123 g stays unexplained
     world, r, _ = run(tmp_path, lambda w: (w.take("C3"), w.add_foreign("top", 123.0)),
                       images=True)
-    assert "unexplained_weight" in r.flags
+    assert "unexplained_weight" in r.flags and r.needs_review
     assert r.basket == {"sour-cream-300": 1}
 
 
@@ -86,8 +86,8 @@ def test_dead_shelf_charges_only_the_others(tmp_path):
     after["middle"] = (None, False, [])
     w.write_after(after, world.images(looks, 2))
     r = reconcile(load_bundle(w.path))
-    assert "shelf_dead" in r.flags
-    assert r.basket == {"cola-330": 1}
+    assert "shelf_dead" in r.flags and r.needs_review
+    assert r.basket == {"cola-330": 1}  # nothing from the dead middle shelf
 
 
 def test_unsettled_shelf_is_flagged(tmp_path):
@@ -102,6 +102,7 @@ def test_unsettled_shelf_is_flagged(tmp_path):
     w.write_after(after, {})
     r = reconcile(load_bundle(w.path))
     assert "shelf_unsettled" in r.flags and r.best_guess == {"water-500": 1}
+    assert r.basket == {"water-500": 1}  # flagged for review, but the water is certain
 
 
 def test_with_images_vision_agrees(tmp_path):
@@ -110,6 +111,44 @@ def test_with_images_vision_agrees(tmp_path):
     a2 = r.evidence["slots"]["A2"]
     assert a2["count_before"] - a2["count_after"] == 2 and a2["change"] > 0
     assert r.evidence["shelves"]["top"]["vision_seen"] == {"energy-250": -2}
+
+
+MOVES = [
+    [("A1", "A2")],                      # within a shelf
+    [("B3", "A1")],                      # middle to top
+    [("C1", "B1")],                      # a milk among the orange juices (1067 g vs 1102 g)
+    [("A3", "B4")],
+    [("C2", "B4"), ("A2", "C2")],        # two moves across three shelves
+]
+
+
+@pytest.mark.parametrize("images", [False, True], ids=["weights", "cameras"])
+@pytest.mark.parametrize("moves", MOVES, ids=lambda m: "+".join(f"{a}-{b}" for a, b in m))
+def test_items_moved_inside_the_cabinet_are_never_charged(tmp_path, moves, images):
+    def act(w):
+        for src, dst in moves:
+            w.move(src, dst)
+    world, r, _ = run(tmp_path, act, images=images, seed=3)
+    assert world.basket() == {}
+    assert r.basket == {} and r.best_guess == {} and r.flags == ()
+
+
+def test_reconcile_does_not_flag_every_clear_take_on_weights_alone(tmp_path):
+    """One item from each slot, weights only: the best guess is always right, and most of these
+    plain sessions come out sure (a reconcile that flags everything fails here; today 5 of 22
+    are flagged low_confidence, each charging nothing and keeping the right best guess)."""
+    flagged = []
+    for slot in SLOTS:
+        for seed in (1, 2):
+            world, r, _ = run(tmp_path, lambda w: w.take(slot), seed=seed, name=f"{slot}-{seed}")
+            truth = world.basket()
+            assert len(truth) == 1 and r.best_guess == truth, (slot, seed, r.best_guess)
+            if r.flags:
+                flagged.append((slot, seed, r.flags))
+                assert r.basket == {} and r.flags == ("low_confidence",), (slot, seed, r.flags)
+            else:
+                assert r.basket == truth, (slot, seed, r.basket)
+    assert len(flagged) <= 2 * len(SLOTS) // 3, flagged
 
 
 def test_dark_camera_is_flagged(tmp_path):
@@ -124,6 +163,7 @@ def test_dark_camera_is_flagged(tmp_path):
     w.write_after(world.readings(1.0), imgs)
     r = reconcile(load_bundle(w.path))
     assert "camera_dark" in r.flags and r.best_guess == {"milk-1l": 1}
+    assert r.basket == {"milk-1l": 1}  # the weight alone is sure of the milk
 
 
 def test_same_bundle_same_answer_and_json_round_trip(tmp_path):
@@ -179,11 +219,20 @@ def check_session(tmp, steps, seed, *, images: bool, name: str = "h"):
                          with_images=images)
     r = reconcile(load_bundle(path))
     truth = world.basket()
-    if not r.flags:
-        assert r.basket == truth, (steps, seed, r.evidence["shelves"])
-    # flagged or not, never charge what was not taken
-    assert all(truth.get(k, 0) >= n for k, n in r.basket.items()), (steps, r.basket, truth)
+    assert r.needs_review == bool(r.flags)
+    if r.flags:
+        # flagged: only the certain part is charged, never more than was taken nor more than
+        # the best guess
+        assert within(r.basket, truth) and within(r.basket, r.best_guess), \
+            (steps, seed, r.basket, r.best_guess, truth)
+    else:
+        assert r.basket == truth == r.best_guess, (steps, seed, r.evidence["shelves"])
     return r, truth
+
+
+def within(basket: dict[str, int], bound: dict[str, int]) -> bool:
+    """Every SKU of `basket` at most as many times as in `bound`."""
+    return all(bound.get(k, 0) >= n for k, n in basket.items())
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
