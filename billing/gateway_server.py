@@ -14,7 +14,8 @@ Faults (`fail_next(n, kind)`, applied to the next n POSTs):
   "500"   answer 500 and do nothing;
   "drop"  do the work (the effect happens and is stored under the key), then close the
           connection without an answer: the client cannot know whether it worked;
-  "slow"  do the work, then wait `delay_s` before answering (longer than a client's timeout).
+  "slow"  do the work, then wait `delay_s` before answering (longer than a client's timeout);
+          the wait goes through the gateway's `sleep`, which a test may replace.
 `effects()` counts what really happened (authorize, decline, capture, void, refund), so a test
 can assert that a capture happened exactly once however many requests were made.
 
@@ -36,7 +37,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 TEST_TOKENS: dict[str, str | None] = {  # token -> decline code (None: authorized)
     "tok_visa_ok": None,
@@ -213,13 +214,15 @@ class SandboxGateway:
     """A loopback-only sandbox acquirer; `start()` returns its base URL."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 state_path: str | Path | None = None, slow_s: float = 3.0):
+                 state_path: str | Path | None = None, slow_s: float = 3.0,
+                 sleep: Callable[[float], None] = time.sleep):
         if not _is_loopback(host):
             raise ValueError(f"sandbox gateway: host {host!r} is not a loopback address; the "
                              f"sandbox only listens on 127.0.0.1, ::1 or localhost")
         self._host, self._port = host, port
         self._state_path = Path(state_path) if state_path is not None else None
         self._slow_s = slow_s
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._book = _Book(self._load_state())
         self._faults: collections.deque[tuple[str, float]] = collections.deque()
@@ -360,7 +363,7 @@ def _make_handler(gateway: SandboxGateway) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             if delay:
-                time.sleep(delay)
+                gateway._sleep(delay)
             payload = json.dumps(body).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

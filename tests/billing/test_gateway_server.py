@@ -7,7 +7,7 @@ import sys
 import pytest
 import requests
 
-from billing.gateway_server import SandboxGateway
+from billing.gateway_server import SandboxGateway, main
 
 
 def post(gw, path, body, key="k-1"):
@@ -144,3 +144,79 @@ def test_runs_standalone_and_prints_its_url():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_slow_answer_waits_its_delay_then_answers():
+    waits: list[float] = []
+    with SandboxGateway(slow_s=3.0, sleep=waits.append) as gw:
+        gw.fail_next(1, "slow", delay_s=4.5)
+        gw.fail_next(1, "slow")
+        assert authorize(gw, "k-1").json()["status"] == "authorized"
+        assert authorize(gw, "k-2").json()["status"] == "authorized"
+        assert [r.fault for r in gw.requests_seen()] == ["slow", "slow"]
+        assert gw.effects()["authorize"] == 2
+    assert waits == [4.5, 3.0]
+
+
+@pytest.mark.parametrize("n, kind, words", [(1, "timeout", "fault 'timeout' is not one of"),
+                                            (-1, "500", "cannot inject -1 faults")])
+def test_a_bad_fault_is_refused(gateway, n, kind, words):
+    with pytest.raises(ValueError, match=words):
+        gateway.fail_next(n, kind)
+
+
+def test_faults_apply_to_posts_only_and_in_order(gateway):
+    gateway.fail_next(1, "500")
+    assert requests.get(f"{gateway.base_url}/v1/authorizations/auth_1", timeout=5
+                        ).status_code == 404
+    assert authorize(gateway, "k").status_code == 500
+    assert authorize(gateway, "k").status_code == 200
+    assert [(r.method, r.fault) for r in gateway.requests_seen()] == \
+        [("GET", None), ("POST", "500"), ("POST", None)]
+
+
+@pytest.mark.parametrize("raw, words", [(b"{not json", "the body is not JSON"),
+                                        (b"[1, 2]", "the body must be a JSON object")])
+def test_a_body_that_is_not_a_json_object_is_refused(gateway, raw, words):
+    answer = requests.post(gateway.base_url + "/v1/authorizations", data=raw, timeout=5,
+                           headers={"Idempotency-Key": "k", "Content-Type": "application/json"})
+    assert answer.status_code == 400 and words in answer.json()["error"]["message"]
+    assert gateway.effects()["authorize"] == 0
+
+
+def test_an_overlong_idempotency_key_is_refused(gateway):
+    answer = authorize(gateway, key="k" * 256)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == "the Idempotency-Key is longer than 255"
+    assert authorize(gateway, key="k" * 255).status_code == 200
+
+
+def test_unknown_resources_are_404(gateway):
+    assert post(gateway, "/v1/nothing", {}).status_code == 404
+    assert post(gateway, "/v1/refunds", {"capture_id": "cap_9", "amount": 1},
+                "r").json()["error"]["message"] == "no capture 'cap_9'"
+    assert requests.get(gateway.base_url + "/v1/refunds", timeout=5).status_code == 404
+
+
+def test_a_captured_hold_cannot_be_voided(gateway):
+    auth_id = authorize(gateway).json()["id"]
+    assert post(gateway, f"/v1/authorizations/{auth_id}/capture", {"amount": 5}, "c").ok
+    answer = post(gateway, f"/v1/authorizations/{auth_id}/void", {}, "v")
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_state"
+    assert gateway.effects()["void"] == 0
+
+
+def test_an_unreadable_state_file_is_a_clear_error(tmp_path):
+    state = tmp_path / "gateway.json"
+    state.write_text("{half", encoding="utf-8")
+    with pytest.raises(ValueError, match="state file .*gateway.json is unreadable .*; move it "
+                                         "away to start empty"):
+        SandboxGateway(state_path=state)
+
+
+def test_the_command_refuses_a_public_address(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--host", "0.0.0.0"])
+    assert caught.value.code == 2
+    assert "error: sandbox gateway: host '0.0.0.0' is not a loopback address" in \
+        capsys.readouterr().err
