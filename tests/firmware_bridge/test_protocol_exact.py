@@ -313,3 +313,37 @@ def test_decoder_many_frames_in_one_feed_in_order():
     got = d.feed(b"".join(P.encode(m) for m in msgs))
     assert [r.message for r in got] == msgs
     assert d.frames == 5
+
+
+def test_check_frame_decodes_a_one_byte_chunk_rather_than_skipping_one_byte():
+    assert P.check_frame(b"\x01\x00") == (-2, None)     # COBS of an empty body: too short
+    assert P.check_frame(b"\x05\x00\x00") == (-2, None)  # COBS error, skipped with its zero
+
+
+def test_check_frame_accepts_up_to_max_encoded_bytes():
+    # a 251-byte body (one over MAX_BODY, which only the encoder enforces) encodes to 252
+    payload = bytes(range(1, 245))
+    body = bytes([0x7E, 1, 2, 3, 4]) + payload
+    body += binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "little")
+    assert len(body) == 251 and 0 not in body
+    enc = cobs.encode(body)
+    assert len(enc) == P.MAX_ENCODED
+    assert P.check_frame(enc + b"\x00") == (P.MAX_ENCODED + 1, body)
+
+
+def test_check_frame_skips_a_crc_valid_body_shorter_than_a_header():
+    short = b"\x03\x01\x00\x00"
+    short += binascii.crc_hqx(short, 0xFFFF).to_bytes(2, "little")
+    wire = cobs.encode(short) + b"\x00"
+    assert P.check_frame(wire) == (-len(wire), None)
+    d = P.Decoder()
+    assert d.feed(b"\x00" + wire) == [] and d.frames == 0
+    assert d.bad_bytes == len(wire) - 1
+
+
+def test_decoder_adds_up_bad_bytes_across_runs_and_feeds():
+    d = P.Decoder()
+    d.feed(b"\x01\x02\x00\x03\x00")
+    assert d.bad_bytes == 3
+    d.feed(b"\x04\x05\x06\x00")
+    assert d.bad_bytes == 6
