@@ -16,6 +16,7 @@ reconnects all follow it, so a test that passes a ManualClock drives them with `
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from dataclasses import dataclass, fields
 from typing import Callable
@@ -187,7 +188,7 @@ class Board:
         try:
             msg = cls(0, **{k: int(v) for k, v in args.items()})
             P.encode(msg)
-        except (ValueError, TypeError, OverflowError, P.ProtocolError) as e:
+        except (ValueError, TypeError, OverflowError, struct.error, P.ProtocolError) as e:
             raise CommandRefused(f"command {name!r}: bad arguments: {e}") from None
         return self._link.request(msg)
 

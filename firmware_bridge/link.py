@@ -77,6 +77,7 @@ class LinkCounters:
     rtt_p99_ms: float
     rto_ms: float
     duplicates: int                     # duplicate events dropped + late replies ignored
+    last_event_seq: int = 0             # the MCU event number delivered last (in order)
 
 
 class _Pending:
@@ -119,6 +120,7 @@ class Link:
         self._wake = threading.Event()
         self._pending: _Pending | None = None
         self._finder_knows = False               # the finder located this board once
+        self._node: tuple[int, int] | None = None   # (rdev, ctime) of the tty it answered on
         self._seq = random.Random().randrange(1, 1 << 16)
         self._running = False
         self._threads: list[threading.Thread] = []
@@ -171,6 +173,18 @@ class Link:
         if name.startswith(SERIAL_PREFIX) or self._finder_knows:
             # the finder knew this board: its old tty name may now be another device's
             raise PortNotFound(f"{SERIAL_PREFIX}{serial_no}")
+        if self._node is not None:
+            # Reopening the path this board answered on. A tty node that was re-created since
+            # (a pty number reused by another simulator, a re-enumerated USB device) is another
+            # device: opening it, even only to ask who it is, would lock it away from its
+            # owner for the length of a handshake, so it is not touched.
+            node = _node_id(name)
+            if node is None:
+                raise PortNotFound(name)
+            if node != self._node:
+                raise LinkDown(f"Serial port {name} was re-created since board {serial_no} "
+                               f"answered on it and now belongs to another device; still "
+                               f"looking for the board")
         return name
 
     def _open_port(self, path: str) -> serial.Serial:
@@ -218,6 +232,7 @@ class Link:
             raise
         if not self._finder_knows:
             self._finder_knows = self.finder.find(ident.board_serial) == path
+        self._node = _node_id(path)
         reset = self.identity is not None and ident.boot_id != self.identity.boot_id
         with self._ev_lock:
             self.identity = ident
@@ -467,6 +482,9 @@ class Link:
                     self._flush()
 
     def counters(self) -> LinkCounters:
+        with self._ev_lock:                     # events and last_event_seq move together
+            n = dict(self._n)
+            last = self._last_event or 0
         rtts = sorted(self._rtts)
         pct = (lambda q: 1000 * rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else 0.0)
         return LinkCounters(port=self.port, up=self.up,
@@ -474,8 +492,8 @@ class Link:
                             invalid_frames=self._decoder.invalid_frames,
                             rtt_srtt_ms=1000 * self._srtt, rtt_rttvar_ms=1000 * self._rttvar,
                             rtt_p50_ms=pct(0.5), rtt_p99_ms=pct(0.99), rto_ms=1000 * self._rto,
-                            duplicates=self._n["duplicate_events"] + self._n["late_replies"],
-                            **self._n)
+                            duplicates=n["duplicate_events"] + n["late_replies"],
+                            last_event_seq=last, **n)
 
 
 def retransmit_timeout(rto: float, max_s: float, *, handshake: bool = False) -> float:
@@ -498,6 +516,15 @@ def next_rto(srtt: float, rttvar: float, sample: float, min_s: float,
         rttvar = 0.75 * rttvar + 0.25 * abs(srtt - sample)
         srtt = 0.875 * srtt + 0.125 * sample
     return srtt, rttvar, min(max_s, max(min_s, srtt + 4 * rttvar))
+
+
+def _node_id(path: str) -> tuple[int, int] | None:
+    """What tells one tty node from a later one at the same path: (device number, ctime)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_rdev, st.st_ctime_ns
 
 
 def _version(v: int) -> str:

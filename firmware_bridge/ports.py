@@ -4,8 +4,9 @@ A USB board can come back as /dev/ttyACM1 after it was /dev/ttyACM0. The link re
 board serial from the identify handshake and asks a ``PortFinder`` where that serial lives
 now. ``UsbPortFinder`` scans /dev/serial/by-id and pyserial's list_ports (what pyserial's
 ``hwgrep://`` does); ``RegistryPortFinder`` reads the small directory the simulator publishes
-to (one file per board serial holding the pty path and the simulator's pid, so an entry left
-by a killed simulator is ignored), since a pty has no USB serial number.
+to (one file per board serial holding the pty path, the simulator's pid and the pty node's
+identity, so an entry left by a killed simulator, or naming a pty number since reused by
+another program, is ignored), since a pty has no USB serial number.
 A port given as ``serial:SN`` is resolved through the finder before opening.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RegistryPortFinder:
     def publish(self, board_serial: str, path: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(f"{self._file(board_serial)}.{os.getpid()}.tmp")
-        tmp.write_text(f"{path}\n{os.getpid()}\n")
+        tmp.write_text(f"{path}\n{os.getpid()}\n{_node(path)}\n")
         os.replace(tmp, self._file(board_serial))
 
     def unpublish(self, board_serial: str, path: str | None = None) -> None:
@@ -69,11 +70,14 @@ class RegistryPortFinder:
 
     def find(self, board_serial: str) -> str | None:
         try:
-            path, _, pid = self._file(board_serial).read_text().partition("\n")
+            path, pid, node, *_ = self._file(board_serial).read_text().split("\n") + ["", ""]
         except OSError:
             return None
-        # an entry left by a simulator that was killed may name a pty another program has now
-        return path if path and os.path.exists(path) and _alive(pid.strip()) else None
+        # an entry left by a simulator that was killed, or whose pty was closed and its number
+        # reused, may name a pty another program has now
+        if not path or not os.path.exists(path) or not _alive(pid.strip()):
+            return None
+        return path if not node.strip() or node.strip() == _node(path) else None
 
     def boards(self) -> dict[str, str]:
         if not self.directory.is_dir():
@@ -85,6 +89,15 @@ class RegistryPortFinder:
                 if path:
                     out[f.name] = path
         return out
+
+
+def _node(path: str) -> str:
+    """A tty node's identity: a node re-created at the same path (a reused pty number) differs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_rdev}:{st.st_ctime_ns}"
 
 
 def _alive(pid: str) -> bool:

@@ -1,15 +1,18 @@
 """Every link fault of SERIAL.md, injected by the simulated MCU over a real pty."""
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 
 from firmware_bridge import events as E
 from firmware_bridge import protocol as P
-from firmware_bridge.device import (Board, LinkDown, PortBusy, PortNotFound,
+from firmware_bridge.device import (CommandRefused, LinkDown, PortBusy, PortNotFound,
                                     ProtocolVersionMismatch)
+
+
+def all_events_delivered(board, wait_for) -> None:
+    """Wait (bounded) until the board has delivered every event the MCU numbered so far."""
+    sent = board.state().last_event_seq
+    wait_for(lambda: board.counters().last_event_seq >= sent, 10, f"events up to {sent}")
 
 
 def test_lost_command_is_retransmitted(sim, board):
@@ -49,14 +52,15 @@ def test_lost_trailing_event_is_found_from_the_heartbeat(make_sim, make_board, w
     assert board.counters().replays >= 1
 
 
-def test_late_reply_after_retry_is_ignored(sim, board):
+def test_late_reply_after_retry_is_ignored(sim, board, wait_for):
     sim.inject("late_reply", delay_s=0.2)
-    board.lock()
-    board.unlock(100)                      # the late reply to lock() must not answer this
-    time.sleep(0.3)
-    c = board.counters()
-    assert c.late_replies >= 1 and c.retransmits >= 1
+    board.lock()                           # answered by the retransmit's reply
+    assert board.counters().retransmits >= 1
+    board.unlock(2000)                     # the late reply to lock() must not answer this
     assert sim.unlocks_executed == 1
+    wait_for(lambda: board.counters().late_replies >= 1, 3, "the late reply")
+    assert board.counters().late_replies == 1
+    assert sim.unlocks_executed == 1 and not board.state().lock_engaged
 
 
 def test_silent_mcu_is_link_lost_then_restored(sim, board, wait_for):
@@ -135,10 +139,13 @@ def test_nonexistent_port_is_a_one_line_error(make_board):
 
 
 def test_event_flood_loses_nothing(sim, board, wait_for):
-    sent_before = sim.events_sent
+    before = board.counters()
     sim.inject("flood", count=2000)
-    target = sent_before + 2000
-    wait_for(lambda: board.counters().events >= target - 5, 10, "flood delivered")
+    all_events_delivered(board, wait_for)
+    after = board.counters()
+    numbered = after.last_event_seq - before.last_event_seq
+    assert numbered >= 2000
+    assert after.events - before.events == numbered     # each one delivered, none skipped
     board.lock()
 
 
@@ -155,7 +162,7 @@ def test_line_faults_lose_no_command_and_no_door_event(sim, board, wait_for, fau
         board.lock()
     assert sim.unlocks_executed == 3
     wait_for(lambda: sum(isinstance(e, E.DoorClosed) for e in board.events) == 3, 5, "3 closes")
-    time.sleep(0.3)
+    all_events_delivered(board, wait_for)  # nothing still on its way could add a door event
     doors = [type(e) for e in board.events if isinstance(e, (E.DoorOpened, E.DoorClosed))]
     assert doors == [E.DoorOpened, E.DoorClosed] * 3
     if fault in ("garbage", "debug_text", "bad_crc", "oversize"):
@@ -169,10 +176,13 @@ def test_trace_hook_sees_both_directions(sim, make_board):
     assert ("tx", "Identify") in seen and ("rx", "IdentifyReply") in seen
 
 
-def test_raw_command_console(board):
+def test_raw_command_console(sim, board):
     reply = board.raw_command("get_state")
     assert isinstance(reply, P.StateReply)
-    with pytest.raises(Exception, match="unknown command"):
+    with pytest.raises(CommandRefused, match="unknown command 'explode'; known: .*getstate"):
         board.raw_command("explode")
-    with pytest.raises(Exception, match="no argument"):
+    with pytest.raises(CommandRefused, match="no argument seconds; it takes: pulse_ms"):
         board.raw_command("unlock", seconds=3)
+    with pytest.raises(CommandRefused, match="bad arguments"):
+        board.raw_command("unlock", pulse_ms=-1)
+    assert sim.unlocks_executed == 0

@@ -64,3 +64,39 @@ def test_retransmit_timeout_follows_srtt_and_rttvar_with_a_25ms_floor():
     assert rto == pytest.approx(0.009 + 4 * 0.00575)
     assert next_rto(0.0001, 0.0, 0.0001, 0.025, 1.0)[2] == 0.025
     assert next_rto(0.0, 0.0, 5.0, 0.025, 1.0)[2] == 1.0
+
+
+def test_registry_ignores_an_entry_whose_pty_was_recreated_since(sim, registry):
+    import os
+    (registry.directory / "SIM-REUSED").write_text(f"{sim.path}\n{os.getpid()}\n1:2\n")
+    assert registry.find("SIM-REUSED") is None        # same path, another pty node
+    assert registry.find("SIM-0001") == sim.path
+
+
+def test_reconnect_never_opens_another_device_now_at_the_old_path(make_sim, make_board,
+                                                                  tmp_path, wait_for):
+    """A board that vanished must not be looked for by opening whatever tty now has its old
+    name: the probe would lock that device away from its owner ("in use") and talk to it."""
+    a = make_sim(board_serial="SIM-A")
+    b = make_sim(board_serial="SIM-B")
+    tty = tmp_path / "ttyCABINET"                     # a path that can be re-pointed
+    tty.symlink_to(a.path)
+    looked_up: list[str] = []
+
+    class NoFinder:                                   # the board has no USB serial number
+        def find(self, board_serial: str) -> None:
+            looked_up.append(board_serial)
+            return None
+
+    events: list = []
+    board = make_board(str(tty), finder=NoFinder(), on_event=events.append)
+    board.open()
+    tty.unlink()
+    tty.symlink_to(b.path)                            # the old name is another device now
+    a.stop()
+    wait_for(lambda: any(isinstance(e, E.LinkLost) for e in events), 3, "LinkLost")
+    tries = len(looked_up)
+    wait_for(lambda: len(looked_up) >= tries + 3, 5, "three reconnect attempts")
+    assert b.commands_executed == 0                   # never asked who it is
+    assert make_board(b.path).open().board_serial == "SIM-B"    # and never held it
+    assert not any(isinstance(e, E.LinkRestored) for e in events)
