@@ -1,22 +1,69 @@
-"""`cabinet bench session` runs the scenarios and reports every figure it promises."""
+"""`cabinet bench session` runs the scenarios and reports every figure it promises, and counts
+a session that ended differently from its scenario (a fast wrong answer is no good answer)."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from cabinet import bench
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
+# Two customers: one who pays, one whose card is declined although the scenario expects a sale.
+SCENARIOS = """\
+schema_version: 1
+scenarios:
+  - name: single-purchase
+    person: obama
+    fallback_person: obama
+    photo: 0
+    actions:
+      - take: {slot: A1, qty: 1}
+    expect: {outcome: charged, basket: {cola-330: 1}}
+  - name: declined-card
+    person: kit_harington
+    fallback_person: obama
+    photo: 1
+    actions:
+      - take: {slot: A3}
+    expect: {outcome: charged, basket: {water-500: 1}}
+"""
 
-def test_one_round_reports_each_measure_and_counts_wrong_sessions(tmp_path):
+
+@pytest.fixture
+def config(tmp_path, shared_data):
+    fixtures = tmp_path / "fixtures"
+    shutil.copytree(ROOT / "fixtures", fixtures, ignore=shutil.ignore_patterns("bad"))
+    (fixtures / "scenarios.yaml").write_text(SCENARIOS)
+    accounts = fixtures / "accounts.yaml"
+    text = accounts.read_text()
+    kit = text.index("id: acc-kit")
+    token = text.index("payment_token: tok_visa_ok", kit)
+    accounts.write_text(text[:token] + "payment_token: tok_declined" +
+                        text[token + len("payment_token: tok_visa_ok"):])
+    return fixtures / "cabinet.yaml"
+
+
+def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, config):
     out = tmp_path / "bench.json"
-    assert bench.main(["--rounds", "1", "--out", str(out)]) == 0
+    assert bench.main(["--rounds", "2", "--config", str(config), "--out", str(out)]) == 1
     result = json.loads(out.read_text())
-    assert result["sessions"] == 6 and result["sessions_not_as_expected"] == 0
+    assert (result["rounds"], result["sessions"], result["sessions_not_as_expected"]) == (2, 4, 2)
     for key in ("face_to_unlock", "door_closed_to_charge_excluding_settle", "settle"):
-        assert result[key]["n"] == 5          # every session but the refused face
+        assert result[key]["n"] == 2          # the paying customer, once a round
         assert 0 < result[key]["p50_ms"] <= result[key]["p95_ms"] <= result[key]["max_ms"]
+    assert result["shelves"] == 3 and result["shelf_cameras"] == 3
     assert result["machine"]["nproc"] >= 1
-    assert "face to unlock" in bench.render(result)
+    table = bench.render(result)
+    assert "face to unlock" in table and "sessions not as their scenario expected: 2" in table
+
+
+def test_rounds_below_one_are_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--rounds", "0"])
+    assert stop.value.code == 2
+    assert "--rounds must be at least 1" in capsys.readouterr().err
