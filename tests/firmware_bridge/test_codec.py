@@ -48,9 +48,14 @@ def test_every_message_round_trips(msg):
 @given(st.binary(max_size=2000))
 def test_garbage_never_crashes_and_is_counted(data):
     d = P.Decoder()
-    d.feed(data)
-    d.feed(P.encode(P.Ping(7)))              # a good frame still gets through afterwards
-    assert d.bad_bytes <= len(data)
+    got = d.feed(data)
+    after = d.feed(P.encode(P.Ping(7)))
+    assert after[-1].message == P.Ping(7)    # a good frame still gets through afterwards
+    framed = [r for r in got + after[:-1]]   # what the garbage held that passed the CRC
+    # every non-delimiter byte of the garbage is either counted bad or inside such a frame
+    in_frames = sum(1 for r in framed for b in r.raw if b)
+    assert d.bad_bytes + in_frames == sum(1 for b in data if b)
+    assert d.invalid_frames == sum(1 for r in framed if r.message is None)
 
 
 @settings(max_examples=100, deadline=None)

@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 from firmware_bridge.device import Board
 from firmware_bridge.ports import RegistryPortFinder
@@ -32,18 +31,21 @@ def test_sim_mcu_prints_its_pty_first_and_stops_cleanly(tmp_path):
         proc.kill()
 
 
-def test_sim_mcu_faults_from_flags(tmp_path):
+def test_sim_mcu_faults_from_flags(tmp_path, wait_for):
     proc = _start(tmp_path, "--fault", "cell_not_ready=1", "--fault", "garbage=0.5")
     events: list = []
     try:
         path = proc.stdout.readline().strip()
         with Board(path, on_event=events.append, finder=RegistryPortFinder(tmp_path / "reg")) as b:
-            b.lock()
-
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and b.weights()[1].ready:
-                time.sleep(0.05)
-            assert not b.weights()[1].ready
+            b.lock()                                    # commands get through the garbage
+            # the MCU reported the fault at boot, before this host connected; its batches
+            # still say so
+            wait_for(lambda: not b.weights()[1].ready, 3, "shelf 1 not ready")
+            assert b.weights()[0].ready and b.weights()[2].ready
+            # garbage=0.5 puts random bytes before half the frames: the host counted them
+            # and dropped them, and no garbage was taken for a frame
+            c = b.counters()
+            assert c.bad_bytes > 0 and c.frames_in > 0
         proc.terminate()
         assert proc.wait(timeout=5) == 0
     finally:
