@@ -41,14 +41,6 @@ def test_pulse_over_the_maximum_is_refused_by_the_mcu(make_sim, make_board):
     assert sim.unlocks_executed == 0 and b.state().lock_engaged
 
 
-def test_host_heartbeat_stop_relocks(sim, make_board, wait_for):
-    b = make_board(sim.path, host_timeout_s=0.4)
-    b.open()
-    b.unlock(8000)
-    b.close()                               # the host dies mid-pulse
-    wait_for(lambda: sim.lock_engaged, 2, "MCU relock on host silence")
-
-
 def test_forced_door_raises_the_alarm(sim, board, wait_for):
     assert not sim.open_door()              # locked: a normal pull does nothing
     sim.inject("forced_door")
@@ -70,3 +62,48 @@ def test_dry_cabinet_has_no_temperature(make_sim, make_board):
     b = make_board(sim.path)
     assert not b.open().has_temperature
     assert b.state().temperature_c is None
+
+
+def _caught_up(sim, clock, wait_for) -> None:
+    wait_for(lambda: sim.ticked_at >= clock.monotonic(), 2, "the MCU's loop at the clock's time")
+
+
+def _sim_on_manual_clock(make_sim, make_board, wait_for):
+    from firmware_bridge.clock import ManualClock
+    clock = ManualClock(start=0.0)
+    sim = make_sim(clock=clock)
+    clock.advance(sim.boot_time_s)                  # the MCU boots in clock time too
+    _caught_up(sim, clock, wait_for)
+    # the host runs in real time; the MCU's clock stands still, so its heartbeats do too
+    events: list = []
+    board = make_board(sim.path, missed_heartbeats=10_000, on_event=events.append)
+    board.open()
+    board.events = events
+    return clock, sim, board
+
+
+def test_unlock_pulse_ends_exactly_when_the_mcu_clock_says(make_sim, make_board, wait_for):
+    clock, sim, board = _sim_on_manual_clock(make_sim, make_board, wait_for)
+    board.unlock(300)
+    clock.advance(0.299)
+    _caught_up(sim, clock, wait_for)
+    assert not sim.lock_engaged and 0 < board.state().unlock_remaining_ms <= 1
+    clock.advance(0.001)
+    _caught_up(sim, clock, wait_for)
+    assert sim.lock_engaged
+    wait_for(lambda: any(isinstance(e, E.LockChanged) and e.engaged for e in board.events), 2,
+             "relock event")
+    assert [e.reason for e in board.events if isinstance(e, E.LockChanged)] == \
+        ["command", "pulse ended"]
+
+
+def test_host_silence_relocks_exactly_after_the_host_timeout(make_sim, make_board, wait_for):
+    clock, sim, board = _sim_on_manual_clock(make_sim, make_board, wait_for)
+    board.unlock(8000)
+    board.close()                                   # the host dies mid-pulse
+    clock.advance(1.0 - 0.001)                      # host_timeout_s of the FAST options
+    _caught_up(sim, clock, wait_for)
+    assert not sim.lock_engaged
+    clock.advance(0.002)
+    _caught_up(sim, clock, wait_for)
+    assert sim.lock_engaged
