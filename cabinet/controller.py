@@ -11,6 +11,12 @@ journals the transition durably), then performs its effect:
 - the lock releases only for an identified account in good standing with a hold placed
   (invariant 1), and only as an MCU-timed pulse (invariant 2);
 - every session ends in exactly one outcome recorded by billing (invariant 3).
+
+Time comes from `clock` (firmware_bridge/clock.py, the system clock by default): the face
+poll, the identification timeout, the waits for the door with the unlock pulse and the
+door-open alarm and maximum, and the session timings all read it, so tests drive every timeout
+with a ManualClock instead of sleeping. The settle timeout is the board's `wait_stable`, on the
+board's clock (the same clock in a cabinet built from one, see demo.SimCabinet).
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from cabinet.machine import SessionMachine
 from cabinet.planogram import load_planogram
 from cabinet.reconcile import reconcile
 from firmware_bridge import events as ev
+from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import LinkError
 from vision.faces import FaceGallery, identify_frame
 
@@ -106,8 +113,10 @@ class Controller:
                  accounts: Callable[[int], str | None],
                  planogram_path: Path, catalog_path: Path, journal: Journal,
                  inventory: Inventory, bundles_dir: Path, timing: TimeoutsConfig = TimeoutsConfig(),
-                 load_cell_noise_g: float = 2.0, min_confidence: float = 0.95):
+                 load_cell_noise_g: float = 2.0, min_confidence: float = 0.95,
+                 clock: Clock | None = None):
         self.cabinet_id = cabinet_id
+        self.clock = clock_or_system(clock)
         self.board = board
         self.bridge = bridge
         self.face_camera = face_camera
@@ -155,14 +164,13 @@ class Controller:
     async def _wait_event(self, kinds: tuple[type, ...], timeout_s: float):
         """Next event of one of `kinds` within `timeout_s`, else None. Other events are noted."""
         queue = self._queue()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = self.clock.monotonic() + timeout_s
         while True:
-            remaining = deadline - loop.time()
+            remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 return None
             try:
-                event = await asyncio.wait_for(queue.get(), remaining)
+                event = await self.clock.wait_for(queue.get(), remaining)
             except asyncio.TimeoutError:
                 return None
             if isinstance(event, kinds):
@@ -200,13 +208,12 @@ class Controller:
         The simulated camera gives frames only while someone stands in front of it; a real
         camera gives them always, so a `cabinet run` loop would look for a face first
         (identification below refuses a frame without one)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
+        deadline = self.clock.monotonic() + timeout_s
+        while self.clock.monotonic() < deadline:
             frame = await self._blocking(self.face_camera.capture)
             if frame is not None:
                 return frame
-            await asyncio.sleep(poll_s)
+            await self.clock.sleep_async(min(poll_s, deadline - self.clock.monotonic()))
         return None
 
     async def session(self, frame) -> SessionReport:
@@ -221,15 +228,14 @@ class Controller:
             self.alarms.append("DoorOpenWhileIdle")
             raise CabinetError(f"cabinet {self.cabinet_id}: the door is open while no session "
                                f"runs; out of service until an operator checks it")
-        loop = asyncio.get_running_loop()
-        session_id = (dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-"
-                      + uuid.uuid4().hex[:8])
-        run = _Run(session_id, t0=loop.time())
+        now = dt.datetime.fromtimestamp(self.clock.time(), dt.timezone.utc)
+        session_id = now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        run = _Run(session_id, self.clock)
         self.machine.session_id = session_id
         self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
 
         try:
-            account_id, refusal = await asyncio.wait_for(
+            account_id, refusal = await self.clock.wait_for(
                 self._identify(frame, run), self.timing.auth_s)
         except asyncio.TimeoutError:
             return self._deny(run, None, "identification took too long; please try again",
@@ -254,7 +260,7 @@ class Controller:
         weights, images = await self._snapshot(settled_now=True)
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
-        run.mark("before_snapshot", loop)
+        run.mark("before_snapshot")
 
         self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id)
         try:
@@ -264,7 +270,7 @@ class Controller:
             run.flags.append("unlock_failed")
             opened = None
         else:
-            run.mark("unlocked", loop)
+            run.mark("unlocked")
             opened = await self._wait_event((ev.DoorOpened,),
                                             self.timing.unlock_pulse_ms / 1000 + 0.5)
         if opened is None:
@@ -272,14 +278,13 @@ class Controller:
             if "unlock_failed" not in run.flags:
                 run.flags.append("door_never_opened")
             run.bundle.write_after(weights=weights, images=images)
-            run.mark("door_closed", loop)
+            run.mark("door_closed")
             return await self._reconcile_and_charge(run)
         self.machine.fire("door_opened")
         return await self._after_door_opened(run)
 
     async def _after_door_opened(self, run: "_Run") -> SessionReport:
         """door_open -> door_closed -> (settle) -> reconcile -> charge."""
-        loop = asyncio.get_running_loop()
         if not run.recovered or await self._door_open():
             await self._wait_door_closed(run.flags)
         self.machine.fire("door_closed")
@@ -292,7 +297,7 @@ class Controller:
             if await self._door_open():
                 await self._wait_door_closed(run.flags)
             await self._blocking(self.board.lock)
-        run.mark("door_closed", loop)
+        run.mark("door_closed")
         return await self._settle_and_charge(run)
 
     async def _door_open(self) -> bool:
@@ -312,14 +317,13 @@ class Controller:
         return seen
 
     async def _settle_and_charge(self, run: "_Run") -> SessionReport:
-        loop = asyncio.get_running_loop()
         weights, images = await self._snapshot()
         settled = all(stable for _, stable, _ in weights.values())
         run.bundle.write_after(weights=weights, images=images)
         self.machine.fire("settled" if settled else "settle_timeout")
         if not settled:
             run.flags.append("shelf_unsettled")
-        run.mark("settled", loop)
+        run.mark("settled")
         return await self._reconcile_and_charge(run)
 
     async def _reconcile_and_charge(self, run: "_Run") -> SessionReport:
@@ -334,12 +338,11 @@ class Controller:
         return await self._charge(run, result)
 
     async def _charge(self, run: "_Run", result) -> SessionReport:
-        loop = asyncio.get_running_loop()
         lines = [Line(sku, self.catalog[sku].name, qty, self.catalog[sku].price)
                  for sku, qty in sorted(result.basket.items()) if qty > 0]
         receipt = await self._blocking(self.billing.settle, run.session_id, lines,
                                        flags=tuple(run.flags))
-        run.mark("charge_sent", loop)
+        run.mark("charge_sent")
         self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount)
         self.machine.session_id = None
         return SessionReport(run.session_id, run.account_id, self.account_name(run.account_id),
@@ -361,7 +364,7 @@ class Controller:
             data: dict[str, Any] = {}
             for entry in entries:
                 data.update(json.loads(entry.data or "{}"))
-            run = _Run(session_id, t0=asyncio.get_running_loop().time(), recovered=True)
+            run = _Run(session_id, self.clock, recovered=True)
             run.account_id = data.get("account_id")
             run.flags = list(data.get("flags", [])) + ["recovered_after_restart"]
             self.machine = SessionMachine(self.journal.write, initial=state)
@@ -398,10 +401,9 @@ class Controller:
 
     async def _identify(self, frame, run: "_Run"):
         """(account id, refusal reason or ""): whose face this is, and may they shop."""
-        loop = asyncio.get_running_loop()
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         face = await self._blocking(identify_frame, rgb, self.gallery)
-        run.mark("identified", loop)
+        run.mark("identified")
         if face.match is None:
             return None, ("no face in view" if face.status == "no_face"
                           else "face not recognised: use the QR code or enrol at the kiosk")
@@ -517,15 +519,21 @@ class _Run:
     """What one session carries from phase to phase (rebuilt from the journal on recovery)."""
 
     session_id: str
-    t0: float
+    clock: Clock
     recovered: bool = False
     account_id: int | None = None
     bundle: BundleWriter | None = None
     flags: list[str] = dataclasses.field(default_factory=list)
     marks: dict[str, float] = dataclasses.field(default_factory=dict)
+    t0: float = dataclasses.field(init=False)
 
-    def mark(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.marks[name] = loop.time() - self.t0
+    def __post_init__(self) -> None:
+        self.t0 = self.clock.monotonic()
+
+    def mark(self, name: str) -> None:
+        """Seconds since the session started, by the controller's clock (real time with
+        the system clock: the session bench reports these)."""
+        self.marks[name] = self.clock.monotonic() - self.t0
 
     def timings_ms(self) -> dict[str, float]:
         return {k: round(v * 1000, 1) for k, v in self.marks.items()}

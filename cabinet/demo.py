@@ -6,6 +6,12 @@ cameras render each shelf from the simulated world, the face camera shows real p
 face_recognition, money goes through SQLite and the sandbox gateway over HTTP on 127.0.0.1.
 Each scenario's customer is a coroutine that waits for the lock, opens the door, moves items
 in the world and closes the door; the controller only sees bytes and pixels.
+
+Time comes from one `clock` (the system clock by default) handed to the controller, the
+scripted customers, the payment client's retry waits and, unless `hardware_clock` says
+otherwise, the board and the simulated MCU. Tests that drive the controller's timeouts with a
+ManualClock keep the hardware on the system clock, so the simulated load cells still settle by
+themselves while the controller's waits move only when the test advances its clock.
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from billing.db import init_db, make_engine, session_factory
 from billing.gateway import GatewayClient
@@ -31,10 +39,12 @@ from cabinet.journal import Journal
 from cabinet.planogram import Planogram, load_planogram
 from cabinet.scenario import CloseDoor, Move, OpenDoor, Put, Take, Wait, load_accounts, load_scenarios
 from cabinet.simworld import SimWorld
+from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import Board
 from firmware_bridge.simulator import SimMCU
 from vision.cameras import SimFaceCamera, SimShelfCamera
 from vision.data import data_root, faces_root, people
+from vision.faces import enrol_encodings
 from vision.render import ShelfView, SlotView
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +78,12 @@ class SimCabinet:
     """Builds and owns every part of the simulated cabinet; `close()` stops them all."""
 
     def __init__(self, workdir: Path, config: Config | Path = DEFAULT_CONFIG, *, seed: int = 0,
-                 timing: TimeoutsConfig | None = None):
+                 timing: TimeoutsConfig | None = None, clock: Clock | None = None,
+                 hardware_clock: Clock | None = None,
+                 face_encoder: Callable[[Sequence[Path]], list[np.ndarray]] = enrol_encodings):
+        self.clock = clock_or_system(clock)
+        self.hardware_clock = self.clock if hardware_clock is None else hardware_clock
+        self._face_encoder = face_encoder
         # Every file is read and checked before anything is created: bad input changes nothing.
         self.config = config if isinstance(config, Config) else load_config(config)
         # Checked from the configured files first; the run then uses copies that cannot change.
@@ -102,12 +117,12 @@ class SimCabinet:
         levels = self.planogram.initial_stock()
         self.world.restock(levels)
         self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
-                          seed=seed)
+                          seed=seed, clock=self.hardware_clock)
         self.pty_path = self.mcu.start()
         self._stack.callback(self.mcu.stop)
 
         self.bridge = EventBridge()
-        self.board = Board(self.pty_path, on_event=self.bridge)
+        self.board = Board(self.pty_path, on_event=self.bridge, clock=self.hardware_clock)
         self.board.open()
         self._stack.callback(self.board.close)
 
@@ -115,7 +130,7 @@ class SimCabinet:
         init_db(self.engine)
         self.db = session_factory(self.engine)
         self._stack.callback(self.engine.dispose)
-        self.billing = Billing(self.db, GatewayClient(self.gateway_url),
+        self.billing = Billing(self.db, GatewayClient(self.gateway_url, sleep=self.clock.sleep),
                                currency=self.catalog.currency,
                                cabinet_id=self.planogram.cabinet_id)
         self.inventory = Inventory(self.db, self.planogram)
@@ -140,7 +155,8 @@ class SimCabinet:
                 continue    # no face enrolled for this account in this mode (QR only)
             account = accounts_mod.enroll(self.billing, None, acct.name, enrol,
                                           payment_token=acct.payment_token,
-                                          currency=self.catalog.currency)
+                                          currency=self.catalog.currency,
+                                          encode=self._face_encoder)
             if acct.status == "blocked":
                 self.billing.block(account.id, "blocked in the demo's accounts fixture")
             self.account_ids[person] = account.id
@@ -165,7 +181,7 @@ class SimCabinet:
             journal=Journal(self.db), inventory=self.inventory,
             bundles_dir=self.workdir / "sessions", timing=self.timing,
             load_cell_noise_g=self.config.thresholds.load_cell_noise_g,
-            min_confidence=self.config.thresholds.reconcile_min_confidence)
+            min_confidence=self.config.thresholds.reconcile_min_confidence, clock=self.clock)
 
     def close(self) -> None:
         self._stack.close()
@@ -185,12 +201,12 @@ class SimCabinet:
 
     async def _customer(self, scenario) -> Counter:
         """Wait for the lock to release, open the door, act, close the door."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timing.face_s + 5
+        clock = self.clock
+        deadline = clock.monotonic() + self.timing.face_s + 5
         while self.mcu.lock_engaged:
-            if loop.time() > deadline:
+            if clock.monotonic() > deadline:
                 return Counter()
-            await asyncio.sleep(0.02)
+            await clock.sleep_async(0.02)
         for action in scenario.actions:
             if isinstance(action, OpenDoor):
                 if not await asyncio.to_thread(self.mcu.open_door):
@@ -206,8 +222,8 @@ class SimCabinet:
                 for item in taken:
                     self.world.put(action.dst, item.sku, 1)
             elif isinstance(action, Wait):
-                await asyncio.sleep(action.seconds)
-            await asyncio.sleep(0.15)
+                await clock.sleep_async(action.seconds)
+            await clock.sleep_async(0.15)
         return self.world.leave()
 
     async def run_scenario(self, scenario) -> tuple[SessionReport | None, Counter]:
