@@ -11,7 +11,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from billing import GatewayClient, Line, Money, RefundRefused
+from billing import GatewayClient, GatewayUnavailable, Line, Money, RefundRefused
 from billing.models import Charge, Hold, LedgerEntry
 
 COLA = Line("cola-330", "Cola 330 ml", 2, 150)
@@ -129,6 +129,30 @@ def test_a_crash_before_the_request_is_finished_by_retry_pending(make_billing, g
     assert restarted.receipt("s-1").outcome == "charged"
     assert gateway.effects()["capture"] == 1 and captures_in_ledger(restarted) == [300]
     assert capture_keys(gateway) == ["s-1:capture"]
+
+
+def test_a_late_outage_report_does_not_reopen_a_charged_session(make_billing, gateway):
+    doomed = make_billing(DiesBeforeCapture)
+    alice = doomed.open_account("Alice", "tok_visa_ok")
+    doomed.place_hold("s-1", alice.id)
+    with pytest.raises(PowerCut):
+        doomed.settle("s-1", [COLA])
+    winner = make_billing()
+
+    class OutrunWhileWaiting(GatewayClient):
+        """While this process waits for its capture answer, another one finishes the session;
+        then this one's capture gets no answer."""
+
+        def capture(self, auth_id, amount, idempotency_key):
+            winner.retry_pending()
+            raise GatewayUnavailable("no answer")
+
+    loser = make_billing(OutrunWhileWaiting)
+    loser.retry_pending()
+    receipt = loser.receipt("s-1")
+    assert (receipt.outcome, receipt.outcome_reason, receipt.charged) == \
+        ("charged", None, Money(300, "EUR"))
+    assert loser.standing(alice.id).ok and gateway.effects()["capture"] == 1
 
 
 def test_retry_pending_during_an_outage_keeps_the_capture_requested(make_billing, gateway):

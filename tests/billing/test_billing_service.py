@@ -92,6 +92,16 @@ def test_placing_the_same_hold_again_has_no_second_effect(billing, alice, gatewa
     first = billing.place_hold("s-1", alice.id)
     assert billing.place_hold("s-1", alice.id) == first
     assert gateway.effects()["authorize"] == 1
+    assert len(gateway.requests_seen()) == 1  # answered from the database, not the gateway
+
+
+def test_a_session_denied_for_want_of_an_answer_does_not_ask_again(billing, alice, gateway):
+    gateway.fail_next(4, "500")
+    first = billing.place_hold("s-1", alice.id)
+    again = billing.place_hold("s-1", alice.id)
+    assert (first.code, again.ok, again.code) == ("unavailable", False, "requested")
+    assert len(gateway.requests_seen()) == 4 and gateway.effects()["authorize"] == 0
+    assert billing.receipt("s-1").outcome == "denied"
 
 
 @pytest.mark.parametrize("token, code, reason", [
