@@ -120,7 +120,8 @@ def test_lock_test_is_unlocked_then_relocked_by_the_mcu(port):
     assert res["unlocked"] is True and res["relocked"] is True
     assert res["relocked_by"] == "mcu" and res["relock_reason"] == "pulse ended"
     assert res["relocked_at"] >= res["unlocked_at"]
-    assert isinstance(res["measured_pulse_ms"], float)
+    # the host times the MCU's pulse from the unlock's ack to the relock event
+    assert 100 <= res["measured_pulse_ms"] < 5000           # ms, not s; delays both ways
     assert res["door_opened"] is False and res["ok"] is True
 
 
@@ -180,6 +181,7 @@ def test_weights_live_without_a_terminal_is_plain_lines_or_ndjson(port):
     assert r.returncode == 0, r.stderr
     assert "\x1b[" not in r.stdout and r.stdout.count("Weights at") == 2
     r = diag("--port", port, "--json", "weights", "--live", "--count", "3", "--interval", "0.05")
+    assert r.returncode == 0, r.stderr
     frames = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(frames) == 3 and all(len(f["shelves"]) == 3 for f in frames)
 
@@ -252,9 +254,8 @@ def test_monitor_prints_timestamped_hex_and_decoded_frames(port):
     frames = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(frames) == 6
     assert frames[0]["dir"] == "tx" and frames[0]["message"]["type"] == "Identify"
-    # the reply comes next from the board, though a heartbeat may slip in before it
+    # the board answers it (a heartbeat may slip in before the reply)
     replies = [f["message"]["type"] for f in frames[1:] if f["dir"] == "rx"]
-    assert replies and replies[0] in ("IdentifyReply", "Heartbeat")
     assert "IdentifyReply" in replies
     assert all(bytes.fromhex(f["hex"])[-1] == 0 and f["t"] > 0 for f in frames)  # delimiter
     assert not any(f["message"]["type"] == "WeightBatch" for f in frames)
@@ -296,7 +297,7 @@ def test_diag_reports_rate_and_noise_per_shelf(port):
     d = diag_json("--port", port, "diag", "--seconds", "1")
     assert d["ok"] is True and len(d["shelves"]) == 3
     for s in d["shelves"]:
-        assert s["rate_hz"] > 0 and s["samples"] > 0 and s["saturated_samples"] == 0
+        assert 10 < s["rate_hz"] < 40 and s["samples"] > 0 and s["saturated_samples"] == 0
         assert 0 < s["noise_g"] < 2
 
 

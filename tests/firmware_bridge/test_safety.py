@@ -1,7 +1,6 @@
 """Safety lives in the MCU: timed pulses, relock on host silence, forced-door alarms."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
