@@ -32,6 +32,14 @@ scenarios:
       - take: {slot: A3}
     expect: {outcome: charged, basket: {water-500: 1}}
 """
+ACCOUNTS = """\
+schema_version: 1
+accounts:
+  - {id: acc-obama, name: Barack Obama, person: obama, fallback_person: obama,
+     payment_token: tok_visa_ok, status: active}
+  - {id: acc-kit, name: Kit Harington, person: kit_harington, fallback_person: null,
+     payment_token: tok_declined, status: active}
+"""
 
 
 @pytest.fixture
@@ -39,12 +47,7 @@ def config(tmp_path, shared_data):
     fixtures = tmp_path / "fixtures"
     shutil.copytree(ROOT / "fixtures", fixtures, ignore=shutil.ignore_patterns("bad"))
     (fixtures / "scenarios.yaml").write_text(SCENARIOS)
-    accounts = fixtures / "accounts.yaml"
-    text = accounts.read_text()
-    kit = text.index("id: acc-kit")
-    token = text.index("payment_token: tok_visa_ok", kit)
-    accounts.write_text(text[:token] + "payment_token: tok_declined" +
-                        text[token + len("payment_token: tok_visa_ok"):])
+    (fixtures / "accounts.yaml").write_text(ACCOUNTS)
     return fixtures / "cabinet.yaml"
 
 
