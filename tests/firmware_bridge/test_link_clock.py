@@ -126,3 +126,46 @@ def test_reconnect_attempts_back_off_doubling_up_to_the_cap(make_sim, make_board
     assert gaps([lost_at[0], *after]) == pytest.approx([0.05, 0.05, 0.1, 0.2, 0.4, 0.4],
                                                      abs=1e-9)
     assert not board._link.up
+
+
+def run_clock(clock: ManualClock, sim, until: Callable[[], bool], step: float = 0.02,
+              most_s: float = 10.0, real_timeout_s: float = 20.0) -> float:
+    """Advance a clock shared by a Board and a SimMCU in small steps, letting the MCU's loop
+    catch up after each (bounded in real time), until ``until()``; returns the clock time."""
+    start, give_up = clock.monotonic(), time.monotonic() + real_timeout_s
+    while not until():
+        if clock.monotonic() - start > most_s or time.monotonic() > give_up:
+            raise AssertionError(f"not done after {clock.monotonic() - start:.2f} s of clock "
+                                 f"time")
+        now = clock.advance(step)
+        while sim.ticked_at < now:
+            if time.monotonic() > give_up:
+                raise AssertionError("the simulated MCU's loop stopped following the clock")
+            time.sleep(0.0005)
+    return clock.monotonic()
+
+
+def test_board_and_simulator_share_one_manual_clock(make_sim, make_board):
+    """What the controller's tests do: one ManualClock drives both sides of the line."""
+    clock = ManualClock(start=0.0)
+    sim = make_sim(clock=clock)
+    events: list = []
+    board = make_board(sim.path, clock=clock, on_event=events.append)
+    t, result = in_thread(board.open)
+    run_clock(clock, sim, lambda: not t.is_alive())
+    assert result[0].board_serial == "SIM-0001", result
+
+    t, result = in_thread(lambda: board.unlock(300))
+    run_clock(clock, sim, lambda: not t.is_alive())
+    run_clock(clock, sim, lambda: any(isinstance(e, E.LockChanged) and e.engaged
+                                      for e in events))
+    released, relocked = [e for e in events if isinstance(e, E.LockChanged)]
+    assert (released.reason, relocked.reason) == ("command", "pulse ended")
+    # the MCU's 300 ms pulse in clock time, as seen in 20 ms steps
+    assert 0.3 - 0.02 <= relocked.at - released.at <= 0.3 + 0.02
+    sim.set_load(1, 500)
+    t, result = in_thread(lambda: board.wait_stable([1], timeout_s=3.0))
+    run_clock(clock, sim, lambda: not t.is_alive())
+    reading = result[0][1]
+    assert reading.stable and reading.grams == pytest.approx(500, abs=2)
+    assert not any(isinstance(e, E.LinkLost) for e in events)
