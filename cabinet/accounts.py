@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 

@@ -35,6 +35,7 @@ class SimWorld:
         self._tray_g = shelf_tray_g
         self._slots: dict[str, list[Item]] = {slot.id: [] for slot in planogram.slots}
         self._hands: list[Item] = []
+        self._wobble: dict[int, tuple[float, int]] = {}    # channel -> (grams, reads so far)
 
     # --- operator side -----------------------------------------------------------------
     def restock(self, levels: dict[str, int]) -> None:
@@ -82,6 +83,18 @@ class SimWorld:
         with self._lock:
             self._slots[slot_id].append(Item(label, grams))
 
+    def wobble(self, channel: int, grams: float) -> None:
+        """Something keeps the shelf on load-cell channel `channel` moving (a customer leaning
+        on it, a bottle rolling): its load swings by +/- `grams` from one read to the next, so
+        it never settles, until `wobble(channel, 0)`."""
+        if not any(shelf.channel == channel for shelf in self._planogram.shelves):
+            raise ValueError(f"simulated world: no shelf on load-cell channel {channel}")
+        with self._lock:
+            if grams:
+                self._wobble[channel] = (float(grams), 0)
+            else:
+                self._wobble.pop(channel, None)
+
     def hands(self) -> Counter:
         with self._lock:
             return Counter(item.sku for item in self._hands)
@@ -104,6 +117,10 @@ class SimWorld:
                 for slot in self._planogram.slots:
                     if slot.shelf == shelf.id:
                         total += sum(item.grams for item in self._slots[slot.id])
+            if channel in self._wobble:
+                grams, reads = self._wobble[channel]
+                self._wobble[channel] = (grams, reads + 1)
+                total += grams if reads % 2 else -grams
             return total
 
     def slot_skus(self, slot_id: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from billing.models import Account, CabinetSession, Hold
+from cabinet.bundle import load_bundle
 from cabinet.config import TimeoutsConfig
 from cabinet.errors import CabinetError
 from cabinet.journal import JournalEntry
@@ -459,3 +460,33 @@ def test_prices_come_from_the_catalog_in_force_not_the_file_edited_meanwhile(mak
     assert report.basket == {"cola-330": 1} and report.total == price
     copied = (Path(report.bundle_dir) / "catalog.yaml").read_text()
     assert "price: 999" not in copied and f"price: {price}" in copied
+
+
+# --- shelves that do not settle ----------------------------------------------------------------
+def test_a_shelf_that_never_settles_is_reconciled_as_it_is_and_flagged(make_cabinet):
+    # settle_s is the board's wait for the load cells, on the hardware's (real) clock; the shelf
+    # never settles, so the outcome does not depend on how long that wait is.
+    c = make_cabinet(timing=FAST.model_copy(update={"settle_s": 1.0}), clock=ManualClock(),
+                     hardware_clock=SYSTEM)
+    top, bottom = c.planogram.shelf("top").channel, c.planogram.shelf("bottom").channel
+    top_before = c.board.weights()[top].grams
+    can_g = c.catalog["cola-330"].unit_weight_g
+
+    async def close_with_a_leaning_customer(cc):
+        def top_settled_one_can_lighter():
+            reading = cc.board.weights()[top]
+            return reading.stable and reading.grams < top_before - can_g / 2
+        await until(top_settled_one_can_lighter, "the top shelf settled after the take")
+        cc.world.wobble(bottom, 40.0)           # leans on the bottom shelf as the door shuts
+
+    report = _session(c, _take_one_from_a1(close_when=close_with_a_leaning_customer))
+    triggers = _triggers(c, report.session_id)
+    assert "settle_timeout" in triggers and "settled" not in triggers
+    assert triggers[-3:] == ["settle_timeout", "reconciled", "finished"]
+    assert "shelf_unsettled" in report.flags
+    # the shelves that did settle still count: the can taken is charged, nothing else
+    assert report.outcome == "charged" and report.basket == {"cola-330": 1}
+    shelves = load_bundle(report.bundle_dir).shelves
+    assert {sid: w.after_stable for sid, w in shelves.items()} == {
+        "top": True, "middle": True, "bottom": False}
+    assert all(w.before_stable for w in shelves.values())
