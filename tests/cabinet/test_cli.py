@@ -129,13 +129,16 @@ def first_line(proc, timeout_s=30.0) -> str:
 
 
 @pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
-def test_sim_mcu_prints_its_pty_first_and_the_diag_cli_reads_it(verbose):
-    sim = subprocess.Popen([*CABINET, *verbose, "sim", "mcu", "--shelves", "2"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-                           start_new_session=True)
+def test_sim_mcu_prints_its_pty_first_and_the_diag_cli_reads_it(verbose, tmp_path):
+    err = tmp_path / "stderr"
+    with err.open("wb") as err_file:   # a file, not a pipe: verbose logs can never block it
+        sim = subprocess.Popen([*CABINET, *verbose, "sim", "mcu", "--shelves", "2"],
+                               stdout=subprocess.PIPE, stderr=err_file, cwd=ROOT,
+                               start_new_session=True)
     try:
         path = first_line(sim)
-        assert path.startswith("/dev/pts/") and os.path.exists(path), (path, sim.poll())
+        assert path.startswith("/dev/pts/") and os.path.exists(path), \
+            (path, sim.poll(), err.read_text())
         diag = BIN / "cabinet-diag"
         cmd = [str(diag)] if diag.exists() else [sys.executable, "-m", "firmware_bridge.diag"]
         out = subprocess.run([*cmd, "--port", path, "status", "--json"], capture_output=True,
