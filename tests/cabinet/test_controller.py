@@ -13,6 +13,7 @@ unlock pulse); waits for it are bounded condition waits.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import threading
 import time
@@ -169,6 +170,8 @@ def test_door_left_open_raises_the_kiosk_alarm_then_the_session_still_ends(cab):
     alarms = [data for trigger, _, data in _entries(cab, report.session_id)
               if trigger == "door_open_alarm"]
     assert [a["level"] for a in alarms] == ["kiosk"]
+    # the session's timings are read from the controller's clock: the door shut after the alarm
+    assert report.timings_ms["door_closed"] >= FAST.door_open_alarm_s * 1000
 
 
 def test_door_open_past_the_maximum_alerts_an_operator_and_the_session_waits_for_the_close(cab):
@@ -208,6 +211,9 @@ def test_a_blocked_account_is_refused_without_hold_or_unlock(cab):
     assert cab.gateway.effects()["authorize"] == 0
     assert _triggers(cab, report.session_id) == ["face_seen", "denied"]
     assert cab.controller.machine.state == "idle"
+    # the session id starts with the controller clock's UTC time, not the machine's
+    day = dt.datetime.fromtimestamp(cab.clock.time(), dt.timezone.utc).strftime("%Y%m%dT")
+    assert report.session_id.startswith(day)
 
 
 class _SlowStanding:
