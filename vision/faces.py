@@ -11,7 +11,10 @@ on the shared faces (ten people, five of them single-photo impostors) every same
 below 0.52 and every different-person pair above 0.63, and a false accept charges the wrong
 person while a false reject only costs a retry or the QR code, so the line sits near the genuine
 side (0.03 above it, 0.08 below the closest impostors) rather than at face_recognition's default
-of 0.6. There is no second-best margin rule: an encoding is refused by distance alone.
+of 0.6. `identify`/`identify_frame` decide by distance alone, on one frame: they stay for
+callers that want that, but the cabinet's door decides with vision/identity.py (several frames,
+an accept line of 0.45 with a margin to the second-best account, and a second-factor band up to
+0.60; docs/identity.md), which reads the gallery through `account_distances`.
 
 Only this module imports face_recognition; the rest of the project sees encodings as float32
 arrays, or as 512 little-endian bytes for the SQLite store.
@@ -142,6 +145,21 @@ def encode_faces(rgb: np.ndarray, *, max_side: int = DEFAULT_MAX_SIDE,
     return _encode(small, scale, boxes)
 
 
+def observe_single_face(rgb: np.ndarray, *, bgr: bool = False, max_side: int = DEFAULT_MAX_SIDE,
+                        ) -> tuple[int, FaceObservation | None]:
+    """(faces in a face-camera frame, the encoded face when there is exactly one, else None).
+
+    A frame with no face or several is not encoded (encoding costs as much as detecting), so a
+    caller combining frames spends nothing on the frames it will not count.
+    """
+    if bgr and isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3:
+        rgb = rgb[:, :, ::-1]
+    small, scale, boxes = _detect(rgb, max_side, FRAME)
+    if len(boxes) != 1:
+        return len(boxes), None
+    return 1, _encode(small, scale, boxes)[0]
+
+
 def encode_photo(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE) -> list[FaceObservation]:
     """`encode_faces` of a photo file; FaceError when the file is not an image."""
     return encode_faces(load_photo(path), max_side=max_side, source=path)
@@ -247,6 +265,32 @@ class FaceGallery:
         d = self.distances(encoding)
         i = int(np.argmin(d))
         return FaceMatch(self._ids[i], float(d[i]))
+
+    def account_distances(self, encodings: Sequence[np.ndarray], within: float,
+                          ) -> dict[str, np.ndarray]:
+        """Per account, its nearest template's distance in each encoding (one float per encoding).
+
+        Exact for every account that has a template within `within` of some encoding, and for
+        the two nearest accounts of each encoding; every account left out is farther than
+        `within` from every encoding. One matrix product serves all the encodings.
+        """
+        encs = np.stack([_check_encoding(e) for e in encodings]) if len(encodings) else \
+            np.zeros((0, ENCODING_SIZE), dtype=np.float32)
+        n = len(self._ids)
+        if n == 0 or len(encs) == 0:
+            return {}
+        sq = (self._norms[:n, None] - 2.0 * (self._matrix[:n] @ encs.T)
+              + np.einsum("ij,ij->i", encs, encs)[None, :])
+        dist = np.sqrt(np.maximum(sq, 0.0))  # (templates, encodings)
+        ids = np.asarray(self._ids, dtype=object)
+        wanted = set(ids[np.flatnonzero((dist <= within).any(axis=1))])
+        for col in dist.T:  # the two nearest accounts of each encoding, whatever the distance
+            first = int(np.argmin(col))
+            wanted.add(ids[first])
+            others = np.flatnonzero(ids != ids[first])
+            if len(others):
+                wanted.add(ids[others[int(np.argmin(col[others]))]])
+        return {a: dist[np.flatnonzero(ids == a)].min(axis=0) for a in sorted(wanted)}
 
     def identify(self, encoding: np.ndarray) -> FaceMatch | None:
         best = self.nearest(encoding)
