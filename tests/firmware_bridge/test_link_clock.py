@@ -161,8 +161,9 @@ def test_board_and_simulator_share_one_manual_clock(make_sim, make_board):
                                       for e in events))
     released, relocked = [e for e in events if isinstance(e, E.LockChanged)]
     assert (released.reason, relocked.reason) == ("command", "pulse ended")
-    # the MCU's 300 ms pulse in clock time, as seen in 20 ms steps
-    assert 0.3 - 0.02 <= relocked.at - released.at <= 0.3 + 0.02
+    # the MCU's 300 ms pulse in clock time, as the host sees it: an event read a few steps
+    # late is stamped late (test_safety.py pins the MCU's own timing to the millisecond)
+    assert 0.3 - 0.02 <= relocked.at - released.at <= 0.3 + 0.2
     sim.set_load(1, 500)
     t, result = in_thread(lambda: board.wait_stable([1], timeout_s=3.0))
     run_clock(clock, sim, lambda: not t.is_alive())
