@@ -25,7 +25,7 @@ from firmware_bridge.clock import SYSTEM, ManualClock
 
 pytestmark = pytest.mark.slow
 
-FAST = TimeoutsConfig(face_s=3.0, auth_s=5.0, unlock_pulse_ms=800, door_open_alarm_s=5.0,
+FAST = TimeoutsConfig(face_s=3.0, auth_s=5.0, unlock_pulse_ms=1500, door_open_alarm_s=5.0,
                       door_open_max_s=10.0, settle_s=3.0)
 REAL_BOUND_S = 60.0
 
