@@ -100,13 +100,16 @@ def score(kind: str, person: str, decision) -> str:
 
 def run_trials(encodings: dict[str, list[np.ndarray]], policy: IdentityPolicy) -> dict:
     tally = {"genuine_trials": 0, "impostor_trials": 0, "false_accepts": 0, "false_rejects": 0,
-             "second_factor": 0, "impostor_second_factor": 0}
+             "second_factor": 0, "impostor_second_factor": 0, "genuine_accepted": 0,
+             "impostor_refused": 0}
     genuine_d, impostor_d, notable = [], [], []
     for kind, person, i in trial_list(encodings):
         decision = identify_encodings([encodings[person][i]],
                                       trial_gallery(encodings, kind, person, i), policy)
         tally[f"{kind}_trials"] += 1
         result = score(kind, person, decision)
+        if result == "ok":
+            tally["genuine_accepted" if kind == "genuine" else "impostor_refused"] += 1
         if result in {"false_accept", "false_reject", "second_factor", "impostor_second_factor"}:
             tally[{"false_accept": "false_accepts", "false_reject": "false_rejects"}.get(result, result)] += 1
             notable.append({"trial": kind, "person": person, "photo": i, "result": result,
