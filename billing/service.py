@@ -494,7 +494,8 @@ def _request_void(hold: Hold) -> None:
 
 
 def _hold_result(hold: Hold, sess: CabinetSession) -> HoldResult:
-    if hold.status in ("authorized", "captured", "void_requested", "voided") and \
+    # (A hold being voided or voided always belongs to a closed session that took nothing.)
+    if hold.status in ("authorized", "captured") and \
             hold.gateway_auth_id and sess.outcome in (None, "pending", "charged"):
         return HoldResult(True, sess.id, "", Money(hold.amount, hold.currency),
                           hold.gateway_auth_id)

@@ -11,8 +11,8 @@ import datetime as dt
 
 import pytest
 
-from billing import (Billing, BillingError, Line, Money, NotHeld, RefundRefused,
-                     SettlementConflict)
+from billing import (Billing, BillingError, GatewayClient, Line, Money, NotHeld,
+                     RefundRefused, SettlementConflict)
 from billing.models import CabinetSession, Charge, Hold, LineItem, Refund
 from billing.money import InvalidAmount, UnknownCurrency
 
@@ -27,6 +27,17 @@ CRISPS = Line("crisps-salt", "Crisps salted", 1, 220)  # 220
 def alice(billing, clock):
     assert (billing.hold_amount, clock.now) == (HOLD, T0)  # what the numbers below assume
     return billing.open_account("Alice", "tok_visa_ok", "EUR")
+
+
+class PowerCut(Exception):
+    pass
+
+
+class DiesBeforeCapture(GatewayClient):
+    """The capture row and its key are committed; the process dies before the request."""
+
+    def capture(self, auth_id, amount, idempotency_key):
+        raise PowerCut("before the capture request")
 
 
 def held(billing, alice, session_id="s-1"):
@@ -76,6 +87,24 @@ def test_a_denied_session_stays_denied_without_asking_the_gateway_again(
     assert (first.ok, again.ok, again.code) == (False, False, "denied")
     assert again.reason == "account blocked: fraud review"
     assert gateway.requests_seen() == []
+
+
+def test_a_gateway_error_on_the_hold_denies_the_session_and_says_so(billing, alice, gateway):
+    # another cabinet used this session's key for another request: the gateway says 409
+    GatewayClient(gateway.base_url).authorize(999, "EUR", "tok_visa_ok", "s-1:hold")
+    result = billing.place_hold("s-1", alice.id)
+    assert (result.ok, result.code) == (False, "gateway")
+    assert result.reason.startswith(f"payment error: gateway {gateway.base_url} POST "
+                                    f"/v1/authorizations (key s-1:hold): ")
+    assert "already used with a different request" in result.reason
+    assert billing.receipt("s-1").outcome == "denied"
+
+
+def test_the_hold_of_a_session_whose_payment_is_pending_still_stands(billing, alice, gateway):
+    first = held(billing, alice)
+    gateway.fail_next(4, "500")
+    assert billing.settle("s-1", [COLA]).outcome == "pending"
+    assert billing.place_hold("s-1", alice.id) == first
 
 
 @pytest.mark.parametrize("session_id", ["", "x" * 65, None, 7])
@@ -128,6 +157,19 @@ def test_a_basket_of_exactly_the_hold_owes_nothing(billing, alice, gateway, book
     assert book.ledger("s-1") == [("hold", HOLD), ("capture", HOLD)]
     assert (receipt.charged, receipt.owed) == (Money(HOLD, "EUR"), Money(0, "EUR"))
     assert billing.standing(alice.id).ok
+
+
+def test_a_refused_capture_owes_the_whole_basket_not_only_the_hold(billing, alice, gateway,
+                                                                   book):
+    hold = held(billing, alice)
+    GatewayClient(gateway.base_url).void(hold.auth_id, "released-elsewhere")
+    receipt = billing.settle("s-1", [Line("gin", "Gin 70 cl", 1, HOLD + 500)])
+    assert (receipt.outcome, receipt.charged, receipt.owed) == \
+        ("pending", Money(0, "EUR"), Money(HOLD + 500, "EUR"))
+    assert book.ledger("s-1") == [("hold", HOLD), ("debt", HOLD + 500)]
+    charge = book.one(Charge, session_id="s-1")
+    assert charge.status == "failed" and "only an authorized one can be captured" in \
+        charge.failure
 
 
 def test_one_cent_above_the_hold_is_one_cent_of_debt(billing, alice, gateway, book):
@@ -217,6 +259,35 @@ def test_voiding_a_session_releases_the_hold_with_its_reason(billing, alice, gat
     assert "Void - no charge, the hold is released: the door was never opened" in \
         receipt.render_text()
     assert book.ledger("s-1") == [("hold", HOLD), ("void", HOLD)]
+    assert book.one(CabinetSession, id="s-1").total == 0
+
+
+def test_a_void_the_gateway_refuses_is_recorded_without_a_void_entry(billing, alice, gateway,
+                                                                     book):
+    hold = held(billing, alice)
+    GatewayClient(gateway.base_url).void(hold.auth_id, "released-elsewhere")
+    receipt = billing.settle("s-1", [])
+    assert receipt.outcome == "nothing_taken"
+    row = book.one(Hold, session_id="s-1")
+    assert row.status == "void_failed" and "is voided; only an authorized one can be voided" \
+        in row.decline_reason
+    assert book.ledger("s-1") == [("hold", HOLD)]
+    assert billing.retry_pending() == []
+
+
+def test_a_session_whose_capture_is_under_way_cannot_be_voided(make_billing, gateway, book):
+    doomed = make_billing(DiesBeforeCapture)
+    alice = doomed.open_account("Alice", "tok_visa_ok")
+    held(doomed, alice)
+    with pytest.raises(PowerCut):
+        doomed.settle("s-1", [COLA])
+    restarted = make_billing()
+    with pytest.raises(BillingError, match="void_session s-1: already settling; nothing to "
+                                           "void"):
+        restarted.void_session("s-1", "door never opened")
+    assert gateway.effects()["void"] == 0
+    assert restarted.retry_pending()[0].result == "charged"
+    assert book.ledger("s-1") == [("hold", HOLD), ("capture", 300)]
 
 
 def test_a_settled_session_cannot_be_voided(billing, alice, gateway):

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from billing import GatewayClient, GatewayUnavailable, Line, Money, RefundRefused
-from billing.models import Charge, Hold, LedgerEntry
+from billing.models import Charge, Hold, LedgerEntry, Refund
 
 COLA = Line("cola-330", "Cola 330 ml", 2, 150)
 
@@ -237,6 +237,8 @@ def test_a_refund_without_an_answer_is_retried_with_its_key(billing, alice, gate
     gateway.fail_next(4, "drop")
     assert billing.refund("s-1", 150, "dented can").status == "requested"
     assert billing.receipt("s-1").refunded.amount == 0
+    with billing._sessions() as db:
+        assert db.execute(select(Refund.status, Refund.failure)).one() == ("requested", None)
     assert [(r.what, r.result) for r in billing.retry_pending()] == [("refund", "refunded")]
     assert gateway.effects()["refund"] == 1
     assert billing.receipt("s-1").refunded.amount == 150
