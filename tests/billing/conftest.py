@@ -8,7 +8,6 @@ the Billing under test holds in memory.
 from __future__ import annotations
 
 import datetime as dt
-import random
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,17 +90,16 @@ def make_billing(db_path: Path, gateway: SandboxGateway, clock: FixedClock):
     """Builds a Billing (a 'process') on the same DB file; each call is a fresh engine."""
     engines = []
 
-    def build(client_cls: type[GatewayClient] = GatewayClient, *, sleeps: list | None = None,
-              url: str | None = None, timeout_s: float = 1.0, hold_amount: int = HOLD,
-              currency: str = "EUR") -> Billing:
+    def build(client_cls: type[GatewayClient] = GatewayClient, *,
+              sleeps: list | None = None) -> Billing:
         engine = make_engine(db_path)
         init_db(engine)
         engines.append(engine)
         sleep: Callable[[float], None] = sleeps.append if sleeps is not None else (lambda s: None)
-        client = client_cls(url or gateway.base_url, timeout_s=timeout_s, max_retries=3,
-                            sleep=sleep, jitter=random.Random(7).random)
-        return Billing(session_factory(engine), client, hold_amount=hold_amount,
-                       currency=currency, cabinet_id="cab-test", clock=clock)
+        client = client_cls(gateway.base_url, timeout_s=1.0, max_retries=3, sleep=sleep,
+                            jitter=lambda: 1.0)
+        return Billing(session_factory(engine), client, hold_amount=HOLD, currency="EUR",
+                       cabinet_id="cab-test", clock=clock)
 
     yield build
     for engine in engines:

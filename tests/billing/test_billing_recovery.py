@@ -60,10 +60,14 @@ def alice(billing):
 
 
 @pytest.mark.parametrize("fault", ["500", "drop"])
-def test_retries_through_faults_use_one_key_and_capture_once(billing, alice, gateway, fault):
+def test_retries_through_faults_use_one_key_and_capture_once(make_billing, gateway, fault):
+    sleeps: list[float] = []
+    billing = make_billing(sleeps=sleeps)
+    alice = billing.open_account("Alice", "tok_visa_ok")
     billing.place_hold("s-1", alice.id)
     gateway.fail_next(3, fault)
     assert billing.settle("s-1", [COLA]).outcome == "charged"
+    assert sleeps == [0.25, 0.5, 1.0]  # the client's back-off, recorded, never slept
     keys = [r.idempotency_key for r in gateway.requests_seen() if r.path.endswith("/capture")]
     assert keys == ["s-1:capture"] * 4
     assert gateway.effects()["capture"] == 1 and captures_in_ledger(billing) == [300]
@@ -188,6 +192,7 @@ def test_two_processes_settling_at_once_capture_once(make_billing, gateway):
         t.start()
     for t in threads:
         t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a settle() hung for 30 s"
     assert errors == [] and outcomes == ["charged", "charged"]
     assert gateway.effects()["capture"] == 1 and captures_in_ledger(one) == [300]
 
