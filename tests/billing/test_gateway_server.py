@@ -67,12 +67,21 @@ def test_posts_need_an_idempotency_key(gateway):
 OK = {"amount": 100, "currency": "EUR", "payment_token": "tok_visa_ok"}
 
 
-@pytest.mark.parametrize("body", [{**OK, "amount": -5}, {**OK, "amount": 1.5},
-                                  {**OK, "currency": "euro"},
-                                  {"amount": 100, "currency": "EUR"}])
-def test_bad_authorization_requests_are_refused(gateway, body):
-    assert post(gateway, "/v1/authorizations", body).status_code == 400
-    assert gateway.effects()["authorize"] == 0
+@pytest.mark.parametrize("body, message", [
+    ({**OK, "amount": -5}, "'amount' must be a positive integer of minor units, got -5"),
+    ({**OK, "amount": 0}, "'amount' must be a positive integer of minor units, got 0"),
+    ({**OK, "amount": 1.5}, "'amount' must be a positive integer of minor units, got 1.5"),
+    ({**OK, "amount": True}, "'amount' must be a positive integer of minor units, got True"),
+    ({**OK, "currency": "euro"}, "'currency' must be an ISO 4217 code such as 'EUR', got "
+                                 "'euro'"),
+    ({"amount": 100, "currency": "EUR"}, "'payment_token' is required"),
+])
+def test_bad_authorization_requests_are_refused(gateway, body, message):
+    answer = post(gateway, "/v1/authorizations", body)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {"type": "invalid_request", "message": message}
+    assert gateway.effects() == {"authorize": 0, "decline": 0, "capture": 0, "void": 0,
+                                 "refund": 0}
 
 
 def test_capture_rules(gateway):
