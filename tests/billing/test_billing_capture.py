@@ -407,3 +407,12 @@ def test_a_refund_reason_is_stored_trimmed(billing, alice, book):
     billing.settle("s-1", [COLA])
     billing.refund("s-1", 50, "  dented can ")
     assert book.one(Refund, session_id="s-1").reason == "dented can"
+
+
+def test_the_receipt_of_a_session_still_open_says_so(billing, alice):
+    held(billing, alice)
+    receipt = billing.receipt("s-1")
+    assert (receipt.outcome, receipt.closed_at, receipt.at, receipt.lines) == (None, None, T0, ())
+    text = receipt.render_text()
+    assert "Outcome   Open - not settled yet" in text and "  (no items)" in text
+    assert "Time      2026-03-01 12:00:00 UTC" in text and "Owed" not in text
