@@ -184,7 +184,7 @@ def product_looks(catalog: Catalog, data_root: Path | None = None) -> dict[str, 
     """SKU -> vision.render.ProductLook: the catalog colour (or one derived from the SKU) and the
     first product image found under `data_root`. The shelf renderer and reconcile's vision term
     must use the same looks, so both call this."""
-    from vision.render import ProductLook  # cabinet may import vision; kept lazy (OpenCV)
+    from vision.sim.render import ProductLook  # cabinet may import vision; kept lazy (OpenCV)
 
     looks = {}
     for sku, p in catalog.items():

@@ -45,7 +45,7 @@ from firmware_bridge.simulator import SimMCU
 from vision.cameras import SimFaceCamera, SimShelfCamera
 from vision.data import data_root, faces_root, people
 from vision.faces import enrol_encodings
-from vision.render import ShelfView, SlotView
+from vision.sim.render import ShelfView, SlotView
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"

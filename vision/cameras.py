@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from vision.render import ProductLook, ShelfView, render_shelf
+from vision.sim.render import ProductLook, ShelfView, render_shelf
 
 SHELF_FAULTS = (None, "dark", "missing")
 

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vision.render import PANEL_BGR, ProductLook, facing_boxes, render_cell
+from vision.sim.render import PANEL_BGR, ProductLook, facing_boxes, render_cell
 
 SCALE = 3            # cells are compared shrunk this many times
 SHIFT = 2            # ... with references slid +-SHIFT shrunk pixels (+-6 px) over them

@@ -72,7 +72,7 @@ class World:
         return out
 
     def images(self, looks, seed: int) -> dict:
-        from vision.render import ShelfView, SlotView, render_shelf
+        from vision.sim.render import ShelfView, SlotView, render_shelf
         out = {}
         for shelf in self.planogram.shelves:
             views = tuple(SlotView(s.id, s.roi, s.capacity, tuple(k for k, _ in self.slots[s.id]))

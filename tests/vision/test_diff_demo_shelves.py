@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from cabinet.catalog import load_catalog, product_looks
 from cabinet.planogram import load_planogram
 from vision.diff import EMPTY_RMS, ShelfDiff, SlotSpec, lighting_gain, pad_image, slot_evidence
-from vision.render import ProductLook, ShelfView, SlotView, render_shelf
+from vision.sim.render import ProductLook, ShelfView, SlotView, render_shelf
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CATALOG = load_catalog(FIXTURES / "catalog.yaml")

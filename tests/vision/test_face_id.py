@@ -13,7 +13,7 @@ from vision import data
 from vision.cameras import SimFaceCamera
 from vision.faces import (DEFAULT_THRESHOLD, FaceError, FaceGallery, FaceMatch, encode_photo, encoding_from_bytes,
                           encoding_to_bytes, enrol_encodings, identify_frame, load_photo)
-from vision.render import ProductLook, ShelfView, SlotView, render_shelf
+from vision.sim.render import ProductLook, ShelfView, SlotView, render_shelf
 
 
 @pytest.fixture(scope="session")

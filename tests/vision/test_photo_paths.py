@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vision import data
-from vision.render import ProductLook, render_cell
+from vision.sim.render import ProductLook, render_cell
 
 
 def touch_photo(path: Path) -> Path:

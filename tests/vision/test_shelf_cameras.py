@@ -7,7 +7,7 @@ import pytest
 
 from vision.cameras import CameraError, FaceCamera, OpenCVCamera, ShelfCamera, SimFaceCamera, SimShelfCamera
 from vision.diff import slot_evidence
-from vision.render import ProductLook, ShelfView, SlotView
+from vision.sim.render import ProductLook, ShelfView, SlotView
 
 LOOKS = {"cola-330": ProductLook.for_sku("cola-330", "Cola")}
 

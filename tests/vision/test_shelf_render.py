@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.render import (PACKAGES, ProductLook, RenderError, ShelfView, SlotView, facing_boxes,
+from vision.sim.render import (PACKAGES, ProductLook, RenderError, ShelfView, SlotView, facing_boxes,
                            render_cell, render_shelf)
 
 LOOKS = {s: ProductLook.for_sku(s, s.title()) for s in ("cola-330", "water-500", "oat-milk")}

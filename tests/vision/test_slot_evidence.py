@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from vision.diff import ShelfDiff, SlotSpec, VisionInputError, slot_evidence
-from vision.render import ProductLook, ShelfView, SlotView, render_shelf
+from vision.sim.render import ProductLook, ShelfView, SlotView, render_shelf
 
 SKUS = ("cola-330", "water-500", "oat-milk", "yog-straw", "juice-or", "choc-bar")
 LOOKS = {s: ProductLook.for_sku(s, s.replace("-", " ").title()) for s in SKUS}
