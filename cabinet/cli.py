@@ -8,9 +8,11 @@
     cabinet config validate FILE                       check a configuration file
     cabinet bench link [--json]                        serial link benchmark
     cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
+    cabinet bench faces [--data DIR] [--json]          false accepts, second factor, match time
 
 Global options (`-v`) come before the command: `cabinet -v sim mcu --shelves 2`. `sim mcu`,
-`bench link` and `bench session` own their flags: everything after their name goes to them.
+`bench link`, `bench session` and `bench faces` own their flags: everything after their name
+goes to them.
 
 Errors print one line naming the place, never a traceback; the exit code follows the error's
 type (`EXIT_CODES`, the most specific class first): 1 for what a person fixes here (a bad file,
@@ -73,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     bench_sub.add_parser("link", help="serial link benchmark", add_help=False)
     bench_sub.add_parser("session", help="face to unlock, door closed to charge",
+                         add_help=False)
+    bench_sub.add_parser("faces", help="face identification: trials, second factor, timing",
                          add_help=False)
     return p
 
@@ -172,6 +176,9 @@ def _run(args, rest: list[str]) -> int:
         if args.bench_command == "link":
             from firmware_bridge import bench
             return bench.main(rest)
+        if args.bench_command == "faces":
+            from cabinet import bench_faces
+            return bench_faces.main(rest)
         from cabinet import bench as session_bench
         return session_bench.main(rest)
     if rest:
