@@ -40,10 +40,12 @@ def small_faces(shared_data: Path, tmp_path: Path) -> tuple[Path, dict[str, int]
     return root, counts
 
 
-def test_bench_faces_json_counts_every_trial_it_should_run(small_faces, tmp_path):
+def test_cabinet_bench_faces_json_counts_every_trial_it_should_run(small_faces, tmp_path):
+    """`cabinet bench faces --json` as a new process: the keys, and counts equal to the trials
+    that the folder's layout calls for (2+2+1 photos: 4 genuine, 5 impostor)."""
     root, counts = small_faces
     out = tmp_path / "bench-faces.json"
-    proc = subprocess.run([sys.executable, "-m", "cabinet.bench_faces", "--data", str(root),
+    proc = subprocess.run([sys.executable, "-m", "cabinet.cli", "bench", "faces", "--data", str(root),
                            "--json", "--out", str(out), "--sizes", "2000"],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
