@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from billing import Line, Money, NotHeld, SettlementConflict
+from billing import BillingError, Line, Money, NotHeld, SettlementConflict
 from billing.models import CabinetSession, Charge, Hold, LedgerEntry, LineItem
 from billing.service import _claim
 
@@ -249,3 +249,91 @@ def test_closing_stamps_the_billing_clock(make_billing, gateway):
         closed = sess.closed_at
     closed = closed.replace(tzinfo=dt.timezone.utc) if closed.tzinfo is None else closed
     assert closed == stamp and ats == {stamp}
+
+
+class PowerCut(BaseException):
+    """The process dies: not an error any layer of Billing handles."""
+
+
+def client_dying_after(method: str):
+    from billing import GatewayClient
+
+    class Dies(GatewayClient):
+        pass
+
+    def dies(self, *args, **kwargs):
+        getattr(GatewayClient, method)(self, *args, **kwargs)   # the gateway acts ...
+        raise PowerCut(method)                                  # ... and the answer is lost
+    setattr(Dies, method, dies)
+    return Dies
+
+
+def test_each_session_captures_its_own_basket(billing, alice, held, gateway):
+    billing.settle("s-1", [COLA])
+    second = billing.place_hold("s-2", alice.id)
+    receipt = billing.settle("s-2", [CRISPS])
+    assert receipt.outcome == "charged" and receipt.charged == Money(220, "EUR")
+    row = capture_row(billing, "s-2")
+    assert (row["amount"], row["key"], row["auth"], row["status"]) == (
+        220, "s-2:capture", second.auth_id, "captured")
+    assert gateway.authorization(second.auth_id)["captured_amount"] == 220
+    assert gateway.effects()["capture"] == 2
+
+
+def test_an_outage_on_one_capture_leaves_other_open_sessions_alone(billing, alice, held,
+                                                                   gateway):
+    billing.place_hold("s-2", alice.id)
+    gateway.fail_next(4, "500")
+    assert billing.settle("s-2", [COLA]).outcome == "pending"
+    assert session_row(billing, "s-1")["outcome"] is None
+    assert billing.settle("s-1", [CRISPS]).outcome == "charged"
+
+
+def test_a_void_the_gateway_refuses_is_recorded_with_its_reason(billing, alice, held, gateway):
+    billing._gateway.capture(held.auth_id, 100, "operator-capture")  # no longer voidable
+    receipt = billing.settle("s-1", [])
+    with billing._sessions() as db:
+        hold = db.scalar(select(Hold).where(Hold.session_id == "s-1"))
+        status, reason = hold.status, hold.decline_reason
+    assert status == "void_failed"
+    assert "refused with HTTP 400" in reason and "only an authorized one can be voided" in reason
+    assert ledger(billing) == [("hold", HOLD, "EUR", None, alice.id)]
+    assert receipt.outcome == "nothing_taken"
+
+
+def test_a_released_hold_has_no_reason(billing, held):
+    billing.settle("s-1", [])
+    with billing._sessions() as db:
+        hold = db.scalar(select(Hold).where(Hold.session_id == "s-1"))
+        assert (hold.status, hold.decline_reason, hold.void_key) == ("voided", None, "s-1:void")
+
+
+def test_a_hold_in_another_state_is_named_in_the_refusal(billing, alice, held):
+    with billing._sessions.begin() as db:
+        db.scalar(select(Hold).where(Hold.session_id == "s-1")).status = "void_failed"
+    with pytest.raises(NotHeld) as e:
+        billing.settle("s-1", [COLA])
+    assert str(e.value) == ("settle s-1: no authorized hold (outcome open, hold void_failed); "
+                            "nothing can be charged")
+
+
+def test_a_crash_while_placing_the_hold_is_finished_by_settle(make_billing, gateway):
+    doomed = make_billing(client_dying_after("authorize"))
+    alice = doomed.open_account("Alice", "tok_visa_ok", "EUR")
+    with pytest.raises(PowerCut):
+        doomed.place_hold("s-1", alice.id)
+    assert hold_status(doomed) == "requested" and session_row(doomed)["outcome"] is None
+    restarted = make_billing()
+    receipt = restarted.settle("s-1", [COLA])
+    assert receipt.outcome == "charged" and receipt.charged == Money(300, "EUR")
+    assert gateway.effects()["authorize"] == 1 and gateway.effects()["capture"] == 1
+    keys = [r.idempotency_key for r in gateway.requests_seen()]
+    assert keys == ["s-1:hold", "s-1:hold", "s-1:capture"]
+    assert [k for k, *_ in ledger(restarted)] == ["hold", "capture"]
+
+
+def test_a_bad_flag_is_refused_naming_the_session(billing, held):
+    with pytest.raises(BillingError) as e:
+        billing.settle("s-1", [COLA], flags=["low_confidence", ""])
+    assert str(e.value) == "settle s-1: flag '' must be a non-empty string"
+    assert capture_row(billing) is None
