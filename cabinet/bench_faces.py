@@ -285,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cabinet bench faces: {e}", file=sys.stderr)
         return 1
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as e:
+            print(f"cabinet bench faces: --out {args.out}: cannot write it ({e.strerror}); "
+                  f"give a file in a folder that exists", file=sys.stderr)
+            return 1
     print(json.dumps(result) if args.json else render(result))
     return 0 if result["false_accepts"] == 0 and result["decisions_differ"] == 0 else 1
 

@@ -103,3 +103,11 @@ def test_bad_sizes_are_refused_by_the_parser(capsys):
         bench_faces.main(["--sizes", "10k"])
     assert exit_info.value.code == 2
     assert "--sizes '10k': give whole numbers" in capsys.readouterr().err
+
+
+def test_an_out_file_that_cannot_be_written_is_named(small_faces, tmp_path, capsys):
+    root, _ = small_faces
+    out = tmp_path / "no-such-folder" / "bench.json"
+    assert bench_faces.main(["--data", str(root), "--sizes", "", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--out {out}: cannot write it" in err
