@@ -28,6 +28,22 @@ NOT_IMPORTED = {
 }
 
 
+# The `train` extra (torch, ultralytics, ...) lives in a separate virtualenv and is imported by
+# vision/train.py alone: the cabinet never imports a training library. Its modules are not
+# installed where the tests run, so they are matched by name: module -> distribution.
+TRAIN_FILES = ("vision/train.py",)
+TRAIN_MODULES = {"torch": "torch", "ultralytics": "ultralytics",
+                 "matplotlib": "matplotlib"}
+# Declared in the train extra for ultralytics (installed there with --no-deps), not imported by us.
+TRAIN_NOT_IMPORTED = {
+    "torchvision": "ultralytics' classification datasets and transforms",
+    "ultralytics-thop": "ultralytics counts FLOPs with it when it builds a model",
+    "polars": "ultralytics writes its results table with it",
+    "psutil": "ultralytics checks memory with it",
+    "scipy": "ultralytics' metrics and ops modules import it",
+}
+
+
 def norm(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
@@ -81,7 +97,12 @@ def check(imports: dict[str, set[str]], declared: set[str]) -> tuple[list[str], 
 
 
 def code_files() -> list[Path]:
-    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                  if p.relative_to(ROOT).as_posix() not in TRAIN_FILES)
+
+
+def train_files() -> list[Path]:
+    return [ROOT / f for f in TRAIN_FILES]
 
 
 def test_every_third_party_import_of_the_code_is_a_declared_dependency():
@@ -99,9 +120,26 @@ def test_every_declared_dependency_is_imported_or_has_a_stated_reason():
     assert unused == set(), f"declared in pyproject.toml but never imported: {sorted(unused)}"
 
 
+def test_training_libraries_are_imported_only_by_the_trainer_and_declared_in_the_train_extra():
+    runtime = {dist_name(r) for r in PYPROJECT["dependencies"]}
+    train = {dist_name(r) for r in PYPROJECT["optional-dependencies"]["train"]}
+    assert set(TRAIN_MODULES.values()) <= train
+    outside = third_party(imported_modules(code_files()), set(PACKAGES))
+    leaked = {m: sorted(f) for m, f in outside.items() if m in TRAIN_MODULES}
+    assert leaked == {}, f"training libraries imported outside {TRAIN_FILES}: {leaked}"
+    imports = third_party(imported_modules(train_files()), set(PACKAGES))
+    assert {"torch", "ultralytics"} <= set(imports)           # the scan sees the trainer
+    rest = {m: f for m, f in imports.items() if m not in TRAIN_MODULES}
+    problems, _ = check(rest, runtime)
+    assert problems == []
+    unused = train - {TRAIN_MODULES[m] for m in imports if m in TRAIN_MODULES} - set(TRAIN_NOT_IMPORTED)
+    assert unused == set(), f"train extra declares what nothing imports: {sorted(unused)}"
+
+
 def test_test_imports_are_declared_and_test_extras_are_used():
     runtime = {dist_name(r) for r in PYPROJECT["dependencies"]}
-    extras = {dist_name(r) for group in PYPROJECT["optional-dependencies"].values() for r in group}
+    extras = {dist_name(r) for name, group in PYPROJECT["optional-dependencies"].items()
+              if name != "train" for r in group}
     test_files = sorted((ROOT / "tests").rglob("*.py"))
     local = set(PACKAGES) | {p.stem for p in test_files} | {"tests"}
     imports = third_party(imported_modules(test_files), local)

@@ -1,0 +1,163 @@
+"""Enrolled products: SKUs the recogniser knows from a few photos, without retraining.
+
+`cabinet vision enroll SKU PHOTO...` embeds each photo with the shipped model and stores the
+L2-normalised embeddings under the SKU in a gallery file. The recogniser then scores a crop
+against the model's own classes and against every enrolled SKU (cosine similarity to the SKU's
+mean embedding), so a new product is sold the day it arrives.
+
+The file is JSON, versioned and content-hashed: `sha256` is the hash of the canonical JSON of
+everything else, so a bundle that names the gallery by hash names exactly these embeddings, and
+a hand-edited or truncated file is refused. Embeddings only make sense for the model that made
+them: the gallery records the model file's sha256 and the recogniser refuses a gallery made with
+another model (re-enrol the photos). Photos are named by file name and content hash, never
+stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "cabinet-product-gallery"
+FORMAT_VERSION = 1
+
+
+class GalleryError(ValueError):
+    """A gallery file that cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    sku: str
+    embeddings: np.ndarray                     # k x D float32, rows L2-normalised
+    photos: tuple[dict, ...] = ()              # {"name": file name, "sha256": hex}
+
+    def centroid(self) -> np.ndarray:
+        mean = self.embeddings.mean(axis=0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class ProductGallery:
+    """SKU -> embeddings made by the model whose file hash is `model_sha256`."""
+
+    model_sha256: str
+    dim: int
+    entries: dict[str, GalleryEntry] = field(default_factory=dict)
+
+    # ---- content ----------------------------------------------------------------------------
+    def add(self, sku: str, embeddings: np.ndarray, photos: list[dict] | tuple = (), *,
+            normalise: bool = True) -> GalleryEntry:
+        """Add photos' embeddings to `sku` (appended to what it already has).
+
+        Values are kept at 6 significant digits, which float32 holds exactly, so saving and
+        loading a gallery gives back the same numbers and the same content hash."""
+        sku = validate_sku(sku)
+        emb = np.asarray(embeddings, dtype=np.float64)
+        if emb.ndim != 2 or emb.shape[1] != self.dim or len(emb) == 0:
+            raise GalleryError(f"gallery: SKU {sku!r}: expected k x {self.dim} embeddings, "
+                               f"got shape {emb.shape}")
+        if not np.isfinite(emb).all():
+            raise GalleryError(f"gallery: SKU {sku!r}: embeddings hold NaN or infinity")
+        if normalise:
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            emb = np.array([[float(f"{v:.6g}") for v in row] for row in emb.tolist()])
+        old = self.entries.get(sku)
+        if old is not None:
+            emb = np.concatenate([old.embeddings, emb])
+            photos = tuple(old.photos) + tuple(photos)
+        entry = GalleryEntry(sku, emb.astype(np.float32), tuple(photos))
+        self.entries[sku] = entry
+        return entry
+
+    def skus(self) -> list[str]:
+        return sorted(self.entries)
+
+    def centroids(self) -> np.ndarray:
+        """len(skus()) x D, in skus() order (an empty 0 x D matrix without entries)."""
+        if not self.entries:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self.entries[s].centroid() for s in self.skus()])
+
+    # ---- file -------------------------------------------------------------------------------
+    def _body(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_sha256": self.model_sha256,
+            "embedding_dim": self.dim,
+            "entries": [
+                {"sku": s,
+                 "photos": [dict(p) for p in self.entries[s].photos],
+                 "embeddings": [[float(f"{v:.6g}") for v in row]
+                                for row in self.entries[s].embeddings.tolist()]}
+                for s in self.skus()
+            ],
+        }
+
+    def sha256(self) -> str:
+        return _canonical_hash(self._body())
+
+    def save(self, path: Path) -> str:
+        """Write the gallery (atomically) and return its content hash."""
+        body = self._body()
+        digest = _canonical_hash(body)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({**body, "sha256": digest}, indent=1) + "\n")
+        tmp.replace(path)
+        return digest
+
+    @classmethod
+    def load(cls, path: Path) -> "ProductGallery":
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise GalleryError(f"gallery {path}: no such file (enrol a product with "
+                               f"`cabinet vision enroll SKU PHOTO... --gallery {path}`)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise GalleryError(f"gallery {path}: not a readable JSON file ({e}); restore it or "
+                               f"enrol the products again into a new file") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise GalleryError(f"gallery {path}: field 'format' must be {FORMAT!r}")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise GalleryError(f"gallery {path}: field 'format_version' is "
+                               f"{doc.get('format_version')!r}; this program reads {FORMAT_VERSION}")
+        claimed = doc.pop("sha256", None)
+        if claimed != _canonical_hash(doc):
+            raise GalleryError(f"gallery {path}: field 'sha256' does not match the content (the "
+                               f"file was edited or truncated); enrol the products again")
+        dim = doc.get("embedding_dim")
+        if not isinstance(dim, int) or dim <= 0:
+            raise GalleryError(f"gallery {path}: field 'embedding_dim' must be a positive integer")
+        gallery = cls(model_sha256=str(doc.get("model_sha256", "")), dim=dim)
+        for i, item in enumerate(doc.get("entries", [])):
+            where = f"gallery {path}: entries[{i}]"
+            try:
+                emb = np.asarray(item["embeddings"], dtype=np.float32)
+                gallery.add(item["sku"], emb, [dict(p) for p in item.get("photos", [])],
+                            normalise=False)
+            except (KeyError, TypeError, ValueError) as e:
+                raise GalleryError(f"{where}: {e}") from None
+        return gallery
+
+
+def validate_sku(sku: str) -> str:
+    if not isinstance(sku, str) or not sku.strip() or sku != sku.strip() or "/" in sku:
+        raise GalleryError(f"SKU {sku!r}: must be a non-empty name without '/' or surrounding "
+                           f"spaces")
+    return sku
+
+
+def photo_record(path: Path) -> dict:
+    return {"name": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+
+
+def _canonical_hash(body: dict) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,283 @@
+"""Which product is this? The shipped ONNX model, run with onnxruntime, never torch.
+
+A model folder (default: `models/` at the repository root) holds what travels together:
+
+- `card.json`, the model card: file names and their sha256, labels (product names, the folder
+  names of products/grocery), input size, how scores are made, and how the model was trained
+  (command, data hash, metrics, date);
+- the ONNX file (input `images`: N x 3 x S x S RGB in [0, 1]; outputs `probs`, N x C softmax
+  over the labels, and `features`, N x D pooled features before the classifier);
+- `prototypes.npz`: `mean` (D, the training photos' mean feature) and `centroids` (C x D, each
+  class's mean embedding over its training photos).
+
+A crop (BGR uint8, any size) is resized so its short side is S and centre-cropped to S x S (the
+training photos' validation transform). Its embedding is its features minus `mean`, L2-normalised
+(centring makes cosine similarity discriminative for features that are all positive). With
+`flip_tta` the crop and its mirror image are averaged.
+
+Scores over the model's classes plus the enrolled SKUs (vision/product_gallery.py): cosine
+similarity to each class centroid and each enrolled SKU's mean embedding, divided by a
+temperature T and soft-maxed over all of them (q); the model's classes then share their mass
+between the classifier's own softmax p and q with the weight w from the card:
+`score[c] = w * q_model * p[c] + (1 - w) * q[c]` for a model class, `score[g] = q[g]` for an
+enrolled SKU. Scores sum to 1. w and T were chosen on the val_* photos (docs/vision.md).
+
+`version` is a short sha256 over the card, the model, the prototypes and the gallery, so a
+session bundle names exactly the recogniser that read it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vision.product_gallery import GalleryError, ProductGallery
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = REPO_ROOT / "models"
+CARD_NAME = "card.json"
+
+
+class RecognizerError(ValueError):
+    """A model, gallery or crop the recogniser cannot use; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_file: str
+    model_sha256: str
+    prototypes_file: str
+    prototypes_sha256: str
+    labels: tuple[str, ...]
+    imgsz: int
+    softmax_weight: float
+    temperature: float
+    flip_tta: bool
+    raw: dict
+
+    @classmethod
+    def read(cls, path: Path) -> "ModelCard":
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RecognizerError(f"model card {path}: missing; train a model with `cabinet "
+                                  f"vision train` or restore the models/ folder from git") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RecognizerError(f"model card {path}: not readable JSON ({e}); restore it "
+                                  f"from git or train again") from None
+        try:
+            scoring = doc["scoring"]
+            card = cls(
+                model_file=str(doc["model"]["file"]),
+                model_sha256=str(doc["model"]["sha256"]),
+                prototypes_file=str(doc["prototypes"]["file"]),
+                prototypes_sha256=str(doc["prototypes"]["sha256"]),
+                labels=tuple(str(x) for x in doc["labels"]),
+                imgsz=int(doc["input"]["size"]),
+                softmax_weight=float(scoring["softmax_weight"]),
+                temperature=float(scoring["temperature"]),
+                flip_tta=bool(scoring["flip_tta"]),
+                raw=doc,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecognizerError(f"model card {path}: field {e} missing or malformed; "
+                                  f"restore it from git or train again") from None
+        if not card.labels or card.imgsz < 16 or card.temperature <= 0 \
+                or not 0.0 <= card.softmax_weight <= 1.0:
+            raise RecognizerError(f"model card {path}: labels, input.size, scoring.temperature "
+                                  f"or scoring.softmax_weight out of range")
+        return card
+
+
+def preprocess(crops: Sequence[np.ndarray], imgsz: int, *, flip: bool = False) -> np.ndarray:
+    """BGR uint8 crops of any size -> N x 3 x S x S float32 RGB in [0, 1] (short side to S,
+    centre crop)."""
+    out = np.empty((len(crops), 3, imgsz, imgsz), np.float32)
+    for i, crop in enumerate(crops):
+        if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8 or crop.ndim != 3 \
+                or crop.shape[2] != 3 or crop.shape[0] < 1 or crop.shape[1] < 1:
+            what = (f"{crop.dtype} array of shape {crop.shape}" if isinstance(crop, np.ndarray)
+                    else type(crop).__name__)
+            raise RecognizerError(f"crop {i}: expected a BGR uint8 image (H x W x 3), got {what}")
+        h, w = crop.shape[:2]
+        scale = imgsz / min(h, w)
+        nh, nw = max(imgsz, round(h * scale)), max(imgsz, round(w * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        img = cv2.resize(crop, (nw, nh), interpolation=interp)
+        top, left = (nh - imgsz) // 2, (nw - imgsz) // 2
+        img = img[top:top + imgsz, left:left + imgsz, ::-1]            # BGR -> RGB
+        if flip:
+            img = img[:, ::-1]
+        out[i] = img.transpose(2, 0, 1) * np.float32(1 / 255)
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class Recognizer:
+    """Product recognition on crops: `embed`, `classify`, `scores`; built by `load`."""
+
+    def __init__(self, session, card: ModelCard, mean: np.ndarray, centroids: np.ndarray,
+                 gallery: ProductGallery | None, model_dir: Path, base_hash: str) -> None:
+        self._session = session
+        self.card = card
+        self.model_dir = model_dir
+        self._mean = mean
+        self._centroids = centroids
+        self._base_hash = base_hash
+        self.gallery = gallery
+        self._gallery_centroids = gallery.centroids() if gallery else np.zeros((0, len(mean)),
+                                                                               np.float32)
+        self.labels: tuple[str, ...] = card.labels + tuple(gallery.skus() if gallery else ())
+        gallery_hash = gallery.sha256() if gallery else ""
+        self.version = hashlib.sha256(f"{base_hash}:{gallery_hash}".encode()).hexdigest()[:16]
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: Path | None = None, *, gallery: Path | ProductGallery | None = None,
+             threads: int = 1) -> "Recognizer":
+        """The model in `model_dir` (default: the committed models/), with the SKUs enrolled in
+        `gallery` (a file or a loaded ProductGallery; none by default)."""
+        model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        if not model_dir.is_dir():
+            raise RecognizerError(f"model folder {model_dir}: missing; train a model with "
+                                  f"`cabinet vision train --out {model_dir}`")
+        card_path = model_dir / CARD_NAME
+        card = ModelCard.read(card_path)
+        model_path = model_dir / card.model_file
+        proto_path = model_dir / card.prototypes_file
+        for path, expected in ((model_path, card.model_sha256), (proto_path, card.prototypes_sha256)):
+            if not path.is_file():
+                raise RecognizerError(f"model file {path}: missing (named by {card_path}); "
+                                      f"restore models/ from git or train again")
+            if file_sha256(path) != expected:
+                raise RecognizerError(f"model file {path}: corrupt (its sha256 differs from the "
+                                      f"one in {card_path}); restore it from git or train again")
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(model_path), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise RecognizerError(f"model file {model_path}: onnxruntime cannot load it "
+                                  f"({type(e).__name__}); restore it from git or train again") from None
+        outputs = {o.name for o in session.get_outputs()}
+        if {"probs", "features"} - outputs:
+            raise RecognizerError(f"model file {model_path}: outputs {sorted(outputs)}, expected "
+                                  f"'probs' and 'features'; export it with `cabinet vision train`")
+        try:
+            with np.load(proto_path) as npz:
+                mean = npz["mean"].astype(np.float32)
+                centroids = npz["centroids"].astype(np.float32)
+        except (OSError, KeyError, ValueError) as e:
+            raise RecognizerError(f"model file {proto_path}: unreadable prototypes ({e})") from None
+        if centroids.shape != (len(card.labels), len(mean)):
+            raise RecognizerError(f"model file {proto_path}: centroids {centroids.shape} do not "
+                                  f"match {len(card.labels)} labels x {len(mean)} features")
+        base = hashlib.sha256()
+        for part in (card_path, model_path, proto_path):
+            base.update(file_sha256(part).encode())
+        loaded = None
+        if isinstance(gallery, ProductGallery):
+            loaded = gallery
+        elif gallery is not None:
+            try:
+                loaded = ProductGallery.load(Path(gallery))
+            except GalleryError as e:
+                raise RecognizerError(str(e)) from None
+        recognizer = cls(session, card, mean, centroids, None, model_dir, base.hexdigest())
+        return recognizer.with_gallery(loaded) if loaded is not None else recognizer
+
+    def with_gallery(self, gallery: ProductGallery | None) -> "Recognizer":
+        """The same model with another gallery (checked to be made by this model)."""
+        if gallery is not None:
+            if gallery.model_sha256 != self.card.model_sha256:
+                raise RecognizerError(
+                    f"product gallery was enrolled with model {gallery.model_sha256[:12]}, not "
+                    f"this model ({self.card.model_sha256[:12]} in {self.model_dir}); enrol "
+                    f"its products again with `cabinet vision enroll`")
+            if gallery.dim != len(self._mean):
+                raise RecognizerError(f"product gallery holds {gallery.dim}-float embeddings, "
+                                      f"the model makes {len(self._mean)}")
+            clash = set(gallery.skus()) & set(self.card.labels)
+            if clash:
+                raise RecognizerError(f"product gallery enrols {sorted(clash)}, which the model "
+                                      f"already knows as classes; remove them from the gallery")
+        return Recognizer(self._session, self.card, self._mean, self._centroids, gallery,
+                          self.model_dir, self._base_hash)
+
+    def new_gallery(self) -> ProductGallery:
+        return ProductGallery(model_sha256=self.card.model_sha256, dim=len(self._mean))
+
+    # ---- inference --------------------------------------------------------------------------
+    def _forward(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(N x C softmax, N x D raw features), averaged with the mirror image under flip_tta."""
+        crops = list(crops)
+        if not crops:
+            return (np.zeros((0, len(self.card.labels)), np.float32),
+                    np.zeros((0, len(self._mean)), np.float32))
+        batch = preprocess(crops, self.card.imgsz)
+        if self.card.flip_tta:
+            batch = np.concatenate([batch, batch[..., ::-1]])
+        probs, feats = self._session.run(["probs", "features"], {"images": batch})
+        if self.card.flip_tta:
+            n = len(crops)
+            probs, feats = (probs[:n] + probs[n:]) / 2, (feats[:n] + feats[n:]) / 2
+        return probs.astype(np.float32), feats.astype(np.float32)
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """N x D float32 embeddings, L2-normalised (centred on the training photos' mean)."""
+        _, feats = self._forward(crops)
+        return _normalise(feats - self._mean)
+
+    def scores(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """N x len(labels) scores (rows sum to 1) over the model's classes then enrolled SKUs."""
+        probs, feats = self._forward(crops)
+        emb = _normalise(feats - self._mean)
+        protos = np.concatenate([self._centroids, self._gallery_centroids])
+        logits = emb @ protos.T / self.card.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        q = np.exp(logits)
+        q /= q.sum(axis=1, keepdims=True)
+        c, w = len(self.card.labels), self.card.softmax_weight
+        out = q.copy()
+        q_model = q[:, :c].sum(axis=1, keepdims=True)
+        out[:, :c] = w * q_model * probs + (1 - w) * q[:, :c]
+        return out.astype(np.float32)
+
+    def classify(self, crops: Sequence[np.ndarray], top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """Per crop, the top_k (product name or SKU, score) pairs, best first."""
+        if top_k < 1:
+            raise RecognizerError(f"classify: top_k must be at least 1, got {top_k}")
+        s = self.scores(crops)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :top_k]
+        return [[(self.labels[j], float(s[i, j])) for j in row] for i, row in enumerate(order)]
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """A photo as BGR uint8, or RecognizerError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecognizerError(f"photo {path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RecognizerError(f"photo {path}: not a readable image (JPEG/PNG expected)")
+    return img

@@ -1,0 +1,384 @@
+"""Training the product recogniser: the only module that imports torch and ultralytics.
+
+Runs in the training virtualenv (`.venv-train`, docs/vision.md), never in the cabinet's: the
+cabinet runs the exported ONNX file with onnxruntime (vision/recognizer.py). `cabinet vision
+train` re-runs this module there (`.venv-train/bin/python -m vision.train ...`).
+
+1. The dataset is planned from a products folder laid out like ../shared/data/products/grocery
+   (`<product>/train_*.jpg`, `<product>/val_*.jpg`): training photos are the train_* files only,
+   minus the products held out (`--holdout`, to measure enrolment of products the model never
+   saw); val_* photos choose settings and measure, never train. The data hash is a sha256 over
+   the sorted list of training files (relative path, then bytes).
+2. ultralytics trains yolov8n-cls from its yaml (no pretrained weights exist here) with its own
+   augmentation; a run folder of symlinks is its input.
+3. The best epoch is exported to ONNX with two outputs, `probs` (the classifier's softmax) and
+   `features` (the head's pooled 1280 features, before the linear layer), which enrolment and
+   nearest-centroid scoring use.
+4. Prototypes (the training photos' mean feature and per-class centroids) are computed with
+   the exported model through the cabinet's own run-time path, then scoring settings (softmax
+   weight, temperature, mirror-image averaging) are chosen on val_* and written with the
+   metrics into card.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_VENV = REPO_ROOT / ".venv-train"
+YOLO_DIR = REPO_ROOT / ".cache" / "yolo"          # YOLO_CONFIG_DIR: settings and the font
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+ENROL_PHOTOS = 5                                   # photos per held-out product for enrolment
+
+SETUP_HINT = f"""the training libraries are not installed; create the training virtualenv once:
+  python3.11 -m venv {TRAIN_VENV}
+  {TRAIN_VENV}/bin/pip install torch==2.14.1 torchvision==0.29.1
+  {TRAIN_VENV}/bin/pip install --no-deps ultralytics ultralytics-thop
+  {TRAIN_VENV}/bin/pip install opencv-python-headless onnxruntime polars pyyaml pillow \\
+      matplotlib psutil requests scipy
+then run `cabinet vision train` again (docs/vision.md)."""
+
+
+class TrainError(ValueError):
+    """Bad training input or a missing training environment; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    root: Path
+    classes: tuple[str, ...]                     # trained classes, sorted
+    train: dict[str, tuple[Path, ...]]           # class -> train_* photos
+    val: dict[str, tuple[Path, ...]]             # class -> val_* photos (trained classes)
+    holdout: tuple[str, ...] = ()
+    holdout_train: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    holdout_val: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+
+    def train_files(self) -> list[Path]:
+        return sorted(p for c in self.classes for p in self.train[c])
+
+    def data_hash(self) -> str:
+        return data_hash(self.train_files(), self.root)
+
+
+def _photos(folder: Path, prefix: str) -> tuple[Path, ...]:
+    return tuple(sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefix)
+                        and p.suffix.lower() in PHOTO_SUFFIXES))
+
+
+def plan_dataset(root: Path, holdout: tuple[str, ...] | list[str] = ()) -> DatasetPlan:
+    """Which photos train and which measure; no file is copied or opened beyond listing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainError(f"products folder {root}: missing (expected <product>/train_*.jpg; "
+                         f"pass --data DIR)")
+    products = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    train = {name: _photos(root / name, "train_") for name in products}
+    train = {name: files for name, files in train.items() if files}
+    if not train:
+        raise TrainError(f"products folder {root}: no <product>/train_* photos")
+    unknown = sorted(set(holdout) - set(train))
+    if unknown:
+        raise TrainError(f"--holdout {' '.join(unknown)}: not a product in {root} "
+                         f"(products: {', '.join(sorted(train))})")
+    classes = tuple(name for name in sorted(train) if name not in holdout)
+    if len(classes) < 2:
+        raise TrainError(f"products folder {root}: fewer than 2 products left to train")
+    val = {name: _photos(root / name, "val_") for name in classes}
+    hold = tuple(sorted(holdout))
+    return DatasetPlan(
+        root=root, classes=classes, train={c: train[c] for c in classes}, val=val, holdout=hold,
+        holdout_train={h: train[h] for h in hold},
+        holdout_val={h: _photos(root / h, "val_") for h in hold},
+    )
+
+
+def data_hash(files: list[Path], root: Path) -> str:
+    """sha256 over the sorted files' paths (relative to root) and bytes."""
+    h = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+        data = path.read_bytes()
+        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def materialise(plan: DatasetPlan, work: Path) -> Path:
+    """`work/data/{train,val}/<class>/` as symlinks (ultralytics' classification layout)."""
+    data = work / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    for split, files in (("train", plan.train), ("val", plan.val)):
+        for cls in plan.classes:
+            folder = data / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for src in files.get(cls, ()):
+                (folder / src.name).symlink_to(src.resolve())
+    return data
+
+
+# ---- everything below needs the training virtualenv -----------------------------------------
+
+def _offline_ultralytics() -> None:
+    """Point ultralytics at a project folder, offline, with a local font: nothing downloaded."""
+    os.environ["YOLO_CONFIG_DIR"] = str(YOLO_DIR)
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "False"
+    font_dir = YOLO_DIR / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    font = font_dir / "Arial.ttf"
+    if not font.exists():
+        import matplotlib
+        shutil.copyfile(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+
+
+def _import_training():
+    try:
+        import torch
+        _offline_ultralytics()
+        import ultralytics
+        from ultralytics import YOLO
+        from ultralytics.utils import SETTINGS
+    except ImportError as e:
+        raise TrainError(f"{e.name or e}: {SETUP_HINT}") from None
+    SETTINGS.update({"sync": False})
+    return torch, ultralytics, YOLO
+
+
+def export_onnx(model, path: Path, imgsz: int) -> None:
+    """A classification model -> ONNX with outputs `probs` and `features` (pooled, pre-linear)."""
+    import torch
+
+    class WithFeatures(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.layers = net.model
+
+        def forward(self, x):
+            saved = []
+            for m in self.layers[:-1]:
+                if m.f != -1:
+                    x = saved[m.f] if isinstance(m.f, int) else [x if j == -1 else saved[j] for j in m.f]
+                x = m(x)
+                saved.append(x)
+            head = self.layers[-1]
+            if isinstance(x, list):
+                x = torch.cat(x, 1)
+            features = head.pool(head.conv(x)).flatten(1)
+            return head.linear(features).softmax(1), features
+
+    net = WithFeatures(model).eval().float()
+    dummy = torch.zeros(1, 3, imgsz, imgsz)
+    kwargs = dict(input_names=["images"], output_names=["probs", "features"],
+                  dynamic_axes={"images": {0: "n"}, "probs": {0: "n"}, "features": {0: "n"}},
+                  opset_version=17)
+    with torch.no_grad():
+        try:
+            torch.onnx.export(net, dummy, str(path), dynamo=False, **kwargs)
+        except TypeError:                                # a torch without the dynamo switch
+            torch.onnx.export(net, dummy, str(path), **kwargs)
+
+
+def _read_all(paths) -> list:
+    from vision.recognizer import read_photo
+    return [read_photo(p) for p in paths]
+
+
+def _raw(session, crops, imgsz: int, flip: bool):
+    import numpy as np
+
+    from vision.recognizer import preprocess
+    probs, feats = [], []
+    for i in range(0, len(crops), 32):
+        batch = preprocess(crops[i:i + 32], imgsz)
+        if flip:
+            batch = np.concatenate([batch, batch[..., ::-1]])
+        p, f = session.run(["probs", "features"], {"images": batch})
+        if flip:
+            n = len(batch) // 2
+            p, f = (p[:n] + p[n:]) / 2, (f[:n] + f[n:]) / 2
+        probs.append(p)
+        feats.append(f)
+    return np.concatenate(probs), np.concatenate(feats)
+
+
+def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
+    """Prototypes, scoring settings chosen on val_*, metrics and card.json for out/model.onnx."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from vision.recognizer import CARD_NAME, Recognizer, file_sha256
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    train_paths = [p for c in plan.classes for p in plan.train[c]]
+    train_labels = np.array([plan.classes.index(c) for c in plan.classes for _ in plan.train[c]])
+    val_paths = [p for c in plan.classes for p in plan.val[c]]
+    val_labels = np.array([plan.classes.index(c) for c in plan.classes for _ in plan.val[c]])
+    train_imgs, val_imgs = _read_all(train_paths), _read_all(val_paths)
+    results, best = [], None
+    for flip in (False, True):
+        _, tf = _raw(session, train_imgs, imgsz, flip)
+        vp, vf = _raw(session, val_imgs, imgsz, flip)
+        mean = tf.mean(axis=0)
+        norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        te, ve = norm(tf - mean), norm(vf - mean)
+        cents = norm(np.stack([te[train_labels == k].mean(axis=0) for k in range(len(plan.classes))]))
+        for temp in (0.02, 0.05, 0.1, 0.2):
+            q = np.exp((ve @ cents.T) / temp - ((ve @ cents.T) / temp).max(axis=1, keepdims=True))
+            q /= q.sum(axis=1, keepdims=True)
+            for w in (0.0, 0.25, 0.5, 0.75, 1.0):
+                s = w * vp + (1 - w) * q
+                top1 = float((s.argmax(axis=1) == val_labels).mean()) if len(val_labels) else 0.0
+                nll = float(-np.log(np.maximum(s[np.arange(len(s)), val_labels], 1e-9)).mean()) \
+                    if len(val_labels) else 0.0
+                row = dict(flip_tta=flip, temperature=temp, softmax_weight=w, top1=round(top1, 4),
+                           nll=round(nll, 4))
+                results.append(row)
+                key = (top1, -nll, -flip)
+                if best is None or key > best[0]:
+                    best = (key, row, mean.astype(np.float32), cents.astype(np.float32))
+    _, chosen, mean, cents = best
+    np.savez(out / "prototypes.npz", mean=mean, centroids=cents)
+    by = {(r["flip_tta"], r["temperature"], r["softmax_weight"]): r["top1"] for r in results}
+    flip, temp = chosen["flip_tta"], chosen["temperature"]
+    card = {
+        "name": "cabinet product recogniser",
+        "model": {"file": "model.onnx", "sha256": file_sha256(out / "model.onnx"),
+                  "bytes": (out / "model.onnx").stat().st_size,
+                  "architecture": "yolov8n-cls from its yaml (no pretrained weights)",
+                  "outputs": {"probs": "N x C softmax", "features": "N x 1280 pooled features"}},
+        "prototypes": {"file": "prototypes.npz", "sha256": file_sha256(out / "prototypes.npz")},
+        "labels": list(plan.classes),
+        "input": {"name": "images", "size": imgsz, "layout": "NCHW", "color": "RGB",
+                  "range": [0, 1], "resize": "short side to size, centre crop"},
+        "scoring": {"softmax_weight": chosen["softmax_weight"], "temperature": temp,
+                    "flip_tta": flip},
+        "training": {**info, "data": str(plan.root), "data_hash": plan.data_hash(),
+                     "train_files": len(plan.train_files()), "holdout": list(plan.holdout),
+                     "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "metrics": {
+            "val_photos": int(len(val_labels)),
+            "val_top1": chosen["top1"],
+            "val_top1_softmax": by[(False, temp, 1.0)],
+            "val_top1_centroid": by[(False, temp, 0.0)],
+            "val_top1_softmax_flip": by[(True, temp, 1.0)],
+            "val_top1_centroid_flip": by[(True, temp, 0.0)],
+            "grid": results,
+        },
+    }
+    (out / CARD_NAME).write_text(json.dumps(card, indent=1) + "\n")
+    if plan.holdout:
+        rec = Recognizer.load(out)
+        card["metrics"]["new_sku"] = measure_new_skus(rec, plan)
+        (out / CARD_NAME).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def measure_new_skus(rec, plan: DatasetPlan, photos: int = ENROL_PHOTOS) -> dict:
+    """Enrol each held-out product from its first `photos` train_* photos, then classify its
+    val_* photos among every class and enrolled SKU."""
+    gallery = rec.new_gallery()
+    for sku in plan.holdout:
+        files = plan.holdout_train[sku][:photos]
+        gallery.add(sku, rec.embed(_read_all(files)))
+    rec = rec.with_gallery(gallery)
+    total = correct = 0
+    per = {}
+    for sku in plan.holdout:
+        files = plan.holdout_val[sku]
+        if not files:
+            continue
+        top = [r[0][0] for r in rec.classify(_read_all(files), top_k=1)]
+        hits = sum(t == sku for t in top)
+        per[sku] = round(hits / len(files), 4)
+        total, correct = total + len(files), correct + hits
+    return {"enrol_photos": photos, "skus": list(plan.holdout), "val_photos": total,
+            "top1": round(correct / total, 4) if total else None, "per_sku": per}
+
+
+def train(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threads: int, batch: int,
+          command: str, extra: dict | None = None) -> dict:
+    torch, ultralytics, YOLO = _import_training()
+    torch.set_num_threads(threads)
+    out = Path(out)
+    work = REPO_ROOT / "var" / "vision-train" / (out.name or "model")
+    work.mkdir(parents=True, exist_ok=True)
+    data = materialise(plan, work)
+    start = time.monotonic()
+    model = YOLO("yolov8n-cls.yaml")
+    args = dict(data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, workers=0, device="cpu",
+                project=str(work / "runs"), name="train", exist_ok=True, plots=False, amp=False,
+                pretrained=False, seed=0, deterministic=True, verbose=False, val=True)
+    args.update(extra or {})
+    model.train(**args)
+    seconds = time.monotonic() - start
+    best = Path(model.trainer.best)
+    trained = YOLO(str(best)) if best.exists() else model
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(trained.model, out / "model.onnx", imgsz)
+    info = {"command": command, "epochs": epochs, "imgsz": imgsz, "batch": batch,
+            "threads": threads, "seconds": round(seconds, 1), "ultralytics": ultralytics.__version__,
+            "torch": torch.__version__, "options": extra or {}}
+    return finish_model(out, plan, imgsz, info)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from vision.data import data_root
+    p = argparse.ArgumentParser(prog="cabinet vision train",
+                                description="train the product recogniser and export ONNX")
+    p.add_argument("--data", type=Path, default=data_root() / "products" / "grocery")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "models")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--imgsz", type=int, default=160)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--holdout", nargs="*", default=[], metavar="SKU")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an ultralytics training option (e.g. --opt erasing=0.2), repeatable")
+    return p
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise TrainError(f"--opt {text!r}: expected KEY=VALUE")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        if args.epochs < 1 or args.imgsz < 32 or args.threads < 1:
+            raise TrainError("--epochs and --threads must be at least 1, --imgsz at least 32")
+        plan = plan_dataset(args.data, args.holdout)
+        extra = dict(_option(o) for o in args.opt)
+        card = train(plan, args.out, epochs=args.epochs, imgsz=args.imgsz, threads=args.threads,
+                     batch=args.batch, command="cabinet vision train " + " ".join(argv),
+                     extra=extra)
+    except TrainError as e:
+        print(f"cabinet vision train: {e}", file=sys.stderr)
+        return 1
+    m = card["metrics"]
+    print(f"model {args.out / 'model.onnx'}: val top-1 {m['val_top1']:.3f} on {m['val_photos']} "
+          f"val_* photos (softmax {m['val_top1_softmax']:.3f}, centroid {m['val_top1_centroid']:.3f}); "
+          f"trained {card['training']['seconds']:.0f} s")
+    if "new_sku" in m:
+        print(f"new SKUs {', '.join(m['new_sku']['skus'])} enrolled from {ENROL_PHOTOS} photos: "
+              f"top-1 {m['new_sku']['top1']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
