@@ -9,10 +9,12 @@
     cabinet bench link [--json]                        serial link benchmark
     cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
     cabinet bench faces [--data DIR] [--json]          false accepts, second factor, match time
+    cabinet bench vision [--photos DIR] [--json]       product recognition: top-1, new SKUs, time
+    cabinet vision train|enroll ...                    train the product recogniser, enrol a SKU
 
 Global options (`-v`) come before the command: `cabinet -v sim mcu --shelves 2`. `sim mcu`,
-`bench link`, `bench session` and `bench faces` own their flags: everything after their name
-goes to them.
+`bench link`, `bench session`, `bench faces`, `bench vision` and `vision` own their flags:
+everything after their name goes to them.
 
 Errors print one line naming the place, never a traceback; the exit code follows the error's
 type (`EXIT_CODES`, the most specific class first): 1 for what a person fixes here (a bad file,
@@ -78,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                          add_help=False)
     bench_sub.add_parser("faces", help="face identification: trials, second factor, timing",
                          add_help=False)
+    bench_sub.add_parser("vision", help="product recognition: top-1, new SKUs, time per crop",
+                         add_help=False)
+    sub.add_parser("vision", help="product recogniser: train, enroll (cabinet/vision_cli.py)",
+                   add_help=False)
     return p
 
 
@@ -172,6 +178,9 @@ def _run(args, rest: list[str]) -> int:
     if args.command == "sim":
         from firmware_bridge import sim_cli
         return sim_cli.main(rest)
+    if args.command == "vision":
+        from cabinet import vision_cli
+        return vision_cli.main(rest)
     if args.command == "bench":
         if args.bench_command == "link":
             from firmware_bridge import bench
@@ -179,6 +188,9 @@ def _run(args, rest: list[str]) -> int:
         if args.bench_command == "faces":
             from cabinet import bench_faces
             return bench_faces.main(rest)
+        if args.bench_command == "vision":
+            from cabinet import vision_cli
+            return vision_cli.bench_vision(rest)
         from cabinet import bench as session_bench
         return session_bench.main(rest)
     if rest:
