@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAIN_VENV = REPO_ROOT / ".venv-train"
+TRAIN_VENV = Path(os.environ.get("CABINET_TRAIN_VENV") or REPO_ROOT / ".venv-train")
 YOLO_DIR = REPO_ROOT / ".cache" / "yolo"          # YOLO_CONFIG_DIR: settings and the font
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 ENROL_PHOTOS = 5                                   # photos per held-out product for enrolment
