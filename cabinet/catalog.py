@@ -21,6 +21,7 @@ from cabinet.yamlsrc import Doc, load_yaml, pydantic_errors
 SKU_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+PHOTO_PRODUCT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"
 
 
 class ProductModel(BaseModel):
@@ -43,6 +44,10 @@ class ProductModel(BaseModel):
                               description="#rrggbb used by the shelf renderer")
     package: Literal["carton", "can", "bottle", "tub"] | None = Field(
         default=None, description="Shape the shelf renderer draws; default derived from the SKU")
+    photo_product: str | None = Field(
+        default=None, pattern=PHOTO_PRODUCT_PATTERN,
+        description="Product photo folder under products/grocery of the data root, and the "
+                    "product name the recognizer answers for this SKU (e.g. Arla-Standard-Milk)")
 
     @field_validator("price", mode="before")
     @classmethod
@@ -80,6 +85,7 @@ class Product:
     age_restricted: bool = False
     color: str | None = None
     package: str | None = None
+    photo_product: str | None = None
 
     @property
     def weight_sigma_g(self) -> float:
@@ -120,7 +126,7 @@ class Catalog(Mapping[str, Product]):
             d = dataclasses.asdict(p)
             d["images"] = list(p.images)
             d.pop("currency")
-            for optional in ("color", "package"):
+            for optional in ("color", "package", "photo_product"):
                 if d[optional] is None:
                     d.pop(optional)
             out.append(d)
@@ -156,7 +162,23 @@ def check_tolerance_below_weight(doc: Doc, model: CatalogModel) -> list[FormatEr
             for i, p in enumerate(model.products) if p.weight_tolerance_g >= p.unit_weight_g]
 
 
-CROSS_CHECKS = (check_unique_skus, check_one_currency, check_tolerance_below_weight)
+def check_unique_photo_products(doc: Doc, model: CatalogModel) -> list[FormatError]:
+    seen: dict[str, str] = {}
+    errors = []
+    for i, p in enumerate(model.products):
+        if p.photo_product is None:
+            continue
+        if p.photo_product in seen:
+            errors.append(doc.error(("products", i, "photo_product"),
+                                    f"already names SKU {seen[p.photo_product]!r}; the recognizer "
+                                    f"answers product names, so each names one SKU"))
+        else:
+            seen[p.photo_product] = p.sku
+    return errors
+
+
+CROSS_CHECKS = (check_unique_skus, check_one_currency, check_tolerance_below_weight,
+                check_unique_photo_products)
 
 
 def catalog_from_doc(doc: Doc) -> Catalog:
@@ -174,35 +196,17 @@ def catalog_from_doc(doc: Doc) -> Catalog:
     products = [Product(sku=p.sku, name=p.name, price=p.price, currency=model.currency,
                         unit_weight_g=p.unit_weight_g, weight_tolerance_g=p.weight_tolerance_g,
                         images=tuple(p.images), age_restricted=p.age_restricted, color=p.color,
-                        package=p.package)
+                        package=p.package, photo_product=p.photo_product)
                 for p in model.products]
     lines = {p.sku: doc.line(("products", i)) for i, p in enumerate(model.products)}
     return Catalog(products, model.currency, path=doc.path, lines=lines)
 
 
-def product_looks(catalog: Catalog, data_root: Path | None = None) -> dict[str, Any]:
-    """SKU -> vision.render.ProductLook: the catalog colour (or one derived from the SKU) and the
-    first product image found under `data_root`. The shelf renderer and reconcile's vision term
-    must use the same looks, so both call this."""
-    from vision.sim.render import ProductLook  # cabinet may import vision; kept lazy (OpenCV)
-
-    looks = {}
-    for sku, p in catalog.items():
-        image = None
-        for rel in p.images:
-            candidate = Path(rel) if Path(rel).is_absolute() or data_root is None \
-                else data_root / rel
-            if candidate.is_file():
-                image = candidate
-                break
-        base = ProductLook.for_sku(sku, p.name, image_path=image)
-        if p.color:
-            r, g, b = (int(p.color[i:i + 2], 16) for i in (1, 3, 5))
-            base = dataclasses.replace(base, color_bgr=(b, g, r))
-        if p.package:
-            base = dataclasses.replace(base, package=p.package)
-        looks[sku] = base
-    return looks
+def sku_by_photo_product(catalog: Catalog) -> dict[str, str]:
+    """Recognizer product name (photo_product) -> SKU, for vision.diff's `sku_of`. Two SKUs
+    naming one product would make the recognizer's answer ambiguous: check_unique_photo_products
+    refuses that when the file is read."""
+    return {p.photo_product: sku for sku, p in catalog.items() if p.photo_product}
 
 
 def load_catalog(path: str | Path) -> Catalog:

@@ -30,7 +30,7 @@ from billing.gateway import GatewayClient
 from billing.gateway_server import SandboxGateway
 from billing.service import Billing
 from cabinet import accounts as accounts_mod
-from cabinet.catalog import load_catalog, product_looks
+from cabinet.catalog import load_catalog
 from cabinet.config import Config, TimeoutsConfig, load_config
 from cabinet.errors import CabinetError
 from cabinet.controller import Controller, EventBridge, SessionReport
@@ -42,10 +42,12 @@ from cabinet.simworld import SimWorld
 from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import Board
 from firmware_bridge.simulator import SimMCU
-from vision.cameras import SimFaceCamera, SimShelfCamera
+from vision.cameras import SimFaceCamera
 from vision.data import data_root, faces_root, people
 from vision.faces import enrol_encodings
-from vision.sim.render import ShelfView, SlotView
+from vision.sim.camera import SimShelfCamera
+from vision.sim.looks import foreign_photos, product_looks
+from vision.sim.render import ItemPose, ShelfView, SlotView
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -68,9 +70,12 @@ def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callabl
     slots = planogram.slots_seen_by(camera)
 
     def view() -> ShelfView:
-        return ShelfView(camera, tuple(planogram.camera_size),
-                         tuple(SlotView(slot.id, tuple(slot.roi), slot.capacity,
-                                        world.slot_skus(slot.id)) for slot in slots))
+        out = []
+        for slot in slots:
+            items = world.slot_items(slot.id)
+            out.append(SlotView(slot.id, tuple(slot.roi), slot.capacity, tuple(i.sku for i in items),
+                                tuple(ItemPose(i.serial, i.dx, i.depth, i.angle, i.scale) for i in items)))
+        return ShelfView(camera, tuple(planogram.camera_size), tuple(out))
     return view
 
 
@@ -164,8 +169,10 @@ class SimCabinet:
         looks = product_looks(self.catalog, data_root())
         self.face_camera = SimFaceCamera()
         cameras = {shelf.camera for shelf in self.planogram.shelves}
+        foreign = foreign_photos(data_root())
         shelf_cameras = {cam: SimShelfCamera(shelf_view_fn(self.world, self.planogram, cam),
-                                             looks, seed=seed) for cam in sorted(cameras)}
+                                             looks, seed=seed, foreign_photos=foreign)
+                         for cam in sorted(cameras)}
         self.looks = looks
         self.shelf_cameras = shelf_cameras
         self.controller = self.new_controller()

@@ -270,7 +270,7 @@ def slot_vision(bundle: Bundle, looks: Mapping[str, Any] | None) -> tuple[dict, 
 
     per_slot: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    reader = ShelfDiff(looks or {})  # one for all cameras: the drawn references are shared
+    reader = ShelfDiff()  # product-agnostic (issue 7): change and quality; no identities yet
     for camera, imgs in sorted(bundle.images.items()):
         slots = bundle.planogram.slots_seen_by(camera)
         if not slots:
@@ -306,9 +306,7 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any]) -> dict[str, Shel
 
 
 def _default_looks(bundle: Bundle) -> Mapping[str, Any]:
-    from cabinet.catalog import product_looks
-    from vision.data import data_root
-    return product_looks(bundle.catalog, data_root())
+    return {}  # the reader knows no looks any more (issue 7): the seam keeps its signature
 
 
 def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,

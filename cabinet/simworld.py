@@ -19,8 +19,17 @@ from cabinet.planogram import Planogram
 
 @dataclasses.dataclass(frozen=True)
 class Item:
+    """One physical item: its own weight, a serial (the simulated camera draws each serial from
+    its own photo) and where it stands in its facing: sideways shift (share of the facing's
+    width), depth (0 front .. 1 back), tilt in degrees and scale."""
+
     sku: str
     grams: float
+    serial: int = 0
+    dx: float = 0.0
+    depth: float = 0.0
+    angle: float = 0.0
+    scale: float = 1.0
 
 
 class SimWorld:
@@ -36,6 +45,7 @@ class SimWorld:
         self._slots: dict[str, list[Item]] = {slot.id: [] for slot in planogram.slots}
         self._hands: list[Item] = []
         self._wobble: dict[int, tuple[float, int]] = {}    # channel -> (grams, reads so far)
+        self._serials = 0
 
     # --- operator side -----------------------------------------------------------------
     def restock(self, levels: dict[str, int]) -> None:
@@ -52,7 +62,17 @@ class SimWorld:
     def _new_item(self, sku: str) -> Item:
         product = self._catalog[sku]
         spread = product.weight_tolerance_g / 2.0
-        return Item(sku, product.unit_weight_g + self._rng.gauss(0.0, spread))
+        self._serials += 1
+        # an operator faces items neatly: a little shift and tilt, all at the front
+        return Item(sku, product.unit_weight_g + self._rng.gauss(0.0, spread), self._serials,
+                    self._rng.uniform(-0.05, 0.05), 0.0, self._rng.uniform(-2.0, 2.0),
+                    self._rng.uniform(0.97, 1.03))
+
+    def _left_by_a_customer(self, item: Item) -> Item:
+        """Where a customer puts an item down: off centre, maybe pushed back, tilted."""
+        return dataclasses.replace(item, dx=self._rng.uniform(-0.2, 0.2),
+                                   depth=self._rng.choice((0.0, 0.0, 0.3, 0.6)),
+                                   angle=self._rng.uniform(-12.0, 12.0))
 
     # --- customer side -----------------------------------------------------------------
     def take(self, slot_id: str, qty: int = 1) -> list[Item]:
@@ -72,7 +92,7 @@ class SimWorld:
             for _ in range(qty):
                 for i in range(len(self._hands) - 1, -1, -1):
                     if self._hands[i].sku == sku:
-                        self._slots[slot_id].append(self._hands.pop(i))
+                        self._slots[slot_id].append(self._left_by_a_customer(self._hands.pop(i)))
                         break
                 else:
                     raise ValueError(f"simulated customer: holds no '{sku}' to put in "
@@ -81,7 +101,8 @@ class SimWorld:
     def put_foreign(self, slot_id: str, grams: float, label: str = "foreign") -> None:
         """Leave an object that is not ours (tamper scenarios)."""
         with self._lock:
-            self._slots[slot_id].append(Item(label, grams))
+            self._serials += 1
+            self._slots[slot_id].append(self._left_by_a_customer(Item(label, grams, self._serials)))
 
     def wobble(self, channel: int, grams: float) -> None:
         """Something keeps the shelf on load-cell channel `channel` moving (a customer leaning
@@ -126,6 +147,11 @@ class SimWorld:
     def slot_skus(self, slot_id: str) -> tuple[str, ...]:
         with self._lock:
             return tuple(item.sku for item in self._slots[slot_id])
+
+    def slot_items(self, slot_id: str) -> tuple[Item, ...]:
+        """The items in a slot, left to right, with their serials and poses."""
+        with self._lock:
+            return tuple(self._slots[slot_id])
 
     def stock(self) -> dict[str, tuple[str, ...]]:
         with self._lock:

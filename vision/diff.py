@@ -1,66 +1,77 @@
-"""Per-slot evidence from a shelf camera's before/after images.
+"""Per-slot evidence from a shelf camera's before/after images, knowing nothing of the products.
 
-Each slot's region of interest is cut into its facing cells (vision.render.facing_boxes), and
-each cell is matched against what it could hold: every catalog look, an empty cell and a few
-foreign things, each drawn alone by vision.render.render_cell at the cell's size.
+The reader learns a camera only from what that camera showed: calibration frames captured
+through the cabinet's own camera interface (`cabinet vision calibrate`: the empty shelf and the
+shelf filled to the planogram, vision.calibration) and, for identities, a recognizer trained on
+product photos (vision.recognizer, optional). It imports nothing from vision.sim and assumes no
+colour, shape or background: tests/test_walls.py holds that line.
 
-Reading a cell. The camera's lighting gain is measured once per image, on the back panel
-(the commonest neutral grey); the references are brought to that gain and clipped at 255 the
-way a camera clips, so a bright white tub stays a tub and does not fade into the panel. Cell
-and references are shrunk 3x and lightly blurred (sensor noise, JPEG blocks and sub-pixel
-offsets wash out; colours and shapes stay), and each reference is slid over the cell's
-window +-6 px to absorb camera shake and an item standing a pixel off centre. The distance is
-the RMS grey-level difference at the best offset. A cell is the nearest reference; it is a
-foreign object when that is a foreign thing, or when nothing is near (an empty cell must be
-within EMPTY_RMS of the bare panel, a product within FOREIGN_RMS of its look). Its confidence
-is how clearly the nearest label beats the nearest other label (distance ratio) and how far
-the match stays inside its limit; the slot's confidence is its least sure cell. On rendered
-shelves under the noise, lighting, shake and JPEG of the simulator the right reference is
-within ~15 grey levels and every other label at least ~2x farther.
+How a pair is read, per camera:
 
-The change score of a slot is the share of its region that changed between the images: the
-after image is brought to the before image's brightness, both are shrunk 4x, and a pixel
-counts as changed only when its colour is outside the range of the other image's pixels
-around it (by more than a margin), so that a few pixels of shake do not count; a channel
-clipped at full brightness only says "at least this bright" and is compared one way.
+1. Quality. A dark frame (mean < DARK_MEAN), a blank one (std < BLANK_STD), a missing one, or
+   an after-frame bit-identical to the before-frame (a live sensor never repeats its noise: a
+   hung camera does) make the camera unusable, with the reason; never "nothing changed".
+2. Alignment. The after-frame is aligned to the before-frame (and each to the calibration's
+   empty frame) by ECC on a 4x-shrunk, blurred grey image with a Euclidean motion, at most
+   ECC_ITERATIONS steps. ECC's correlation is blind to brightness gain and offset. A motion over
+   MAX_SHIFT_PX or MAX_ROTATION_DEG, or no convergence, is "too much shake": unusable.
+3. Illumination. The moving image's brightness is brought to the reference's with a smooth
+   per-channel gain field (a quadratic surface in log-gain fitted on a 8x-shrunk image with
+   Tukey-weighted least squares, so the pixels that really changed do not pull it). Against the
+   empty shelf the fit uses only pixels outside every slot's region when there are enough.
+4. Change mask. Both images shrunk 2x and lightly blurred; a pixel changed when its colour lies
+   outside the other image's 3x3-neighbourhood colour range by more than a margin (the larger
+   of MIN_MARGIN and 4 robust sigmas of the image difference), in either direction, so residual
+   shake of a pixel and sensor noise / JPEG do not count; then a 3x3 opening drops specks.
+5. Per slot: `change` is the share of its region in the before/after mask; `occupancy_*` the
+   share that differs from the empty-shelf calibration; `fill_*` that occupancy over the
+   full-shelf calibration's (about items / capacity); a facing cell is occupied when at least
+   CELL_OCCUPIED of the full shelf's difference in that cell is there.
+6. Identities (only with a recognizer): each occupied cell is cropped from the aligned image and
+   classified; a product name maps to an SKU through `sku_of` (the catalog's photo_product). A
+   cell whose best name is no catalog product, or scores below `min_score`, is not ours.
 
-A dark, blank or missing image gives evidence flagged `usable=False` with the reason, and the
-per-cell tuples of that side empty: reconcile then leans on the weights alone. Arrays of the
-wrong type or shape, or slots that do not fit the image, raise VisionInputError.
+Without a recognizer the evidence says where things changed and how full each slot is, and
+`identified` is False: `counts_*` are empty and `confidence` is 0, so reconcile's vision term
+weighs nothing and the session leans on the weights. Bad arrays or slots raise VisionInputError.
 """
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from vision.sim.render import PANEL_BGR, ProductLook, facing_boxes, render_cell
-
-SCALE = 3            # cells are compared shrunk this many times
-SHIFT = 2            # ... with references slid +-SHIFT shrunk pixels (+-6 px) over them
-BLUR_SIGMA = 0.8     # shrunk pixels; washes out noise, JPEG and sub-pixel offsets
-EMPTY_RMS = 6.0      # grey levels: an "empty" cell farther than this from the panel holds something
-FOREIGN_RMS = 24.0   # grey levels: a cell farther than this from its nearest look is not that product
-SURE_RATIO = 0.5     # nearest/next-other distance at or below which a cell is read with certainty
-UNSURE_RATIO = 0.8   # ... and at or above which it is a toss-up (confidence 0)
-FOREIGN_PROTOTYPES = ("foreign-1", "foreign-2", "foreign-3")
-CHANGE_MARGIN = 24  # grey levels a shrunk pixel must move to count as changed
-SATURATED = 245  # a shrunk pixel this bright may hold clipped ones: its change cannot be told
 DARK_MEAN = 20.0
 BLANK_STD = 3.0
-EMPTY = "__empty__"
-REFERENCE_CACHE = 128  # (looks, cell size, gain) entries of prepared references kept
-GAIN_STEP = 0.02       # references are drawn for the measured gain rounded to this
-_PANEL = np.array(PANEL_BGR, np.float32)
+ALIGN_SHRINK = 4
+ECC_ITERATIONS = 60
+MAX_SHIFT_PX = 24.0       # full-resolution px; more is too much shake for a fixed shelf camera
+MAX_ROTATION_DEG = 3.0
+LIGHT_SHRINK = 8
+MASK_SHRINK = 2
+MIN_MARGIN = 16.0         # grey levels a shrunk pixel must leave its neighbours' range by
+CELL_OCCUPIED = 0.35      # share of the full shelf's per-cell difference that says "occupied"
+EMPTY_CELL_SHARE = 0.12   # without a full-shelf frame: a cell this different from empty is occupied
+MIN_ID_SCORE = 0.5        # recognizer score below which a cell is not identified
+ID_SURE_MARGIN = 0.2      # top-1 minus top-2 score at which an identity is certain
+
+# quality flags
+DARK, BLANK, MISSING, FROZEN, SHAKE = "camera_dark", "camera_blank", "camera_missing", "camera_frozen", "camera_shake"
+NO_CALIBRATION, CALIBRATION_SHIFTED = "no_calibration", "calibration_shifted"
+NOT_OURS = None
 
 
 class VisionInputError(ValueError):
     """An image or slot list that cannot be read: names which one and what is wrong."""
+
+
+class Recognizer(Protocol):
+    """vision.recognizer.Recognizer's reading half: product names are photo folder names."""
+
+    def classify(self, crops: Sequence[np.ndarray], top_k: int = 3) -> list[list[tuple[str, float]]]: ...
 
 
 @dataclass(frozen=True)
@@ -72,96 +83,218 @@ class SlotSpec:
 
 @dataclass(frozen=True)
 class SlotEvidence:
-    """What the camera saw in one slot. skus_* hold None for an empty cell or a foreign object
-    (occupied but not in the catalog); when `usable` is False the tuples of the unreadable
-    side are empty and `reason` says why."""
+    """What the camera saw in one slot.
+
+    Always (when `usable`): `change` (0..1 share of the slot's region that differs between
+    before and after) and `change_area_px` (that area in full-resolution pixels). With
+    calibration frames: `occupancy_*` (share of the region unlike the empty shelf), `fill_*`
+    (occupancy over the full shelf's: ~ items / capacity) and `occupied_*` per facing cell.
+    With a recognizer (`identified`): `identities_*` per facing cell (top-k (product name,
+    score), empty for an empty cell) and `skus_*` per cell (the SKU, or None for an empty cell
+    or a thing that is not ours). `flags` name what limits the evidence (camera_dark, ...);
+    when `usable` is False the per-cell tuples of the unreadable side are empty and `reason`
+    says why."""
 
     slot_id: str
-    change: float  # 0..1, share of the slot's region that changed
+    change: float
     occupied_before: tuple[bool, ...]
     occupied_after: tuple[bool, ...]
     skus_before: tuple[str | None, ...]
     skus_after: tuple[str | None, ...]
-    confidence: float  # 0..1, the least sure cell's margin
+    confidence: float  # 0..1: how sure the identities are (0 without a recognizer)
     usable: bool = True
     reason: str = ""
+    change_area_px: int = 0
+    occupancy_before: float | None = None
+    occupancy_after: float | None = None
+    fill_before: float | None = None
+    fill_after: float | None = None
+    identities_before: tuple[tuple[tuple[str, float], ...], ...] = ()
+    identities_after: tuple[tuple[tuple[str, float], ...], ...] = ()
+    identified: bool = True
+    flags: tuple[str, ...] = ()
 
     @property
     def foreign_before(self) -> int:
+        """Occupied cells the recognizer says hold nothing of ours (0 without identities)."""
+        if not self.identified:
+            return 0
         return sum(o and s is None for o, s in zip(self.occupied_before, self.skus_before))
 
     @property
     def foreign_after(self) -> int:
+        if not self.identified:
+            return 0
         return sum(o and s is None for o, s in zip(self.occupied_after, self.skus_after))
 
     @property
     def counts_before(self) -> dict[str, int]:
-        return dict(Counter(s for s in self.skus_before if s is not None))
+        return dict(Counter(s for s in self.skus_before if s is not None)) if self.identified else {}
 
     @property
     def counts_after(self) -> dict[str, int]:
-        return dict(Counter(s for s in self.skus_after if s is not None))
+        return dict(Counter(s for s in self.skus_after if s is not None)) if self.identified else {}
 
 
-def lighting_gain(img: np.ndarray) -> float:
-    """The camera's brightness relative to the rendered panel, measured on the panel itself:
-    the commonest brightness among neutral pixels of the panel's tint (white labels are neutral
-    too, but the panel is the larger area). Falls back to the median when nothing is neutral."""
-    small = img[::8, ::8].astype(np.float32)
-    grey = small.mean(axis=2)
-    tint = _PANEL / _PANEL.mean()
-    neutral = (np.abs(small / (grey[..., None] + 1.0) - tint).max(axis=2) < 0.04) \
-        & (small.max(axis=2) < 250)
-    ratio = grey[neutral] / float(_PANEL.mean())
-    if ratio.size < 30:
-        return float(np.clip(np.median(grey) / _PANEL.mean(), 0.2, 4.0))
-    hist, edges = np.histogram(ratio, bins=np.arange(0.1, 3.0, 0.02))
-    k = int(np.argmax(hist))
-    near = ratio[(ratio >= edges[max(0, k - 1)]) & (ratio < edges[min(len(edges) - 1, k + 2)])]
-    return float(np.clip(np.median(near), 0.2, 4.0))
+# --- quality ------------------------------------------------------------------------------------
 
-
-def _shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(small, (0, 0), BLUR_SIGMA)
-
-
-def check_image(img: object, label: str) -> np.ndarray | None:
-    """The image as a contiguous BGR uint8 array; None stays None (a missing frame)."""
+def check_image(img: Any, what: str) -> np.ndarray | None:
+    """None stays None (no frame); anything else must be an HxWx3 uint8 array."""
     if img is None:
         return None
     if not isinstance(img, np.ndarray):
-        raise VisionInputError(f"{label}: expected a numpy image, got {type(img).__name__}")
-    if img.dtype != np.uint8:
-        raise VisionInputError(f"{label}: expected dtype uint8, got {img.dtype}; convert the frame to 8-bit BGR")
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 8 or img.shape[1] < 8:
-        raise VisionInputError(f"{label}: expected shape (H, W, 3) BGR, got {img.shape}")
-    return np.ascontiguousarray(img)
+        raise VisionInputError(f"{what}: expected a numpy BGR image, got {type(img).__name__}")
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise VisionInputError(f"{what}: expected an HxWx3 uint8 BGR image, got "
+                               f"{img.dtype} {img.shape}; convert the frame with cv2.cvtColor")
+    if img.shape[0] < 16 or img.shape[1] < 16:
+        raise VisionInputError(f"{what}: image {img.shape[1]}x{img.shape[0]} is too small to read")
+    return img
 
 
 def unusable_reason(img: np.ndarray | None) -> str:
-    """Why an image cannot be read ('' when it can): missing, dark, blank or overexposed."""
+    """Why a frame cannot be read ('' when it can)."""
     if img is None:
-        return "no image (camera missing)"
-    small = cv2.resize(img, (max(1, img.shape[1] // 4), max(1, img.shape[0] // 4)), interpolation=cv2.INTER_AREA)
-    mean, std = float(small.mean()), float(small.std())
+        return "no frame (camera missing)"
+    small = img[::4, ::4]
+    mean = float(small.mean())
     if mean < DARK_MEAN:
-        return f"dark image (mean {mean:.1f} of 255)"
-    if mean > 245.0:
-        return f"overexposed image (mean {mean:.1f} of 255)"
+        return f"too dark (mean brightness {mean:.0f} < {DARK_MEAN:.0f}): lens covered or light off"
+    std = float(small.std())
     if std < BLANK_STD:
-        return f"blank image (no detail, std {std:.1f})"
+        return f"blank frame (contrast {std:.1f} < {BLANK_STD:.0f}): camera blinded or broken"
     return ""
 
 
+def _quality_flag(reason: str) -> str:
+    return MISSING if reason.startswith("no frame") else DARK if reason.startswith("too dark") else BLANK
+
+
+# --- alignment and lighting -----------------------------------------------------------------------
+
+def _grey_small(img: np.ndarray) -> np.ndarray:
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    h, w = g.shape
+    g = cv2.resize(g, (max(8, w // ALIGN_SHRINK), max(8, h // ALIGN_SHRINK)), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(g.astype(np.float32), (0, 0), 1.0)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    aligned: np.ndarray | None  # the moving image in the reference's pixels; None when it failed
+    shift_px: float
+    rotation_deg: float
+    reason: str = ""
+
+
+def align(moving: np.ndarray, reference: np.ndarray) -> Alignment:
+    """`moving` warped onto `reference` (Euclidean ECC, bounded); `reason` says why not."""
+    ref, mov = _grey_small(reference), _grey_small(moving)
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, 1e-5)
+    try:
+        cv2.findTransformECC(ref, mov, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 5)
+    except cv2.error:
+        return Alignment(None, float("inf"), float("inf"), "the images could not be aligned (ECC did not converge)")
+    warp[:, 2] *= ALIGN_SHRINK
+    shift = float(np.hypot(warp[0, 2], warp[1, 2]))
+    rot = float(np.degrees(np.arctan2(warp[1, 0], warp[0, 0])))
+    if shift > MAX_SHIFT_PX or abs(rot) > MAX_ROTATION_DEG:
+        return Alignment(None, shift, rot, f"too much shake: moved {shift:.0f} px and {rot:.1f} deg "
+                                           f"(limit {MAX_SHIFT_PX:.0f} px, {MAX_ROTATION_DEG:.0f} deg)")
+    h, w = reference.shape[:2]
+    out = cv2.warpAffine(moving, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return Alignment(out, shift, rot)
+
+
+def _design(h: int, w: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = xs / max(1, w - 1) - 0.5, ys / max(1, h - 1) - 0.5
+    return np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=-1).reshape(-1, 6)
+
+
+def relight(img: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """`img` (float32) with a smooth per-channel gain applied so its lighting matches
+    `reference`'s; `mask` (HxW bool) says which pixels may be used for the fit."""
+    H, W = img.shape[:2]
+    sw, sh = max(4, W // LIGHT_SHRINK), max(4, H // LIGHT_SHRINK)
+    a = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    b = cv2.resize(reference, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    ok = ((a > 8) & (a < 247) & (b > 8) & (b < 247)).all(axis=2)
+    if mask is not None:
+        small_mask = cv2.resize(mask.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        if small_mask[ok].sum() >= 40:
+            ok &= small_mask
+    X = _design(sh, sw)
+    gains = np.empty((sh, sw, 3), np.float32)
+    for c in range(3):
+        r = (np.log(b[..., c] + 4.0) - np.log(a[..., c] + 4.0)).reshape(-1)
+        sel = ok.reshape(-1)
+        Xs, rs = X[sel], r[sel]
+        if len(rs) < 12:
+            gains[..., c] = float(np.exp(np.median(r)))
+            continue
+        wts = np.ones(len(rs), np.float32)
+        coef = np.zeros(6, np.float32)
+        for _ in range(5):  # Tukey-weighted least squares: changed pixels lose their pull
+            xw = Xs * wts[:, None]
+            coef = np.linalg.solve(xw.T @ Xs + 1e-6 * np.eye(6, dtype=np.float32), xw.T @ rs)
+            res = rs - Xs @ coef
+            s = max(1.4826 * float(np.median(np.abs(res))), 0.01)
+            z = np.clip(res / (4.685 * s), -1, 1)
+            wts = ((1 - z * z) ** 2).astype(np.float32)
+        gains[..., c] = np.exp(X @ coef).reshape(sh, sw)
+    # the field is smooth: computed shrunk, stretched to the image
+    return img.astype(np.float32) * cv2.resize(gains, (W, H), interpolation=cv2.INTER_LINEAR)
+
+
+# --- change masks ---------------------------------------------------------------------------------
+
+def _shrunk(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = cv2.resize(img.astype(np.float32), (max(2, w // MASK_SHRINK), max(2, h // MASK_SHRINK)),
+                   interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(s, (0, 0), 0.8)
+
+
+def _outside(img: np.ndarray, ref: np.ndarray, margin: float) -> np.ndarray:
+    kernel = np.ones((3, 3), np.uint8)
+    hi, lo = cv2.dilate(ref, kernel), cv2.erode(ref, kernel)
+    return ((img > hi + margin) | (img < lo - margin)).any(axis=2)
+
+
+def change_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bool mask (at 1/MASK_SHRINK resolution) of where two aligned, relit images differ."""
+    sa, sb = _shrunk(a), _shrunk(b)
+    d = (sa - sb).mean(axis=2)
+    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+    margin = max(MIN_MARGIN, 4.0 * sigma)
+    mask = (_outside(sa, sb, margin) | _outside(sb, sa, margin)).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return mask.astype(bool)
+
+
+def _share(mask: np.ndarray, box: Sequence[int]) -> float:
+    x, y, w, h = (int(v) // MASK_SHRINK for v in box)
+    part = mask[y:y + max(1, h), x:x + max(1, w)]
+    return float(part.mean()) if part.size else 0.0
+
+
+def facing_cells(roi: Sequence[int], capacity: int) -> list[tuple[int, int, int, int]]:
+    """The slot's region cut into `capacity` facing cells (x, y, w, h), left to right."""
+    x, y, w, h = (int(v) for v in roi)
+    edges = [x + round(i * w / capacity) for i in range(capacity + 1)]
+    return [(edges[i], y, edges[i + 1] - edges[i], h) for i in range(capacity)]
+
+
 def _check_slots(slots: Sequence, shape: tuple[int, ...] | None, camera: str) -> list[SlotSpec]:
-    """SlotSpecs of the slots (anything with slot_id, roi, capacity); with no image at all
-    (`shape` None) the ROIs cannot be checked against it."""
-    H, W = shape[:2] if shape is not None else (1 << 30, 1 << 30)
+    H, W = (shape[0], shape[1]) if shape is not None else (10 ** 9, 10 ** 9)
     specs, seen = [], set()
     for s in slots:
         try:
-            spec = SlotSpec(str(s.slot_id), tuple(int(v) for v in s.roi), int(s.capacity))
+            spec = SlotSpec(str(s.slot_id if hasattr(s, "slot_id") else s.id),
+                            tuple(int(v) for v in s.roi), int(s.capacity))
         except (AttributeError, TypeError, ValueError) as e:
             raise VisionInputError(f"{camera}: slot {s!r} needs slot_id, roi (x, y, w, h) and capacity") from e
         x, y, w, h = spec.roi if len(spec.roi) == 4 else (-1, -1, 0, 0)
@@ -178,92 +311,96 @@ def _check_slots(slots: Sequence, shape: tuple[int, ...] | None, camera: str) ->
     return specs
 
 
-@lru_cache(maxsize=REFERENCE_CACHE)
-def _references(looks: tuple[ProductLook, ...], size: tuple[int, int],
-                gain: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """(references as rows, their squared norms, shrunk cell size) for cells of `size` seen at
-    `gain`: the empty panel, the foreign prototypes and each look, drawn alone on the panel,
-    brought to the gain, clipped like a camera, shrunk and blurred, with the panel around each
-    kept so that blur at the borders matches what the camera sees. Pure, so memoised across
-    calls and readers (the demo's cabinet has a handful of cell sizes and one lighting)."""
-    cells = [render_cell(None, size), *(render_cell(f, size) for f in FOREIGN_PROTOTYPES),
-             *(render_cell(look, size) for look in looks)]
-    w, h = size
-    small = (max(2, round(w / SCALE)), max(2, round(h / SCALE)))
-    pad = SHIFT * SCALE
-    panel = tuple(float(v) for v in np.clip(_PANEL * gain, 0, 255))
-    rows = []
-    for cell in cells:
-        cam = np.clip(cell.astype(np.float32) * np.float32(gain), 0, 255)
-        ext = cv2.copyMakeBorder(cam, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=panel)
-        ref = _shrink(ext, (small[0] + 2 * SHIFT, small[1] + 2 * SHIFT))
-        rows.append(ref[SHIFT:SHIFT + small[1], SHIFT:SHIFT + small[0]].ravel())
-    refs = np.ascontiguousarray(np.stack(rows))
-    norms = (refs * refs).sum(axis=1)
-    refs.flags.writeable = norms.flags.writeable = False
-    return refs, norms, small
+def _outside_slots(shape: tuple[int, ...], specs: Sequence[SlotSpec]) -> np.ndarray:
+    mask = np.ones(shape[:2], bool)
+    for s in specs:
+        x, y, w, h = s.roi
+        mask[max(0, y - 8):y + h + 12, max(0, x - 8):x + w + 8] = False  # the slot and its board
+    return mask
+
+
+# --- the reader -----------------------------------------------------------------------------------
+
+@dataclass
+class _Side:
+    """One usable frame, aligned to the empty-shelf calibration when there is one."""
+
+    image: np.ndarray
+    empty_mask: np.ndarray | None = None  # where it differs from the empty shelf
+    identities: dict[tuple[str, int], tuple[tuple[str, float], ...]] = field(default_factory=dict)
 
 
 class ShelfDiff:
-    """Reads slots against a catalog of looks (the drawn references are memoised by
-    `_references`, so any number of readers and cameras share them)."""
+    """Reads the slots of one camera at a time. `recognizer` (optional) names what is in each
+    occupied cell; `sku_of` maps its product names to catalog SKUs; `min_score` is the score
+    under which a cell is not identified."""
 
-    def __init__(self, looks: Mapping[str, ProductLook], *, empty_distance: float = EMPTY_RMS,
-                 foreign_distance: float = FOREIGN_RMS) -> None:
-        self.looks = dict(looks)
-        self.empty_distance = float(empty_distance)
-        self.foreign_distance = float(foreign_distance)
-        self._names: list[str | None] = [EMPTY, *[None] * len(FOREIGN_PROTOTYPES), *self.looks]
-        self._looks = tuple(self.looks.values())
+    def __init__(self, recognizer: Recognizer | None = None, *, sku_of: Mapping[str, str] | None = None,
+                 min_score: float = MIN_ID_SCORE) -> None:
+        if recognizer is not None and not callable(getattr(recognizer, "classify", None)):
+            raise VisionInputError(f"recognizer {type(recognizer).__name__}: has no classify(crops, top_k); "
+                                   f"pass a vision.recognizer.Recognizer or None")
+        self.recognizer = recognizer
+        self.sku_of = dict(sku_of or {})
+        self.min_score = float(min_score)
+        self._full_cache: dict[tuple, tuple[Any, dict[str, tuple[float, list[float]]]]] = {}
 
-    def distances(self, padded: np.ndarray, box: tuple[int, int, int, int], gain: float) -> np.ndarray:
-        """RMS grey-level distance of one cell (x, y, w, h in the unpadded image; `padded` is the
-        image with SHIFT * SCALE px replicated around it: `pad_image`) to every reference."""
-        x, y, w, h = box
-        refs, norms, (sw, sh) = _references(self._looks, (w, h), round(gain / GAIN_STEP) * GAIN_STEP)
-        pad = SHIFT * SCALE
-        window = _shrink(padded[y:y + h + 2 * pad, x:x + w + 2 * pad],
-                         (sw + 2 * SHIFT, sh + 2 * SHIFT)).astype(np.float32)
-        offsets = sliding_window_view(window, (sh, sw, 3)).reshape(-1, refs.shape[1])
-        # squared distances at every offset, reference by reference (matrix-vector products stay
-        # on one core: on a loaded 2-core box a threaded matrix product costs more than it saves)
-        cross = np.stack([offsets @ r for r in refs], axis=1)
-        ssd = (offsets * offsets).sum(axis=1)[:, None] + norms[None, :] - 2.0 * cross
-        return np.sqrt(np.maximum(ssd.min(axis=0), 0.0) / refs.shape[1])
+    def _against_empty(self, img: np.ndarray, calibration: Any, specs: Sequence[SlotSpec],
+                       flags: list[str]) -> np.ndarray | None:
+        empty = calibration.empty
+        if empty.shape != img.shape:
+            flags.append(CALIBRATION_SHIFTED)
+            return None
+        al = align(img, empty)
+        if al.aligned is None:
+            flags.append(CALIBRATION_SHIFTED)
+            return None
+        lit = relight(al.aligned, empty, _outside_slots(img.shape, specs))
+        return change_mask(lit, empty)
 
-    def _label(self, d: np.ndarray) -> tuple[str | None, float]:
-        """(EMPTY, SKU or None for a foreign object; confidence 0..1) from the distances."""
-        names = self._names
-        order = np.argsort(d, kind="stable")
-        best, d1 = names[order[0]], float(d[order[0]])
-        d2 = next((float(d[j]) for j in order[1:] if names[j] != best), 4.0 * FOREIGN_RMS)
-        limit = self.empty_distance if best == EMPTY else self.foreign_distance
-        if best is not None and d1 > limit:  # near nothing we know: something not ours
-            return None, float(np.clip((d1 - limit) / (0.3 * limit), 0.0, 1.0))
-        ratio = d1 / max(d2, 1e-6)
-        sure = float(np.clip((UNSURE_RATIO - ratio) / (UNSURE_RATIO - SURE_RATIO), 0.0, 1.0))
-        if best is not None:
-            sure = min(sure, float(np.clip((limit - d1) / (0.3 * limit), 0.0, 1.0)))
-        return best, sure
+    def _full_shares(self, calibration: Any, specs: Sequence[SlotSpec]) -> dict[str, tuple[float, list[float]]]:
+        """Per slot: (share of the region unlike the empty shelf, per-cell shares) when full."""
+        full = getattr(calibration, "full", None)
+        if full is None:
+            return {}
+        key = (id(calibration), tuple(specs))
+        held = self._full_cache.get(key)
+        if held is None or held[0] is not calibration:  # the object is kept, so its id is not reused
+            mask = self._against_empty(full, calibration, specs, [])
+            held = (calibration, {} if mask is None else {
+                s.slot_id: (_share(mask, s.roi), [_share(mask, c) for c in facing_cells(s.roi, s.capacity)])
+                for s in specs})
+            self._full_cache[key] = held
+        return held[1]
 
-    def read_cells(self, img: np.ndarray, spec: SlotSpec, *, gain: float | None = None,
-                   padded: np.ndarray | None = None) -> tuple[tuple[bool, ...], tuple[str | None, ...], float]:
-        """(occupied, sku or None, least confidence) for each facing cell of a slot in one image.
-        `gain` and `padded` (see `distances`) are measured from `img` when not given."""
-        if gain is None:
-            gain = lighting_gain(img)
-        if padded is None:
-            padded = pad_image(img)
-        occupied, skus, margins = [], [], []
-        for box in facing_boxes(spec.roi, spec.capacity):
-            label, sure = self._label(self.distances(padded, box, gain))
-            occupied.append(label != EMPTY)
-            skus.append(None if label == EMPTY else label)
-            margins.append(sure)
-        return tuple(occupied), tuple(skus), min(margins) if margins else 1.0
+    def _identify(self, img: np.ndarray, cells: list[tuple[str, int, tuple[int, int, int, int]]]
+                  ) -> dict[tuple[str, int], tuple[tuple[str, float], ...]]:
+        if self.recognizer is None or not cells:
+            return {}
+        H, W = img.shape[:2]
+        crops = []
+        for _, _, (x, y, w, h) in cells:
+            mx, my = w // 8, h // 8
+            crops.append(img[max(0, y - my):min(H, y + h + my), max(0, x - mx):min(W, x + w + mx)].copy())
+        answers = self.recognizer.classify(crops, top_k=3)
+        if len(answers) != len(cells):
+            raise VisionInputError(f"recognizer: {len(answers)} answers for {len(cells)} crops")
+        return {(sid, i): tuple((str(n), float(s)) for n, s in ans) for (sid, i, _), ans in zip(cells, answers)}
 
-    def evidence(self, before: np.ndarray | None, after: np.ndarray | None, slots: Sequence,
-                 *, camera: str = "shelf camera") -> dict[str, SlotEvidence]:
+    def _label(self, ranked: tuple[tuple[str, float], ...]) -> tuple[str | None, float]:
+        """(SKU or None for not ours, how sure 0..1) from a cell's ranked names."""
+        if not ranked:
+            return None, 0.0
+        name, s1 = ranked[0]
+        if s1 < self.min_score:
+            return None, 0.0  # like nothing the recognizer knows well: not ours, and unsure
+        s2 = ranked[1][1] if len(ranked) > 1 else 0.0
+        return self.sku_of.get(name), float(np.clip((s1 - s2) / ID_SURE_MARGIN, 0.0, 1.0))
+
+    def evidence(self, before: np.ndarray | None, after: np.ndarray | None, slots: Sequence, *,
+                 camera: str = "shelf camera", calibration: Any = None) -> dict[str, SlotEvidence]:
+        """Evidence per slot id. `calibration` is this camera's vision.calibration.CameraCalibration
+        (empty shelf, and full shelf when captured) or None."""
         before = check_image(before, f"{camera} before image")
         after = check_image(after, f"{camera} after image")
         if before is not None and after is not None and before.shape != after.shape:
@@ -271,58 +408,84 @@ class ShelfDiff:
                                    f"{after.shape} differ in size; both must come from one camera")
         shape = before.shape if before is not None else after.shape if after is not None else None
         specs = _check_slots(slots, shape, camera)
-        why_b, why_a = unusable_reason(before), unusable_reason(after)
-        reason = "; ".join(f"{camera} {side}: {why}" for side, why in (("before", why_b), ("after", why_a)) if why)
-        gain = 1.0
-        if not reason:
-            gain = float(np.median(before[::4, ::4]) + 1.0) / float(np.median(after[::4, ::4]) + 1.0)
-        read_b = None if why_b else {"gain": lighting_gain(before), "padded": pad_image(before)}
-        read_a = None if why_a else {"gain": lighting_gain(after), "padded": pad_image(after)}
+        why = {"before": unusable_reason(before), "after": unusable_reason(after)}
+        flags = [_quality_flag(r) for r in why.values() if r]
+        if not any(why.values()) and np.array_equal(before, after):
+            why["after"] = "identical to the before frame, bit for bit: the camera is frozen"
+            flags.append(FROZEN)
+        change_mask_ = None
+        if not any(why.values()):
+            al = align(after, before)
+            if al.aligned is None:
+                why["after"] = al.reason
+                flags.append(SHAKE)
+            else:
+                after = al.aligned
+                change_mask_ = change_mask(relight(after, before), before)
+        reason = "; ".join(f"{camera} {side}: {r}" for side, r in why.items() if r)
+        sides: dict[str, _Side] = {}
+        for side, img in (("before", before), ("after", after)):
+            if why[side] or img is None:
+                continue
+            sides[side] = _Side(img)
+        if calibration is None:
+            flags.append(NO_CALIBRATION)
+        else:
+            for s in sides.values():
+                s.empty_mask = self._against_empty(s.image, calibration, specs, flags)
+        full = self._full_shares(calibration, specs) if calibration is not None else {}
+        occupied: dict[tuple[str, str], tuple[bool, ...]] = {}
+        for side, s in sides.items():
+            for spec in specs:
+                cells = facing_cells(spec.roi, spec.capacity)
+                if s.empty_mask is None:
+                    occupied[side, spec.slot_id] = ()
+                    continue
+                ref = full.get(spec.slot_id, (None, [None] * len(cells)))[1]
+                occupied[side, spec.slot_id] = tuple(
+                    _share(s.empty_mask, c) >= (CELL_OCCUPIED * r if r else EMPTY_CELL_SHARE)
+                    for c, r in zip(cells, ref))
+            todo = [(spec.slot_id, i, c) for spec in specs
+                    for i, (c, o) in enumerate(zip(facing_cells(spec.roi, spec.capacity),
+                                                   occupied[side, spec.slot_id])) if o]
+            s.identities = self._identify(s.image, todo)
         out = {}
+        identified = self.recognizer is not None
         for spec in specs:
-            ob, sb, cb = self.read_cells(before, spec, **read_b) if read_b else ((), (), 0.0)
-            oa, sa, ca = self.read_cells(after, spec, **read_a) if read_a else ((), (), 0.0)
-            change = 0.0 if reason else _change(before, after, spec.roi, gain)
-            out[spec.slot_id] = SlotEvidence(spec.slot_id, change, ob, oa, sb, sa,
-                                             confidence=0.0 if reason else round(min(cb, ca), 3),
-                                             usable=not reason, reason=reason)
+            per = {}
+            for side in ("before", "after"):
+                s = sides.get(side)
+                occ = occupied.get((side, spec.slot_id), ())
+                ids = tuple(s.identities.get((spec.slot_id, i), ()) if o else () for i, o in enumerate(occ)) \
+                    if s is not None else ()
+                labels = [self._label(r) if o else (None, 1.0) for o, r in zip(occ, ids)]
+                occupancy = fill = None
+                if s is not None and s.empty_mask is not None:
+                    occupancy = round(_share(s.empty_mask, spec.roi), 4)
+                    ref = full.get(spec.slot_id, (0.0, []))[0]
+                    fill = round(occupancy / ref, 3) if ref > 0.02 else None
+                per[side] = (occ, ids, tuple(lab for lab, _ in labels), [c for _, c in labels], occupancy, fill)
+            change = round(_share(change_mask_, spec.roi), 4) if change_mask_ is not None else 0.0
+            area = int(round(change * spec.roi[2] * spec.roi[3]))
+            sure = per["before"][3] + per["after"][3]
+            confidence = 0.0 if (reason or not identified) else round(min(sure) if sure else 1.0, 3)
+            out[spec.slot_id] = SlotEvidence(
+                spec.slot_id, change, per["before"][0], per["after"][0],
+                per["before"][2] if identified else (None,) * len(per["before"][0]),
+                per["after"][2] if identified else (None,) * len(per["after"][0]),
+                confidence, usable=not reason, reason=reason, change_area_px=area,
+                occupancy_before=per["before"][4], occupancy_after=per["after"][4],
+                fill_before=per["before"][5], fill_after=per["after"][5],
+                identities_before=per["before"][1], identities_after=per["after"][1],
+                identified=identified, flags=tuple(dict.fromkeys(flags)))
         return out
 
 
-def pad_image(img: np.ndarray) -> np.ndarray:
-    """The image with SHIFT * SCALE px replicated around it, for `distances`."""
-    pad = SHIFT * SCALE
-    return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-
-
-def _unexplained(img: np.ndarray, img_clip: np.ndarray, ref: np.ndarray, ref_clip: np.ndarray) -> np.ndarray:
-    """Pixels of img outside the per-channel range (+- margin) of ref's 3x3 neighbourhood.
-    A clipped channel is only a lower bound on the true value, so it is compared one way."""
-    kernel = np.ones((3, 3), np.uint8)
-    hi = cv2.dilate(ref, kernel)
-    hi[cv2.dilate(ref_clip, kernel).astype(bool)] = np.inf
-    lo = cv2.erode(ref, kernel)
-    above = img > hi + CHANGE_MARGIN
-    below = (img < lo - CHANGE_MARGIN) & ~img_clip.astype(bool)
-    return (above | below).any(axis=2)
-
-
-def _change(before: np.ndarray, after: np.ndarray, roi: tuple[int, int, int, int], gain: float) -> float:
-    """Share of the slot's 4x-shrunk pixels, in either image, that the other image cannot
-    explain: a pixel is explained when it lies within the colour range of the other image's
-    3x3 neighbourhood around it (mixed edge pixels of a shifted item lie within it), so shake
-    and a pixel or two of jitter do not count."""
-    x, y, w, h = roi
-    size = (max(1, w // 4), max(1, h // 4))
-    b = cv2.resize(before[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    a = cv2.resize(after[y:y + h, x:x + w], size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    b_clip, a_clip = (b >= SATURATED).astype(np.uint8), (a >= SATURATED).astype(np.uint8)
-    a *= np.float32(gain)
-    changed = _unexplained(a, a_clip, b, b_clip) | _unexplained(b, b_clip, a, a_clip)
-    return round(float(changed.mean()), 4)
-
-
-def slot_evidence(before: np.ndarray | None, after: np.ndarray | None, slots: Sequence,
-                  looks: Mapping[str, ProductLook], *, camera: str = "shelf camera") -> dict[str, SlotEvidence]:
-    """Evidence per slot id for one camera; `slots` are SlotSpec (or SlotView: same fields)."""
-    return ShelfDiff(looks).evidence(before, after, slots, camera=camera)
+def slot_evidence(before: np.ndarray | None, after: np.ndarray | None, slots: Sequence, *,
+                  camera: str = "shelf camera", calibration: Any = None,
+                  recognizer: Recognizer | None = None,
+                  sku_of: Mapping[str, str] | None = None) -> dict[str, SlotEvidence]:
+    """Evidence per slot id for one camera; `slots` are SlotSpec (or anything with slot_id or
+    id, roi and capacity: planogram slots)."""
+    return ShelfDiff(recognizer, sku_of=sku_of).evidence(before, after, slots, camera=camera,
+                                                         calibration=calibration)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from cabinet.bundle import BundleWriter
-from cabinet.catalog import Catalog, load_catalog, product_looks
+from cabinet.catalog import Catalog, load_catalog
+from vision.sim.looks import product_looks
 from cabinet.planogram import Planogram, load_planogram
 from vision.data import data_root
 

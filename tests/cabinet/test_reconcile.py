@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cabinet.bundle import BundleWriter, load_bundle
-from cabinet.catalog import product_looks
+from vision.sim.looks import product_looks
 from cabinet.reconcile import ReconcileResult, reconcile
 from vision.data import data_root
 

@@ -9,12 +9,24 @@ that is not ours) is drawn as an irregular speckled grey lump. Then the camera: 
 gain, sensor noise, a shake of a few pixels and JPEG compression, all from `seed`, so the same
 arguments always give the same pixels.
 
-`render_cell` draws one facing cell alone on the panel; vision.diff renders each catalog look
-that way to know what an item (or an empty cell) looks like. A 640x480 shelf takes a few ms.
+`render_cell` draws one facing cell alone on the panel (for tests of the drawing). A 640x480
+shelf takes a few ms.
+
+Looking like a camera (`optics=Optics(...)`, what the simulated shelf camera uses): a product
+whose look has `photos` is drawn from one of them, a different photo per physical item (the
+item's `ItemPose.serial` picks it; the photos are the val_* split and iconic.jpg, which the
+reader never learns from), cut to the package's silhouette, at the position, scale and tilt
+where the item stands (`SlotView.poses`), back items first so neighbours occlude them, each
+casting a soft shadow. A thing that is not ours is drawn from `foreign_photos` (photos of
+things that are no catalog product). Then the camera: a textured back panel fixed per camera,
+a keystone perspective, vignetting, per-frame lighting (gain, a gradient across the shelf and a
+colour tint), shake (shift and a small rotation), blur, colour sensor noise and JPEG.
+Vision's reader (vision.diff) knows none of this: it learns each camera from calibration frames.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +63,7 @@ class ProductLook:
     color_bgr: tuple[int, int, int]
     image_path: Path | None = None
     package: str | None = None
+    photos: tuple[Path, ...] = ()  # one is picked per physical item (ItemPose.serial)
 
     def __post_init__(self) -> None:
         if len(self.color_bgr) != 3 or not all(0 <= int(c) <= 255 for c in self.color_bgr):
@@ -60,6 +73,7 @@ class ProductLook:
             raise RenderError(f"product look {self.sku!r}: package {self.package!r} is not one of {PACKAGES}")
         if self.image_path is not None:
             object.__setattr__(self, "image_path", Path(self.image_path))
+        object.__setattr__(self, "photos", tuple(Path(p) for p in self.photos))
 
     @classmethod
     def for_sku(cls, sku: str, name: str | None = None, *, image_path: Path | None = None) -> "ProductLook":
@@ -83,11 +97,45 @@ class ProductLook:
 
 
 @dataclass(frozen=True)
+class ItemPose:
+    """Where one physical item stands in its facing cell: `serial` names the item (it picks the
+    item's photo), `dx` shifts it sideways (share of the cell width), `depth` pushes it back
+    (0 front .. 1 back: drawn earlier, higher and smaller), `angle` tilts it (degrees) and
+    `scale` sizes it."""
+
+    serial: int = 0
+    dx: float = 0.0
+    depth: float = 0.0
+    angle: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class SlotView:
     slot_id: str
     roi: tuple[int, int, int, int]  # x, y, w, h in the camera image
     capacity: int
     skus: tuple[str, ...] = ()  # items in the slot, left to right
+    poses: tuple[ItemPose, ...] = ()  # one per item when given; default: upright, centred
+
+
+@dataclass(frozen=True)
+class Optics:
+    """What makes a rendered shelf look like a camera picture. Fixed per camera: `keystone`
+    (share of the width the top edge is narrower), `vignette`; per frame, drawn from the seed:
+    lighting `gradient` (largest brightness change across the image) and `tint` (largest
+    per-channel gain change), `shake_deg` (largest rotation); and `blur_sigma`, `noise_sigma`."""
+
+    keystone: float = 0.03
+    vignette: float = 0.12
+    gradient: float = 0.12
+    tint: float = 0.04
+    shake_deg: float = 0.4
+    blur_sigma: float = 0.8
+    noise_sigma: float = 2.5
+
+
+CAMERA_LIKE = Optics()
 
 
 @dataclass(frozen=True)
@@ -220,11 +268,21 @@ def render_cell(item: ProductLook | str | None, size: tuple[int, int]) -> np.nda
 
 
 def render_shelf(view: ShelfView, looks: Mapping[str, ProductLook], *, seed: int = 0,
-                 lighting: float = 1.0, shake_px: int = 0, jpeg_quality: int | None = None) -> np.ndarray:
-    """The camera image (H, W, 3) uint8 BGR of a shelf: deterministic for the same arguments."""
+                 lighting: float = 1.0, shake_px: int = 0, jpeg_quality: int | None = None,
+                 optics: Optics | None = None, foreign_photos: Sequence[Path] = ()) -> np.ndarray:
+    """The camera image (H, W, 3) uint8 BGR of a shelf: deterministic for the same arguments.
+    With `optics` it looks like a camera (module doc); without, the flat drawing."""
     check_view(view)
     if not 0.0 <= lighting <= 4.0:
         raise RenderError(f"camera {view.camera}: lighting {lighting} is outside 0..4")
+    for slot in view.slots:
+        if slot.poses and len(slot.poses) != len(slot.skus):
+            raise RenderError(f"camera {view.camera}, slot {slot.slot_id}: {len(slot.poses)} poses "
+                              f"for {len(slot.skus)} items; give one pose per item or none")
+    if optics is not None:
+        return _camera_like(view, looks, seed=seed, lighting=lighting, shake_px=shake_px,
+                            jpeg_quality=jpeg_quality, optics=optics,
+                            foreign_photos=tuple(Path(p) for p in foreign_photos))
     W, H = view.size
     rng = np.random.default_rng(seed)
     canvas = np.empty((H, W, 3), np.uint8)
@@ -243,6 +301,215 @@ def render_shelf(view: ShelfView, looks: Mapping[str, ProductLook], *, seed: int
         sx, sy = (int(v) for v in rng.integers(-shake_px, shake_px + 1, size=2))
         padded = cv2.copyMakeBorder(out, shake_px, shake_px, shake_px, shake_px, cv2.BORDER_REPLICATE)
         out = np.ascontiguousarray(padded[shake_px + sy:shake_px + sy + H, shake_px + sx:shake_px + sx + W])
+    if jpeg_quality is not None:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        if not ok:
+            raise RenderError(f"camera {view.camera}: JPEG encoding at quality {jpeg_quality} failed")
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return out
+
+
+# --- looking like a camera ---------------------------------------------------------------------
+
+PHOTO_CROP = (0.56, 0.80)  # share of an in-store photo (w, h) around its centre that shows the item
+SHADOW = 0.35              # how much an item's shadow darkens what is under it
+ASPECT = {"carton": 2.6, "can": 1.9, "bottle": 3.0, "tub": 1.2}  # tallest height / width
+
+
+@lru_cache(maxsize=512)
+def _photo(path: str) -> np.ndarray:
+    """The item part of a photo, at most 256 px high: a studio packshot cut to the product (its
+    white background away), an in-store photo cut to its centre (the item held up or faced)."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise RenderError(f"photo {path}: cannot be read as an image; fix or remove it")
+    if Path(path).stem.startswith("iconic"):
+        pts = cv2.findNonZero((img.min(axis=2) < 235).astype(np.uint8))
+        if pts is not None:
+            bx, by, bw, bh = cv2.boundingRect(pts)
+            if bw > 8 and bh > 8:
+                img = img[by:by + bh, bx:bx + bw]
+    else:
+        H, W = img.shape[:2]
+        cw, ch = round(W * PHOTO_CROP[0]), round(H * PHOTO_CROP[1])
+        img = img[(H - ch) // 2:(H - ch) // 2 + ch, (W - cw) // 2:(W - cw) // 2 + cw]
+    if img.shape[0] > 256:
+        img = cv2.resize(img, (max(4, round(img.shape[1] * 256 / img.shape[0])), 256),
+                         interpolation=cv2.INTER_AREA)
+    img = np.ascontiguousarray(img)
+    img.flags.writeable = False
+    return img
+
+
+def _silhouette(shape: str, w: int, h: int) -> np.ndarray:
+    """uint8 0/255 mask (h, w) of a package outline standing on the patch's bottom edge."""
+    m = np.zeros((h, w), np.uint8)
+    if shape == "bottle":
+        neck_w, neck_h = max(2, w // 3), h // 4
+        nx = (w - neck_w) // 2
+        m[:neck_h + 1, nx:nx + neck_w] = 255
+        top = neck_h
+    elif shape == "carton":
+        gable = max(2, h // 8)
+        cv2.fillConvexPoly(m, np.array([[0, gable], [w // 2, 0], [w - 1, gable]], np.int32), 255)
+        top = gable
+    else:
+        top = 0
+    radius = max(1, w // 6) if shape in ("can", "tub") else 0
+    m[top + radius:, :] = 255
+    if radius:
+        cv2.ellipse(m, (w // 2, top + radius), (w // 2, radius), 0, 180, 360, 255, -1)
+    return m
+
+
+def _foreign_silhouette(sku: str, serial: int, w: int, h: int) -> np.ndarray:
+    d = _digest(f"foreign:{sku}:{serial}")
+    pts = []
+    for i in range(9):
+        a = 2 * np.pi * i / 9
+        k = 0.75 + 0.25 * d[i] / 255
+        pts.append([w / 2 + np.cos(a) * w / 2 * k, h / 2 + np.sin(a) * h / 2 * k])
+    poly = np.clip(np.round(np.array(pts)), 0, [w - 1, h - 1]).astype(np.int32)
+    m = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(m, [poly], 255)
+    return m
+
+
+def _textured(photo: np.ndarray, w: int, h: int, d: bytes) -> np.ndarray:
+    """The photo fitted to (w, h), offset a little per item so no two items are one picture."""
+    H, W = photo.shape[:2]
+    fx, fy = 0.9 + 0.1 * d[0] / 255, 0.9 + 0.1 * d[1] / 255
+    cw, ch = max(2, round(W * fx)), max(2, round(H * fy))
+    x0, y0 = (W - cw) * d[2] // 255, (H - ch) * d[3] // 255
+    return cv2.resize(photo[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _item_patch(sku: str, pose: ItemPose, look: ProductLook | None, cell: tuple[int, int, int, int],
+                foreign_photos: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(BGR patch, alpha 0..1 float32) of one item, upright, its base on the patch's bottom."""
+    _, _, cw, ch = cell
+    d = _digest(f"item:{sku}:{pose.serial}")
+    if look is None:  # a thing that is not ours
+        w = max(4, round(cw * 0.82 * pose.scale))
+        h = max(4, round(min(ch * 0.56, w * 1.4) * pose.scale))
+        mask = _foreign_silhouette(sku, pose.serial, w, h)
+        if foreign_photos:
+            photo = _photo(str(foreign_photos[int.from_bytes(d[4:8], "big") % len(foreign_photos)]))
+            tex = _textured(photo, w, h, d)
+        else:
+            canvas = np.empty((ch, cw, 3), np.uint8)
+            canvas[:] = PANEL_BGR
+            _draw_foreign(canvas, (0, 0, cw, ch), sku, 0)
+            tex = cv2.resize(canvas[ch - h:, :], (w, h)) if h <= ch else cv2.resize(canvas, (w, h))
+        return tex, mask.astype(np.float32) / 255.0
+    sw, sh = _PACKAGE_SIZE[look.shape]
+    w = max(4, round(cw * sw * pose.scale))
+    h = max(6, round(min(ch * sh * pose.scale, w * ASPECT[look.shape])))
+    mask = _silhouette(look.shape, w, h)
+    if look.photos:
+        tex = _textured(_photo(str(look.photos[pose.serial % len(look.photos)])), w, h, d)
+    else:  # no photo: the flat drawing, cut out of its cell
+        canvas = np.empty((h, w, 3), np.uint8)
+        canvas[:] = PANEL_BGR
+        _draw_product(canvas, (0, 0, w, h), look, 0)
+        tex = canvas
+    return tex, mask.astype(np.float32) / 255.0
+
+
+def _paste(canvas: np.ndarray, tex: np.ndarray, alpha: np.ndarray, base: tuple[float, float],
+           angle: float) -> None:
+    """Composite the patch with its bottom centre at `base`, tilted by `angle` degrees, over a
+    soft shadow; only the patch's bounding box of the canvas is touched."""
+    h, w = alpha.shape
+    M = cv2.getRotationMatrix2D((w / 2.0, float(h)), angle, 1.0)
+    M[:, 2] += (base[0] - w / 2.0, base[1] - h)
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ M.T
+    H, W = canvas.shape[:2]
+    x0, y0 = (max(0, int(math.floor(v)) - 6) for v in corners.min(axis=0))
+    x1, y1 = min(W, int(math.ceil(corners[:, 0].max())) + 6), min(H, int(math.ceil(corners[:, 1].max())) + 6)
+    if x1 <= x0 or y1 <= y0:
+        return
+    M[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    a = cv2.warpAffine(alpha, M, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    t = cv2.warpAffine(tex, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    region = canvas[y0:y1, x0:x1].astype(np.float32)
+    shadow = np.zeros_like(a)
+    shadow[3:, 3:] = a[:-3, :-3]
+    shadow = cv2.GaussianBlur(shadow, (0, 0), 2.5) * SHADOW
+    region *= (1.0 - shadow)[..., None]
+    region = region * (1.0 - a[..., None]) + t.astype(np.float32) * a[..., None]
+    canvas[y0:y1, x0:x1] = np.clip(region, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _panel(camera: str, size: tuple[int, int], boards: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """The empty shelf as this camera sees it, without lighting: a back panel with a
+    low-frequency stain and fine grain (fixed per camera), and a board under each slot row."""
+    W, H = size
+    rng = np.random.default_rng(int.from_bytes(_digest("panel:" + camera)[:8], "big"))
+    low = cv2.resize(rng.normal(0.0, 1.0, (6, 8)).astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
+    grain = rng.normal(0.0, 1.0, (H, W)).astype(np.float32)
+    base = np.array(PANEL_BGR, np.float32)[None, None, :] * (1.0 + 0.05 * low[..., None])
+    panel = base + 3.0 * grain[..., None]
+    for x, y, w in boards:
+        panel[y:min(H, y + 8), x:x + w] = np.array(BOARD_BGR, np.float32) * (1.0 + 0.08 * grain[y:min(H, y + 8), x:x + w, None])
+        panel[min(H - 1, y), x:x + w] = (150, 154, 158)
+    out = np.clip(panel, 0, 255).astype(np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def _lighting_field(size: tuple[int, int], rng: np.random.Generator, lighting: float,
+                    optics: Optics) -> np.ndarray:
+    """(H, W, 3) float32 gain: the frame's lighting, a gradient in a random direction, a colour
+    tint and the lens's vignetting."""
+    W, H = size
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    u, v = xs / W - 0.5, ys / H - 0.5
+    a = rng.uniform(0, 2 * np.pi)
+    g = optics.gradient * rng.uniform(-1.0, 1.0)
+    field = lighting * (1.0 + g * (np.cos(a) * u + np.sin(a) * v)) * (1.0 - optics.vignette * 2 * (u * u + v * v))
+    tint = 1.0 + optics.tint * rng.uniform(-1.0, 1.0, size=3)
+    return field[..., None] * tint[None, None, :].astype(np.float32)
+
+
+def _camera_like(view: ShelfView, looks: Mapping[str, ProductLook], *, seed: int, lighting: float,
+                 shake_px: int, jpeg_quality: int | None, optics: Optics,
+                 foreign_photos: Sequence[Path]) -> np.ndarray:
+    W, H = view.size
+    rng = np.random.default_rng(seed)
+    boards = tuple((s.roi[0], s.roi[1] + s.roi[3], s.roi[2]) for s in view.slots)
+    canvas = _panel(view.camera, (W, H), boards).copy()
+    placed = []
+    for slot in view.slots:
+        cells = facing_boxes(slot.roi, slot.capacity)
+        for i, (cell, sku) in enumerate(zip(cells, slot.skus)):
+            pose = slot.poses[i] if i < len(slot.poses) else ItemPose(serial=i)
+            placed.append((pose.depth, cell[0], cell, sku, pose))
+    for depth, _, cell, sku, pose in sorted(placed, key=lambda p: (-p[0], p[1])):
+        cx, cy, cw, ch = cell
+        shrink = 1.0 - 0.15 * depth
+        pose_now = ItemPose(pose.serial, pose.dx, pose.depth, pose.angle, pose.scale * shrink)
+        tex, alpha = _item_patch(sku, pose_now, looks.get(sku), cell, foreign_photos)
+        base = (cx + cw / 2.0 + pose.dx * cw, cy + ch - 1 - depth * 0.12 * ch)
+        _paste(canvas, tex, alpha, base, pose.angle)
+    # the lens: keystone perspective, fixed per camera
+    k = optics.keystone * W / 2.0
+    src = np.float32([[0, 0], [W, 0], [W, H], [0, H]])
+    dst = np.float32([[k, 0], [W - k, 0], [W, H], [0, H]])
+    img = cv2.warpPerspective(canvas, cv2.getPerspectiveTransform(src, dst), (W, H),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    img = img.astype(np.float32) * _lighting_field((W, H), rng, lighting, optics)
+    if shake_px:
+        sx, sy = rng.uniform(-shake_px, shake_px, size=2)
+        M = cv2.getRotationMatrix2D((W / 2.0, H / 2.0), float(rng.uniform(-1, 1) * optics.shake_deg), 1.0)
+        M[:, 2] += (sx, sy)
+        img = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if optics.blur_sigma > 0:
+        img = cv2.GaussianBlur(img, (0, 0), optics.blur_sigma)
+    img += rng.normal(0.0, optics.noise_sigma, size=img.shape).astype(np.float32)
+    out = np.clip(img, 0, 255).astype(np.uint8)
     if jpeg_quality is not None:
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
         if not ok:
