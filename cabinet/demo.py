@@ -38,7 +38,7 @@ from cabinet.inventory import Inventory
 from cabinet.journal import Journal
 from cabinet.planogram import Planogram, load_planogram
 from cabinet.scenario import CloseDoor, Move, OpenDoor, Put, Take, Wait, load_accounts, load_scenarios
-from cabinet.simworld import SimWorld
+from cabinet.simworld import SimWorld, shelf_view_fn
 from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import Board
 from firmware_bridge.simulator import SimMCU
@@ -47,7 +47,6 @@ from vision.data import data_root, faces_root, people
 from vision.faces import enrol_encodings
 from vision.sim.camera import SimShelfCamera
 from vision.sim.looks import foreign_photos, product_looks
-from vision.sim.render import ItemPose, ShelfView, SlotView
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -64,19 +63,6 @@ def in_force(path: Path, workdir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     return target
-
-
-def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callable[[], ShelfView]:
-    slots = planogram.slots_seen_by(camera)
-
-    def view() -> ShelfView:
-        out = []
-        for slot in slots:
-            items = world.slot_items(slot.id)
-            out.append(SlotView(slot.id, tuple(slot.roi), slot.capacity, tuple(i.sku for i in items),
-                                tuple(ItemPose(i.serial, i.dx, i.depth, i.angle, i.scale) for i in items)))
-        return ShelfView(camera, tuple(planogram.camera_size), tuple(out))
-    return view
 
 
 class SimCabinet:

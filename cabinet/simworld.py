@@ -13,8 +13,11 @@ import random
 import threading
 from collections import Counter
 
+from typing import Callable
+
 from cabinet.catalog import Catalog
 from cabinet.planogram import Planogram
+from vision.sim.render import ItemPose, ShelfView, SlotView
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,7 @@ class SimWorld:
         self._hands: list[Item] = []
         self._wobble: dict[int, tuple[float, int]] = {}    # channel -> (grams, reads so far)
         self._serials = 0
+        self._poses = random.Random(f"poses:{seed}")  # apart, so poses never change the weights
 
     # --- operator side -----------------------------------------------------------------
     def restock(self, levels: dict[str, int]) -> None:
@@ -65,14 +69,14 @@ class SimWorld:
         self._serials += 1
         # an operator faces items neatly: a little shift and tilt, all at the front
         return Item(sku, product.unit_weight_g + self._rng.gauss(0.0, spread), self._serials,
-                    self._rng.uniform(-0.05, 0.05), 0.0, self._rng.uniform(-2.0, 2.0),
-                    self._rng.uniform(0.97, 1.03))
+                    self._poses.uniform(-0.05, 0.05), 0.0, self._poses.uniform(-2.0, 2.0),
+                    self._poses.uniform(0.97, 1.03))
 
     def _left_by_a_customer(self, item: Item) -> Item:
         """Where a customer puts an item down: off centre, maybe pushed back, tilted."""
-        return dataclasses.replace(item, dx=self._rng.uniform(-0.2, 0.2),
-                                   depth=self._rng.choice((0.0, 0.0, 0.3, 0.6)),
-                                   angle=self._rng.uniform(-12.0, 12.0))
+        return dataclasses.replace(item, dx=self._poses.uniform(-0.2, 0.2),
+                                   depth=self._poses.choice((0.0, 0.0, 0.3, 0.6)),
+                                   angle=self._poses.uniform(-12.0, 12.0))
 
     # --- customer side -----------------------------------------------------------------
     def take(self, slot_id: str, qty: int = 1) -> list[Item]:
@@ -156,3 +160,18 @@ class SimWorld:
     def stock(self) -> dict[str, tuple[str, ...]]:
         with self._lock:
             return {slot_id: tuple(i.sku for i in items) for slot_id, items in self._slots.items()}
+
+
+def shelf_view_fn(world: SimWorld, planogram: Planogram, camera: str) -> Callable[[], ShelfView]:
+    """What a simulated shelf camera draws at each capture: the world's items in the slots this
+    camera sees, each with its serial and pose."""
+    slots = planogram.slots_seen_by(camera)
+
+    def view() -> ShelfView:
+        out = []
+        for slot in slots:
+            items = world.slot_items(slot.id)
+            out.append(SlotView(slot.id, tuple(slot.roi), slot.capacity, tuple(i.sku for i in items),
+                                tuple(ItemPose(i.serial, i.dx, i.depth, i.angle, i.scale) for i in items)))
+        return ShelfView(camera, tuple(planogram.camera_size), tuple(out))
+    return view

@@ -2,6 +2,7 @@
 
     cabinet vision train [--data DIR] [--out DIR] [--epochs N] [--imgsz N] [--holdout SKU...]
     cabinet vision enroll SKU PHOTO... [--gallery FILE] [--model DIR]
+    cabinet vision calibrate --stage empty|full [--config FILE] [--out DIR] [--frames N] [--json]
     cabinet bench vision [--photos DIR] [--model DIR] [--holdout-model DIR] [--json]
 
 Training needs torch and ultralytics, which live in their own virtualenv (.venv-train, see
@@ -35,9 +36,12 @@ class VisionCliError(ValueError):
 
 
 def _errors():
+    from cabinet.errors import CabinetError
+    from vision.calibration import CalibrationError
+    from vision.cameras import CameraError
     from vision.product_gallery import GalleryError
     from vision.recognizer import RecognizerError
-    return (VisionCliError, RecognizerError, GalleryError)
+    return (VisionCliError, RecognizerError, GalleryError, CalibrationError, CameraError, CabinetError)
 
 
 # ---- train -----------------------------------------------------------------------------------
@@ -254,11 +258,86 @@ def bench_main(argv: list[str]) -> int:
 
 # ---- entry -----------------------------------------------------------------------------------
 
+# ---- calibrate -------------------------------------------------------------------------------
+
+def calibration_cameras(config, planogram, catalog, stage: str) -> dict:
+    """Camera id -> ShelfCamera for every camera of the planogram: a real one (OpenCVCamera) as
+    the configuration names it, or, for `source: sim`, a simulated camera over a simulated
+    cabinet that the "operator" has emptied (stage empty) or filled to capacity (stage full)."""
+    from cabinet.config import CameraConfig
+    from cabinet.simworld import SimWorld, shelf_view_fn
+    from vision.cameras import OpenCVCamera
+    from vision.data import data_root
+    from vision.sim.camera import SimShelfCamera
+    from vision.sim.looks import foreign_photos, product_looks
+    world = None
+    out = {}
+    for cam in sorted(planogram.cameras):
+        source = config.cameras.get(cam, CameraConfig()).source
+        if source != "sim":
+            out[cam] = OpenCVCamera(source)
+            continue
+        if world is None:
+            world = SimWorld(planogram, catalog, seed=0)
+            world.restock({s.id: (s.capacity if stage == "full" else 0) for s in planogram.slots})
+            looks = product_looks(catalog, data_root())
+        out[cam] = SimShelfCamera(shelf_view_fn(world, planogram, cam), looks,
+                                  seed=10_000 + len(out), foreign_photos=foreign_photos(data_root()))
+    return out
+
+
+def calibrate(config_path: Path, stage: str, out_dir: Path | None, frames: int) -> dict:
+    """Capture one calibration stage through every shelf camera and save it with its hash."""
+    from cabinet.catalog import load_catalog
+    from cabinet.config import load_config
+    from cabinet.planogram import load_planogram
+    from vision.calibration import capture_stage, save_calibration
+    config = load_config(config_path)
+    catalog = load_catalog(config.catalog_path)
+    planogram = load_planogram(config.planogram_path, catalog)
+    cameras = calibration_cameras(config, planogram, catalog, stage)
+    try:
+        shots = capture_stage(cameras, frames)
+    finally:
+        for cam in cameras.values():
+            if hasattr(cam, "close"):
+                cam.close()
+    folder = out_dir or config.data_path / "calibration"
+    folder.mkdir(parents=True, exist_ok=True)
+    cal = save_calibration(folder, stage, shots)
+    return {"stage": stage, "folder": str(folder), "cameras": sorted(shots),
+            "frames": frames, "content_hash": cal.content_hash,
+            "complete": all(c.full is not None for c in cal.cameras.values())}
+
+
+def calibrate_main(argv: list[str]) -> int:
+    from vision.calibration import FRAMES, STAGES
+    p = argparse.ArgumentParser(prog="cabinet vision calibrate",
+                                description="Capture the empty shelves (stage empty: take every item "
+                                            "out first) or the shelves filled to the planogram "
+                                            "(stage full) through each shelf camera.")
+    p.add_argument("--stage", choices=STAGES, required=True)
+    p.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml")
+    p.add_argument("--out", type=Path, default=None,
+                   help="calibration folder (default: <data_dir>/calibration)")
+    p.add_argument("--frames", type=int, default=FRAMES, help="frames per camera (median)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    result = calibrate(args.config, args.stage, args.out, args.frames)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"calibrated {args.stage} for {', '.join(result['cameras'])} in {result['folder']} "
+              f"(content hash {result['content_hash'][:12]}; "
+              f"{'both stages present' if result['complete'] else 'run the other stage too'})")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """`cabinet vision ...`: argv starts with the sub-command."""
-    commands = {"train": train_main, "enroll": enroll_main}
+    commands = {"train": train_main, "enroll": enroll_main, "calibrate": calibrate_main}
     if not argv or argv[0] not in commands:
-        print("usage: cabinet vision {train,enroll} ...  (cabinet vision train --help)",
+        print("usage: cabinet vision {train,enroll,calibrate} ...  (cabinet vision train --help)",
               file=sys.stderr)
         return 2
     return _guarded(commands[argv[0]], argv[1:], "cabinet vision " + argv[0])
