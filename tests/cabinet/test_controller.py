@@ -45,7 +45,7 @@ def cab(make_cabinet):
 
 
 # --- helpers ---------------------------------------------------------------------------------
-async def until(predicate, what: str, timeout_s: float = 10.0) -> None:
+async def until(predicate, what: str, timeout_s: float = 30.0) -> None:
     """Wait (real time, bounded) until `predicate()` holds; fail naming `what` otherwise."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -114,7 +114,7 @@ def _holds(cab, session_id):
 
 
 async def _wait_unlocked(cab):
-    await until(lambda: not cab.mcu.lock_engaged, "the MCU released the lock", 5.0)
+    await until(lambda: not cab.mcu.lock_engaged, "the MCU released the lock")
 
 
 def _take_one_from_a1(close_when=None):
@@ -148,7 +148,7 @@ def test_unlocked_but_never_opened_relocks_by_itself_and_charges_nothing(cab):
     triggers = _triggers(cab, report.session_id)
     assert "unlock_expired" in triggers and "door_opened" not in triggers
     assert cab.mcu.unlocks_executed == unlocks + 1
-    asyncio.run(until(lambda: cab.mcu.lock_engaged, "the MCU ended the pulse", 5.0))
+    asyncio.run(until(lambda: cab.mcu.lock_engaged, "the MCU ended the pulse"))
     assert [h.status for h in _holds(cab, report.session_id)] == ["voided"]
 
 

@@ -46,7 +46,7 @@ def _fullest_slot(cab):
 
 async def _customer(cab, slot):
     """Waits (bounded) for the lock to release, takes one item from `slot`, shuts the door."""
-    deadline = time.monotonic() + 10.0
+    deadline = time.monotonic() + 30.0
     while cab.mcu.lock_engaged:
         assert time.monotonic() < deadline, "the lock never released"
         await asyncio.sleep(0.005)
