@@ -52,6 +52,7 @@ MAX_SHIFT_PX = 24.0       # full-resolution px; more is too much shake for a fix
 MAX_ROTATION_DEG = 3.0
 LIGHT_SHRINK = 8
 MASK_SHRINK = 2
+SATURATED = 250          # a raw channel this bright may be clipped
 MIN_MARGIN = 16.0         # grey levels a shrunk pixel must leave its neighbours' range by
 CELL_OCCUPIED = 0.35      # share of the full shelf's per-cell difference that says "occupied"
 EMPTY_CELL_SHARE = 0.12   # without a full-shelf frame: a cell this different from empty is occupied
@@ -258,19 +259,37 @@ def _shrunk(img: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(s, (0, 0), 0.8)
 
 
-def _outside(img: np.ndarray, ref: np.ndarray, margin: float) -> np.ndarray:
+def _clipped(raw: np.ndarray) -> np.ndarray:
+    """Per shrunk pixel and channel: whether the raw camera pixels there touch full scale (a
+    clipped channel only says "at least this bright")."""
+    h, w = raw.shape[:2]
+    hot = (raw >= SATURATED).astype(np.float32)
+    small = cv2.resize(hot, (max(2, w // MASK_SHRINK), max(2, h // MASK_SHRINK)), interpolation=cv2.INTER_AREA)
+    return cv2.dilate((small > 0).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def _outside(img: np.ndarray, img_clip: np.ndarray, ref: np.ndarray, ref_clip: np.ndarray,
+             margin: float) -> np.ndarray:
+    """Pixels of img outside the per-channel range (+- margin) of ref's 3x3 neighbourhood; a
+    clipped channel is only a lower bound, so it is compared one way."""
     kernel = np.ones((3, 3), np.uint8)
     hi, lo = cv2.dilate(ref, kernel), cv2.erode(ref, kernel)
-    return ((img > hi + margin) | (img < lo - margin)).any(axis=2)
+    above = (img > hi + margin) & ~ref_clip
+    below = (img < lo - margin) & ~img_clip
+    return (above | below).any(axis=2)
 
 
-def change_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bool mask (at 1/MASK_SHRINK resolution) of where two aligned, relit images differ."""
+def change_mask(a: np.ndarray, b: np.ndarray, raw_a: np.ndarray | None = None,
+                raw_b: np.ndarray | None = None) -> np.ndarray:
+    """Bool mask (at 1/MASK_SHRINK resolution) of where two aligned, relit images differ;
+    `raw_*` are the camera's pixels before relighting, to know which channels were clipped."""
     sa, sb = _shrunk(a), _shrunk(b)
+    ca = _clipped(a if raw_a is None else raw_a)
+    cb = _clipped(b if raw_b is None else raw_b)
     d = (sa - sb).mean(axis=2)
     sigma = 1.4826 * float(np.median(np.abs(d - np.median(d))))
     margin = max(MIN_MARGIN, 4.0 * sigma)
-    mask = (_outside(sa, sb, margin) | _outside(sb, sa, margin)).astype(np.uint8)
+    mask = (_outside(sa, ca, sb, cb, margin) | _outside(sb, cb, sa, ca, margin)).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     return mask.astype(bool)
 
@@ -309,6 +328,19 @@ def _check_slots(slots: Sequence, shape: tuple[int, ...] | None, camera: str) ->
                                    f"with {spec.capacity} facings of at least 4x8 px")
         specs.append(spec)
     return specs
+
+
+def _item_box(mask: np.ndarray | None, cell: Sequence[int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) around the mask's pixels inside the cell, or the cell itself."""
+    x, y, w, h = (int(v) for v in cell)
+    if mask is not None:
+        k = MASK_SHRINK
+        part = mask[y // k:(y + h) // k, x // k:(x + w) // k]
+        ys, xs = np.nonzero(part)
+        if len(xs) >= 8:
+            return (x + int(xs.min()) * k, y + int(ys.min()) * k,
+                    x + (int(xs.max()) + 1) * k, y + (int(ys.max()) + 1) * k)
+    return x, y, x + w, y + h
 
 
 def _outside_slots(shape: tuple[int, ...], specs: Sequence[SlotSpec]) -> np.ndarray:
@@ -356,7 +388,7 @@ class ShelfDiff:
             flags.append(CALIBRATION_SHIFTED)
             return None
         lit = relight(al.aligned, empty, _outside_slots(img.shape, specs))
-        return change_mask(lit, empty)
+        return change_mask(lit, empty, al.aligned, empty)
 
     def _full_shares(self, calibration: Any, specs: Sequence[SlotSpec]) -> dict[str, tuple[float, list[float]]]:
         """Per slot: (share of the region unlike the empty shelf, per-cell shares) when full."""
@@ -373,15 +405,13 @@ class ShelfDiff:
             self._full_cache[key] = held
         return held[1]
 
-    def _identify(self, img: np.ndarray, cells: list[tuple[str, int, tuple[int, int, int, int]]]
-                  ) -> dict[tuple[str, int], tuple[tuple[str, float], ...]]:
+    def _identify(self, img: np.ndarray, cells: list[tuple[str, int, tuple[int, int, int, int]]],
+                  mask: np.ndarray | None) -> dict[tuple[str, int], tuple[tuple[str, float], ...]]:
+        """Top-k names per occupied cell; each crop is the box around what differs from the
+        empty shelf in that cell (the item, not the wall behind it), else the whole cell."""
         if self.recognizer is None or not cells:
             return {}
-        H, W = img.shape[:2]
-        crops = []
-        for _, _, (x, y, w, h) in cells:
-            mx, my = w // 8, h // 8
-            crops.append(img[max(0, y - my):min(H, y + h + my), max(0, x - mx):min(W, x + w + mx)].copy())
+        crops = [img[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in (_item_box(mask, c) for _, _, c in cells)]
         answers = self.recognizer.classify(crops, top_k=3)
         if len(answers) != len(cells):
             raise VisionInputError(f"recognizer: {len(answers)} answers for {len(cells)} crops")
@@ -421,7 +451,7 @@ class ShelfDiff:
                 flags.append(SHAKE)
             else:
                 after = al.aligned
-                change_mask_ = change_mask(relight(after, before), before)
+                change_mask_ = change_mask(relight(after, before), before, after, before)
         reason = "; ".join(f"{camera} {side}: {r}" for side, r in why.items() if r)
         sides: dict[str, _Side] = {}
         for side, img in (("before", before), ("after", after)):
@@ -448,7 +478,7 @@ class ShelfDiff:
             todo = [(spec.slot_id, i, c) for spec in specs
                     for i, (c, o) in enumerate(zip(facing_cells(spec.roi, spec.capacity),
                                                    occupied[side, spec.slot_id])) if o]
-            s.identities = self._identify(s.image, todo)
+            s.identities = self._identify(s.image, todo, s.empty_mask)
         out = {}
         identified = self.recognizer is not None
         for spec in specs:
