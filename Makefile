@@ -31,6 +31,7 @@ MUTATE ?=
 mutation: setup
 	@$(BIN)/python -m pip show mutmut 2>/dev/null | grep -qx "Version: $(MUTMUT_VERSION)" || \
 		$(BIN)/python -m pip install -q "mutmut==$(MUTMUT_VERSION)"
+	rm -rf mutants  # a fresh run: mutmut would not re-try old survivors against new tests
 	eval $(BIN)/mutmut run --max-children 1 $$($(BIN)/python scripts/mutation_score.py --patterns $(MUTATE)) \
 		> mutation-run.log 2>&1 || { tail -n 40 mutation-run.log; exit 1; }
 	$(BIN)/python scripts/mutation_score.py $(MUTATE) --out mutation.json

@@ -252,6 +252,8 @@ def test_certain_takes_the_least_count_over_99_percent():
 
 
 def test_certain_stops_at_the_mass_with_a_rounding_allowance():
+    edge = [((("cola", 2),), 0.99 - 1e-9), ((("cola", 1),), 0.01)]
+    assert R._certain([edge], SKUS, []) == {"cola": 2}
     ranked = [((("cola", 2),), 0.99 - 5e-10), ((("cola", 1),), 0.01)]
     assert R._certain([ranked], SKUS, []) == {"cola": 2}
     short = [((("cola", 2),), 0.99 - 2e-9), ((("cola", 1),), 0.01)]
@@ -385,7 +387,7 @@ def with_camera(evidence, notes=None):
     calls = []
 
     def seam(b, looks):
-        calls.append(looks)
+        calls.append((b, looks))
         return {"A1": evidence}, dict(notes or {})
     return seam, calls
 
@@ -398,8 +400,9 @@ def slot_ev(count_before, count_after, skus_after, foreign, conf, usable=True, r
 
 def test_a_camera_that_agrees_keeps_the_session_clear():
     seam, calls = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""]))
-    r = R.reconcile(deltas(-330, 0, images=IMAGES), looks={"k": 1}, vision=seam)
-    assert calls == [{"k": 1}]
+    b = deltas(-330, 0, images=IMAGES)
+    r = R.reconcile(b, looks={"k": 1}, vision=seam)
+    assert calls == [(b, {"k": 1})]
     assert (r.basket, r.confidence, r.flags, r.runner_up) == ({"cola": 1}, 1.0, (), None)
     assert r.evidence["shelves"]["top"] == shelf_ev(-330.0, {"cola": -1}, 0.0, 5.385, 2.0, 0.0,
                                                     -2.6026, {"cola": -1}, 0.9)
@@ -471,3 +474,123 @@ def test_stock_comes_from_the_inventory_before_when_the_bundle_has_it():
     r = R.reconcile(b, vision=None)
     # no cola on the shelf: -330 g cannot be a cola, so it is not charged as one
     assert "cola" not in r.basket and "unexplained_weight" in r.flags
+
+
+def test_looks_default_to_none_known():
+    seam, calls = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""]))
+    b = deltas(-330, 0, images=IMAGES)
+    R.reconcile(b, vision=seam)
+    assert calls == [(b, {})]
+
+
+def test_combine_starts_from_a_feasible_combination():
+    # the best candidate of the first shelf adds an item nobody removed: infeasible, and it must
+    # not set the bar that the feasible combinations are measured against
+    a = cands("a", [[1], [0]], [0.0, -20.0])
+    b = cands("b", [[0]], [0.0])
+    assert R._combine([a, b], 1) == [(-20.0, (1, 0))]
+
+
+def test_posterior_sums_every_explanation_of_a_basket():
+    # dead shelves: only the priors speak, and many combinations share a basket
+    args = [("top", None, 2.0, SKUS, np.array([3, 2, 0]), np.array([False, False, True]), W,
+             VAR1, None),
+            ("bottom", None, 2.0, SKUS, np.array([0, 0, 2]), np.array([True, True, False]), W,
+             VAR1, None)]
+    shelves, ranked, best_pick, n = R._posterior(args, SKUS, (4.0, 4.0))
+    combos = brute_force(shelves, 3)
+    top = max(s for s, _ in combos)
+    z = sum(math.exp(s - top) for s, _ in combos)
+    by_basket: dict = {}
+    best: dict = {}
+    for s, picks in combos:
+        net = sum(c.x[j] for c, j in zip(shelves, picks))
+        key = tuple((SKUS[i], int(-v)) for i, v in enumerate(net) if v < 0)
+        by_basket[key] = by_basket.get(key, 0.0) + math.exp(s - top) / z
+        if key not in best or s > best[key][0]:
+            best[key] = (s, picks)
+    assert len(combos) > len(by_basket)                 # shared baskets exist
+    assert dict(ranked) == pytest.approx(by_basket, abs=1e-12)
+    assert best_pick == {k: v[1] for k, v in best.items()}
+    assert ranked[0] == ((), pytest.approx(by_basket[()]))
+
+
+def test_posterior_is_normalised_however_unlikely_every_explanation_is():
+    blind = R.ShelfVision({"cola": -100}, 1.0)           # a camera gone mad: -594 nats each
+    args = [("top", -330.0, 2.0, SKUS, np.array([3, 2, 0]), np.array([False, False, False]),
+             W, VAR1, blind)]
+    _, ranked, _, _ = R._posterior(args, SKUS, (4.0, 4.0))
+    assert sum(p for _, p in ranked) == pytest.approx(1.0)
+    assert ranked[0][0] == (("cola", 1),)
+
+
+def test_ties_keep_the_first_candidate_in_enumeration_order():
+    c = R._shelf_candidates("top", None, 2.0, SKUS, np.array([3, 3, 3]),
+                            np.array([False, False, False]), W, VAR1, None)
+    rows = (-R._bounded_vectors([3, 3, 3], 8)).tolist()
+    score = [-0.7 * -sum(r) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-score[i], i))[:R.TOP_K]
+    order = [i for i in order if score[i] >= score[order[0]] - R.WINDOW]
+    assert len(rows) == 63 and len(order) == R.TOP_K
+    assert c.x.tolist() == [rows[i] for i in order]
+
+
+def test_the_appended_removal_only_candidate_is_the_best_of_them():
+    # water taken from the bottom shelf and a cola put there, as the camera saw: the best
+    # removal-only explanation (one water gone) is far outside the window and still kept
+    seen = R.ShelfVision({"water": -1, "cola": 1}, 1.0)
+    c = R._shelf_candidates("bottom", -170.0, 2.0, SKUS, np.array([0, 0, 2]),
+                            np.array([True, True, False]), W, VAR1, seen)
+    assert c.x[0].tolist() == [1, 0, -1]
+    assert c.x[-1].tolist() == [0, 0, -1]
+    assert [r for r in c.x.tolist() if all(v <= 0 for v in r)] == [[0, 0, -1]]
+
+
+def test_noise_without_samples_is_the_configured_noise_even_below_one_gram():
+    assert R._noise(ShelfWeights(0, 1.0, 2.0, True, True), 0.5) == 0.5
+
+
+def test_a_single_item_elsewhere_may_arrive_on_a_shelf():
+    b = deltas(-330, 330)
+    b = Bundle(b.path, b.record, CAT, PLAN, b.shelves, {}, {"A1": ("cola",), "A2": ("gum",),
+                                                           "B1": ("water",)})
+    r = R.reconcile(b, vision=None)
+    assert r.basket == {} and r.flags == ()
+    assert r.evidence["shelves"]["bottom"]["explained_by"] == {"cola": 1}
+
+
+def test_evidence_is_rounded_to_milligrams_and_thousandths():
+    shelves = {"top": ShelfWeights(0, 5000.0, 4669.98765, True, True),
+               "bottom": ShelfWeights(1, 5000.0, 5000.0, True, True)}
+    seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""], conf=0.91234))
+    r = R.reconcile(bundle(shelves, images=IMAGES), looks={}, vision=seam)
+    top = r.evidence["shelves"]["top"]
+    assert (top["delta_g"], top["residual_g"], top["vision_confidence"]) == (
+        -330.012, -0.012, 0.912)
+
+
+def test_a_result_exactly_at_min_confidence_is_not_low():
+    r = R.reconcile(deltas(-330, 0, min_confidence=1.0), vision=None)
+    assert r.confidence == 1.0 and r.flags == ()
+
+
+def test_what_an_unexplained_shelf_lost_is_not_charged():
+    # the camera saw a cola go, the weight says -207 g (a cola and 123 g of something else):
+    # the best explanation takes the cola but cannot explain the weight, so it is not charged
+    seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""]))
+    r = R.reconcile(deltas(-207, 0, images=IMAGES), looks={}, vision=seam)
+    assert r.flags == ("foreign_object", "low_confidence", "unexplained_weight")  # +123 g
+    assert r.best_guess == {"cola": 1} and r.basket == {}
+    assert r.evidence["shelves"]["top"]["explained_by"] == {"cola": -1}
+
+
+@pytest.mark.parametrize("shelves", [
+    {"top": ShelfWeights(0, 5000.0, 4670.0, True, True)},
+    {"top": ShelfWeights(0, 5000.0, 4670.0, True, True),
+     "bottom": ShelfWeights(1, None, 5000.0, True, True)},
+], ids=["no record", "no weight before"])
+def test_a_shelf_without_weights_is_dead(shelves):
+    r = R.reconcile(bundle(shelves), vision=None)
+    assert "shelf_dead" in r.flags
+    assert r.evidence["shelves"]["bottom"]["delta_g"] is None
+    assert r.best_guess == {"cola": 1}
