@@ -12,9 +12,9 @@ How a pair is read, per camera:
    an after-frame bit-identical to the before-frame (a live sensor never repeats its noise: a
    hung camera does) make the camera unusable, with the reason; never "nothing changed".
 2. Alignment. The after-frame is aligned to the before-frame (and each to the calibration's
-   empty frame) by ECC on a 4x-shrunk, blurred grey image with a Euclidean motion, at most
-   ECC_ITERATIONS steps. ECC's correlation is blind to brightness gain and offset. A motion over
-   MAX_SHIFT_PX or MAX_ROTATION_DEG, or no convergence, is "too much shake": unusable.
+   empty frame, on the pixels outside the slots): a translation, by ECC between the two frames
+   and by phase correlation of gradients against the calibration (`align`), both blind to
+   brightness gain and offset. A shift over MAX_SHIFT_PX is "too much shake": unusable.
 3. Illumination. The moving image's brightness is brought to the reference's with a smooth
    per-channel gain field (a quadratic surface in log-gain fitted on a 8x-shrunk image with
    Tukey-weighted least squares, so the pixels that really changed do not pull it). Against the
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping, Protocol, Sequence
 
 import cv2
@@ -48,8 +49,9 @@ DARK_MEAN = 20.0
 BLANK_STD = 3.0
 ALIGN_SHRINK = 4
 ECC_ITERATIONS = 60
+PHASE_SHRINK = 2
+MIN_PHASE_RESPONSE = 0.03  # phase-correlation peak below which no shift is measurable
 MAX_SHIFT_PX = 24.0       # full-resolution px; more is too much shake for a fixed shelf camera
-MAX_ROTATION_DEG = 3.0
 LIGHT_SHRINK = 8
 MASK_SHRINK = 2
 SATURATED = 250          # a raw channel this bright may be clipped
@@ -173,13 +175,6 @@ def _quality_flag(reason: str) -> str:
 
 # --- alignment and lighting -----------------------------------------------------------------------
 
-def _grey_small(img: np.ndarray) -> np.ndarray:
-    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    h, w = g.shape
-    g = cv2.resize(g, (max(8, w // ALIGN_SHRINK), max(8, h // ALIGN_SHRINK)), interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(g.astype(np.float32), (0, 0), 1.0)
-
-
 @dataclass(frozen=True)
 class Alignment:
     aligned: np.ndarray | None  # the moving image in the reference's pixels; None when it failed
@@ -188,25 +183,63 @@ class Alignment:
     reason: str = ""
 
 
-def align(moving: np.ndarray, reference: np.ndarray) -> Alignment:
-    """`moving` warped onto `reference` (Euclidean ECC, bounded); `reason` says why not."""
-    ref, mov = _grey_small(reference), _grey_small(moving)
-    warp = np.eye(2, 3, dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, 1e-5)
-    try:
-        cv2.findTransformECC(ref, mov, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 5)
-    except cv2.error:
-        return Alignment(None, float("inf"), float("inf"), "the images could not be aligned (ECC did not converge)")
-    warp[:, 2] *= ALIGN_SHRINK
-    shift = float(np.hypot(warp[0, 2], warp[1, 2]))
-    rot = float(np.degrees(np.arctan2(warp[1, 0], warp[0, 0])))
-    if shift > MAX_SHIFT_PX or abs(rot) > MAX_ROTATION_DEG:
-        return Alignment(None, shift, rot, f"too much shake: moved {shift:.0f} px and {rot:.1f} deg "
-                                           f"(limit {MAX_SHIFT_PX:.0f} px, {MAX_ROTATION_DEG:.0f} deg)")
+def align(moving: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> Alignment:
+    """`moving` shifted onto `reference`; `reason` says why not. A fixed shelf camera shakes by
+    a few pixels, so the motion is a translation (0.4 deg of roll is 2 px at the edge, which the
+    change mask's neighbourhood tolerance absorbs).
+
+    Two frames of one scene (no mask): ECC on 4x-shrunk blurred grey images, from no motion, so
+    it settles on the nearest optimum (a row of like items has a false optimum one item away).
+    Against a calibration frame (`mask`: the static pixels, outside the slots, where the items
+    cannot mislead it): phase correlation of gradient images at half resolution; a weak peak
+    means a plain wall, where a shift can neither be measured nor matter. Both are blind to
+    brightness gain and offset."""
+    if mask is None:
+        ref, mov = _grey_small(reference), _grey_small(moving)
+        warp = np.eye(2, 3, dtype=np.float32)
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, 1e-5)
+        try:
+            cv2.findTransformECC(ref, mov, warp, cv2.MOTION_TRANSLATION, criteria, None, 5)
+        except cv2.error:
+            return Alignment(None, float("inf"), 0.0, "the images could not be aligned (ECC did not converge)")
+        dx, dy = float(warp[0, 2]) * ALIGN_SHRINK, float(warp[1, 2]) * ALIGN_SHRINK
+    else:
+        a, b = _edges(reference, mask), _edges(moving, mask)
+        (dx, dy), response = cv2.phaseCorrelate(a, b, _hann(a.shape))
+        dx, dy = dx * PHASE_SHRINK, dy * PHASE_SHRINK
+        if response < MIN_PHASE_RESPONSE:
+            dx = dy = 0.0
+    shift = float(np.hypot(dx, dy))
+    if shift > MAX_SHIFT_PX:
+        return Alignment(None, shift, 0.0, f"too much shake: moved {shift:.0f} px (limit {MAX_SHIFT_PX:.0f} px)")
     h, w = reference.shape[:2]
-    out = cv2.warpAffine(moving, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_REPLICATE)
-    return Alignment(out, shift, rot)
+    warp = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    out = cv2.warpAffine(moving, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return Alignment(out, shift, 0.0)
+
+
+def _grey_small(img: np.ndarray) -> np.ndarray:
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    h, w = g.shape
+    g = cv2.resize(g, (max(8, w // ALIGN_SHRINK), max(8, h // ALIGN_SHRINK)), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(g.astype(np.float32), (0, 0), 1.0)
+
+
+def _edges(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    h, w = g.shape
+    g = cv2.resize(g, (w // PHASE_SHRINK, h // PHASE_SHRINK), interpolation=cv2.INTER_AREA)
+    g = cv2.GaussianBlur(g, (0, 0), 1.0)
+    mag = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    if mask is not None:
+        m = cv2.resize(mask.astype(np.float32), (mag.shape[1], mag.shape[0]), interpolation=cv2.INTER_AREA)
+        mag *= cv2.GaussianBlur(m, (0, 0), 2.0)
+    return mag
+
+
+@lru_cache(maxsize=8)
+def _hann(shape: tuple[int, int]) -> np.ndarray:
+    return cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
 
 
 def _design(h: int, w: int) -> np.ndarray:
@@ -347,7 +380,7 @@ def _outside_slots(shape: tuple[int, ...], specs: Sequence[SlotSpec]) -> np.ndar
     mask = np.ones(shape[:2], bool)
     for s in specs:
         x, y, w, h = s.roi
-        mask[max(0, y - 8):y + h + 12, max(0, x - 8):x + w + 8] = False  # the slot and its board
+        mask[max(0, y - 8):y + h, max(0, x - 8):x + w + 8] = False  # the slot (its board stays)
     return mask
 
 
@@ -383,11 +416,12 @@ class ShelfDiff:
         if empty.shape != img.shape:
             flags.append(CALIBRATION_SHIFTED)
             return None
-        al = align(img, empty)
+        static = _outside_slots(img.shape, specs)
+        al = align(img, empty, static)
         if al.aligned is None:
             flags.append(CALIBRATION_SHIFTED)
             return None
-        lit = relight(al.aligned, empty, _outside_slots(img.shape, specs))
+        lit = relight(al.aligned, empty, static)
         return change_mask(lit, empty, al.aligned, empty)
 
     def _full_shares(self, calibration: Any, specs: Sequence[SlotSpec]) -> dict[str, tuple[float, list[float]]]:

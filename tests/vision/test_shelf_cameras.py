@@ -5,41 +5,51 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.cameras import CameraError, FaceCamera, OpenCVCamera, ShelfCamera, SimFaceCamera, SimShelfCamera
-from vision.diff import slot_evidence
+from vision.calibration import capture_stage
+from vision.cameras import CameraError, FaceCamera, OpenCVCamera, ShelfCamera, SimFaceCamera
+from vision.diff import FROZEN, SlotSpec, slot_evidence
+from vision.sim.camera import SimShelfCamera
 from vision.sim.render import ProductLook, ShelfView, SlotView
 
 LOOKS = {"cola-330": ProductLook.for_sku("cola-330", "Cola")}
+SLOT = SlotSpec("A1", (10, 60, 300, 150), 4)
 
 
 class Shelf:
     """A tiny simulated world: what is in slot A1 right now."""
 
-    def __init__(self) -> None:
-        self.items = ["cola-330"] * 3
+    def __init__(self, items=3) -> None:
+        self.items = ["cola-330"] * items
 
     def view(self) -> ShelfView:
-        return ShelfView("shelf-1", (320, 240), (SlotView("A1", (10, 40, 300, 150), 4, tuple(self.items)),))
+        return ShelfView("shelf-1", (320, 240), (SlotView("A1", SLOT.roi, SLOT.capacity, tuple(self.items)),))
 
 
-def test_sim_shelf_camera_shows_the_world_at_capture_time():
+def test_sim_shelf_camera_shows_the_world_at_capture_time_and_the_reader_sees_it():
     world = Shelf()
-    cam = SimShelfCamera(world.view, LOOKS, seed=3, shake_px=1, jpeg_quality=80)
+    cam = SimShelfCamera(world.view, LOOKS, seed=3)
     assert isinstance(cam, ShelfCamera)
+    empty_world = Shelf(0)
+    empty = capture_stage({"shelf-1": SimShelfCamera(empty_world.view, LOOKS, seed=4)}, 3)["shelf-1"]
     before = cam.capture()
     world.items.pop()
     after = cam.capture()
     assert before.shape == (240, 320, 3) and before.dtype == np.uint8
-    ev = slot_evidence(before, after, world.view().slots, LOOKS)["A1"]
-    assert ev.counts_before == {"cola-330": 3} and ev.counts_after == {"cola-330": 2}
+    from vision.calibration import CameraCalibration
+    ev = slot_evidence(before, after, [SLOT], camera="shelf-1",
+                       calibration=CameraCalibration("shelf-1", empty))["A1"]
+    assert ev.usable and ev.change > 0.05
+    assert ev.occupied_before == (True, True, True, False) and ev.occupied_after == (True, True, False, False)
 
 
-def test_sim_shelf_camera_frames_differ_by_sensor_noise_but_replay_from_the_seed():
+def test_sim_shelf_camera_frames_differ_but_replay_from_the_seed():
     world = Shelf()
     a, b = SimShelfCamera(world.view, LOOKS, seed=5), SimShelfCamera(world.view, LOOKS, seed=5)
     first = a.capture()
     assert not np.array_equal(first, a.capture())
     assert np.array_equal(first, b.capture())
+    flat = SimShelfCamera(world.view, LOOKS, seed=5, optics=None, shake_px=0, jpeg_quality=None)
+    assert np.abs(flat.capture().astype(int) - first.astype(int)).mean() > 3  # the camera-like look is on by default
 
 
 def test_sim_shelf_camera_faults():
@@ -51,7 +61,14 @@ def test_sim_shelf_camera_faults():
     cam.set_fault("missing")
     assert cam.capture() is None
     cam.set_fault(None)
-    assert cam.capture().mean() > 50
+    live = cam.capture()
+    assert live.mean() > 50
+    cam.set_fault("frozen")
+    world.items.clear()
+    stuck = cam.capture()
+    assert np.array_equal(stuck, live)  # a hung driver repeats its last frame...
+    ev = slot_evidence(live, stuck, [SLOT], camera="shelf-1")["A1"]
+    assert not ev.usable and FROZEN in ev.flags  # ...and the reader says so
     with pytest.raises(CameraError, match="unknown fault 'smoke'"):
         cam.set_fault("smoke")
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.sim.render import (PACKAGES, ProductLook, RenderError, ShelfView, SlotView, facing_boxes,
+from vision.sim.render import (CAMERA_LIKE, PACKAGES, ItemPose, Optics, ProductLook, RenderError, ShelfView, SlotView, facing_boxes,
                            render_cell, render_shelf)
 
 LOOKS = {s: ProductLook.for_sku(s, s.title()) for s in ("cola-330", "water-500", "oat-milk")}
@@ -103,3 +103,101 @@ def test_bad_views_are_refused_with_the_slot_named():
         ProductLook("x", "X", (300, 0, 0))
     with pytest.raises(RenderError, match="packshot"):
         render_cell(ProductLook("x", "X", (1, 2, 3), "/nonexistent/iconic.jpg"), (60, 120))
+
+
+# --- looking like a camera (Optics) ------------------------------------------------------------
+
+def solid_photos(tmp_path, name: str, colours) -> tuple:
+    """In-store-like photos of one flat colour each (the centre is what an item shows)."""
+    out = []
+    for i, bgr in enumerate(colours):
+        path = tmp_path / f"val_{name}_{i}.png"
+        cv2.imwrite(str(path), np.full((120, 90, 3), bgr, np.uint8))
+        out.append(path)
+    return tuple(out)
+
+
+def still(**kw) -> Optics:
+    """Optics with every per-frame effect off, so a test sees one effect at a time."""
+    base = dict(keystone=0.0, vignette=0.0, gradient=0.0, tint=0.0, shake_deg=0.0, blur_sigma=0.0, noise_sigma=0.0)
+    return Optics(**{**base, **kw})
+
+
+def one_slot(skus, poses=(), size=(320, 240)) -> ShelfView:
+    return ShelfView("cam-x", size, (SlotView("A1", (20, 60, 280, 160), 4, tuple(skus), tuple(poses)),))
+
+
+def item_colour(img, cell_index, roi=(20, 60, 280, 160), capacity=4):
+    x, y, w, h = facing_boxes(roi, capacity)[cell_index]
+    patch = img[y + h // 2:y + h - 4, x + w // 3:x + 2 * w // 3]
+    return patch.reshape(-1, 3).mean(axis=0)
+
+
+def test_each_physical_item_is_drawn_from_its_own_photo(tmp_path):
+    photos = solid_photos(tmp_path, "milk", [(0, 0, 220), (0, 200, 0), (200, 0, 0)])
+    looks = {"milk": ProductLook("milk", "Milk", (128, 128, 128), package="carton", photos=photos)}
+    poses = [ItemPose(serial=s) for s in (0, 1, 2)]
+    img = render_shelf(one_slot(["milk"] * 3, poses), looks, optics=still())
+    got = [np.argmax(item_colour(img, i)) for i in range(3)]
+    assert got == [2, 1, 0]  # red, green, blue: serial k shows photo k
+    again = render_shelf(one_slot(["milk"] * 3, [ItemPose(serial=s) for s in (2, 2, 2)]), looks, optics=still())
+    assert [np.argmax(item_colour(again, i)) for i in range(3)] == [0, 0, 0]
+
+
+def test_items_stand_where_the_customer_left_them(tmp_path):
+    photos = solid_photos(tmp_path, "box", [(0, 0, 220)])
+    looks = {"box": ProductLook("box", "Box", (128, 128, 128), package="carton", photos=photos)}
+    upright = render_shelf(one_slot(["box"]), looks, optics=still())
+    shifted = render_shelf(one_slot(["box"], [ItemPose(dx=0.8)]), looks, optics=still())
+    tilted = render_shelf(one_slot(["box"], [ItemPose(angle=25.0)]), looks, optics=still())
+    red = lambda img: (img[..., 2] > 150) & (img[..., 1] < 80)  # noqa: E731
+    cols = lambda img: np.nonzero(red(img).any(axis=0))[0]  # noqa: E731
+    assert cols(shifted).mean() - cols(upright).mean() == pytest.approx(0.8 * 70, abs=4)
+    assert len(cols(tilted)) > len(cols(upright)) + 5  # a tilted box is wider on screen
+    pushed = render_shelf(one_slot(["box"], [ItemPose(depth=1.0)]), looks, optics=still())
+    assert red(pushed).sum() < 0.85 * red(upright).sum()  # farther back: smaller
+
+
+def test_a_neighbour_in_front_hides_the_one_behind(tmp_path):
+    looks = {"r": ProductLook("r", "R", (0, 0, 0), package="carton", photos=solid_photos(tmp_path, "r", [(0, 0, 220)])),
+             "g": ProductLook("g", "G", (0, 0, 0), package="carton", photos=solid_photos(tmp_path, "g", [(0, 200, 0)]))}
+    # g stands at the back of cell 1, r in front of cell 0 pushed right into cell 1: r covers g
+    img = render_shelf(one_slot(["r", "g"], [ItemPose(dx=0.6), ItemPose(depth=0.5)]), looks, optics=still())
+    x, y, w, h = facing_boxes((20, 60, 280, 160), 4)[1]
+    region = img[y + h - 30:y + h - 5, x + 5:x + 20]
+    assert (region[..., 2] > 150).mean() > 0.8  # red in front where green would be
+
+
+def test_foreign_things_come_from_their_photos(tmp_path):
+    photo = tmp_path / "keys.png"
+    cv2.imwrite(str(photo), np.full((100, 100, 3), (0, 220, 220), np.uint8))  # a yellow thing
+    img = render_shelf(one_slot(["not-ours"]), {}, optics=still(), foreign_photos=[photo])
+    assert tuple(np.round(item_colour(img, 0)).astype(int)) == pytest.approx((0, 220, 220), abs=25)
+
+
+def test_lighting_shake_blur_and_noise_vary_per_frame_but_replay_from_the_seed(tmp_path):
+    looks = {"cola-330": ProductLook.for_sku("cola-330")}
+    view = one_slot(["cola-330"] * 2)
+    a = render_shelf(view, looks, seed=1, optics=CAMERA_LIKE, shake_px=2, jpeg_quality=80)
+    assert np.array_equal(a, render_shelf(view, looks, seed=1, optics=CAMERA_LIKE, shake_px=2, jpeg_quality=80))
+    b = render_shelf(view, looks, seed=2, optics=CAMERA_LIKE, shake_px=2, jpeg_quality=80)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 2  # another frame: other light, shake, noise
+    flat = render_shelf(view, looks, seed=1, optics=still())
+    lit = render_shelf(view, looks, seed=1, optics=still(gradient=0.4))
+    ratio = lit.astype(float).mean(axis=(0, 2)) / np.maximum(flat.astype(float).mean(axis=(0, 2)), 1)
+    assert abs(ratio[:40].mean() - ratio[-40:].mean()) > 0.05  # one side lit more than the other
+    blurred = render_shelf(view, looks, seed=1, optics=still(blur_sigma=2.0))
+    assert np.abs(np.diff(blurred.astype(int), axis=1)).mean() < np.abs(np.diff(flat.astype(int), axis=1)).mean()
+
+
+def test_the_back_panel_is_fixed_per_camera():
+    empty = ShelfView("cam-x", (320, 240), (SlotView("A1", (20, 60, 280, 160), 4, ()),))
+    other = ShelfView("cam-y", (320, 240), (SlotView("A1", (20, 60, 280, 160), 4, ()),))
+    a, b = (render_shelf(v, {}, seed=1, optics=still()) for v in (empty, empty))
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - render_shelf(other, {}, seed=1, optics=still()).astype(int)).mean() > 1
+
+
+def test_poses_must_match_the_items():
+    with pytest.raises(RenderError, match="cam-x, slot A1: 1 poses for 2 items"):
+        render_shelf(one_slot(["a", "b"], [ItemPose()]), {}, optics=still())

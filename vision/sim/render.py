@@ -408,11 +408,11 @@ def _item_patch(sku: str, pose: ItemPose, look: ProductLook | None, cell: tuple[
     mask = _silhouette(look.shape, w, h)
     if look.photos:
         tex = _textured(_photo(str(look.photos[pose.serial % len(look.photos)])), w, h, d)
-    else:  # no photo: the flat drawing, cut out of its cell
-        canvas = np.empty((h, w, 3), np.uint8)
-        canvas[:] = PANEL_BGR
-        _draw_product(canvas, (0, 0, w, h), look, 0)
-        tex = canvas
+    else:  # no photo: the catalog colour with an accent stripe and a label band
+        tex = np.empty((h, w, 3), np.uint8)
+        tex[:] = look.color_bgr
+        tex[h // 8:h // 8 + max(1, h // 12)] = look.accent_bgr
+        tex[int(h * 0.45):int(h * 0.68), 1:-1] = LABEL_BGR
     return tex, mask.astype(np.float32) / 255.0
 
 
@@ -452,6 +452,11 @@ def _panel(camera: str, size: tuple[int, int], boards: tuple[tuple[int, int, int
     grain = rng.normal(0.0, 1.0, (H, W)).astype(np.float32)
     base = np.array(PANEL_BGR, np.float32)[None, None, :] * (1.0 + 0.05 * low[..., None])
     panel = base + 3.0 * grain[..., None]
+    # a perforated back wall: rows of small holes, offset per camera (what a camera locks on to)
+    ox, oy = (int(v) for v in rng.integers(0, 18, size=2))
+    for yy in range(oy, H, 18):
+        for xx in range(ox + (9 if (yy // 18) % 2 else 0), W, 18):
+            cv2.circle(panel, (xx, yy), 2, tuple(float(c) * 0.72 for c in PANEL_BGR), -1, cv2.LINE_AA)
     for x, y, w in boards:
         panel[y:min(H, y + 8), x:x + w] = np.array(BOARD_BGR, np.float32) * (1.0 + 0.08 * grain[y:min(H, y + 8), x:x + w, None])
         panel[min(H - 1, y), x:x + w] = (150, 154, 158)
