@@ -108,6 +108,10 @@ def save_calibration(folder: str | Path, stage: str, frames: Mapping[str, np.nda
     folder = Path(folder)
     manifest = _read_manifest(folder) if (folder / MANIFEST).is_file() else {"files": {}}
     files = dict(manifest["files"])
+    for cam_id in frames:
+        if stage == "full" and f"{cam_id}/empty.png" not in files:
+            raise CalibrationError(f"{folder}: camera {cam_id} has no empty-shelf frame; run "
+                                   f"`cabinet vision calibrate --stage empty` first")
     for cam_id, img in frames.items():
         if not cam_id or "/" in cam_id or cam_id.startswith("."):
             raise CalibrationError(f"camera id {cam_id!r} cannot name a folder; use letters, digits, _ or -")
