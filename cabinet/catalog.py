@@ -212,3 +212,18 @@ def sku_by_photo_product(catalog: Catalog) -> dict[str, str]:
 def load_catalog(path: str | Path) -> Catalog:
     """Read catalog.yaml; any problem is a one-line FormatError naming file and line."""
     return catalog_from_doc(load_yaml(path, "catalog"))
+
+
+def catalog_errors(doc: Doc) -> list[FormatError]:
+    """Every error of a parsed catalog at once, in line order (empty: it is valid).
+
+    `cabinet catalog validate` prints them all; `catalog_from_doc` stops at the first."""
+    if not isinstance(doc.data, dict):
+        return [doc.error((), "a catalog is a mapping with `currency:` and `products:`",
+                          with_value=False)]
+    try:
+        model = CatalogModel.model_validate(doc.data)
+    except ValidationError as e:
+        return list(FormatErrors(pydantic_errors(doc, e)).errors)
+    errors = [err for check in CROSS_CHECKS for err in check(doc, model)]
+    return list(FormatErrors(errors).errors) if errors else []

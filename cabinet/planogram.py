@@ -257,3 +257,19 @@ def planogram_from_doc(doc: Doc, catalog: Catalog) -> Planogram:
 def load_planogram(path: str | Path, catalog: Catalog) -> Planogram:
     """Read planogram.yaml and check it against the catalog; one-line FormatError on a fault."""
     return planogram_from_doc(load_yaml(path, "planogram"), catalog)
+
+
+def planogram_errors(doc: Doc, catalog: Catalog) -> list[FormatError]:
+    """Every error of a parsed planogram at once, in line order (empty: it is valid).
+
+    The operator's `cabinet planogram validate` prints them all; `planogram_from_doc` stops at
+    the first. Shape errors (pydantic) come alone: the cross-field checks need a whole model."""
+    if not isinstance(doc.data, dict):
+        return [doc.error((), "a planogram is a mapping with `cabinet_id:`, `shelves:` and "
+                          "`slots:`", with_value=False)]
+    try:
+        m = PlanogramModel.model_validate(doc.data)
+    except ValidationError as e:
+        return list(FormatErrors(pydantic_errors(doc, e)).errors)
+    errors = [err for check in CROSS_CHECKS for err in check(doc, m, catalog)]
+    return list(FormatErrors(errors).errors) if errors else []
