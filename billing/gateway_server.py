@@ -270,6 +270,17 @@ class SandboxGateway:
         with self._lock:
             self._faults.extend([(kind, self._slow_s if delay_s is None else delay_s)] * n)
 
+    def reset(self) -> None:
+        """Forget every authorisation, key, pending fault and request seen: a fresh sandbox on
+        the same port, so tests can share one server instead of starting one each."""
+        if self._state_path is not None:
+            raise ValueError(f"sandbox gateway: reset() would discard the state kept in "
+                             f"{self._state_path}; move that file away instead")
+        with self._lock:
+            self._book = _Book(None)
+            self._faults.clear()
+            self._seen.clear()
+
     def effects(self) -> dict[str, int]:
         """How many times each effect really happened: authorize, decline, capture, ..."""
         with self._lock:

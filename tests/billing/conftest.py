@@ -8,6 +8,7 @@ the Billing under test holds in memory.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,8 +68,9 @@ class Book:
         self._engine.dispose()
 
 
-@pytest.fixture
-def gateway():
+@pytest.fixture(scope="session")
+def sandbox_server():
+    """One sandbox gateway server for the whole run (starting one costs ~50 ms)."""
     gw = SandboxGateway()
     gw.start()
     yield gw
@@ -76,8 +78,28 @@ def gateway():
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "cabinet.db"
+def gateway(sandbox_server: SandboxGateway) -> SandboxGateway:
+    """The sandbox gateway as new: no authorisations, keys, faults or requests seen."""
+    sandbox_server.reset()
+    return sandbox_server
+
+
+@pytest.fixture(scope="session")
+def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database file with every table and trigger and no rows, made once per run."""
+    path = tmp_path_factory.mktemp("template") / "cabinet.db"
+    engine = make_engine(path)
+    init_db(engine)
+    engine.dispose()  # checkpoints the WAL: the one file holds it all
+    return path
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, empty_db: Path) -> Path:
+    """This test's own database file, a copy of the empty one (copying beats creating)."""
+    path = tmp_path / "cabinet.db"
+    shutil.copyfile(empty_db, path)
+    return path
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ statuses = st.one_of(st.none(), st.integers(100, 599), st.sampled_from(sorted(RE
 exc_kinds = st.one_of(st.none(), st.sampled_from(["timeout", "connection", "transport"]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(statuses, exc_kinds, st.integers(1, 10), st.data())
 def test_while_retries_are_left_the_answer_decides(status, exc_kind, max_retries, data):
     attempt = data.draw(st.integers(0, max_retries - 1))
@@ -44,7 +44,7 @@ def test_while_retries_are_left_the_answer_decides(status, exc_kind, max_retries
     assert should_retry(status, exc_kind, attempt, max_retries) is expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(statuses, exc_kinds, st.integers(0, 10), st.integers(0, 10))
 def test_once_the_retries_are_spent_nothing_is_retried(status, exc_kind, max_retries, extra):
     assert should_retry(status, exc_kind, max_retries + extra, max_retries) is False

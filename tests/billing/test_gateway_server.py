@@ -229,3 +229,18 @@ def test_the_command_refuses_a_public_address(capsys):
     assert caught.value.code == 2
     assert "error: sandbox gateway: host '0.0.0.0' is not a loopback address" in \
         capsys.readouterr().err
+
+
+def test_reset_forgets_everything_but_keeps_serving(gateway):
+    first = authorize(gateway, "k").json()
+    gateway.fail_next(2, "500")
+    gateway.reset()
+    assert (gateway.effects()["authorize"], gateway.requests_seen()) == (0, [])
+    again = authorize(gateway, "k").json()   # no fault left, the key is unknown again
+    assert again["id"] == first["id"] == "auth_000001" and gateway.effects()["authorize"] == 1
+
+
+def test_reset_refuses_to_discard_a_state_file(tmp_path):
+    gw = SandboxGateway(state_path=tmp_path / "gateway.json")
+    with pytest.raises(ValueError, match="reset\\(\\) would discard the state kept in"):
+        gw.reset()
