@@ -1,6 +1,7 @@
 """The sandbox gateway over real HTTP on 127.0.0.1: rules, idempotency, faults, persistence."""
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 
@@ -144,6 +145,8 @@ def test_runs_standalone_and_prints_its_url():
     proc = subprocess.Popen([sys.executable, "-m", "billing.gateway_server", "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "the gateway printed no URL within 20 s"
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
         answer = requests.post(url + "/v1/authorizations", timeout=5,
