@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+from collections import deque
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -48,6 +49,17 @@ class BoardState:
     shelves: tuple[ShelfReading, ...]
     boot_id: int = 0
     uptime_ms: int = 0
+    releases: int | None = None             # lock releases since boot (None: a 1.0 board)
+    last_release_cause: str | None = None   # how the last one came about (None: none yet)
+    last_release_unlock_id: int | None = None
+    last_release_ago_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class _SentUnlock:
+    seq: int
+    sent_at: float
+    until: float                # after this a release is no longer this unlock's doing
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,13 @@ class Board:
         self._baseline: dict[int, ShelfReading] = {}
         self._changed = threading.Event()       # set whenever the link (re)identifies
         self._lost_announced = False
+        # releases: the unlocks this host sent (by seq), whether the current release of the
+        # lock has been judged commanded or not, and the recent releases for cabinet-diag
+        self._unlock_lock = threading.Lock()
+        self._sent_unlocks: deque[_SentUnlock] = deque(maxlen=64)
+        self._release_judged = True
+        self._releases: deque[E.LockRelease] = deque(maxlen=32)
+        self._minor = P.PROTOCOL_MINOR
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Identity:
@@ -145,15 +164,42 @@ class Board:
 
     def _state_from(self, r: P.StateReply) -> BoardState:
         temp = None if r.temperature_centi == -32768 else r.temperature_centi / 100
+        releases = cause = unlock_id = ago = None
+        if self._minor >= 1:
+            releases = r.releases
+            if r.last_release_reason != P.NO_RELEASE:
+                cause = _cause_name(r.last_release_reason)
+                unlock_id = r.last_release_unlock_seq or None
+                ago = max(0, (r.uptime_ms - r.last_release_uptime_ms) & P.SEQ_MASK)
         return BoardState(r.lock_engaged, r.door_open, r.unlock_remaining_ms, temp,
                           r.last_event_seq, tuple(self.weights().values()), r.boot_id,
-                          r.uptime_ms)
+                          r.uptime_ms, releases, cause, unlock_id, ago)
 
     def unlock(self, pulse_ms: int) -> None:
         """Release the lock for ``pulse_ms``; returns once the MCU has done it. The MCU
-        relocks by itself when the pulse ends (or when this host stops sending heartbeats)."""
+        relocks by itself when the pulse ends (or when this host stops sending heartbeats).
+        The command's seq is recorded before it is sent: the MCU's release event names it,
+        which is how a commanded release is told from an ``UncommandedUnlock``."""
         self._baseline = {s: f.last_stable for s, f in self._filters.items() if f.last_stable}
-        self._ack(P.Unlock(pulse_ms=int(pulse_ms)), f"unlock for {pulse_ms} ms")
+        pulse_ms = int(pulse_ms)
+        reply = self._link.request(P.Unlock(pulse_ms=pulse_ms),
+                                   on_send=lambda seq: self._sent_unlock(seq, pulse_ms))
+        if isinstance(reply, P.Ack) and reply.status != P.OK:
+            raise CommandRefused(f"{self._who()}: unlock for {pulse_ms} ms refused "
+                                 f"({P.STATUS_NAMES.get(reply.status, reply.status)}): "
+                                 f"{reply.detail}")
+
+    def releases(self) -> tuple[E.LockRelease, ...]:
+        """The lock releases seen since open (the last 32), commanded or not, oldest first."""
+        with self._unlock_lock:
+            return tuple(self._releases)
+
+    def _sent_unlock(self, seq: int, pulse_ms: int) -> None:
+        now = self.clock.monotonic()
+        # the MCU runs it at the latest by the request's deadline; its pulse ends after that
+        until = now + self.timeout_s + max(0, pulse_ms) / 1000 + 0.5
+        with self._unlock_lock:
+            self._sent_unlocks.append(_SentUnlock(seq, now, until))
 
     def lock(self) -> None:
         self._ack(P.Lock(), "lock")
@@ -190,6 +236,9 @@ class Board:
             P.encode(msg)
         except (ValueError, TypeError, OverflowError, struct.error, P.ProtocolError) as e:
             raise CommandRefused(f"command {name!r}: bad arguments: {e}") from None
+        if isinstance(msg, P.Unlock):                   # a technician's unlock is commanded too
+            pulse = msg.pulse_ms
+            return self._link.request(msg, on_send=lambda seq: self._sent_unlock(seq, pulse))
         return self._link.request(msg)
 
     def counters(self) -> LinkCounters:
@@ -273,6 +322,7 @@ class Board:
                 log.exception("%s: on_event callback failed for %r", self._who(), ev)
 
     def link_up(self, ident: P.IdentifyReply, *, reset: bool, restored: bool) -> None:
+        self._minor = ident.protocol_version & 0xFF
         self._identity = Identity(
             f"{ident.protocol_version >> 8}.{ident.protocol_version & 0xFF}",
             ident.firmware_version, ident.board_serial, ident.boot_id,
@@ -297,6 +347,11 @@ class Board:
                 self._emit(E.LockChanged(st.lock_engaged, "resync", now))
             if reset and st.door_open != self._door_open:
                 self._emit(E.DoorOpened(now) if st.door_open else E.DoorClosed(now))
+            if reset:
+                # a released lock after a reboot was released in the new boot: its event is
+                # replayed from the new boot's ring and judged then (or, if the ring lost it,
+                # in link_events_lost)
+                self._release_judged = st.lock_engaged
             if reset or not restored:
                 self._lock_engaged, self._door_open = st.lock_engaged, st.door_open
                 for f in self._filters.values():
@@ -319,9 +374,15 @@ class Board:
             if hb.door_open != self._door_open:
                 self._door_open = hb.door_open
                 self._emit(E.DoorOpened(now) if hb.door_open else E.DoorClosed(now))
+            unjudged = not hb.lock_engaged and (self._lock_engaged or not self._release_judged)
             if hb.lock_engaged != self._lock_engaged:
                 self._lock_engaged = hb.lock_engaged
                 self._emit(E.LockChanged(hb.lock_engaged, "resync", now))
+            if hb.lock_engaged:
+                self._release_judged = True
+            elif unjudged:
+                self._judge_release(P.UNKNOWN_RELEASE, 0, None, now, source="resync",
+                                    lost=f"events {first}..{last} were lost")
 
     def link_heartbeat(self, hb: P.Heartbeat, now: float) -> None:
         self._last_hb = hb
@@ -356,15 +417,68 @@ class Board:
                 f.door(not msg.open, now)
             self._emit(E.DoorOpened(now) if msg.open else E.DoorClosed(now))
         elif isinstance(msg, P.LockChange):
-            if msg.engaged == self._lock_engaged:
-                return
-            self._lock_engaged = msg.engaged
-            self._emit(E.LockChanged(msg.engaged, P.LOCK_REASONS.get(msg.reason, "?"), now))
+            if msg.engaged:
+                self._release_judged = True
+                if not self._lock_engaged:
+                    self._lock_engaged = True
+                    self._emit(E.LockChanged(True, _cause_name(msg.reason), now))
+            else:
+                # every release event comes here once (the link drops replayed duplicates),
+                # also when a resync already showed the lock released
+                self._judge_release(msg.reason, msg.unlock_seq, msg.seq, now, source="event")
         elif isinstance(msg, P.DoorForced):
             self._emit(E.ForcedDoor(now))
         elif isinstance(msg, P.FaultReport):
             code = P.FAULT_CODES.get(msg.code, f"mcu_fault_{msg.code}")
             self._emit(E.Fault(code, msg.detail, msg.shelf))
+
+    def _judge_release(self, reason: int, unlock_seq: int, event_seq: int | None, now: float,
+                       *, source: str, lost: str = "") -> None:
+        """Decide whether this host commanded a release, announce it (LockChanged unless a
+        resync already did) and, when it did not, raise UncommandedUnlock."""
+        cause = _cause_name(reason)
+        detail = ""
+        if reason == P.BY_COMMAND and unlock_seq:       # a 1.1 board names the Unlock's seq
+            commanded = self._take_sent(lambda u: u.seq == unlock_seq)
+            if not commanded:
+                detail = (f"released by an Unlock with seq {unlock_seq} that this host did not "
+                          f"send (another program on the port?)")
+        elif reason == P.BY_COMMAND or source == "resync":
+            # a 1.0 board cannot say which command, and a resync does not know: an unlock this
+            # host sent whose pulse may still be running explains the release
+            commanded = self._take_sent(lambda u: u.sent_at <= now <= u.until)
+            if not commanded:
+                cause = "unknown"
+                detail = (f"{lost}; the lock was found released" if lost else
+                          f"a protocol 1.{self._minor} board reports no cause for a release "
+                          f"and this host sent no unlock")
+        else:
+            commanded = False
+            detail = f"the MCU reports: {cause}"
+        if commanded:
+            cause = "command"
+        unlock_id = unlock_seq or None
+        with self._unlock_lock:
+            self._releases.append(E.LockRelease(cause, commanded, now, unlock_id, event_seq,
+                                                source))
+        self._release_judged = True
+        if self._lock_engaged:
+            self._lock_engaged = False
+            self._emit(E.LockChanged(False, cause, now, unlock_id))
+        if not commanded:
+            boot_id = self._identity.boot_id if self._identity else 0
+            log.warning("%s: lock released without a command: %s (%s)", self._who(), cause,
+                        detail)
+            self._emit(E.UncommandedUnlock(cause, now, event_seq, boot_id, source, unlock_id,
+                                           f"{self._who()}: {detail}"))
+
+    def _take_sent(self, match: Callable[[_SentUnlock], bool]) -> bool:
+        with self._unlock_lock:
+            for u in reversed(self._sent_unlocks):
+                if match(u):
+                    self._sent_unlocks.remove(u)
+                    return True
+        return False
 
     def _fault_edge(self, code: str, shelf: int, now_on: bool, what: str) -> None:
         key = (code, shelf)
@@ -373,3 +487,7 @@ class Board:
             self._emit(E.Fault(code, f"{self._who()}: shelf {shelf} load cell {what}", shelf))
         elif not now_on and key in self._faulted:
             self._faulted.discard(key)
+
+
+def _cause_name(reason: int) -> str:
+    return P.LOCK_REASONS.get(reason, f"unknown (code {reason})")

@@ -14,10 +14,15 @@ class PortNotFound(LinkError):
 
 
 class PortBusy(LinkError):
-    def __init__(self, port: str) -> None:
+    """Another program holds the port exclusively (TIOCEXCL and flock; link.open_exclusive)."""
+
+    def __init__(self, port: str, holders: list[str] | tuple[str, ...] = ()) -> None:
         self.port = port
-        super().__init__(f"Serial port {port} is in use by another program (it is locked "
-                         f"exclusively); stop the cabinet service or the other console first")
+        self.holders = tuple(holders)
+        by = f" ({', '.join(self.holders)})" if self.holders else ""
+        super().__init__(f"Serial port {port} is in use by another program{by}: it holds the "
+                         f"port exclusively; stop the cabinet controller (the cabinet service, "
+                         f"`cabinet demo`) or the other cabinet-diag session on it first")
 
 
 class LinkDown(LinkError):

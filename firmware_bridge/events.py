@@ -39,8 +39,40 @@ class DoorClosed:
 @dataclass(frozen=True)
 class LockChanged:
     engaged: bool
-    reason: str               # command | pulse ended | host heartbeat stopped | boot | resync
+    # engaging: command | pulse ended | host heartbeat stopped | door closed | boot | resync;
+    # releasing: command | manual key | power glitch | unknown | resync
+    reason: str
     at: float
+    unlock_id: int | None = None    # the releasing Unlock's seq, when the board names it (1.1)
+
+
+@dataclass(frozen=True)
+class UncommandedUnlock:
+    """The lock released and this host did not command it: a tamper alarm. ``cause`` is what
+    the MCU reported (manual key, power glitch, unknown; ``command`` for an Unlock this host
+    did not send) or ``unknown`` where the board cannot say (protocol 1.0) or the release was
+    only seen in a resync. Delivered once per release, also when its event came by replay or
+    after an MCU reset. ``source``: ``event`` (the MCU's LockChange) or ``resync`` (found in
+    a GetState after events were lost)."""
+    cause: str
+    at: float
+    event_seq: int | None       # the MCU's event number (None when found by a resync)
+    boot_id: int
+    source: str = "event"
+    unlock_id: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LockRelease:
+    """One release as ``Board.releases()`` keeps it, commanded or not (cabinet-diag shows
+    them)."""
+    cause: str
+    commanded: bool
+    at: float
+    unlock_id: int | None
+    event_seq: int | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -86,5 +118,5 @@ class TemperatureNormal:
     temperature_c: float
 
 
-BoardEvent = (DoorOpened | DoorClosed | LockChanged | ForcedDoor | Fault | McuReset | LinkLost
-              | LinkRestored | TemperatureAlarm | TemperatureNormal)
+BoardEvent = (DoorOpened | DoorClosed | LockChanged | UncommandedUnlock | ForcedDoor | Fault
+              | McuReset | LinkLost | LinkRestored | TemperatureAlarm | TemperatureNormal)

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import os
 import random
 import re
+import termios
 import threading
 import time
 from collections import deque
@@ -188,25 +190,12 @@ class Link:
         return name
 
     def _open_port(self, path: str) -> serial.Serial:
-        try:
-            return serial.Serial(path, 115200, timeout=0.05, write_timeout=1.0, exclusive=True)
-        except serial.SerialException as e:
-            code = getattr(e, "errno", None)
-            if code == errno.ENOENT or not os.path.exists(path):
-                raise PortNotFound(path) from e
-            if code in (errno.EAGAIN, errno.EWOULDBLOCK) or "exclusively lock" in str(e):
-                raise PortBusy(path) from e
-            raise LinkDown(f"Serial port {path}: cannot open it: {e}") from e
-        except OSError as e:
-            raise LinkDown(f"Serial port {path}: cannot open it: {e}") from e
+        return open_exclusive(path)
 
     def _close_port(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            try:
-                port.close()
-            except (OSError, serial.SerialException):
-                pass
+            close_exclusive(port)
 
     def _connect(self, first: bool) -> P.IdentifyReply:
         path = self._resolve()
@@ -255,8 +244,11 @@ class Link:
 
     # ---- commands ------------------------------------------------------------------------
     def request(self, msg: P.Message, timeout_s: float | None = None, *,
-                _internal: bool = False) -> P.Message:
-        """Send a command and wait for its reply, retransmitting on the adaptive timeout."""
+                _internal: bool = False,
+                on_send: Callable[[int], None] | None = None) -> P.Message:
+        """Send a command and wait for its reply, retransmitting on the adaptive timeout.
+        ``on_send(seq)`` is called with the command's seq before its first byte is written
+        (the Board records the unlocks it sends, whose seq the MCU's LockChange names)."""
         name = type(msg).__name__
         timeout = self.timeout_s if timeout_s is None else timeout_s
         with self._cmd_lock:
@@ -266,6 +258,8 @@ class Link:
             pending = _Pending(self._seq)
             msg = dataclasses.replace(msg, seq=self._seq)
             raw = P.encode(msg)
+            if on_send is not None:
+                on_send(self._seq)
             self._pending = pending
             clock = self.clock
             deadline = clock.monotonic() + timeout
@@ -516,6 +510,83 @@ def next_rto(srtt: float, rttvar: float, sample: float, min_s: float,
         rttvar = 0.75 * rttvar + 0.25 * abs(srtt - sample)
         srtt = 0.875 * srtt + 0.125 * sample
     return srtt, rttvar, min(max_s, max(min_s, srtt + 4 * rttvar))
+
+
+def open_exclusive(path: str) -> serial.Serial:
+    """Open a tty for this process alone. pyserial's ``exclusive=True`` takes a flock, which
+    only binds programs that ask for it (another pyserial, cabinet-diag); TIOCEXCL then makes
+    the kernel refuse every further open(2) of the tty with EBUSY, whatever the program, for
+    any user without CAP_SYS_ADMIN (root is exempt; the flock still stops a root opener that
+    uses pyserial). ``close_exclusive`` clears TIOCEXCL before closing, since the flag stays on
+    the tty (a pty's slave lives on while its master is open). Failures are the link's errors:
+    PortNotFound, PortBusy (naming the port and who holds it) or LinkDown."""
+    try:
+        port = serial.Serial(path, 115200, timeout=0.05, write_timeout=1.0, exclusive=True)
+    except serial.SerialException as e:
+        code = getattr(e, "errno", None)
+        if code == errno.ENOENT or not os.path.exists(path):
+            raise PortNotFound(path) from e
+        if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY) \
+                or "exclusively lock" in str(e):
+            raise PortBusy(path, port_holders(path)) from e
+        raise LinkDown(f"Serial port {path}: cannot open it: {e}") from e
+    except OSError as e:
+        raise LinkDown(f"Serial port {path}: cannot open it: {e}") from e
+    try:
+        fcntl.ioctl(port.fd, termios.TIOCEXCL)
+    except OSError as e:
+        port.close()
+        raise LinkDown(f"Serial port {path}: cannot make it exclusive (TIOCEXCL): {e}") from e
+    return port
+
+
+def close_exclusive(port: serial.Serial) -> None:
+    """Clear TIOCEXCL and close; a port that vanished meanwhile is closed all the same."""
+    try:
+        if port.fd is not None:
+            fcntl.ioctl(port.fd, termios.TIOCNXCL)
+    except (OSError, TypeError, AttributeError):
+        pass
+    try:
+        port.close()
+    except (OSError, serial.SerialException):
+        pass
+
+
+def port_holders(path: str) -> list[str]:
+    """Other processes with ``path`` open, as 'pid N (command line)', read from /proc; empty
+    where /proc does not say (another user's processes, no procfs)."""
+    try:
+        target = os.stat(path).st_rdev
+    except OSError:
+        return []
+    out = []
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if st.st_rdev == target and (st.st_mode & 0o170000) == 0o020000:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                except OSError:
+                    cmd = "?"
+                out.append(f"pid {pid} ({cmd[:80]})")
+                break
+    return out
 
 
 def _node_id(path: str) -> tuple[int, int] | None:

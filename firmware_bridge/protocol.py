@@ -22,7 +22,7 @@ from typing import ClassVar
 from cobs import cobs
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1                  # 1.1: LockChange carries the releasing command's seq
 PROTOCOL_VERSION = (PROTOCOL_MAJOR << 8) | PROTOCOL_MINOR
 MAX_BODY = 250                      # id + seq + payload + crc, before COBS
 MAX_ENCODED = MAX_BODY + MAX_BODY // 254 + 2
@@ -33,11 +33,17 @@ SEQ_MASK = 0xFFFFFFFF
 OK, REFUSED, UNKNOWN_COMMAND, GONE, BAD_ARGS = 0, 1, 2, 3, 4
 STATUS_NAMES = {OK: "ok", REFUSED: "refused", UNKNOWN_COMMAND: "unknown command",
                 GONE: "gone", BAD_ARGS: "bad arguments"}
-# Lock change reasons
+# Lock change reasons. 0..4 since 1.0; 5..7 (1.1) are releases the host did not command.
 BY_COMMAND, PULSE_END, HOST_SILENT, AT_BOOT, DOOR_SHUT = 0, 1, 2, 3, 4
+MANUAL_KEY, POWER_GLITCH, UNKNOWN_RELEASE = 5, 6, 7
 LOCK_REASONS = {BY_COMMAND: "command", PULSE_END: "pulse ended",
                 HOST_SILENT: "host heartbeat stopped", AT_BOOT: "boot",
-                DOOR_SHUT: "door closed"}
+                DOOR_SHUT: "door closed", MANUAL_KEY: "manual key",
+                POWER_GLITCH: "power glitch", UNKNOWN_RELEASE: "unknown"}
+NO_RELEASE = 0xFF                   # StateReply.last_release_reason: no release since boot
+# what the simulator's uncommanded_unlock fault and the docs call each uncommanded cause
+RELEASE_CAUSES = {"manual_key": MANUAL_KEY, "power_glitch": POWER_GLITCH,
+                  "unknown": UNKNOWN_RELEASE}
 # Reset reasons reported by Identify
 RESET_REASONS = {0: "power-on", 1: "software", 2: "watchdog", 3: "brown-out", 4: "pin"}
 # Fault codes the MCU reports
@@ -76,11 +82,23 @@ class Message:
     ID: ClassVar[int] = 0
     FIXED: ClassVar[struct.Struct] = struct.Struct("<")
     TAIL: ClassVar[tuple[str, ...]] = ()  # trailing variable fields: "str" | "counts"
+    # Fixed fields a minor version appended (the dataclass's last fields, after TAIL's): a peer
+    # of an older minor sends a payload without them, which decodes to their defaults.
+    EXT: ClassVar[struct.Struct] = struct.Struct("<")
+    EXT_SINCE: ClassVar[int] = 1        # the minor version that added EXT
     KIND: ClassVar[str] = "command"     # command | reply | event | heartbeat
     seq: int = 0
 
-    def payload(self) -> bytes:
+    @classmethod
+    def _ext_count(cls) -> int:
+        return len(cls.EXT.unpack(bytes(cls.EXT.size)))
+
+    def payload(self, minor: int = PROTOCOL_MINOR) -> bytes:
+        """The payload as a peer of protocol 1.``minor`` sends it (EXT only from EXT_SINCE)."""
         names = [f.name for f in fields(self)][1:]
+        n_ext = self._ext_count()
+        ext_names = names[len(names) - n_ext:]
+        names = names[:len(names) - n_ext]
         split = len(names) - len(self.TAIL)
         out = self.FIXED.pack(*(int(getattr(self, n)) for n in names[:split]))
         for kind, name in zip(self.TAIL, names[split:]):
@@ -89,6 +107,8 @@ class Message:
                 out += _pack_str(value)
             else:
                 out += bytes([len(value)]) + struct.pack(f"<{len(value)}i", *value)
+        if ext_names and minor >= self.EXT_SINCE:
+            out += self.EXT.pack(*(int(getattr(self, n)) for n in ext_names))
         return out
 
     @classmethod
@@ -98,7 +118,8 @@ class Message:
             raise ProtocolError(f"{cls.__name__}: payload of {len(buf)} bytes, need {n}")
         values = list(cls.FIXED.unpack_from(buf, 0))
         names = [f.name for f in fields(cls)][1:]
-        names = names[:len(names) - len(cls.TAIL)]
+        n_ext = cls._ext_count()
+        names = names[:len(names) - len(cls.TAIL) - n_ext]
         types = [f.type for f in fields(cls)][1:]
         values = [bool(v) if t in (bool, "bool") else v for v, t in zip(values, types)]
         off = n
@@ -115,6 +136,9 @@ class Message:
                 raise ProtocolError(f"{cls.__name__}: {k} samples run past the frame")
             values.append(tuple(struct.unpack_from(f"<{k}i", buf, off + 1)))
             off = end
+        if n_ext and len(buf) - off == cls.EXT.size:      # a peer of EXT_SINCE or newer
+            values.extend(cls.EXT.unpack_from(buf, off))
+            off = len(buf)
         if off != len(buf):
             raise ProtocolError(f"{cls.__name__}: {len(buf) - off} trailing bytes")
         return cls(seq, *values) if names else cls(seq)
@@ -204,9 +228,12 @@ class IdentifyReply(Message):
 
 @dataclass(frozen=True)
 class StateReply(Message):
+    """The board's state. The 1.1 fields count the lock's releases since boot and say how the
+    last one came about (``last_release_reason`` NO_RELEASE: none yet, or a 1.0 board)."""
     ID = 0x83
     KIND = "reply"
     FIXED = struct.Struct("<IIIBBIh")
+    EXT = struct.Struct("<HBII")
     boot_id: int = 0
     uptime_ms: int = 0
     last_event_seq: int = 0
@@ -214,6 +241,10 @@ class StateReply(Message):
     door_open: bool = False
     unlock_remaining_ms: int = 0
     temperature_centi: int = 0
+    releases: int = 0
+    last_release_reason: int = 0xFF
+    last_release_unlock_seq: int = 0
+    last_release_uptime_ms: int = 0
 
 
 # ---- MCU -> host unsequenced ------------------------------------------------------------
@@ -235,11 +266,15 @@ class DoorChange(Message):
 
 @dataclass(frozen=True)
 class LockChange(Message):
+    """The lock engaged or released, and why. ``unlock_seq`` (1.1) is the seq of the Unlock
+    command that released it (0: not released by a command, or a 1.0 board that cannot say)."""
     ID = 0xA2
     KIND = "event"
     FIXED = struct.Struct("<BB")
+    EXT = struct.Struct("<I")
     engaged: bool = True
     reason: int = BY_COMMAND
+    unlock_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -281,17 +316,17 @@ COMMANDS = {name: m for m in MESSAGES.values() if m.KIND == "command"
             for name in [m.__name__.lower()]}
 
 
-def encode_body(msg: Message) -> bytes:
-    body = _HEADER.pack(msg.ID, msg.seq & SEQ_MASK) + msg.payload()
+def encode_body(msg: Message, minor: int = PROTOCOL_MINOR) -> bytes:
+    body = _HEADER.pack(msg.ID, msg.seq & SEQ_MASK) + msg.payload(minor)
     body += crc16(body).to_bytes(2, "little")
     if len(body) > MAX_BODY:
         raise ProtocolError(f"{type(msg).__name__} is {len(body)} bytes, over {MAX_BODY}")
     return body
 
 
-def encode(msg: Message) -> bytes:
-    """One message as wire bytes, delimiters included."""
-    return b"\x00" + cobs.encode(encode_body(msg)) + b"\x00"
+def encode(msg: Message, minor: int = PROTOCOL_MINOR) -> bytes:
+    """One message as wire bytes, delimiters included, as a peer of 1.``minor`` sends it."""
+    return b"\x00" + cobs.encode(encode_body(msg, minor)) + b"\x00"
 
 
 def decode_body(body: bytes) -> Message:

@@ -36,8 +36,20 @@ FAULTS: dict[str, tuple[str, object, str]] = {
     "cell_spike": ("shelf", 0, "the shelf's ADC spikes (rate=share of samples)"),
     "forced_door": ("on", 1, "force the door open while locked"),
     "no_door_open": ("on", 1, "nothing: unlocks are simply not followed by a door opening"),
+    "uncommanded_unlock": ("cause", "unknown", "the lock releases with no Unlock: cause "
+                           "manual_key, power_glitch or unknown (duration_s: how long)"),
 }
 COUNTED = {"lose_command", "lose_ack", "lose_event", "late_reply"}
+RELEASE_CAUSES = ("manual_key", "power_glitch", "unknown")   # protocol.RELEASE_CAUSES' names
+
+
+def check_params(name: str, params: dict[str, object]) -> None:
+    """Refuse parameters a fault cannot act on, naming the fault and what it takes."""
+    if name == "uncommanded_unlock":
+        cause = params.get("cause", "unknown")
+        if cause not in RELEASE_CAUSES:
+            raise ValueError(f"fault uncommanded_unlock: cause {cause!r} is not one of "
+                             f"{', '.join(RELEASE_CAUSES)}")
 
 
 def parse_fault(text: str) -> tuple[str, dict[str, object]]:
@@ -53,6 +65,7 @@ def parse_fault(text: str) -> tuple[str, dict[str, object]]:
         for item in items:
             key, _, value = item.partition(":")
             params[key.strip()] = _number(value.strip())
+    check_params(name, params)
     return name, params
 
 
@@ -74,6 +87,7 @@ class FaultSet:
     def inject(self, name: str, **params: object) -> None:
         if name not in FAULTS:
             raise ValueError(f"SimMCU: unknown fault {name!r}; known: {', '.join(sorted(FAULTS))}")
+        check_params(name, params)
         with self._lock:
             if name in COUNTED:
                 params.setdefault("count", 1)

@@ -99,6 +99,7 @@ class SimMCU:
         self.paths: list[str] = []
         # counters a test or the bench can read
         self.unlocks_executed = 0
+        self.uncommanded_releases = 0
         self.commands_executed = 0
         self.executed: Counter[tuple[int, int]] = Counter()     # (boot id, seq) -> runs
         self.duplicates_dropped = 0
@@ -191,6 +192,9 @@ class SimMCU:
             self._decoder = P.Decoder()
             self._last_cmd_seq: int | None = None
             self._last_reply = b""
+            self._wire_minor = self.protocol_version & 0xFF
+            self.releases = 0
+            self._last_release = (P.NO_RELEASE, 0, 0)     # reason, unlock seq, uptime ms
             self.host_timeout_s = self.default_host_timeout_s
             self.heartbeat_s = self.default_heartbeat_s
             self.sample_hz = self.default_sample_hz
@@ -246,6 +250,10 @@ class SimMCU:
             elif fault == "forced_door":
                 self.faults.clear("forced_door")
                 self.open_door(force=True)
+            elif fault == "uncommanded_unlock":
+                self.faults.clear("uncommanded_unlock")
+                self._uncommanded_release(str(params.get("cause", "unknown")),
+                                          float(params.get("duration_s", 1.0)))
             elif fault == "busy":
                 self._hold_busy()
             elif fault == "port_vanish":
@@ -258,6 +266,29 @@ class SimMCU:
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
 
+    def _uncommanded_release(self, cause: str, duration_s: float) -> None:
+        """The lock releases without an Unlock: the manual override key, a brown-out of the
+        lock driver, or a release the firmware cannot explain. It stays released for
+        ``duration_s`` (the key turned back, the coil recovered), then relocks as a pulse does;
+        the door shutting relocks it sooner. A 1.0 board has no cause codes: it reports any
+        release as reason 0 (command), without a command seq."""
+        code = P.RELEASE_CAUSES.get(cause)
+        if code is None:
+            raise ValueError(f"SimMCU: uncommanded_unlock cause {cause!r} is not one of "
+                             f"{', '.join(sorted(P.RELEASE_CAUSES))}")
+        if self.protocol_version & 0xFF < 1:
+            code = P.BY_COMMAND
+        self.uncommanded_releases += 1
+        self._unlock_until = self.clock.monotonic() + max(0.0, duration_s)
+        if self.lock_engaged:
+            self.lock_engaged = False
+            self._released(code, 0)
+
+    def _released(self, reason: int, unlock_seq: int) -> None:
+        self.releases += 1
+        self._last_release = (reason, unlock_seq, self._uptime_ms())
+        self._event(P.LockChange(engaged=False, reason=reason, unlock_seq=unlock_seq))
+
     def clear(self, fault: str | None = None) -> None:
         self.faults.clear(fault)
         if fault in (None, "busy"):
@@ -267,9 +298,14 @@ class SimMCU:
         if self._busy_fd < 0 and self.path:
             self._busy_fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
             fcntl.flock(self._busy_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.ioctl(self._busy_fd, termios.TIOCEXCL)
 
     def _release_busy(self) -> None:
         if self._busy_fd >= 0:
+            try:
+                fcntl.ioctl(self._busy_fd, termios.TIOCNXCL)
+            except OSError:
+                pass
             os.close(self._busy_fd)
             self._busy_fd = -1
 
@@ -293,7 +329,7 @@ class SimMCU:
         self.events_sent += 1
         if self.faults.take("lose_event"):
             return
-        self._tx(P.encode(msg))
+        self._tx(P.encode(msg, self._wire_minor))
 
     def _reply(self, raw: bytes) -> None:
         self._last_reply = raw
@@ -384,6 +420,10 @@ class SimMCU:
         self.executed[(self.boot_id, msg.seq)] += 1
         seq = msg.seq
         if isinstance(msg, P.Identify):
+            # send the events' 1.x fields only to a host that knows them (docs/protocol.md)
+            own = self.protocol_version & 0xFF
+            same_major = msg.host_version >> 8 == self.protocol_version >> 8
+            self._wire_minor = min(own, msg.host_version & 0xFF) if same_major else own
             self._reply(P.encode(P.IdentifyReply(
                 seq, self.faults.param("version_mismatch", "version", self.protocol_version)
                 if self.faults.active("version_mismatch") else self.protocol_version,
@@ -404,13 +444,13 @@ class SimMCU:
             self._unlock_until = self.clock.monotonic() + msg.pulse_ms / 1000
             if self.lock_engaged:
                 self.lock_engaged = False
-                self._event(P.LockChange(engaged=False, reason=P.BY_COMMAND))
+                self._released(P.BY_COMMAND, msg.seq)
             self._reply(P.encode(P.Ack(seq)))
         elif isinstance(msg, P.Lock):
             self._relock(P.BY_COMMAND)
             self._reply(P.encode(P.Ack(seq)))
         elif isinstance(msg, P.GetState):
-            self._reply(P.encode(self._state(P.StateReply, seq)))
+            self._reply(P.encode(self._state(P.StateReply, seq), self._wire_minor))
         elif isinstance(msg, P.ReplayEvents):
             self._replay(seq, msg.from_seq)
         elif isinstance(msg, P.Reboot):
@@ -426,7 +466,7 @@ class SimMCU:
                 self._reply(P.encode(P.Ack(seq, P.GONE, f"oldest kept event is {oldest}")))
                 return
             for msg in list(self._ring)[from_seq - oldest:]:
-                self._tx(P.encode(msg))
+                self._tx(P.encode(msg, self._wire_minor))
         self._reply(P.encode(P.Ack(seq)))
 
     def _relock(self, reason: int) -> None:
@@ -440,7 +480,8 @@ class SimMCU:
         temp = (round((self.temperature_c + self._rng.gauss(0, 0.03)) * 100)
                 if self.has_temperature else -32768)
         return cls(seq, self.boot_id, self._uptime_ms(), self._event_seq, self.lock_engaged,
-                   self.door_open, remaining, max(-32768, min(32767, temp)))
+                   self.door_open, remaining, max(-32768, min(32767, temp)),
+                   self.releases & 0xFFFF, *self._last_release)
 
     def _tick(self, now: float) -> None:
         if now < self._booting_until:
@@ -458,7 +499,7 @@ class SimMCU:
             self._sample(now)
         if now >= self._next_hb:
             self._next_hb = now + self.heartbeat_s
-            self._tx(P.encode(self._state(P.Heartbeat, 0)))
+            self._tx(P.encode(self._state(P.Heartbeat, 0), self._wire_minor))
             every = self.faults.param("debug_text", "every_s", 0.0)
             if self.faults.active("debug_text") or every:
                 self._tx_text(f"dbg: up {self._uptime_ms()} ms hx711 ok\r\n".encode())

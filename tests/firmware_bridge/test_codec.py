@@ -13,6 +13,11 @@ u32 = st.integers(0, P.SEQ_MASK)
 text = st.text(max_size=20).filter(lambda s: len(s.encode()) <= 60)
 
 
+def _tail_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)
+            if f.type in (str, "str") or "tuple" in str(f.type)]
+
+
 def _msg_strategy():
     opts = []
     for cls in P.MESSAGES.values():
@@ -27,9 +32,11 @@ def _msg_strategy():
             elif "tuple" in str(f.type):
                 kw[f.name] = st.lists(st.integers(-(1 << 31), (1 << 31) - 1), max_size=40).map(tuple)
             else:
-                fmt = cls.FIXED.format
+                # numeric fields: FIXED's, then (after any string/counts tail) EXT's
+                fmt = cls.FIXED.format.lstrip("<") + cls.EXT.format.lstrip("<")
                 names = [x.name for x in dataclasses.fields(cls)][1:]
-                code = fmt.lstrip("<")[names.index(f.name)]
+                names = [n for n in names if n not in _tail_names(cls)]
+                code = fmt[names.index(f.name)]
                 kw[f.name] = {"B": u8, "H": u16, "I": u32, "h": st.integers(-32768, 32767)}[code]
         opts.append(st.builds(cls, **kw))
     return st.one_of(opts)
@@ -42,6 +49,17 @@ def test_every_message_round_trips(msg):
     assert raw[0] == 0 and raw[-1] == 0 and 0 not in raw[1:-1]
     got = P.Decoder().feed(raw)
     assert [r.message for r in got] == [msg]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_msg_strategy())
+def test_a_1_0_peer_payload_decodes_with_the_1_1_fields_at_their_defaults(msg):
+    old = P.Decoder().feed(P.encode(msg, minor=0))[0].message
+    ext = [f.name for f in dataclasses.fields(msg)][-len(msg.EXT.format.lstrip("<")):] \
+        if msg.EXT.size else []
+    defaults = {f.name: f.default for f in dataclasses.fields(msg) if f.name in ext}
+    assert old == dataclasses.replace(msg, **defaults)
+    assert len(P.encode_body(msg, minor=0)) == len(P.encode_body(msg)) - msg.EXT.size
 
 
 @settings(max_examples=200, deadline=None)

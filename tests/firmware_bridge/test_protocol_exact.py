@@ -65,10 +65,14 @@ def test_seq_is_masked_to_32_bits():
     (P.Ack(seq=8, status=P.REFUSED, detail="door open"), b"\x01\x09door open"),
     (P.Ack(seq=9), b"\x00\x00"),
     (P.StateReply(seq=10, boot_id=3, uptime_ms=1234, last_event_seq=9, lock_engaged=False,
-                  door_open=True, unlock_remaining_ms=700, temperature_centi=-250),
-     struct.pack("<IIIBBIh", 3, 1234, 9, 0, 1, 700, -250)),
+                  door_open=True, unlock_remaining_ms=700, temperature_centi=-250,
+                  releases=2, last_release_reason=P.MANUAL_KEY, last_release_unlock_seq=0,
+                  last_release_uptime_ms=1200),
+     struct.pack("<IIIBBIh", 3, 1234, 9, 0, 1, 700, -250) + struct.pack("<HBII", 2, 5, 0, 1200)),
     (P.DoorChange(seq=11, open=True, uptime_ms=99), struct.pack("<BI", 1, 99)),
-    (P.LockChange(seq=12, engaged=False, reason=P.HOST_SILENT), b"\x00\x02"),
+    (P.LockChange(seq=12, engaged=False, reason=P.HOST_SILENT), b"\x00\x02" + bytes(4)),
+    (P.LockChange(seq=12, engaged=False, reason=P.BY_COMMAND, unlock_seq=0x01020304),
+     b"\x00\x00\x04\x03\x02\x01"),
     (P.DoorForced(seq=13, uptime_ms=5), struct.pack("<I", 5)),
     (P.FaultReport(seq=14, code=3, shelf=2, detail="coil"), b"\x03\x02\x04coil"),
     (P.WeightBatch(seq=15, shelf=1, status=P.CELL_NOT_READY, uptime_ms=400, counts=(-1, 8388607)),
@@ -180,6 +184,8 @@ def test_unknown_message_id_is_named_in_hex():
     (0xA5, b"\x00\x00" + bytes(4) + b"\x01" + bytes(5), "WeightBatch: 1 trailing bytes"),
     (0x82, struct.pack("<HIBBBBHII", 1, 0, 0, 0, 0, 0, 0, 0, 0) + b"\x00",
      "IdentifyReply: payload ends before its str field"),
+    (0xA2, b"\x00\x00\x01\x02", "LockChange: 2 trailing bytes"),    # a cut 1.1 field
+    (0xA2, b"\x00\x00" + bytes(5), "LockChange: 5 trailing bytes"),
 ])
 def test_malformed_payloads_name_the_message_and_the_fault(msg_id, payload, text):
     body, _ = frame(msg_id, 1, payload)
