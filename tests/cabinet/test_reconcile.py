@@ -133,6 +133,9 @@ def test_items_moved_inside_the_cabinet_are_never_charged(tmp_path, moves, image
     assert r.basket == {} and r.best_guess == {} and r.flags == ()
 
 
+LOOK_ALIKE_SLOTS = {"A4", "A5"}  # fixtures: two Arla 1 l milks of one weight, side by side
+
+
 def test_reconcile_does_not_flag_every_clear_take_on_weights_alone(tmp_path):
     """One item from each slot, weights only: the best guess is always right, and most of these
     plain sessions come out sure (a reconcile that flags everything fails here; today 5 of 22
@@ -142,6 +145,9 @@ def test_reconcile_does_not_flag_every_clear_take_on_weights_alone(tmp_path):
         for seed in (1, 2):
             world, r, _ = run(tmp_path, lambda w: w.take(slot), seed=seed, name=f"{slot}-{seed}")
             truth = world.basket()
+            if slot in LOOK_ALIKE_SLOTS:  # one weight, two SKUs: flagged and not charged, never guessed
+                assert "low_confidence" in r.flags and r.basket == {}, (slot, seed, r.flags, r.basket)
+                continue
             assert len(truth) == 1 and r.best_guess == truth, (slot, seed, r.best_guess)
             if r.flags:
                 flagged.append((slot, seed, r.flags))
