@@ -58,6 +58,7 @@ SATURATED = 250          # a raw channel this bright may be clipped
 MIN_MARGIN = 16.0         # grey levels a shrunk pixel must leave its neighbours' range by
 CELL_OCCUPIED = 0.35      # share of the full shelf's per-cell difference that says "occupied"
 EMPTY_CELL_SHARE = 0.12   # without a full-shelf frame: a cell this different from empty is occupied
+TOUCHED_CHANGE = 0.008    # share of a slot's region that changed: at least this, something moved
 MIN_ID_SCORE = 0.5        # recognizer score below which a cell is not identified
 ID_SURE_MARGIN = 0.2      # top-1 minus top-2 score at which an identity is certain
 
@@ -116,6 +117,20 @@ class SlotEvidence:
     identities_after: tuple[tuple[tuple[str, float], ...], ...] = ()
     identified: bool = True
     flags: tuple[str, ...] = ()
+
+    @property
+    def touched(self) -> bool | None:
+        """Whether anything moved in the slot (None: the camera cannot say). An untouched slot
+        is the strongest product-agnostic fact: nothing of it was taken, nothing put there."""
+        return None if not self.usable else self.change >= TOUCHED_CHANGE
+
+    @property
+    def count_change(self) -> int | None:
+        """Occupied facings after minus before (None without both sides calibrated): items
+        that left (negative) or arrived (positive), whatever they are."""
+        if not self.usable or not self.occupied_before or not self.occupied_after:
+            return None
+        return sum(self.occupied_after) - sum(self.occupied_before)
 
     @property
     def foreign_before(self) -> int:

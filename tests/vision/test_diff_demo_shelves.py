@@ -91,6 +91,7 @@ def test_nothing_moved_changes_no_slot(cabinet):
     ev = cabinet.session(lambda w: None)
     assert changed(ev, 0.005) == []
     assert all(e.usable and counts(e)[0] == counts(e)[1] for e in ev.values())
+    assert all(e.touched is False and e.count_change == 0 for e in ev.values())
 
 
 @pytest.mark.parametrize("slot", ["A4", "C1", "C3"])
@@ -100,6 +101,7 @@ def test_a_take_changes_that_slot_only_and_one_facing_empties(cabinet, slot):
     before, after = counts(ev[slot])
     assert after == before - 1
     assert ev[slot].fill_after < ev[slot].fill_before
+    assert sorted(sid for sid, e in ev.items() if e.touched) == [slot] and ev[slot].count_change == -1
 
 
 def test_a_look_alike_milk_returned_to_its_neighbour_shows_in_both_slots(cabinet):

@@ -110,15 +110,18 @@ def test_a_taken_item_changes_its_slot_only_and_empties_its_facing(condition):
     assert a1.occupied_after == (True, True, False, False)
     assert a1.fill_before == pytest.approx(0.75, abs=0.12) and a1.fill_after == pytest.approx(0.5, abs=0.12)
     assert a2.fill_after == pytest.approx(0.5, abs=0.12)
+    assert (a1.touched, a1.count_change, a2.touched, a2.count_change) == (True, -1, False, 0)
 
 
 def test_a_returned_item_and_a_swapped_item():
     back = read({"A1": ["p0", "p1", "p2", "p9"], "A2": STOCK["A2"]})["A1"]
     assert back.change > 0.08 and back.occupied_after == (True, True, True, True)
+    assert back.touched and back.count_change == 1
     # a swap keeps the count but not the picture: change without a count change
     swap = read({"A1": ["p0", "x1", "p2", None], "A2": STOCK["A2"]})["A1"]
     assert swap.change > 0.08
     assert swap.occupied_before == swap.occupied_after == (True, True, True, False)
+    assert swap.touched and swap.count_change == 0
 
 
 def test_without_a_recognizer_there_are_no_identities_and_no_claims():
@@ -134,6 +137,8 @@ def test_without_calibration_change_is_still_read_and_occupancy_is_not_guessed()
     for e in ev.values():
         assert e.usable and e.flags == (NO_CALIBRATION,)
         assert e.occupancy_after is None and e.fill_after is None and e.occupied_after == ()
+        assert e.count_change is None
+    assert ev["A1"].touched and not ev["A2"].touched
 
 
 def test_a_moved_camera_is_flagged_against_its_calibration():
@@ -158,6 +163,7 @@ def test_a_dark_missing_or_blank_frame_is_unusable_never_unchanged(side, fault):
     ev = slot_evidence(*pair, SLOTS, camera="cam-2", calibration=CAL)
     for e in ev.values():
         assert not e.usable and e.confidence == 0.0 and f"cam-2 {side}" in e.reason
+        assert e.touched is None and e.count_change is None  # unknown, never "untouched"
         assert (e.occupied_before if side == "before" else e.occupied_after) == ()
     readable = ev["A1"].occupied_after if side == "before" else ev["A1"].occupied_before
     assert readable == (True, True, True, False)  # the good side is still read
