@@ -221,3 +221,19 @@ def test_product_looks_use_catalog_colour(catalog):
     looks = product_looks(catalog)
     assert looks["cola-330"].color_bgr == (0x2b, 0x39, 0xc0)
     assert looks["milk-1l"].package == "carton"
+
+
+def test_photo_product_names_one_sku_and_maps_recogniser_names(catalog):
+    from cabinet.catalog import sku_by_photo_product
+    from cabinet.errors import FormatError
+    names = sku_by_photo_product(catalog)
+    assert names["Arla-Medium-Fat-Milk"] == "milk-medium-1l" and names["Arla-Standard-Milk"] == "milk-1l"
+    assert "cola-330" not in names.values()  # no photos of it in the shared set
+    text = yaml.safe_dump(catalog.to_dict()).replace("photo_product: Arla-Medium-Fat-Milk",
+                                                     "photo_product: Arla-Standard-Milk")
+    with pytest.raises(FormatError, match=r"products\[9\].photo_product = 'Arla-Standard-Milk': already names SKU 'milk-medium-1l'"):
+        catalog_from_doc(parse_yaml(text, "dup.yaml"))
+    bad = yaml.safe_dump(catalog.to_dict()).replace("photo_product: Arla-Medium-Fat-Milk",
+                                                    "photo_product: ../etc")
+    with pytest.raises(FormatError, match="photo_product"):
+        catalog_from_doc(parse_yaml(bad, "bad.yaml"))
