@@ -261,6 +261,17 @@ class RestockVisits:
         self._write(visit)
         return visit
 
+    def record_vision(self, counts: Mapping[str, int]) -> dict[str, Any]:
+        """Per-slot item counts the cameras saw after the visit."""
+        bad = {k: v for k, v in counts.items()
+               if not isinstance(v, int) or isinstance(v, bool) or v < 0}
+        if bad:
+            raise CabinetError(f"restock: vision counts must be whole numbers >= 0: {bad}")
+        visit = self._require_open()
+        visit["vision"] = dict(counts)
+        self._write(visit)
+        return visit
+
     def accept(self, report: RestockReport, at: dt.datetime) -> dict[str, Any]:
         visit = self._require_open()
         visit["accepted"] = {"at": at.isoformat(), "counts": report.counts(),
