@@ -11,6 +11,8 @@
     cabinet bench faces [--data DIR] [--json]          false accepts, second factor, match time
     cabinet bench vision [--photos DIR] [--json]       product recognition: top-1, new SKUs, time
     cabinet vision train|enroll ...                    train the product recogniser, enrol a SKU
+    cabinet planogram|catalog validate|diff|apply|rollback ...   operator's file changes
+    cabinet restock start|count|accept, cabinet inventory        restock visits, stock per slot
 
 Global options (`-v`) come before the command: `cabinet -v sim mcu --shelves 2`. `sim mcu`,
 `bench link`, `bench session`, `bench faces`, `bench vision` and `vision` own their flags:
@@ -84,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                          add_help=False)
     sub.add_parser("vision", help="product recogniser: train, enroll (cabinet/vision_cli.py)",
                    add_help=False)
+    for name in ("planogram", "catalog", "restock", "inventory"):   # cabinet/ops_cli.py
+        sub.add_parser(name, help=f"operator: {name} (docs/operators.md)", add_help=False)
     return p
 
 
@@ -181,6 +185,9 @@ def _run(args, rest: list[str]) -> int:
     if args.command == "vision":
         from cabinet import vision_cli
         return vision_cli.main(rest)
+    if args.command in ("planogram", "catalog", "restock", "inventory"):
+        from cabinet import ops_cli
+        return ops_cli.main([args.command, *rest])
     if args.command == "bench":
         if args.bench_command == "link":
             from firmware_bridge import bench
