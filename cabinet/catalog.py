@@ -203,10 +203,13 @@ def catalog_from_doc(doc: Doc) -> Catalog:
 
 
 def sku_by_photo_product(catalog: Catalog) -> dict[str, str]:
-    """Recognizer product name (photo_product) -> SKU, for vision.diff's `sku_of`. Two SKUs
-    naming one product would make the recognizer's answer ambiguous: check_unique_photo_products
-    refuses that when the file is read."""
-    return {p.photo_product: sku for sku, p in catalog.items() if p.photo_product}
+    """Recognizer answer -> SKU, for vision.diff's `sku_of`: each photo_product names its SKU,
+    and each SKU names itself (a SKU enrolled with `cabinet vision enroll` is answered by its
+    SKU). Two SKUs naming one product would make an answer ambiguous:
+    check_unique_photo_products refuses that when the file is read."""
+    out = {sku: sku for sku in catalog}
+    out.update({p.photo_product: sku for sku, p in catalog.items() if p.photo_product})
+    return out
 
 
 def load_catalog(path: str | Path) -> Catalog:

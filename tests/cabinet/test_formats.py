@@ -228,7 +228,8 @@ def test_photo_product_names_one_sku_and_maps_recogniser_names(catalog):
     from cabinet.errors import FormatError
     names = sku_by_photo_product(catalog)
     assert names["Arla-Medium-Fat-Milk"] == "milk-medium-1l" and names["Arla-Standard-Milk"] == "milk-1l"
-    assert "cola-330" not in names.values()  # no photos of it in the shared set
+    assert names["cola-330"] == "cola-330"  # no photos of it: known only if enrolled, by its SKU
+    assert "Cola" not in names and len(names) == len(catalog) + 9  # 9 SKUs have photo folders
     text = yaml.safe_dump(catalog.to_dict()).replace("photo_product: Arla-Medium-Fat-Milk",
                                                      "photo_product: Arla-Standard-Milk")
     with pytest.raises(FormatError, match=r"products\[9\].photo_product = 'Arla-Standard-Milk': already names SKU 'milk-medium-1l'"):
