@@ -553,9 +553,10 @@ def close_exclusive(port: serial.Serial) -> None:
         pass
 
 
-def port_holders(path: str) -> list[str]:
-    """Other processes with ``path`` open, as 'pid N (command line)', read from /proc; empty
-    where /proc does not say (another user's processes, no procfs)."""
+def port_holders(path: str, skip_fds: set[tuple[int, int]] | None = None) -> list[str]:
+    """Processes with ``path`` open, as 'pid N (command line)', read from /proc; empty where
+    /proc does not say (another user's processes, no procfs). This process counts only with
+    ``skip_fds`` ((pid, fd) pairs to leave out), else it is left out whole."""
     try:
         target = os.stat(path).st_rdev
     except OSError:
@@ -566,7 +567,7 @@ def port_holders(path: str) -> list[str]:
     except OSError:
         return []
     for pid in pids:
-        if pid == os.getpid():
+        if pid == os.getpid() and skip_fds is None:
             continue
         fd_dir = f"/proc/{pid}/fd"
         try:
@@ -574,6 +575,8 @@ def port_holders(path: str) -> list[str]:
         except OSError:
             continue
         for fd in fds:
+            if skip_fds and (pid, int(fd)) in skip_fds:
+                continue
             try:
                 st = os.stat(f"{fd_dir}/{fd}")
             except OSError:

@@ -78,7 +78,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 # ---- identity, state ------------------------------------------------------------------
 def test_info_reports_versions_boot_id_and_reset_reason(port):
     info = diag_json("--port", port, "info")     # --json after the command (the form)
-    assert info["protocol_version"] == "1.0"
+    assert info["protocol_version"] == "1.1"
     assert info["firmware_version"] == "sim-1.0.0"
     assert info["board_serial"] == SERIAL
     assert isinstance(info["boot_id"], int) and info["boot_id"] != 0

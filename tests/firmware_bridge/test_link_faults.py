@@ -98,7 +98,7 @@ def test_reboot_command_reidentifies(board):
 def test_version_mismatch_is_a_clear_error(make_sim, make_board):
     sim = make_sim()
     sim.inject("version_mismatch", version=0x0203)
-    with pytest.raises(ProtocolVersionMismatch, match=r"protocol 2\.3.*speaks 1\.0"):
+    with pytest.raises(ProtocolVersionMismatch, match=r"protocol 2\.3.*speaks 1\.1"):
         make_board(sim.path).open()
 
 
