@@ -8,23 +8,32 @@ leaves a row that says exactly which key to replay.
 
 The ledger is append-only. The ORM refuses to update or delete a `LedgerEntry` (mapper events
 and a session hook for bulk UPDATE/DELETE statements), and on SQLite triggers refuse it in the
-database too. Ledger amounts: hold/capture/void/refund record the amount of that event
+database too (triggers on SQLite and PostgreSQL). Ledger amounts: hold/capture/void/refund record the amount of that event
 (positive); debt is signed, + owed by the account, - paid back.
 
-Face templates hold the encoding vector only, never the photo it came from.
+Secrets are sealed (billing/crypto.py): a face template's encoding and an account's payment
+token are AES-GCM ciphertexts bound to the account id and their purpose; the key is never in
+the database. A template records only how it was taken ("photo" or "camera"), never a file
+name or an image. Erasing an account's face data deletes its template rows and clears its
+token; its sessions and ledger stay (money records are kept).
+
+The schema itself is Alembic's (billing/migrations); these models must agree with it
+(tests/billing/test_migrations.py compares them).
 """
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (DDL, JSON, CheckConstraint, ForeignKey, Integer, LargeBinary, String,
+from sqlalchemy import (JSON, CheckConstraint, ForeignKey, Integer, LargeBinary, String,
                         UniqueConstraint, event)
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, relationship
 
 from billing.base import Base, UTCDateTime, utcnow
 
-ACCOUNT_STATUSES = ("active", "blocked")
+ACCOUNT_STATUSES = ("active", "blocked", "closed")
+TEMPLATE_SOURCES = ("photo", "camera")
+DISPUTE_STATUSES = ("open", "upheld", "rejected")
 OUTCOMES = ("charged", "nothing_taken", "denied", "pending", "void")
 LEDGER_KINDS = ("hold", "capture", "void", "refund", "debt")
 
@@ -48,24 +57,45 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active")
     blocked_reason: Mapped[str | None] = mapped_column(String(500), default=None)
-    payment_token: Mapped[str | None] = mapped_column(String(200), default=None)
+    # sealed (billing/crypto.py, purpose "payment_token"); None: no payment method
+    payment_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # when the token was last set: a hold declined before it says nothing of the new card
+    payment_token_set_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime,
+                                                                     default=None)
     currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    faces_erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
 
     def __repr__(self) -> str:  # never shows the payment token
         return f"Account(id={self.id}, name={self.name!r}, status={self.status})"
 
 
 class FaceTemplate(Base):
-    """A face encoding (float32 bytes) linked to an account; never the photo itself."""
+    """A sealed face encoding (float32 bytes inside) of an account; never the photo."""
 
     __tablename__ = "face_templates"
+    __table_args__ = (_one_of("source", TEMPLATE_SOURCES, "ck_face_templates_source"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    encoding: Mapped[bytes] = mapped_column(LargeBinary)
-    source: Mapped[str] = mapped_column(String(200))  # a label, e.g. "enrolment kiosk 2"
+    encoding: Mapped[bytes] = mapped_column(LargeBinary)   # sealed, purpose "face_template"
+    source: Mapped[str] = mapped_column(String(16))         # photo | camera
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Dispute(Base):
+    """A customer contesting a session's charge; open until an operator decides it."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (_one_of("status", DISPUTE_STATUSES, "ck_disputes_status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("cabinet_sessions.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    note: Mapped[str | None] = mapped_column(String(500), default=None)
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CabinetSession(Base):
@@ -203,11 +233,5 @@ def _refuse_bulk_ledger_change(state: ORMExecuteState) -> None:
     if table is not None and getattr(table, "name", None) == LedgerEntry.__tablename__:
         raise LedgerIsAppendOnly("bulk UPDATE" if state.is_update else "bulk DELETE")
 
-
-# The same rule inside SQLite, for anyone writing SQL by hand. (PostgreSQL gets its own
-# trigger when the project moves there; these DDLs only run on SQLite.)
-for _verb in ("UPDATE", "DELETE"):
-    event.listen(LedgerEntry.__table__, "after_create", DDL(
-        f"CREATE TRIGGER IF NOT EXISTS ledger_entries_no_{_verb.lower()} BEFORE {_verb} "
-        f"ON ledger_entries BEGIN SELECT RAISE(ABORT, 'ledger is append-only: "
-        f"{_verb} refused'); END").execute_if(dialect="sqlite"))
+# The same rule inside the database (SQLite and PostgreSQL triggers) is made by the baseline
+# migration, billing/migrations/versions/0001_baseline.py.

@@ -27,12 +27,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing import standing as standing_rules
 from billing.base import utcnow
+from billing.crypto import SecretBox, key_for_database
 from billing.errors import (BillingError, NotHeld, RefundRefused, SettlementConflict,
                             UnknownAccount, UnknownSession)
 from billing.gateway import GatewayClient, GatewayError, GatewayUnavailable, PaymentDeclined
-from billing.models import (Account, CabinetSession, Charge, FaceTemplate, Hold, LedgerEntry,
-                            LineItem, Refund)
+from billing.models import (TEMPLATE_SOURCES, Account, CabinetSession, Charge, FaceTemplate,
+                            Hold, LedgerEntry, LineItem, Refund)
 from billing.money import Money, check_amount, check_currency
 from billing.receipt import Receipt, build_receipt
 from billing.records import (HoldResult, Line, RefundResult, Retried, Standing, basket_text,
@@ -44,14 +46,31 @@ UNAVAILABLE_TEXT = "The payment service is not answering; please try again in a 
 class Billing:
     def __init__(self, session_factory: sessionmaker, gateway: GatewayClient | None, *,
                  hold_amount: int = 5000, currency: str = "EUR", cabinet_id: str = "cabinet-1",
-                 clock: Callable[[], Any] = utcnow):
+                 clock: Callable[[], Any] = utcnow, secrets: SecretBox | None = None):
         # gateway None: a Billing for account work only (enrolment), which calls no gateway.
+        # secrets: the key sealing templates and tokens (billing/crypto.py); None: the
+        # database's own key file, found on first use (crypto.key_for_database).
         self.currency = check_currency(currency, "billing")
         self.hold_amount = check_amount(hold_amount, "billing hold_amount", allow_zero=False)
         self.cabinet_id = cabinet_id
         self._sessions = session_factory
         self._gateway = gateway
         self._clock = clock
+        self._secrets = secrets
+
+    @property
+    def secrets(self) -> SecretBox:
+        if self._secrets is None:
+            url = self._sessions.kw["bind"].url.render_as_string(hide_password=False)
+            self._secrets = key_for_database(url)
+        return self._secrets
+
+    def _token(self, account: Account) -> str | None:
+        """The account's payment token, opened (None: no payment method)."""
+        if account.payment_token is None:
+            return None
+        return self.secrets.open_text(account.payment_token, account_id=account.id,
+                                      purpose="payment_token")
 
     # --- accounts ---------------------------------------------------------------------------
     def open_account(self, name: str, payment_token: str | None,
@@ -64,10 +83,34 @@ class Billing:
                                "or None (no payment method yet)")
         currency = check_currency(currency or self.currency, f"open_account {name!r}")
         with self._sessions.begin() as db:
-            account = Account(name=name.strip(), payment_token=payment_token,
-                              currency=currency, status="active", created_at=self._clock())
+            account = Account(name=name.strip(), currency=currency, status="active",
+                              created_at=self._clock())
             db.add(account)
+            db.flush()                      # the id is part of the token's sealing
+            if payment_token is not None:
+                account.payment_token = self.secrets.seal_text(
+                    payment_token, account_id=account.id, purpose="payment_token")
+                account.payment_token_set_at = account.created_at
         return account
+
+    def set_payment_token(self, account_id: int, payment_token: str | None) -> None:
+        """A new payment method (sealed), or None to remove it; a new one clears the refusal
+        a declined hold left on the old one."""
+        if payment_token is not None and (not isinstance(payment_token, str)
+                                          or not payment_token.strip()):
+            raise BillingError(f"set_payment_token account {account_id}: the token must be "
+                               f"a non-empty string or None")
+        with self._sessions.begin() as db:
+            account = self._account(db, account_id)
+            account.payment_token = None if payment_token is None else self.secrets.seal_text(
+                payment_token, account_id=account.id, purpose="payment_token")
+            account.payment_token_set_at = self._clock()
+
+    def close_account(self, account_id: int) -> None:
+        """A closed account can no longer shop; its sessions and ledger stay."""
+        with self._sessions.begin() as db:
+            account = self._account(db, account_id)
+            account.status, account.closed_at = "closed", self._clock()
 
     def block(self, account_id: int, reason: str) -> None:
         if not isinstance(reason, str) or not reason.strip():
@@ -86,9 +129,14 @@ class Billing:
         if not isinstance(encoding, (bytes, bytearray)) or not encoding:
             raise BillingError(f"enrol_face account {account_id}: the encoding must be "
                                f"non-empty bytes (e.g. float32 array .tobytes())")
+        if source not in TEMPLATE_SOURCES:
+            raise BillingError(f"enrol_face account {account_id}: source {source!r} must be "
+                               f"one of {', '.join(TEMPLATE_SOURCES)} (never a file name)")
         with self._sessions.begin() as db:
             self._account(db, account_id)
-            template = FaceTemplate(account_id=account_id, encoding=bytes(encoding),
+            sealed = self.secrets.seal(bytes(encoding), account_id=account_id,
+                                       purpose="face_template")
+            template = FaceTemplate(account_id=account_id, encoding=sealed,
                                     source=source, created_at=self._clock())
             db.add(template)
             db.flush()
@@ -99,7 +147,8 @@ class Billing:
         with self._sessions() as db:
             rows = db.execute(select(FaceTemplate.account_id, FaceTemplate.encoding)
                               .order_by(FaceTemplate.id))
-            return [(a, e) for a, e in rows]
+            return [(a, self.secrets.open(e, account_id=a, purpose="face_template"))
+                    for a, e in rows]
 
     def has_hold(self, session_id: str) -> bool:
         """Whether a hold was ever asked for this session (whatever became of it)."""
@@ -110,22 +159,19 @@ class Billing:
         with self._sessions() as db:
             return self._standing(db, self._account(db, account_id))
 
+    def admission(self, account_id: int) -> standing_rules.Admission:
+        """How the door treats the account: face only, second factor, or refused (with the
+        reason to show), and the hold to place (billing/standing.py, docs/customers.md)."""
+        with self._sessions() as db:
+            return self._admission(db, self._account(db, account_id))
+
+    def _admission(self, db: Session, account: Account) -> standing_rules.Admission:
+        return standing_rules.admission(db, account, Money(self.hold_amount, self.currency),
+                                        self._clock())
+
     def _standing(self, db: Session, account: Account) -> Standing:
-        if account.status == "blocked":
-            return Standing(False, f"account blocked: {account.blocked_reason or 'no reason'}")
-        if not account.payment_token:
-            return Standing(False, "no valid payment method on the account")
-        debt = self.debt(account.id, db=db)
-        if debt.amount > 0:
-            return Standing(False, f"unpaid debt of {debt}")
-        waiting = db.scalar(
-            select(CabinetSession.id).join(Charge, Charge.session_id == CabinetSession.id)
-            .where(CabinetSession.account_id == account.id,
-                   CabinetSession.outcome == "pending", Charge.status == "requested")
-            .limit(1))
-        if waiting is not None:
-            return Standing(False, f"the payment for session {waiting} is still pending")
-        return Standing(True, "")
+        admission = self._admission(db, account)
+        return Standing(admission.allowed, admission.reason if not admission.allowed else "")
 
     def debt(self, account_id: int, *, db: Session | None = None) -> Money:
         """What the account owes (sum of its debt ledger entries)."""
@@ -161,7 +207,9 @@ class Billing:
                 if sess.outcome is not None:
                     return HoldResult(False, session_id, sess.outcome_reason or sess.outcome,
                                       code=sess.outcome)
-                standing = self._standing(db, account)
+                admission = self._admission(db, account)
+                standing = Standing(admission.allowed, admission.reason
+                                    if not admission.allowed else "")
                 if standing.ok and account.currency != self.currency:
                     standing = Standing(False, f"the account pays in {account.currency}; this "
                                                f"cabinet sells in {self.currency}")
@@ -169,12 +217,12 @@ class Billing:
                     self._close(sess, "denied", standing.reason)
                     return HoldResult(False, session_id, standing.reason, code="standing")
                 hold = Hold(session_id=session_id, account_id=account_id,
-                            amount=self.hold_amount, currency=self.currency,
+                            amount=admission.hold.amount, currency=self.currency,
                             idempotency_key=f"{session_id}:hold", status="requested")
                 db.add(hold)
             elif hold.status != "requested" or sess.outcome is not None:
                 return _hold_result(hold, sess)
-            call = (hold.amount, hold.currency, account.payment_token, hold.idempotency_key)
+            call = (hold.amount, hold.currency, self._token(account), hold.idempotency_key)
         try:
             answer = self._gateway.authorize(*call)
         except PaymentDeclined as e:
@@ -417,7 +465,7 @@ class Billing:
         """A hold that never got its answer: replay it to learn its fate, void it if it stands."""
         with self._sessions() as db:
             hold = _hold_of(db, session_id)
-            token = db.get(Account, hold.account_id).payment_token
+            token = self._token(db.get(Account, hold.account_id))
             call = (hold.amount, hold.currency, token, hold.idempotency_key)
         try:
             answer = self._gateway.authorize(*call)
