@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     lst = acc_sub.add_parser("list", help="list accounts")
     lst.add_argument("--db", default=str(DEFAULT_DB))
     lst.add_argument("--json", action="store_true")
+    era = acc_sub.add_parser("erase", help="remove an account's face templates and payment "
+                             "token (its sessions and ledger stay)")
+    era.add_argument("account_id", type=int)
+    era.add_argument("--db", default=str(DEFAULT_DB))
+    kg = acc_sub.add_parser("keygen", help="write a new key file for templates and tokens")
+    kg.add_argument("file", type=Path)
 
     cfg = sub.add_parser("config", help="configuration files")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -131,7 +137,17 @@ def _open_db(url: str):
 
 def _accounts(args) -> int:
     from cabinet import accounts
+    if args.accounts_command == "keygen":
+        from billing.crypto import write_key_file
+        print(f"wrote a new key to {write_key_file(args.file)} (mode 0600; keep it out of "
+              f"the database's backups)")
+        return 0
     db = _open_db(args.db)
+    if args.accounts_command == "erase":
+        done = accounts.erase(db, args.account_id)
+        print(f"erased account {done.account_id}: {done.templates} face template(s), "
+              f"payment token {'removed' if done.token else 'none'}; sessions and ledger kept")
+        return 0
     if args.accounts_command == "enroll":
         account = accounts.enroll_offline(db, args.name, args.photos, payment_token=args.token,
                                           currency=args.currency)
@@ -162,6 +178,7 @@ EXIT_CODES: tuple[tuple[str, str, int], ...] = (
     ("vision.faces", "FaceError", EXIT_ERROR),
     ("vision.cameras", "CameraError", EXIT_ERROR),
     ("billing.db", "DatabaseUrlError", EXIT_ERROR),
+    ("billing.crypto", "SecretError", EXIT_ERROR),                # key file missing, wrong key
     ("billing.errors", "BillingError", EXIT_ERROR),
     ("billing.money", "MoneyError", EXIT_ERROR),
 )

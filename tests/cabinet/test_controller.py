@@ -288,8 +288,7 @@ def _fail_the_hold_then(cab, token: str):
     """A session whose hold request meets a gateway failing the first try and all 3 retries;
     the client's back-off waits pass on the controller's clock. Returns the report."""
     person, _ = _customer_photo(cab)
-    with cab.db.begin() as s:
-        s.get(Account, cab.account_ids[person]).payment_token = token
+    cab.billing.set_payment_token(cab.account_ids[person], token)
     cab.gateway.fail_next(4, "500")
 
     def authorize_calls(c):
