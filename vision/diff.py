@@ -29,7 +29,8 @@ How a pair is read, per camera:
    CELL_OCCUPIED of the full shelf's difference in that cell is there.
 6. Identities (only with a recognizer): each occupied cell is cropped from the aligned image and
    classified; a product name maps to an SKU through `sku_of` (the catalog's photo_product). A
-   cell whose best name is no catalog product, or scores below `min_score`, is not ours.
+   cell whose best name is no catalog product is not ours (None); one whose best score is below
+   `min_score` is UNKNOWN ("?"): neither counted as ours nor as foreign.
 
 Without a recognizer the evidence says where things changed and how full each slot is, and
 `identified` is False: `counts_*` are empty and `confidence` is 0, so reconcile's vision term
@@ -66,6 +67,7 @@ ID_SURE_MARGIN = 0.2      # top-1 minus top-2 score at which an identity is cert
 DARK, BLANK, MISSING, FROZEN, SHAKE = "camera_dark", "camera_blank", "camera_missing", "camera_frozen", "camera_shake"
 NO_CALIBRATION, CALIBRATION_SHIFTED = "no_calibration", "calibration_shifted"
 NOT_OURS = None
+UNKNOWN = "?"  # an occupied cell the recognizer cannot name surely: neither ours nor foreign
 
 
 class VisionInputError(ValueError):
@@ -94,10 +96,10 @@ class SlotEvidence:
     calibration frames: `occupancy_*` (share of the region unlike the empty shelf), `fill_*`
     (occupancy over the full shelf's: ~ items / capacity) and `occupied_*` per facing cell.
     With a recognizer (`identified`): `identities_*` per facing cell (top-k (product name,
-    score), empty for an empty cell) and `skus_*` per cell (the SKU, or None for an empty cell
-    or a thing that is not ours). `flags` name what limits the evidence (camera_dark, ...);
-    when `usable` is False the per-cell tuples of the unreadable side are empty and `reason`
-    says why."""
+    score), empty for an empty cell) and `skus_*` per cell (the SKU, None for an empty cell or a
+    thing that is not ours, UNKNOWN when the recognizer is not sure). `flags` name what limits
+    the evidence (camera_dark, ...); when `usable` is False the per-cell tuples of the
+    unreadable side are empty and `reason` says why."""
 
     slot_id: str
     change: float
@@ -146,12 +148,21 @@ class SlotEvidence:
         return sum(o and s is None for o, s in zip(self.occupied_after, self.skus_after))
 
     @property
+    def unknown_before(self) -> int:
+        """Occupied cells the recognizer could not name surely (UNKNOWN)."""
+        return sum(s == UNKNOWN for s in self.skus_before)
+
+    @property
+    def unknown_after(self) -> int:
+        return sum(s == UNKNOWN for s in self.skus_after)
+
+    @property
     def counts_before(self) -> dict[str, int]:
-        return dict(Counter(s for s in self.skus_before if s is not None)) if self.identified else {}
+        return dict(Counter(s for s in self.skus_before if s not in (None, UNKNOWN))) if self.identified else {}
 
     @property
     def counts_after(self) -> dict[str, int]:
-        return dict(Counter(s for s in self.skus_after if s is not None)) if self.identified else {}
+        return dict(Counter(s for s in self.skus_after if s not in (None, UNKNOWN))) if self.identified else {}
 
 
 # --- quality ------------------------------------------------------------------------------------
@@ -467,12 +478,12 @@ class ShelfDiff:
         return {(sid, i): tuple((str(n), float(s)) for n, s in ans) for (sid, i, _), ans in zip(cells, answers)}
 
     def _label(self, ranked: tuple[tuple[str, float], ...]) -> tuple[str | None, float]:
-        """(SKU or None for not ours, how sure 0..1) from a cell's ranked names."""
+        """(SKU, None for not ours or UNKNOWN, how sure 0..1) from a cell's ranked names."""
         if not ranked:
             return None, 0.0
         name, s1 = ranked[0]
         if s1 < self.min_score:
-            return None, 0.0  # like nothing the recognizer knows well: not ours, and unsure
+            return UNKNOWN, 0.0  # nothing it knows well: no claim either way
         s2 = ranked[1][1] if len(ranked) > 1 else 0.0
         return self.sku_of.get(name), float(np.clip((s1 - s2) / ID_SURE_MARGIN, 0.0, 1.0))
 

@@ -15,7 +15,7 @@ import pytest
 
 from vision.calibration import CameraCalibration
 from vision.diff import (CALIBRATION_SHIFTED, DARK, FROZEN, ID_SURE_MARGIN, NO_CALIBRATION, SHAKE, ShelfDiff, SlotSpec,
-                         VisionInputError, align, slot_evidence)
+                         UNKNOWN, VisionInputError, align, slot_evidence)
 
 W, H = 480, 320
 SLOTS = [SlotSpec("A1", (20, 150, 200, 120), 4), SlotSpec("A2", (260, 150, 200, 120), 4)]
@@ -273,3 +273,23 @@ def test_real_photos_pasted_with_numpy_are_read_and_named_by_a_recognizer(shared
         margins = [min(1.0, (r[0][1] - r[1][1]) / ID_SURE_MARGIN)
                    for r in e.identities_before + e.identities_after if r]
         assert 0 < e.confidence == pytest.approx(min(margins), abs=1e-3)
+
+
+def test_a_name_outside_the_catalog_is_foreign_and_an_unsure_one_is_unknown(shared_data):
+    grocery = shared_data / "products" / "grocery"
+    names = ["Arla-Standard-Milk", "Bravo-Orange-Juice"]
+    rec = HistogramRecognizer({n: [_photo(p) for p in sorted((grocery / n).glob("train_*.jpg"))] for n in names})
+    photos = {f"{n}:{i}": _photo(p) for n in names for i, p in enumerate(sorted((grocery / n).glob("val_*.jpg")))}
+    cal = calibration(photos={"p0": photos["Arla-Standard-Milk:0"], "p1": photos["Bravo-Orange-Juice:0"]})
+    shelf = compose({"A1": ["Arla-Standard-Milk:0", "Bravo-Orange-Juice:0", None, None]}, seed=1, photos=photos)
+    after = compose({"A1": ["Arla-Standard-Milk:0", "Bravo-Orange-Juice:0", None, None]}, seed=2, photos=photos)
+    # the juice is a product the recognizer knows but the catalog does not sell: not ours
+    e = slot_evidence(shelf, after, SLOTS[:1], calibration=cal, recognizer=rec,
+                      sku_of={"Arla-Standard-Milk": "milk-1l"})["A1"]
+    assert e.skus_after == ("milk-1l", None, None, None)
+    assert (e.foreign_after, e.unknown_after, e.counts_after) == (1, 0, {"milk-1l": 1})
+    # a recognizer held to a bar it never reaches names nothing and calls nothing foreign
+    unsure = ShelfDiff(rec, sku_of={"Arla-Standard-Milk": "milk-1l"}, min_score=1.01)
+    e = unsure.evidence(shelf, after, SLOTS[:1], calibration=cal)["A1"]
+    assert e.skus_after == (UNKNOWN, UNKNOWN, None, None)
+    assert (e.foreign_after, e.unknown_after, e.counts_after, e.confidence) == (0, 2, {}, 0.0)
