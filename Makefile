@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml Makefile scripts/setup.sh
 demo: setup
 	$(BIN)/cabinet demo
 
+# scripts/services.sh starts a throwaway PostgreSQL (installing Debian's package where absent)
+# for the billing tests, which run against SQLite and PostgreSQL.
 test: setup
+	bash scripts/services.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Starts the services the tests need: a throwaway PostgreSQL cluster for the billing tests.
+#
+# Installs Debian's postgresql where no server is found (apt-get update once, then
+# apt-get install -y --no-install-recommends postgresql), makes a cluster in .cache/pg/data
+# (trust auth, listening on 127.0.0.1 only, on a free port), starts it (or keeps the one
+# already running there), creates the database `cabinet_test` and writes its URL to
+# .cache/pg.url, which tests/billing/conftest.py reads (CABINET_TEST_PG_URL overrides).
+# Run as root, the server runs as the `postgres` user. `scripts/services.sh stop` stops it.
+#
+# Where no server can be had (no root for apt, no postgres user), it says why and exits 0
+# without writing .cache/pg.url: the PostgreSQL tests then skip, except in CI (CI=true),
+# where this script fails instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PG_DIR="$ROOT/.cache/pg"
+URL_FILE="$ROOT/.cache/pg.url"
+DB=cabinet_test
+USER_NAME=cabinet
+
+fail() {
+  echo "services.sh: $*" >&2
+  if [ "${CI:-}" = "true" ]; then exit 1; fi
+  echo "services.sh: PostgreSQL tests will skip (they fail in CI)" >&2
+  rm -f "$URL_FILE"
+  exit 0
+}
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  [ -n "$dir" ] && [ -x "$dir/pg_ctl" ] && echo "$dir"
+}
+
+as_pg() {  # run a PostgreSQL program as the cluster's owner
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+if [ "${1:-}" = "stop" ]; then
+  BIN=$(pg_bin) || exit 0
+  [ -f "$PG_DIR/data/postmaster.pid" ] && as_pg "$BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop
+  rm -f "$URL_FILE"
+  exit 0
+fi
+
+if [ -n "${CABINET_TEST_PG_URL:-}" ]; then
+  echo "services.sh: using CABINET_TEST_PG_URL"
+  exit 0
+fi
+
+BIN=$(pg_bin || true)
+if [ -z "$BIN" ]; then
+  [ "$(id -u)" = 0 ] || fail "no PostgreSQL server installed and not root to install it (apt-get install postgresql)"
+  echo "services.sh: installing Debian's postgresql (once)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null || fail "apt-get update failed"
+  apt-get install -y -q --no-install-recommends postgresql >/dev/null \
+    || fail "apt-get install postgresql failed"
+  BIN=$(pg_bin || true)
+  [ -n "$BIN" ] || fail "postgresql installed but no server found under /usr/lib/postgresql"
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  fail "running as root but there is no postgres user to run the server"
+fi
+
+mkdir -p "$PG_DIR"
+[ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+
+if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+  as_pg "$BIN/initdb" -D "$PG_DIR/data" -U "$USER_NAME" --auth=trust -E UTF8 \
+    --no-instructions >"$PG_DIR/initdb.log" 2>&1 || fail "initdb failed: see $PG_DIR/initdb.log"
+fi
+
+running() { as_pg "$BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; }
+
+if running && [ -f "$PG_DIR/port" ]; then
+  PORT=$(cat "$PG_DIR/port")
+else
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  as_pg "$BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+    -o "-p $PORT -c listen_addresses=127.0.0.1 -k $PG_DIR -c fsync=off" start >/dev/null \
+    || fail "the server did not start: see $PG_DIR/server.log"
+  echo "$PORT" | as_pg tee "$PG_DIR/port" >/dev/null
+fi
+
+if ! as_pg "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U "$USER_NAME" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1; then
+  as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U "$USER_NAME" "$DB" \
+    || fail "createdb $DB failed"
+fi
+mkdir -p "$(dirname "$URL_FILE")"
+echo "postgresql+psycopg://$USER_NAME@127.0.0.1:$PORT/$DB" >"$URL_FILE"
+echo "services.sh: PostgreSQL $(basename "$(dirname "$BIN")") on 127.0.0.1:$PORT, database $DB ($URL_FILE)"
