@@ -1,4 +1,11 @@
-"""Fixtures for billing: a real SQLite file in tmp_path and the real sandbox gateway on loopback.
+"""Fixtures for billing: a real database and the real sandbox gateway on loopback.
+
+Every test that takes `db_url` (and so `make_billing`, `billing`, `book`) runs twice: on a
+SQLite file in tmp_path and on the PostgreSQL server scripts/services.sh started (its URL in
+.cache/pg.url; CABINET_TEST_PG_URL overrides). Without a server the PostgreSQL runs skip
+through `pg_server_url`, except in CI (CI=true), where they fail and say how to start one.
+The PostgreSQL database is migrated from scratch once per run and emptied before each test
+(TRUNCATE ... RESTART IDENTITY, so ids start at 1 as on a fresh SQLite file).
 
 Clients never really sleep between retries here (`sleep` records the waits instead), so the
 retry tests run in milliseconds while still going through the real server and sockets. `book`
@@ -8,18 +15,26 @@ the Billing under test holds in memory.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import OperationalError
 
 from billing import Billing, GatewayClient, init_db, make_engine, session_factory
+from billing.crypto import SecretBox
 from billing.gateway_server import SandboxGateway
 from billing.models import LedgerEntry
 
 HOLD = 2000  # EUR 20.00
+ROOT = Path(__file__).resolve().parents[2]
+PG_URL_FILE = ROOT / ".cache" / "pg.url"
+PG_URL_ENV = "CABINET_TEST_PG_URL"
+# The tests' key: fixed, so a failure is reproducible; never a cabinet's key.
+TEST_SECRETS = SecretBox(bytes(range(32)), origin="the tests' key")
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
 
@@ -39,8 +54,8 @@ class FixedClock:
 class Book:
     """Read-only view of the cabinet database: ledger lines, rows and counts."""
 
-    def __init__(self, db_path: Path):
-        self._engine = make_engine(db_path)
+    def __init__(self, db_url: str | Path):
+        self._engine = make_engine(db_url)
         self._factory = session_factory(self._engine)
 
     def ledger(self, session_id: str | None = None) -> list[tuple[str, int]]:
@@ -96,10 +111,56 @@ def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def db_path(tmp_path: Path, empty_db: Path) -> Path:
-    """This test's own database file, a copy of the empty one (copying beats creating)."""
+    """This test's own SQLite file, a copy of the empty one (copying beats creating)."""
     path = tmp_path / "cabinet.db"
     shutil.copyfile(empty_db, path)
     return path
+
+
+def _no_server(why: str) -> None:
+    message = (f"PostgreSQL: {why}. Start one with `bash scripts/services.sh` (make test "
+               f"does), or set {PG_URL_ENV} to a database URL")
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The test PostgreSQL database, wiped and migrated to head once per run."""
+    url = os.environ.get(PG_URL_ENV) or (
+        PG_URL_FILE.read_text().strip() if PG_URL_FILE.is_file() else "")
+    if not url:
+        _no_server(f"no server URL ({PG_URL_FILE} is missing and {PG_URL_ENV} is unset)")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    except OperationalError as e:
+        engine.dispose()
+        _no_server(f"{url} does not answer ({str(e.orig).strip().splitlines()[0]})")
+    init_db(engine, secrets=TEST_SECRETS)
+    engine.dispose()
+    return url
+
+
+def _empty_postgresql(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        tables = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """This test's own empty database at head: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('db_path')}"
+    url = request.getfixturevalue("pg_server_url")
+    _empty_postgresql(url)
+    return url
 
 
 @pytest.fixture
@@ -108,20 +169,21 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def make_billing(db_path: Path, gateway: SandboxGateway, clock: FixedClock):
+def make_billing(db_url: str, gateway: SandboxGateway, clock: FixedClock):
     """Builds a Billing (a 'process') on the same DB file; each call is a fresh engine."""
     engines = []
 
     def build(client_cls: type[GatewayClient] = GatewayClient, *,
               sleeps: list | None = None) -> Billing:
-        engine = make_engine(db_path)
+        engine = make_engine(db_url)
         init_db(engine)
         engines.append(engine)
         sleep: Callable[[float], None] = sleeps.append if sleeps is not None else (lambda s: None)
-        client = client_cls(gateway.base_url, timeout_s=1.0, max_retries=3, sleep=sleep,
+        client = client_cls(gateway.base_url, api_key=gateway.api_key, timeout_s=1.0,
+                            max_retries=3, sleep=sleep,
                             jitter=lambda: 1.0)
         return Billing(session_factory(engine), client, hold_amount=HOLD, currency="EUR",
-                       cabinet_id="cab-test", clock=clock)
+                       cabinet_id="cab-test", clock=clock, secrets=TEST_SECRETS)
 
     yield build
     for engine in engines:
@@ -134,8 +196,8 @@ def billing(make_billing) -> Billing:
 
 
 @pytest.fixture
-def book(billing: Billing, db_path: Path):
+def book(billing: Billing, db_url: str):
     """The database as committed (depends on `billing`, which creates the tables)."""
-    view = Book(db_path)
+    view = Book(db_url)
     yield view
     view.close()

@@ -13,8 +13,9 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.gateway import (GatewayClient, GatewayUnavailable, IdempotencyConflict,
-                             InvalidGatewayRequest, PaymentDeclined, backoff, should_retry)
+from billing.gateway import (AuthenticationFailed, GatewayClient, GatewayUnavailable,
+                             IdempotencyConflict, InvalidGatewayRequest, PaymentDeclined,
+                             backoff, should_retry)
 
 # Written out, not imported: a change to the module's sets must show up here.
 RETRIED_STATUSES = {429, 500, 502, 503, 504}
@@ -91,6 +92,7 @@ def fixed(*values: float):
 def client(gateway, sleeps, *, jitter=(0.0, 0.5, 1.0), **kw):
     kw.setdefault("timeout_s", 1.0)
     kw.setdefault("max_retries", 3)
+    kw.setdefault("api_key", gateway.api_key)
     return GatewayClient(gateway.base_url, sleep=sleeps.append, jitter=fixed(*jitter), **kw)
 
 
@@ -103,9 +105,9 @@ class LateAnswers(requests.Session):
         self.late = late
         self.timeouts: list[float] = []
 
-    def post(self, url, **kwargs):
+    def request(self, method, url, **kwargs):
         self.timeouts.append(kwargs["timeout"])
-        response = super().post(url, **kwargs)
+        response = super().request(method, url, **kwargs)
         if self.late > 0:
             self.late -= 1
             raise requests.ReadTimeout(f"read timed out (timeout={kwargs['timeout']})")
@@ -119,7 +121,7 @@ class BrokenTransport(requests.Session):
         super().__init__()
         self.calls = 0
 
-    def post(self, url, **kwargs):
+    def request(self, method, url, **kwargs):
         self.calls += 1
         raise requests.exceptions.ContentDecodingError("garbled gzip stream")
 
@@ -131,7 +133,7 @@ class NotJson(requests.Session):
         super().__init__()
         self.status = status
 
-    def post(self, url, **kwargs):
+    def request(self, method, url, **kwargs):
         response = requests.Response()
         response.status_code, response._content = self.status, b"<html>Bad Gateway</html>"
         return response
@@ -144,8 +146,8 @@ def test_retries_reuse_one_key_and_capture_once(gateway, fault):
     auth = gw.authorize(1000, "EUR", "tok_visa_ok", "s-1:hold")
     gateway.fail_next(3, fault)
     capture = gw.capture(auth["id"], 700, "s-1:capture")
-    assert (capture["status"], capture["amount"], capture["authorization_id"]) == \
-        ("captured", 700, auth["id"])
+    assert (capture["status"], capture["amount_received"], capture["id"]) == \
+        ("succeeded", 700, auth["id"])
     captures = [r for r in gateway.requests_seen() if r.path.endswith("/capture")]
     assert [(r.idempotency_key, r.fault) for r in captures] == \
         [("s-1:capture", fault)] * 3 + [("s-1:capture", None)]
@@ -160,7 +162,7 @@ def test_a_late_answer_times_out_and_the_retry_gets_the_stored_result(gateway):
     auth = gw.authorize(1000, "EUR", "tok_visa_ok", "slow:hold")
     late.late = 2
     capture = gw.capture(auth["id"], 100, "slow:capture")
-    assert (capture["status"], capture["amount"]) == ("captured", 100)
+    assert (capture["status"], capture["amount_received"]) == ("succeeded", 100)
     assert gateway.effects()["capture"] == 1
     assert [r.idempotency_key for r in gateway.requests_seen()][1:] == ["slow:capture"] * 3
     assert sleeps == [0.125, 0.375] and late.timeouts == [0.3] * 4
@@ -222,9 +224,9 @@ def test_a_reused_key_is_a_conflict_and_is_not_retried(gateway):
 
 def test_a_refused_request_is_not_retried(gateway):
     sleeps: list[float] = []
-    with pytest.raises(InvalidGatewayRequest, match="refused with HTTP 404: no authorization "
-                                                    "'auth_424242'") as caught:
-        client(gateway, sleeps).void("auth_424242", "v")
+    with pytest.raises(InvalidGatewayRequest, match="refused with HTTP 404: no payment intent "
+                                                    "'pi_424242'") as caught:
+        client(gateway, sleeps).void("pi_424242", "v")
     assert caught.value.status == 404 and not caught.value.retryable
     assert len(gateway.requests_seen()) == 1 and sleeps == []
 
@@ -234,17 +236,26 @@ def test_each_operation_reaches_its_endpoint(gateway):
     gw = client(gateway, sleeps)
     one = gw.authorize(1000, "EUR", "tok_visa_ok", "a-1")
     two = gw.authorize(500, "EUR", "tok_visa_ok", "a-2")
-    capture = gw.capture(one["id"], 640, "c-1")
+    capture = gw.capture(one["id"], 640, "c-1", currency="EUR")
     refund = gw.refund(capture["id"], 40, "r-1")
     voided = gw.void(two["id"], "v-1")
-    assert (one["status"], one["amount"], one["currency"]) == ("authorized", 1000, "EUR")
-    assert (refund["status"], refund["amount"], refund["capture_id"]) == \
-        ("refunded", 40, capture["id"])
-    assert (voided["id"], voided["status"]) == (two["id"], "voided")
-    assert [(r.path, r.idempotency_key) for r in gateway.requests_seen()] == [
-        ("/v1/authorizations", "a-1"), ("/v1/authorizations", "a-2"),
-        (f"/v1/authorizations/{one['id']}/capture", "c-1"), ("/v1/refunds", "r-1"),
-        (f"/v1/authorizations/{two['id']}/void", "v-1")]
+    charged = gw.charge(300, "EUR", "tok_visa_ok", "x-1")
+    seen = gw.retrieve(one["id"])
+    assert (one["status"], one["amount"], one["currency"], one["capture_method"]) == \
+        ("requires_capture", 1000, "EUR", "manual")
+    assert (refund["status"], refund["amount"], refund["payment_intent"]) == \
+        ("succeeded", 40, capture["id"])
+    assert (voided["id"], voided["status"]) == (two["id"], "canceled")
+    assert (charged["status"], charged["amount_received"], charged["capture_method"]) == \
+        ("succeeded", 300, "automatic")
+    assert (seen["amount_received"], seen["amount_refunded"]) == (640, 40)
+    assert [(r.method, r.path, r.idempotency_key) for r in gateway.requests_seen()] == [
+        ("POST", "/v1/payment_intents", "a-1"), ("POST", "/v1/payment_intents", "a-2"),
+        ("POST", f"/v1/payment_intents/{one['id']}/capture", "c-1"),
+        ("POST", "/v1/refunds", "r-1"),
+        ("POST", f"/v1/payment_intents/{two['id']}/cancel", "v-1"),
+        ("POST", "/v1/payment_intents", "x-1"),
+        ("GET", f"/v1/payment_intents/{one['id']}", None)]
     assert sleeps == []
 
 
@@ -253,8 +264,8 @@ def test_nobody_listening_is_unavailable_not_a_traceback():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sleeps: list[float] = []
-    gw = GatewayClient(f"http://127.0.0.1:{port}", max_retries=2, sleep=sleeps.append,
-                       jitter=fixed(1.0, 1.0))
+    gw = GatewayClient(f"http://127.0.0.1:{port}", api_key="k", max_retries=2,
+                       sleep=sleeps.append, jitter=fixed(1.0, 1.0))
     with pytest.raises(GatewayUnavailable, match=r"after 3 attempt\(s\) \(last: connection\)"):
         gw.void("auth_1", "k")
     assert sleeps == [0.25, 0.5]
@@ -263,14 +274,15 @@ def test_nobody_listening_is_unavailable_not_a_traceback():
 def test_another_transport_failure_is_unavailable_without_retrying():
     sleeps: list[float] = []
     broken = BrokenTransport()
-    gw = GatewayClient("http://127.0.0.1:9", sleep=sleeps.append, session=broken)
+    gw = GatewayClient("http://127.0.0.1:9", api_key="k", sleep=sleeps.append, session=broken)
     with pytest.raises(GatewayUnavailable, match=r"after 1 attempt\(s\) \(last: transport\)"):
         gw.void("auth_1", "k")
     assert broken.calls == 1 and sleeps == []
 
 
 def test_an_answer_that_is_not_json_is_quoted_in_the_error():
-    gw = GatewayClient("http://127.0.0.1:9", sleep=[].append, session=NotJson(400))
+    gw = GatewayClient("http://127.0.0.1:9", api_key="k", sleep=[].append,
+                       session=NotJson(400))
     with pytest.raises(InvalidGatewayRequest, match=r"HTTP 400: non-JSON answer: "
                                                     r"'<html>Bad Gateway</html>'"):
         gw.void("auth_1", "k")
@@ -290,8 +302,50 @@ def test_a_post_without_an_idempotency_key_is_refused_before_sending(gateway):
 ])
 def test_a_bad_client_setting_is_refused(url, kw, words):
     with pytest.raises(ValueError, match=words):
-        GatewayClient(url, **kw)
+        GatewayClient(url, api_key="k", **kw)
 
 
 def test_the_base_url_loses_its_trailing_slash():
-    assert GatewayClient("https://gw.example/").base_url == "https://gw.example"
+    assert GatewayClient("https://gw.example/", api_key="k").base_url == "https://gw.example"
+
+
+# --- the API key ---------------------------------------------------------------------------
+
+def test_the_key_goes_out_on_every_request_and_a_wrong_one_is_final(gateway):
+    sleeps: list[float] = []
+    with pytest.raises(AuthenticationFailed, match=r"HTTP 403: .*check the gateway API key") \
+            as caught:
+        client(gateway, sleeps, api_key="sk_test_wrong").authorize(100, "EUR", "tok_visa_ok",
+                                                                    "k")
+    assert caught.value.status == 403 and not caught.value.retryable
+    assert "sk_test_wrong" not in str(caught.value)
+    assert len(gateway.requests_seen()) == 1 and sleeps == []
+    assert gateway.effects()["authorize"] == 0
+
+
+def test_the_key_file_is_read_once_and_never_shown(gateway, tmp_path):
+    path = tmp_path / "gateway.key"
+    path.write_text(gateway.api_key + "\n")
+    gw = GatewayClient(gateway.base_url, api_key_file=path, sleep=[].append)
+    path.write_text("sk_test_changed_later\n")
+    assert gw.authorize(100, "EUR", "tok_visa_ok", "k")["status"] == "requires_capture"
+    assert gateway.api_key not in repr(gw)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({}, "exactly one"),
+    ({"api_key": "a", "api_key_file": "b"}, "exactly one"),
+    ({"api_key": "two words"}, "api_key: expected one key"),
+    ({"api_key_file": "/nonexistent/gateway.key"}, "/nonexistent/gateway.key cannot be read"),
+])
+def test_a_missing_or_bad_key_setting_is_refused(kw, words):
+    with pytest.raises(ValueError, match=words):
+        GatewayClient("http://127.0.0.1:9", **kw)
+
+
+def test_the_key_is_not_logged_on_retries(gateway, caplog):
+    gateway.fail_next(2, "500")
+    with caplog.at_level("DEBUG"):
+        client(gateway, []).authorize(100, "EUR", "tok_visa_ok", "k")
+    assert len(caplog.records) >= 2
+    assert gateway.api_key not in caplog.text
