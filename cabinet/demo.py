@@ -121,7 +121,8 @@ class SimCabinet:
         init_db(self.engine)
         self.db = session_factory(self.engine)
         self._stack.callback(self.engine.dispose)
-        self.billing = Billing(self.db, GatewayClient(self.gateway_url, sleep=self.clock.sleep),
+        self.billing = Billing(self.db, GatewayClient(self.gateway_url, api_key=self.gateway.api_key,
+                                                      sleep=self.clock.sleep),
                                currency=self.catalog.currency,
                                cabinet_id=self.planogram.cabinet_id)
         self.inventory = Inventory(self.db, self.planogram)

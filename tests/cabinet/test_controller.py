@@ -292,7 +292,7 @@ def _fail_the_hold_then(cab, token: str):
     cab.gateway.fail_next(4, "500")
 
     def authorize_calls(c):
-        return sum(1 for r in c.gateway.requests_seen() if r.path == "/v1/authorizations")
+        return sum(1 for r in c.gateway.requests_seen() if r.path == "/v1/payment_intents")
 
     async def gateway_down(c):
         for attempt in range(1, 4):
@@ -313,7 +313,7 @@ def test_a_hold_the_gateway_never_answered_is_voided_once_the_gateway_is_back(ca
     cab.billing.retry_pending()                 # the gateway is back: replay, then release
     (hold,) = _holds(cab, report.session_id)
     assert hold.status == "voided"
-    assert cab.gateway.authorization(hold.gateway_auth_id)["status"] == "voided"
+    assert cab.gateway.intent(hold.gateway_auth_id)["status"] == "canceled"
     assert cab.gateway.effects()["authorize"] == 1 and cab.gateway.effects()["void"] == 1
     assert cab.gateway.effects()["capture"] == 0
 

@@ -149,7 +149,7 @@ def test_a_crash_before_the_unlock_voids_the_hold_and_nobody_gets_in(cab):
     with cab.db() as s:
         (hold,) = s.scalars(select(Hold).where(Hold.session_id == session_id)).all()
     assert hold.status == "voided"
-    assert cab.gateway.authorization(hold.gateway_auth_id)["status"] == "voided"
+    assert cab.gateway.intent(hold.gateway_auth_id)["status"] == "canceled"
     effects = cab.gateway.effects()
     assert effects["authorize"] == 1 and effects["void"] == 1 and effects["capture"] == 0
     assert cab.inventory.slots() == before
