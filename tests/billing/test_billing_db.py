@@ -1,4 +1,6 @@
-"""The database: SQLite pragmas, UTC timestamps, and a ledger that refuses to change."""
+"""The database: SQLite pragmas, UTC timestamps, and a ledger that refuses to change.
+
+Tests taking `factory` run on SQLite and on PostgreSQL (tests/billing/conftest.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +16,15 @@ from billing.models import Account, CabinetSession, LedgerEntry, LedgerIsAppendO
 
 
 @pytest.fixture
-def factory(db_path):
+def factory(db_url):
+    engine = make_engine(db_url)
+    init_db(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_factory(db_path):
     engine = make_engine(db_path)
     init_db(engine)
     yield session_factory(engine)
@@ -33,8 +43,8 @@ def entry_id(factory):
         return entry.id
 
 
-def test_sqlite_gets_wal_foreign_keys_and_a_busy_timeout(factory):
-    with factory() as db:
+def test_sqlite_gets_wal_foreign_keys_and_a_busy_timeout(sqlite_factory):
+    with sqlite_factory() as db:
         conn = db.connection()
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -57,8 +67,11 @@ def test_a_url_works_as_well_as_a_path(tmp_path):
 
 def test_init_db_creates_the_append_only_triggers(factory):
     with factory() as db:
-        triggers = {r[0] for r in db.connection().exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        conn = db.connection()
+        query = ("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                 if conn.dialect.name == "sqlite" else
+                 "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        triggers = {r[0] for r in conn.exec_driver_sql(query)}
     assert triggers == {"ledger_entries_no_update", "ledger_entries_no_delete"}
 
 
@@ -164,9 +177,9 @@ def test_bulk_statements_on_other_tables_are_allowed(factory, entry_id):
 
 @pytest.mark.parametrize("sql", ["UPDATE ledger_entries SET amount = 0",
                                  "DELETE FROM ledger_entries"])
-def test_sqlite_triggers_refuse_hand_written_sql(factory, entry_id, sql):
+def test_database_triggers_refuse_hand_written_sql(factory, entry_id, sql):
     with factory() as db:
-        with pytest.raises(IntegrityError, match="append-only"):
+        with pytest.raises(IntegrityError, match=f"ledger is append-only: {sql.split()[0]} refused"):
             db.connection().execute(text(sql))
     with factory() as db:
         assert db.scalar(select(LedgerEntry.amount).where(LedgerEntry.id == entry_id)) == 520

@@ -4,7 +4,7 @@ A database made by that older cabinet has these tables and no alembic_version; `
 stamps it at this revision, then upgrades. Frozen: column types are SQLAlchemy's own
 (`UTCDateTime` is a DateTime(timezone=True) underneath), so later model edits never change it.
 The ledger's append-only triggers are made here on both databases (SQLite: RAISE(ABORT); on
-PostgreSQL a trigger function raising an exception).
+PostgreSQL a trigger function raising restrict_violation): an IntegrityError on both.
 
 Revision ID: 0001
 Revises:
@@ -31,7 +31,8 @@ def create_ledger_triggers() -> None:
     elif op.get_bind().dialect.name == "postgresql":
         op.execute("CREATE OR REPLACE FUNCTION ledger_entries_append_only() RETURNS trigger "
                    "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
-                   "'ledger is append-only: % refused', TG_OP; END $$")
+                   "'ledger is append-only: % refused', TG_OP "
+                   "USING ERRCODE = 'restrict_violation'; END $$")
         for verb in VERBS:
             op.execute(f"CREATE TRIGGER ledger_entries_no_{verb.lower()} BEFORE {verb} ON "
                        f"ledger_entries FOR EACH ROW EXECUTE FUNCTION "
