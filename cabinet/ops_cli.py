@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--operator", default="operator", help="who restocks")
     start.add_argument("--weights", type=Path, default=None,
                        help="settled weights before restocking (JSON, docs/operators.md)")
+    start.add_argument("--vision", type=Path, default=None,
+                       help="per-slot item counts the cameras see before restocking (JSON)")
     count = rss.add_parser("count", help="count every slot: expected, counted, confidence")
     config_opt(count)
     count.add_argument("--weights", type=Path, default=None,
@@ -245,6 +247,18 @@ def _weights_file(path: Path | None):
     return None if path is None else parse_weights(read_json(path, "weights"), str(path))
 
 
+def _vision_file(path: Path | None) -> dict[str, int] | None:
+    from cabinet.restock import read_json
+    if path is None:
+        return None
+    data = read_json(path, "vision counts")
+    if not isinstance(data, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data.values()):
+        raise CabinetError(f"{path}: expected a JSON object of slot id -> item count (0 or "
+                           f"more)")
+    return data
+
+
 def _report(cab: Cabinet, visit, catalog, planogram):
     from cabinet.restock import count_stock, weights_of
     after = weights_of(visit.get("after"))
@@ -255,6 +269,7 @@ def _report(cab: Cabinet, visit, catalog, planogram):
     t = cab.config.thresholds
     return count_stock(after, planogram, catalog, expected=visit["expected"],
                        before=weights_of(visit.get("before")), vision=visit.get("vision"),
+                       vision_before=visit.get("vision_before"),
                        noise_g=t.load_cell_noise_g, min_confidence=t.reconcile_min_confidence)
 
 
@@ -275,11 +290,11 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 def _restock_cmd(args, cab: Cabinet, out: TextIO) -> int:
     import datetime as dt
 
-    from cabinet.restock import read_json
     catalog, planogram, inventory, visits = _restock_parts(cab)
     now = dt.datetime.now(dt.timezone.utc)
     if args.action == "start":
         before = _weights_file(args.weights)   # checked before anything is written
+        vision_before = _vision_file(args.vision)
         if visits.open_visit() is not None:
             visit = visits.open_visit()
             raise CabinetError(f"restock start: visit {visit['id']} by {visit['operator']} is "
@@ -287,7 +302,8 @@ def _restock_cmd(args, cab: Cabinet, out: TextIO) -> int:
         expected = {k: len(v) for k, v in inventory.slots().items()}
         _fire(cab, "start_restock", operator=args.operator)
         try:
-            visit = visits.start(args.operator, expected, now, before=before)
+            visit = visits.start(args.operator, expected, now, before=before,
+                                 vision_before=vision_before)
         except BaseException:
             _fire(cab, "end_restock", operator=args.operator, done=False)
             raise
@@ -302,11 +318,7 @@ def _restock_cmd(args, cab: Cabinet, out: TextIO) -> int:
         raise CabinetError("restock: no open visit; start one with `cabinet restock start`")
     if args.action == "count":
         after = _weights_file(args.weights)
-        vision = None
-        if args.vision is not None:
-            vision = read_json(args.vision, "vision counts")
-            if not isinstance(vision, dict):
-                raise CabinetError(f"{args.vision}: expected a JSON object of slot id -> count")
+        vision = _vision_file(args.vision)
         _report(cab, dict(visit, **({"after": {k: {"grams": w.grams, "stable": w.stable}
                                                 for k, w in after.items()}} if after else {}),
                           **({"vision": vision} if vision is not None else {})),
@@ -326,7 +338,7 @@ def _restock_cmd(args, cab: Cabinet, out: TextIO) -> int:
             f"slot {r.slot} {'/'.join(r.flags)} (counted {r.counted}, confidence "
             f"{r.confidence:.2f})" for r in flagged)
             + "; check those slots and count again, or accept with --force")
-    shrinkage = {r.slot: r.shrinkage for r in report.slots if r.shrinkage}
+    shrinkage = {r.slot: r.shrinkage for r in report.slots if r.shrinkage}   # sure ones only
     if not _restock_ended(cab, visit["id"]):   # an accept cut short ended it already
         _fire(cab, "end_restock", operator=visit["operator"], done=True, visit=visit["id"],
               shrinkage=shrinkage)

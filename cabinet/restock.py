@@ -56,11 +56,15 @@ class SlotCount:
     confidence: float
     counted_before: int | None = None   # counted from the weights before, when recorded
     flags: tuple[str, ...] = ()
+    before_confidence: float | None = None
 
     @property
     def shrinkage(self) -> int | None:
-        """Items that went missing before the visit (believed minus found), when known."""
-        return None if self.counted_before is None else self.expected - self.counted_before
+        """Items that went missing before the visit (believed minus found), when the count
+        before the visit is known and sure (flag `uncertain_before` otherwise)."""
+        if self.counted_before is None or "uncertain_before" in self.flags:
+            return None
+        return self.expected - self.counted_before
 
     def to_dict(self) -> dict[str, Any]:
         return dict(dataclasses.asdict(self), flags=list(self.flags), shrinkage=self.shrinkage)
@@ -166,25 +170,34 @@ def count_stock(after: Mapping[str, ShelfWeight], planogram: Planogram, catalog:
                 expected: Mapping[str, int], noise_g: float = 2.0,
                 before: Mapping[str, ShelfWeight] | None = None,
                 vision: Mapping[str, int] | None = None,
+                vision_before: Mapping[str, int] | None = None,
                 min_confidence: float = 0.95) -> RestockReport:
     """The discrepancy report of a restock: per slot the stock believed (`expected`), what the
     weights after the visit count, the confidence, and (with `before`) what was there before.
 
     `after`/`before`: shelf id -> settled reading; `vision`: slot id -> items the cameras see
-    after the visit."""
-    unknown = sorted(set(vision or {}) - {s.id for s in planogram.slots})
+    after the visit, `vision_before` before it."""
+    unknown = sorted((set(vision or {}) | set(vision_before or {}))
+                     - {s.id for s in planogram.slots})
     if unknown:
         raise CabinetError(f"restock count: vision counts name slot(s) {', '.join(unknown)}, "
                            f"which the planogram in force does not have")
     now = _count_all(after, planogram, catalog, noise_g, vision, expected)
-    then = _count_all(before, planogram, catalog, noise_g, None, expected) if before else None
+    then = _count_all(before, planogram, catalog, noise_g, vision_before, expected) \
+        if before else None
     rows = []
     for s in planogram.slots:
         counted, confidence, flags = now[s.id]
         if confidence < min_confidence and "not_settled" not in flags:
             flags = flags + ("uncertain",)
+        counted_before = before_confidence = None
+        if then is not None:
+            counted_before, before_confidence, before_flags = then[s.id]
+            if before_confidence < min_confidence or before_flags:
+                flags = flags + ("uncertain_before",)
+            before_confidence = round(before_confidence, 6)
         rows.append(SlotCount(s.id, s.shelf, s.sku, int(expected.get(s.id, 0)), counted,
-                              round(confidence, 6), then[s.id][0] if then else None, flags))
+                              round(confidence, 6), counted_before, flags, before_confidence))
     return RestockReport(tuple(rows))
 
 
@@ -237,7 +250,8 @@ class RestockVisits:
         return visit if visit is not None and visit.get("accepted") is None else None
 
     def start(self, operator: str, expected: Mapping[str, int], at: dt.datetime,
-              before: Mapping[str, ShelfWeight] | None = None) -> dict[str, Any]:
+              before: Mapping[str, ShelfWeight] | None = None,
+              vision_before: Mapping[str, int] | None = None) -> dict[str, Any]:
         if not operator.strip():
             raise CabinetError("restock start: name the operator (--operator NAME)")
         current = self.open_visit()
@@ -247,7 +261,8 @@ class RestockVisits:
         visit_id = at.strftime("%Y%m%dT%H%M%S%fZ")
         visit = {"id": visit_id, "operator": operator, "started_at": at.isoformat(),
                  "expected": dict(expected), "before": _weights_json(before),
-                 "after": None, "accepted": None}
+                 "vision_before": None if vision_before is None else dict(vision_before),
+                 "after": None, "vision": None, "accepted": None}
         self._write(visit)
         return visit
 
@@ -261,14 +276,16 @@ class RestockVisits:
         self._write(visit)
         return visit
 
-    def record_vision(self, counts: Mapping[str, int]) -> dict[str, Any]:
-        """Per-slot item counts the cameras saw after the visit."""
+    def record_vision(self, counts: Mapping[str, int], phase: str = "after") -> dict[str, Any]:
+        """Per-slot item counts the cameras saw before or after the visit."""
+        if phase not in ("before", "after"):
+            raise ValueError(f"restock: phase is 'before' or 'after', not {phase!r}")
         bad = {k: v for k, v in counts.items()
                if not isinstance(v, int) or isinstance(v, bool) or v < 0}
         if bad:
             raise CabinetError(f"restock: vision counts must be whole numbers >= 0: {bad}")
         visit = self._require_open()
-        visit["vision"] = dict(counts)
+        visit["vision" if phase == "after" else "vision_before"] = dict(counts)
         self._write(visit)
         return visit
 

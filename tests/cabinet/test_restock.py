@@ -110,15 +110,31 @@ def test_a_weight_no_fill_explains_is_flagged():
 
 
 def test_weights_before_the_visit_show_the_shrinkage():
-    plano = _planogram(("A1", "top", "cola", 6), ("A2", "top", "energy", 6))
-    before = {"top": ShelfWeight(2 * 343.0 + 4 * 260.0)}
-    after = {"top": ShelfWeight(6 * 343.0 + 6 * 260.0)}
+    plano = _planogram(("A1", "top", "jar700", 6), ("A2", "top", "bar130", 4))
+    before = {"top": ShelfWeight(2 * 700.0 + 4 * 130.0)}
+    after = {"top": ShelfWeight(6 * 700.0 + 4 * 130.0)}
     report = count_stock(after, plano, CAT, before=before, expected={"A1": 5, "A2": 4},
                          noise_g=NOISE)
     rows = {r.slot: r for r in report.slots}
     assert (rows["A1"].counted_before, rows["A1"].shrinkage, rows["A1"].counted) == (2, 3, 6)
-    assert (rows["A2"].counted_before, rows["A2"].shrinkage, rows["A2"].counted) == (4, 0, 6)
+    assert (rows["A2"].counted_before, rows["A2"].shrinkage, rows["A2"].counted) == (4, 0, 4)
+    assert rows["A1"].before_confidence > 0.99 and rows["A1"].flags == ()
     assert json.loads(json.dumps(report.to_dict()))["slots"][0]["shrinkage"] == 3
+
+
+def test_an_unsure_count_before_the_visit_claims_no_shrinkage():
+    # 3 x 343 g (1029) and 4 x 260 g (1040) lie 11 g apart: too close to be sure which
+    plano = _planogram(("A1", "top", "cola", 6), ("A2", "top", "energy", 6))
+    after = {"top": ShelfWeight(6 * 343.0 + 6 * 260.0)}
+    blind = count_stock(after, plano, CAT, before={"top": ShelfWeight(3 * 343.0)},
+                        expected={"A1": 5, "A2": 0}, noise_g=NOISE,
+                        vision={"A1": 6, "A2": 6})
+    assert all("uncertain_before" in r.flags and r.shrinkage is None for r in blind.slots)
+    seen = count_stock(after, plano, CAT, before={"top": ShelfWeight(3 * 343.0)},
+                       expected={"A1": 5, "A2": 0}, noise_g=NOISE,
+                       vision={"A1": 6, "A2": 6}, vision_before={"A1": 3, "A2": 0})
+    assert [(r.counted_before, r.shrinkage, r.flags) for r in seen.slots] == [
+        (3, 2, ()), (0, 0, ())]
 
 
 def test_every_shelf_needs_a_reading_and_vision_must_name_real_slots():
