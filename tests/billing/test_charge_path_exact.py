@@ -238,7 +238,7 @@ def test_closing_stamps_the_billing_clock(make_billing, gateway):
     stamp = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
     base = make_billing()
     billing = Billing(base._sessions, base._gateway, hold_amount=HOLD, currency="EUR",
-                      clock=lambda: stamp)
+                      clock=lambda: stamp, secrets=base.secrets)
     account = billing.open_account("Carol", "tok_visa_ok", "EUR")
     billing.place_hold("s-5", account.id)
     billing.settle("s-5", [COLA])
