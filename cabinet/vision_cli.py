@@ -3,7 +3,7 @@
     cabinet vision train [--data DIR] [--out DIR] [--epochs N] [--imgsz N] [--holdout SKU...]
     cabinet vision enroll SKU PHOTO... [--gallery FILE] [--model DIR]
     cabinet vision calibrate --stage empty|full [--config FILE] [--out DIR] [--frames N] [--json]
-    cabinet bench vision [--photos DIR] [--model DIR] [--holdout-model DIR] [--json]
+    cabinet bench vision [--photos DIR] [--model DIR] [--holdout-model DIR] [--json] [--out FILE]
 
 Training needs torch and ultralytics, which live in their own virtualenv (.venv-train, see
 docs/vision.md), never in the cabinet's: `train` runs vision/train.py with that interpreter, or
@@ -232,8 +232,14 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=30, help="timing repetitions")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
     r = bench(args.photos, args.model, args.holdout_model, max(1, args.threads), max(1, args.repeats))
+    if args.out is not None:
+        try:
+            args.out.write_text(json.dumps(r, indent=1) + "\n")
+        except OSError as e:
+            raise VisionCliError(f"--out {args.out}: cannot write it ({e.strerror})") from None
     if args.json:
         print(json.dumps(r))
         return 0
