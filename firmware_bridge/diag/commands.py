@@ -21,7 +21,8 @@ from .output import clock, grams, jsonable, key_values, table, wall_time
 from ..loadcell import ShelfReading
 
 LINK_EVENTS = (E.McuReset, E.LinkLost, E.LinkRestored)
-DOOR_EVENTS = (E.DoorOpened, E.DoorClosed, E.LockChanged, E.ForcedDoor) + LINK_EVENTS
+DOOR_EVENTS = (E.DoorOpened, E.DoorClosed, E.LockChanged, E.UncommandedUnlock,
+               E.ForcedDoor) + LINK_EVENTS
 
 
 def identity_dict(ident: Any) -> dict[str, Any]:
@@ -97,13 +98,31 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     data = {"lock_engaged": st.lock_engaged, "door_open": st.door_open,
             "unlock_remaining_ms": st.unlock_remaining_ms,
             "temperature_c": temp if has_temp else None,
-            "last_event_seq": st.last_event_seq, "shelves": shelf_json(settled)}
+            "last_event_seq": st.last_event_seq, "releases": st.releases,
+            "last_release": None if st.last_release_cause is None else {
+                "cause": st.last_release_cause, "unlock_id": st.last_release_unlock_id,
+                "ago_ms": st.last_release_ago_ms},
+            "shelves": shelf_json(settled)}
     lock = "engaged" if st.lock_engaged else f"RELEASED ({st.unlock_remaining_ms} ms left)"
     lines = key_values([("lock", lock), ("door", "OPEN" if st.door_open else "closed"),
                         ("temperature", f"{temp:.1f} C" if has_temp else "no sensor"),
-                        ("last event", f"#{st.last_event_seq}")])
+                        ("last event", f"#{st.last_event_seq}"),
+                        ("lock releases", release_summary(st))])
     ctx.out.emit(data, lines + [""] + shelf_table(settled, raw=False))
     return EXIT_OK
+
+
+def release_summary(st: Any) -> str:
+    """``status``'s line on the lock's releases since the MCU booted, with the last cause."""
+    if st.releases is None:
+        return "not reported (a protocol 1.0 board gives no causes)"
+    if st.last_release_cause is None:
+        return f"{st.releases} since boot"
+    by = (f"command, unlock #{st.last_release_unlock_id}" if st.last_release_cause == "command"
+          and st.last_release_unlock_id else st.last_release_cause)
+    alarm = "" if st.last_release_cause == "command" else "  NOT COMMANDED"
+    return (f"{st.releases} since boot; last by {by}, "
+            f"{st.last_release_ago_ms / 1000:.1f} s ago{alarm}")
 
 
 def _drain(q: queue.Queue[Any]) -> None:
@@ -188,7 +207,11 @@ def event_text(ev: Any) -> str:
     if isinstance(ev, E.DoorClosed):
         return "door closed"
     if isinstance(ev, E.LockChanged):
-        return f"lock {'engaged' if ev.engaged else 'released'} ({ev.reason})"
+        by = f"{ev.reason}, unlock #{ev.unlock_id}" if ev.unlock_id else ev.reason
+        return f"lock {'engaged' if ev.engaged else 'released'} ({by})"
+    if isinstance(ev, E.UncommandedUnlock):
+        where = f"event #{ev.event_seq}" if ev.event_seq is not None else ev.source
+        return f"UNCOMMANDED UNLOCK: {ev.cause} ({where}); {ev.detail}"
     if isinstance(ev, E.ForcedDoor):
         return "FORCED DOOR: opened while locked"
     if isinstance(ev, E.McuReset):

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from ..protocol import LOCK_REASONS, NO_RELEASE
+
 CSI = "\x1b["
 HIDE_CURSOR, SHOW_CURSOR = CSI + "?25l", CSI + "?25h"
 
@@ -94,14 +96,30 @@ def format_message(msg: Any) -> str:
     if msg is None:
         return "(not a known message)"
     parts = [type(msg).__name__]
+    names = reason_names(msg)
     for f in dataclasses.fields(msg):
         v = getattr(msg, f.name)
         if isinstance(v, str):
             v = repr(v)
         elif isinstance(v, tuple):
             v = "[" + ",".join(str(x) for x in v) + "]"
+        if f.name in names:
+            v = f"{v}({names[f.name]})"
         parts.append(f"{f.name}={v}")
     return " ".join(parts)
+
+
+def reason_names(msg: Any) -> dict[str, str]:
+    """Lock change reasons by name: ``reason`` of LockChange, ``last_release_reason`` of a
+    StateReply or Heartbeat (what monitor shows beside the number)."""
+    out = {}
+    for field in ("reason", "last_release_reason"):
+        code = getattr(msg, field, None)
+        if isinstance(code, int) and type(msg).__name__ in ("LockChange", "StateReply",
+                                                            "Heartbeat"):
+            out[field] = ("none" if code == NO_RELEASE and field != "reason"
+                          else LOCK_REASONS.get(code, f"unknown code {code}"))
+    return out
 
 
 def frame_lines(direction: str, at: float, raw: bytes, msg: Any) -> list[str]:
@@ -113,7 +131,8 @@ def frame_lines(direction: str, at: float, raw: bytes, msg: Any) -> list[str]:
 def message_json(msg: Any) -> dict[str, Any] | None:
     if msg is None:
         return None
-    return {"type": type(msg).__name__, **jsonable(msg)}
+    names = {f"{k}_name": v for k, v in reason_names(msg).items()}
+    return {"type": type(msg).__name__, **jsonable(msg), **names}
 
 
 class Output:

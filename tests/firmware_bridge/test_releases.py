@@ -189,9 +189,13 @@ def test_a_1_1_board_sends_a_1_0_host_the_1_0_layouts(sim):
         ask(P.Unlock(seq=3, pulse_ms=100), P.Ack)
         ask(P.GetState(seq=4), P.StateReply)
         assert dec.invalid_frames == 0
-        sent = {type(r.message): len(cobs.decode(r.raw[:-1])) for r in got
-                if isinstance(r.message, (P.LockChange, P.StateReply))}
-        assert sent == {P.LockChange: 5 + 2 + 2, P.StateReply: 5 + 20 + 2}   # no 1.1 fields
+        sent: dict[str, set[int]] = {}
+        for r in got:
+            if isinstance(r.message, (P.LockChange, P.StateReply)):   # Heartbeats included
+                sent.setdefault(type(r.message).__name__, set()).add(len(cobs.decode(r.raw[:-1])))
+        # header 5 + the 1.0 payload + CRC 2: no 1.1 field in any of them
+        assert sent.pop("LockChange") == {5 + 2 + 2} and sent.pop("StateReply") == {5 + 20 + 2}
+        assert sent.pop("Heartbeat", {27}) == {27} and sent == {}
     finally:
         port.close()
 
