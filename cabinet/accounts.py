@@ -31,6 +31,9 @@ class Erased:
     account_id: int
     templates: int            # face templates deleted
     token: bool               # whether a payment token was removed
+    # False only on SQLite when another connection kept the WAL from being checkpointed:
+    # the rows are gone, but old pages may linger in the WAL until the next checkpoint.
+    wiped: bool = True
 
 
 def enroll(billing: Billing, gallery: FaceGallery | None, name: str, photos: Sequence[Path], *,
@@ -96,13 +99,14 @@ def erase(db: sessionmaker, account_id: int, *, gallery: FaceGallery | None = No
                               .where(FaceTemplate.account_id == account_id)).rowcount
         had_token = account.payment_token is not None
         account.payment_token, account.faces_erased_at = None, now()
-    engine = db.kw["bind"]
+    engine, wiped = db.kw["bind"], True
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            wiped = busy == 0
     if gallery is not None:
         gallery.remove(str(account_id))
-    return Erased(account_id, templates, had_token)
+    return Erased(account_id, templates, had_token, wiped)
 
 
 def name_of(db: sessionmaker, account_id: int | str | None) -> str | None:

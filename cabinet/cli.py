@@ -147,6 +147,9 @@ def _accounts(args) -> int:
         done = accounts.erase(db, args.account_id)
         print(f"erased account {done.account_id}: {done.templates} face template(s), "
               f"payment token {'removed' if done.token else 'none'}; sessions and ledger kept")
+        if not done.wiped:
+            print("warning: another process holds the database open; its old pages leave the "
+                  "file at the next checkpoint (stop the cabinet and run erase again to be sure)")
         return 0
     if args.accounts_command == "enroll":
         account = accounts.enroll_offline(db, args.name, args.photos, payment_token=args.token,
