@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from cabinet.config import Config, load_config
-from cabinet.errors import CabinetError, ConfigError, FormatErrors
+from cabinet.errors import CabinetError, FormatErrors
 from cabinet.inforce import InForce
 
 ROOT = Path(__file__).resolve().parents[1]

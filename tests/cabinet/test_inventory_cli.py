@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cabinet import ops_cli
 from cabinet.catalog import load_catalog
 from cabinet.inventory import Inventory
 from cabinet.planogram import load_planogram
@@ -55,7 +56,7 @@ def test_a_restock_visit_counts_the_shelves_and_accepting_puts_the_count_in_forc
     cfg = make_config(tmp_path)
     # before the visit the cabinet believes the demo's initial stock
     believed = PLANOGRAM.initial_stock()
-    inv = Inventory(__import__("cabinet.ops_cli").ops_cli.Cabinet(cfg).db(), PLANOGRAM)
+    inv = Inventory(ops_cli.Cabinet(cfg).db(), PLANOGRAM)
     inv.restock(believed)
     # two colas and a water went missing between sessions (shrinkage)
     found = dict(believed, A1=believed["A1"] - 2, A3=believed["A3"] - 1)
@@ -95,7 +96,7 @@ def test_a_restock_visit_counts_the_shelves_and_accepting_puts_the_count_in_forc
 
 def test_sales_since_the_last_restock_and_low_stock_marks(tmp_path):
     cfg = make_config(tmp_path)
-    cab = __import__("cabinet.ops_cli").ops_cli.Cabinet(cfg)
+    cab = ops_cli.Cabinet(cfg)
     inv = Inventory(cab.db(), PLANOGRAM)
     inv.restock({s.id: 3 for s in PLANOGRAM.slots})
     sale = ReconcileResult(basket={"cola-330": 2}, confidence=1.0, runner_up=None,
@@ -199,8 +200,21 @@ def test_count_and_accept_need_an_open_visit(tmp_path, argv):
     assert code == 1 and "no open visit; start one with `cabinet restock start`" in err
 
 
-def test_the_default_configuration_is_the_simulated_cabinet():
-    cfg = yaml.safe_load((FIXTURES / "cabinet.yaml").read_text())
-    assert cfg["data_dir"] == "../var"   # var/ of the checkout, which git ignores
-    from cabinet import ops_cli
-    assert ops_cli.DEFAULT_CONFIG == FIXTURES / "cabinet.yaml"
+def test_without_config_the_simulated_cabinet_is_used_and_validate_writes_nothing(tmp_path):
+    root = FIXTURES.parent
+    var = root / "var"
+    before = sorted(p.name for p in var.iterdir()) if var.is_dir() else None
+    p = cli("planogram", "validate", str(FIXTURES / "planogram.yaml"), cwd=tmp_path)
+    assert (p.returncode, p.stdout) == (0, f"{FIXTURES / 'planogram.yaml'}: ok\n"), p.stderr
+    assert (sorted(q.name for q in var.iterdir()) if var.is_dir() else None) == before
+    assert not (FIXTURES / "var").exists()
+
+
+def test_a_bad_configuration_lists_its_errors_and_nothing_runs(tmp_path):
+    cfg = make_config(tmp_path)
+    cfg.write_text(cfg.read_text() + "data_dri: elsewhere\n")
+    code, out, err = run(cfg, "inventory")
+    assert (code, out) == (1, "")
+    assert err == f"{cfg}:6: data_dri = 'elsewhere': unknown key; check its spelling against " \
+                  f"docs/formats.md\n"
+    assert not (tmp_path / "cabinet.sqlite").exists()
