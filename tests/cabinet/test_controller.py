@@ -37,6 +37,10 @@ FAST = TimeoutsConfig(face_s=3.0, auth_s=5.0, unlock_pulse_ms=1500, door_open_al
 DOOR_WAIT_S = FAST.unlock_pulse_ms / 1000 + 0.5    # how long the controller waits for the door
 JUST_SHORT_S = 0.01
 REAL_BOUND_S = 60.0        # real-time safety net: a session stuck on its clock fails, not hangs
+# What the test customers take: a 500 g bottle, a weight no other combination on the shelves
+# explains, so the basket is certain from the load cells alone and these tests stay about the
+# controller, not about how reconcile weighs camera evidence.
+TAKE_SLOT, TAKE_SKU = "A3", "water-500"
 
 
 @pytest.fixture
@@ -117,13 +121,13 @@ async def _wait_unlocked(cab):
     await until(lambda: not cab.mcu.lock_engaged, "the MCU released the lock")
 
 
-def _take_one_from_a1(close_when=None):
-    """A customer who opens the door, takes one can from A1 and, once `close_when(cab)`
+def _take_one(close_when=None):
+    """A customer who opens the door, takes one item from TAKE_SLOT and, once `close_when(cab)`
     (a coroutine) has run, closes the door and walks away."""
     async def customer(c):
         await _wait_unlocked(c)
         assert c.mcu.open_door()
-        c.world.take("A1", 1)
+        c.world.take(TAKE_SLOT, 1)
         if close_when is not None:
             await close_when(c)
         c.mcu.close_door()
@@ -163,9 +167,9 @@ def test_door_left_open_raises_the_kiosk_alarm_then_the_session_still_ends(cab):
         await until(lambda: "door_open_alarm" in _triggers(c, c.controller.machine.session_id),
                     "the kiosk alarm is journalled")
 
-    report = _session(cab, _take_one_from_a1(close_when=past_the_alarm))
-    assert report.outcome == "charged" and report.basket == {"cola-330": 1}
-    assert report.total == cab.catalog["cola-330"].price
+    report = _session(cab, _take_one(close_when=past_the_alarm))
+    assert report.outcome == "charged" and report.basket == {TAKE_SKU: 1}
+    assert report.total == cab.catalog[TAKE_SKU].price
     assert "door_open_too_long" in report.flags
     alarms = [data for trigger, _, data in _entries(cab, report.session_id)
               if trigger == "door_open_alarm"]
@@ -194,8 +198,8 @@ def test_door_open_past_the_maximum_alerts_an_operator_and_the_session_waits_for
         await until(lambda: c.clock.sleepers() >= 1, "the controller keeps waiting")
         assert c.controller.machine.state == "door_open"
 
-    report = _session(cab, _take_one_from_a1(close_when=past_the_maximum))
-    assert report.outcome == "charged" and report.basket == {"cola-330": 1}
+    report = _session(cab, _take_one(close_when=past_the_maximum))
+    assert report.outcome == "charged" and report.basket == {TAKE_SKU: 1}
     assert "door_open_too_long" in report.flags
 
 
@@ -335,14 +339,14 @@ def test_the_door_cannot_be_reopened_once_it_shut(cab):
     async def customer(c):
         await _wait_unlocked(c)
         assert c.mcu.open_door()
-        c.world.take("A1", 1)
+        c.world.take(TAKE_SLOT, 1)
         c.mcu.close_door()
         reopened.append(c.mcu.open_door())      # the pulse had time left: the latch holds
         c.world.leave()
 
     report = _session(cab, customer)
     assert reopened == [False]
-    assert report.outcome == "charged" and report.basket == {"cola-330": 1}
+    assert report.outcome == "charged" and report.basket == {TAKE_SKU: 1}
     assert "door_reopened" not in report.flags
 
 
@@ -455,13 +459,13 @@ def test_prices_come_from_the_catalog_in_force_not_the_file_edited_meanwhile(mak
                     ignore=shutil.ignore_patterns("bad"))
     c = make_cabinet(config=fixtures / "cabinet.yaml", timing=FAST, clock=ManualClock(),
                      hardware_clock=SYSTEM)
-    price = c.catalog["cola-330"].price
+    price = c.catalog[TAKE_SKU].price
     text = (fixtures / "catalog.yaml").read_text()
     assert f"price: {price}" in text
-    (fixtures / "catalog.yaml").write_text(text.replace(f"price: {price}", "price: 999", 1))
+    (fixtures / "catalog.yaml").write_text(text.replace(f"price: {price}", "price: 999"))
 
-    report = _session(c, _take_one_from_a1())
-    assert report.basket == {"cola-330": 1} and report.total == price
+    report = _session(c, _take_one())
+    assert report.basket == {TAKE_SKU: 1} and report.total == price
     copied = (Path(report.bundle_dir) / "catalog.yaml").read_text()
     assert "price: 999" not in copied and f"price: {price}" in copied
 
@@ -472,25 +476,27 @@ def test_a_shelf_that_never_settles_is_reconciled_as_it_is_and_flagged(make_cabi
     # never settles, so the outcome does not depend on how long that wait is.
     c = make_cabinet(timing=FAST.model_copy(update={"settle_s": 1.0}), clock=ManualClock(),
                      hardware_clock=SYSTEM)
-    top, bottom = c.planogram.shelf("top").channel, c.planogram.shelf("bottom").channel
+    taken_from = c.planogram.slot(TAKE_SLOT).shelf
+    assert taken_from != "bottom"
+    top, bottom = c.planogram.shelf(taken_from).channel, c.planogram.shelf("bottom").channel
     top_before = c.board.weights()[top].grams
-    can_g = c.catalog["cola-330"].unit_weight_g
+    item_g = c.catalog[TAKE_SKU].unit_weight_g
 
     async def close_with_a_leaning_customer(cc):
-        def top_settled_one_can_lighter():
+        def top_settled_one_item_lighter():
             reading = cc.board.weights()[top]
-            return reading.stable and reading.grams < top_before - can_g / 2
-        await until(top_settled_one_can_lighter, "the top shelf settled after the take")
+            return reading.stable and reading.grams < top_before - item_g / 2
+        await until(top_settled_one_item_lighter, "the shelf taken from settled after the take")
         cc.world.wobble(bottom, 40.0)           # leans on the bottom shelf as the door shuts
 
-    report = _session(c, _take_one_from_a1(close_when=close_with_a_leaning_customer))
+    report = _session(c, _take_one(close_when=close_with_a_leaning_customer))
     triggers = _triggers(c, report.session_id)
     assert "settle_timeout" in triggers and "settled" not in triggers
     assert triggers[-3:] == ["settle_timeout", "reconciled", "finished"]
     assert "shelf_unsettled" in report.flags
-    # the shelves that did settle still count: the can taken is charged, nothing else
-    assert report.outcome == "charged" and report.basket == {"cola-330": 1}
+    # the shelves that did settle still count: the item taken is charged, nothing else
+    assert report.outcome == "charged" and report.basket == {TAKE_SKU: 1}
     shelves = load_bundle(report.bundle_dir).shelves
     assert {sid: w.after_stable for sid, w in shelves.items()} == {
-        "top": True, "middle": True, "bottom": False}
+        shelf.id: shelf.id != "bottom" for shelf in c.planogram.shelves}
     assert all(w.before_stable for w in shelves.values())
