@@ -62,6 +62,8 @@ MISPLACED_GROWTH = 4.0 # ... and more for each further one on that shelf (chains
 LENIENT_MISPLACED_COST = 1.0  # the second look, which the answer must also survive: misplaced
 LENIENT_MIN_CONFIDENCE = 0.99  # items nearly as likely as kept ones, and no rival within ~4.6 nats
 BETA = 6.0             # vision: nats per unit of disagreement at full confidence
+TOUCH_COST = 6.0       # vision: nats per item leaving an untouched slot or arriving on an untouched shelf
+COUNT_COST = 3.0       # vision: nats per item of disagreement with the shelf's occupied-facing count
 OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
 OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
 UNSETTLED_FACTOR = 5.0 # noise multiplier for a shelf that did not settle
@@ -76,6 +78,10 @@ class ShelfVision:
     confidence: float
     foreign_added: int = 0
     usable: bool = True
+    # product-agnostic (vision.diff's `touched` and `count_change`; None: the camera cannot say)
+    may_lose: Mapping[str, int] | None = None  # SKU -> items held by this shelf's touched slots
+    touched: bool | None = None                # any slot of the shelf touched
+    count_change: int | None = None            # occupied facings after minus before, whole shelf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +143,16 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
     if vision is None or not vision.usable:
         return np.zeros(len(x))
     seen = np.array([vision.seen.get(k, 0) for k in skus], dtype=np.float64)
-    return -BETA * vision.confidence * np.abs(x - seen).sum(axis=1)
+    term = -BETA * vision.confidence * np.abs(x - seen).sum(axis=1)
+    removed = np.clip(-x, 0, None)
+    if vision.may_lose is not None:  # an untouched slot lost nothing
+        bound = np.array([vision.may_lose.get(k, 0) for k in skus], dtype=np.int64)
+        term = term - TOUCH_COST * np.clip(removed - bound, 0, None).sum(axis=1)
+    if vision.touched is False:      # and nothing arrived on a shelf nobody touched
+        term = term - TOUCH_COST * np.clip(x, 0, None).sum(axis=1)
+    if vision.count_change is not None:
+        term = term - COUNT_COST * np.abs(x.sum(axis=1) - vision.count_change)
+    return term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,10 +302,12 @@ def slot_vision(bundle: Bundle, looks: Mapping[str, Any] | None) -> tuple[dict, 
     return per_slot, notes
 
 
-def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any]) -> dict[str, ShelfVision]:
+def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
+                  inventory: Mapping[str, Sequence[str]]) -> dict[str, ShelfVision]:
     out = {}
     for shelf in bundle.planogram.shelves:
-        evs = [per_slot[s.id] for s in bundle.planogram.slots_on(shelf.id) if s.id in per_slot]
+        slots = bundle.planogram.slots_on(shelf.id)
+        evs = [per_slot[s.id] for s in slots if s.id in per_slot]
         if not evs:
             continue
         seen: dict[str, int] = {}
@@ -298,10 +315,23 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any]) -> dict[str, Shel
             before, after = e.counts_before, e.counts_after
             for sku in set(before) | set(after):
                 seen[sku] = seen.get(sku, 0) + after.get(sku, 0) - before.get(sku, 0)
+        usable = all(e.usable for e in evs) and len(evs) == len(slots)
+        may_lose: dict[str, int] | None = None
+        touched = None
+        count = None
+        if usable:
+            may_lose = {}
+            for e in evs:
+                if e.touched:
+                    for k in inventory.get(e.slot_id, ()):
+                        may_lose[k] = may_lose.get(k, 0) + 1
+            touched = any(e.touched for e in evs)
+            changes = [e.count_change for e in evs]
+            count = None if any(c is None for c in changes) else int(sum(changes))
         out[shelf.id] = ShelfVision(
             {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
             sum(max(0, e.foreign_after - e.foreign_before) for e in evs),
-            all(e.usable for e in evs))
+            usable, may_lose, touched, count)
     return out
 
 
@@ -335,7 +365,7 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
         per_slot, notes = vision(bundle, looks if looks is not None else _default_looks(bundle))
         if notes:
             flags.add("camera_dark")
-    shelf_vis = _shelf_vision(bundle, per_slot)
+    shelf_vis = _shelf_vision(bundle, per_slot, inventory)
 
     shelf_info, shelf_args = {}, []
     for shelf in planogram.shelves:
