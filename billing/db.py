@@ -144,18 +144,39 @@ def init_db(engine: Engine, *, revision: str = "head", secrets: Any = None) -> N
         missing = set(Base.metadata.tables) - set(inspect(conn).get_table_names())
     if revision == "head" and current == head_revision() and not missing:
         return
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                         {"key": PG_MIGRATION_LOCK})
-        config = _alembic_config(conn)
-        config.attributes["secrets"] = secrets
-        if MigrationContext.configure(conn).get_current_revision() is None and \
-                inspect(conn).has_table("accounts"):
-            command.stamp(config, BASELINE)       # made by create_all before Alembic
-        command.upgrade(config, revision)
-        if revision == "head":
-            Base.metadata.create_all(conn, checkfirst=True)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a table by copying it (Alembic's batch mode); dropping the old
+            # copy must not trip the foreign keys pointing at it. Only outside a transaction
+            # does this pragma take effect; the keys are checked once the migration is done.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                _upgrade(conn, revision, secrets)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise DatabaseUrlError(f"database: the migration left rows whose "
+                                               f"foreign keys point nowhere: {broken[:5]}")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
+def _upgrade(conn: Connection, revision: str, secrets: Any) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+    config = _alembic_config(conn)
+    config.attributes["secrets"] = secrets
+    if MigrationContext.configure(conn).get_current_revision() is None and \
+            inspect(conn).has_table("accounts"):
+        command.stamp(config, BASELINE)       # made by create_all before Alembic
+    command.upgrade(config, revision)
+    if revision == "head":
+        Base.metadata.create_all(conn, checkfirst=True)
 
 
 def new_revision(message: str) -> Path:

@@ -1,0 +1,166 @@
+"""The schema is Alembic's: the models agree with the migrations, on SQLite and PostgreSQL, and
+a database from before Alembic (plain tokens, file names in templates) is brought to head with
+its secrets sealed."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Engine, Integer, Table, select, text
+
+import cabinet.inventory  # noqa: F401  (the controller's tables share the metadata)
+import cabinet.journal  # noqa: F401
+from billing import Billing, init_db, make_engine, session_factory
+from billing.base import Base
+from billing.crypto import SecretBox, SecretError
+from billing.db import BASELINE, head_revision, revision_of
+from billing.models import Account, FaceTemplate
+from conftest import TEST_SECRETS
+
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def fresh_url(request, db_url: str):
+    """An empty database with no tables at all (PostgreSQL is put back at head after)."""
+    engine = make_engine(db_url)
+    if engine.dialect.name == "sqlite":
+        engine.dispose()
+        path = db_url.removeprefix("sqlite:///")
+        fresh = f"sqlite:///{path}.fresh"
+        yield fresh
+        return
+    _wipe(engine)
+    yield db_url
+    _wipe(engine)
+    init_db(engine, secrets=TEST_SECRETS)
+    engine.dispose()
+
+
+def _wipe(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+
+
+def _diff(engine: Engine) -> list:
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                Base.metadata)
+
+
+def test_the_models_and_the_migrations_agree(fresh_url):
+    engine = make_engine(fresh_url)
+    init_db(engine, revision=head_revision())     # the migrations alone, no create_all
+    assert _diff(engine) == []
+    engine.dispose()
+
+
+def test_init_db_brings_an_empty_database_to_head_and_then_does_nothing(fresh_url):
+    engine = make_engine(fresh_url)
+    assert revision_of(engine) is None
+    init_db(engine)
+    assert revision_of(engine) == head_revision() == "0002"
+    with engine.connect() as conn:
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    init_db(engine)
+    assert versions == [("0002",)] and revision_of(engine) == "0002"
+    engine.dispose()
+
+
+def _pre_alembic(engine: Engine) -> None:
+    """What a cabinet before Alembic left: the baseline tables, plain secrets, no version."""
+    init_db(engine, revision=BASELINE)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("INSERT INTO accounts (id, name, status, payment_token, currency, "
+                          "created_at) VALUES (1, 'Alice', 'active', 'tok_visa_ok', 'EUR', "
+                          ":t), (2, 'Bob', 'active', NULL, 'EUR', :t)"), {"t": T0})
+        conn.execute(text("INSERT INTO face_templates (id, account_id, encoding, source, "
+                          "created_at) VALUES (1, 1, :e, 'enrolment photo alice_1.jpg', :t), "
+                          "(2, 1, :f, 'face camera', :t)"),
+                     {"e": b"\x01" * 512, "f": b"\x02" * 512, "t": T0})
+
+
+def test_a_database_from_before_alembic_is_stamped_upgraded_and_sealed(fresh_url):
+    engine = make_engine(fresh_url)
+    _pre_alembic(engine)
+    assert revision_of(engine) is None
+    init_db(engine, secrets=TEST_SECRETS)
+    assert revision_of(engine) == "0002"
+    with engine.connect() as conn:
+        token = conn.execute(text("SELECT payment_token FROM accounts WHERE id = 1")).scalar()
+        rows = conn.execute(text("SELECT source, encoding FROM face_templates "
+                                 "ORDER BY id")).all()
+        raw = conn.execute(text("SELECT payment_token FROM accounts WHERE id = 2")).scalar()
+    assert b"tok_visa_ok" not in bytes(token) and raw is None
+    assert [r.source for r in rows] == ["photo", "camera"]            # no file names left
+    billing = Billing(session_factory(engine), None, secrets=TEST_SECRETS)
+    assert billing.face_templates() == [(1, b"\x01" * 512), (1, b"\x02" * 512)]
+    assert TEST_SECRETS.open_text(token, account_id=1, purpose="payment_token") == "tok_visa_ok"
+    billing.close_account(1)                                  # 'closed' is a status now
+    with session_factory(engine)() as db:
+        assert db.scalar(select(Account.status).where(Account.id == 1)) == "closed"
+        assert db.scalar(select(FaceTemplate.source).where(FaceTemplate.id == 1)) == "photo"
+    engine.dispose()
+
+
+@pytest.fixture
+def fresh_pg_url(pg_server_url: str):
+    engine = make_engine(pg_server_url)
+    _wipe(engine)
+    yield pg_server_url
+    _wipe(engine)
+    init_db(engine, secrets=TEST_SECRETS)
+    engine.dispose()
+
+
+def test_plain_secrets_without_a_key_stop_the_migration_and_say_why(fresh_pg_url,
+                                                                    monkeypatch):
+    """On PostgreSQL (a SQLite file makes its own key beside it: next test)."""
+    monkeypatch.delenv("CABINET_KEY_FILE", raising=False)
+    engine = make_engine(fresh_pg_url)
+    _pre_alembic(engine)
+    with pytest.raises(SecretError, match="no key for its templates and tokens; set "
+                                          "CABINET_KEY_FILE"):
+        init_db(engine)
+    # PostgreSQL's DDL is transactional: nothing of the failed upgrade stays
+    assert revision_of(engine) is None
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT payment_token FROM accounts WHERE id = 1")
+                            ).scalar() == "tok_visa_ok"
+    engine.dispose()
+
+
+def test_a_sqlite_file_from_before_alembic_is_sealed_with_the_key_beside_it(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.delenv("CABINET_KEY_FILE", raising=False)
+    engine = make_engine(tmp_path / "old.sqlite")
+    _pre_alembic(engine)
+    init_db(engine)
+    box = Billing(session_factory(engine), None).secrets
+    assert box.origin == f"key file {tmp_path / 'old.sqlite.key'}"
+    assert Billing(session_factory(engine), None).face_templates()[0] == (1, b"\x01" * 512)
+    with pytest.raises(SecretError, match="does not open"):
+        Billing(session_factory(engine), None,
+                secrets=SecretBox(bytes(32))).face_templates()
+    engine.dispose()
+
+
+def test_a_table_no_migration_makes_yet_is_created_and_the_agreement_check_sees_it(tmp_path):
+    table = Table("scratch_not_migrated", Base.metadata, Column("id", Integer, primary_key=True))
+    try:
+        engine = make_engine(tmp_path / "x.sqlite")
+        init_db(engine)                            # its code runs in this checkout...
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM scratch_not_migrated")).scalar() == 0
+        engine.dispose()
+        engine = make_engine(tmp_path / "y.sqlite")
+        init_db(engine, revision=head_revision())  # ...and the migrations alone lack it
+        assert [d[0] for d in _diff(engine) if getattr(d[1], "name", "") == table.name] == \
+            ["add_table"]
+        engine.dispose()
+    finally:
+        Base.metadata.remove(table)
