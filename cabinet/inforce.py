@@ -25,7 +25,7 @@ import fcntl
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from cabinet.errors import CabinetError
 
@@ -33,6 +33,13 @@ KINDS = ("catalog", "planogram")
 _VERSION = re.compile(r"^(\d{6})\.yaml$")
 
 Rename = Callable[[str | os.PathLike, str | os.PathLike], None]
+
+
+def for_config(config: Any, *, rename: Rename = os.replace) -> "InForce":
+    """The store of a cabinet configuration (`cabinet.config.Config`): under its data_dir,
+    seeded from its `catalog:` and `planogram:`. The controller reads `store.path(kind)`."""
+    return InForce(config.data_path, {"catalog": config.catalog_path,
+                                      "planogram": config.planogram_path}, rename=rename)
 
 
 def atomic_write(path: Path, data: bytes, *, rename: Rename = os.replace) -> None:

@@ -24,7 +24,7 @@ from typing import Callable, TextIO
 
 from cabinet.config import Config, load_config
 from cabinet.errors import CabinetError, FormatErrors
-from cabinet.inforce import InForce
+from cabinet import inforce
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "fixtures" / "cabinet.yaml"
@@ -117,8 +117,7 @@ class Cabinet:
 
     def __init__(self, config: Path):
         self.config = load_config(config)
-        self.store = InForce(self.config.data_path, {"catalog": self.config.catalog_path,
-                                                     "planogram": self.config.planogram_path})
+        self.store = inforce.for_config(self.config)
         self._db = None
 
     def db(self):

@@ -268,6 +268,31 @@ def test_a_catalog_rollback_that_would_strand_a_slot_is_refused(tmp_path):
     assert snapshot(tmp_path / "var") == before
 
 
+def test_catalog_apply_and_rollback_and_a_weight_that_overloads_a_shelf(tmp_path):
+    cfg = make_config(tmp_path)
+    original = (tmp_path / "catalog.yaml").read_bytes()
+    cat = yaml.safe_load(original)
+    cat["products"][0]["price"] = 199
+    cheaper = tmp_path / "price.yaml"
+    cheaper.write_text(yaml.safe_dump(cat, sort_keys=False))
+    code, out, _ = run(cfg, "catalog", "apply", str(cheaper), "--yes", "--json")
+    assert code == 0
+    assert [(c["what"], c["field"], c["old"], c["new"]) for c in json.loads(out)["changes"]] \
+        == [("cola-330", "price", 180, 199)]
+    in_force = tmp_path / "var" / "in-force" / "catalog.yaml"
+    assert in_force.read_bytes() == cheaper.read_bytes()
+    cat["products"][0]["unit_weight_g"] = 3000.0   # six colas now outweigh the top shelf
+    heavy = tmp_path / "heavy.yaml"
+    heavy.write_text(yaml.safe_dump(cat, sort_keys=False))
+    code, _, err = run(cfg, "catalog", "apply", str(heavy), "--yes")
+    assert code == 1
+    assert "the planogram in force would not hold with this catalog" in err
+    assert "max_load_g = 20000" in err
+    assert in_force.read_bytes() == cheaper.read_bytes()
+    assert run(cfg, "catalog", "rollback", "--yes")[0] == 0
+    assert in_force.read_bytes() == original
+
+
 def test_operations_refuse_without_touching_the_store(tmp_path):
     store = InForce(tmp_path / "var", {"catalog": FIXTURES / "catalog.yaml",
                                        "planogram": FIXTURES / "planogram.yaml"})
