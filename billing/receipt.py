@@ -2,7 +2,9 @@
 
 `Billing.receipt(session_id)` builds one; the kiosk shows `render_text()` and the controller
 stores it with the session bundle. It carries what happened to the money, not just the basket:
-charged, nothing taken, pending (and why), refunds, and any amount left owing.
+charged, nothing taken, pending (and why), refunds, and any amount left owing; after an
+operator's correction, the corrected basket and its reason. Billing stores each version of the
+text (`Billing.stored_receipts`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from billing.models import Account, CabinetSession, LedgerEntry
 from billing.money import Money
+from billing.outbox_models import Correction
 
 _OUTCOME_TEXT = {
     "charged": "Charged",
@@ -50,6 +53,7 @@ class Receipt:
     refunded: Money
     owed: Money                  # left as debt on the account for this session
     flags: tuple[str, ...]
+    corrected: str | None = None  # the reason of the operator's latest correction, if any
 
     @property
     def at(self) -> dt.datetime:
@@ -62,6 +66,8 @@ class Receipt:
                f"Customer  {self.account_name or '-'}",
                f"Time      {self.at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
                rule]
+        if self.corrected:
+            out.append(f"Corrected basket ({self.corrected}):")
         if not self.lines:
             out.append("  (no items)")
         for line in self.lines:
@@ -92,12 +98,20 @@ def build_receipt(db: Session, sess: CabinetSession) -> Receipt:
                           .where(LedgerEntry.session_id == sess.id, LedgerEntry.kind == kind))
         return Money(int(total or 0), cur)
 
+    correction = db.scalars(select(Correction).where(Correction.session_id == sess.id)
+                            .order_by(Correction.number.desc()).limit(1)).first()
+    if correction is not None:  # the operator's basket replaces the reconciled one
+        lines = tuple(ReceiptLine(sku, name, qty, Money(price, cur), Money(qty * price, cur))
+                      for sku, name, qty, price in correction.lines)
+        total = Money(correction.new_total, cur)
+    else:
+        lines = tuple(ReceiptLine(x.sku, x.name, x.qty, Money(x.unit_price, cur),
+                                  Money(x.amount, cur)) for x in sess.lines)
+        total = Money(sess.total or 0, cur)
     return Receipt(
         cabinet_id=sess.cabinet_id, session_id=sess.id,
         account_name=account.name if account else None,
-        opened_at=sess.opened_at, closed_at=sess.closed_at,
-        lines=tuple(ReceiptLine(x.sku, x.name, x.qty, Money(x.unit_price, cur),
-                                Money(x.amount, cur)) for x in sess.lines),
-        total=Money(sess.total or 0, cur), outcome=sess.outcome,
-        outcome_reason=sess.outcome_reason, charged=ledger_sum("capture"),
-        refunded=ledger_sum("refund"), owed=ledger_sum("debt"), flags=tuple(sess.flags or ()))
+        opened_at=sess.opened_at, closed_at=sess.closed_at, lines=lines, total=total,
+        outcome=sess.outcome, outcome_reason=sess.outcome_reason, charged=ledger_sum("capture"),
+        refunded=ledger_sum("refund"), owed=ledger_sum("debt"), flags=tuple(sess.flags or ()),
+        corrected=correction.reason if correction is not None else None)

@@ -1,26 +1,31 @@
-"""Billing: standing, holds, settlement (capture or void), refunds and receipts of sessions.
+"""Billing: standing, holds, settlement (capture or void), refunds, corrections and receipts.
 
 Every money step follows one pattern, so that no crash can charge a customer twice:
-  1. in one transaction, check the request and write the row for the gateway call with its
-     idempotency key (f"{session_id}:hold", ":capture", ":void", ":refund:N") as "requested";
+  1. in one transaction, check the request, write the row for the gateway call with its
+     idempotency key (f"{session_id}:hold", ":capture", ":extra", ":void", ":refund:N",
+     ":correction:N") as "requested", and its entry in the payment outbox (billing/outbox.py);
   2. call the gateway outside any transaction (no lock held across the network);
   3. in a second transaction, record the answer (status, gateway ids, ledger entries). The row
      is claimed with a conditional UPDATE (status still "requested"), so when two processes
      record the same answer exactly one writes the ledger entries.
-A crash between 1 and 3 leaves a "requested" row; calling the same method again, or
-`retry_pending()` from a new process, replays the same key and the gateway answers with the
-stored result instead of acting twice.
+A crash between 1 and 3 leaves a "requested" row and its outbox entry; `drain_outbox()` (the
+controller after each session and on a timer, `cabinet recover` at start) replays the same key
+and the gateway answers with the stored result instead of acting twice. A gateway that does not
+answer leaves the entry to be retried with back-off until it answers.
 
 Outcomes of a session: charged, nothing_taken, denied, void, or pending. Pending means money is
-still owed: the capture got no answer (retried later with the same key) or the gateway refused
-the capture (the amount is recorded as debt). A basket above the hold captures the whole hold
-and records the rest as debt on the account, which then is not in good standing until an
-operator settles it (a later issue). Review flags are the controller's business: they are
+still owed: a payment got no answer yet (the outbox retries it with the same key) or the
+gateway refused it (the amount is recorded as debt, which blocks the account). A basket above
+the hold captures the whole hold and charges the rest as a second payment with its own key
+(f"{session_id}:extra"); docs/payments.md says why. Corrections and refunds never give back
+more than the session's payments took. Review flags are the controller's business: they are
 stored and printed, and do not change the outcome.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import random
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import func, select, update
@@ -36,17 +41,34 @@ from billing.gateway import GatewayClient, GatewayError, GatewayUnavailable, Pay
 from billing.models import (TEMPLATE_SOURCES, Account, CabinetSession, Charge, FaceTemplate,
                             Hold, LedgerEntry, LineItem, Refund)
 from billing.money import Money, check_amount, check_currency
+from billing.outbox import (OutboxReport, StepResult, drain_until_done, enqueue, outbox_backoff,
+                            pending_rows)
+from billing.outbox_models import Correction, PaymentOutbox, StoredReceipt
 from billing.receipt import Receipt, build_receipt
 from billing.records import (HoldResult, Line, RefundResult, Retried, Standing, basket_text,
                              check_flags, check_lines, check_session_id)
 
 UNAVAILABLE_TEXT = "The payment service is not answering; please try again in a moment."
+_RETRIED_AS = {"capture": "settle", "charge": "settle", "void": "settle",
+               "hold_cleanup": "hold_cleanup", "refund": "refund"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionResult:
+    session_id: str
+    number: int                   # 1 for the session's first correction
+    old_total: Money
+    new_total: Money
+    action: str                   # refund | charge | none
+    amount: Money                 # refunded or charged
+    status: str                   # done | pending (outbox retries it) | owed (refused: debt)
 
 
 class Billing:
     def __init__(self, session_factory: sessionmaker, gateway: GatewayClient | None, *,
                  hold_amount: int = 5000, currency: str = "EUR", cabinet_id: str = "cabinet-1",
-                 clock: Callable[[], Any] = utcnow, secrets: SecretBox | None = None):
+                 clock: Callable[[], Any] = utcnow, secrets: SecretBox | None = None,
+                 outbox_jitter: Callable[[], float] = random.random):
         # gateway None: a Billing for account work only (enrolment), which calls no gateway.
         # secrets: the key sealing templates and tokens (billing/crypto.py); None: the
         # database's own key file, found on first use (crypto.key_for_database).
@@ -57,6 +79,7 @@ class Billing:
         self._gateway = gateway
         self._clock = clock
         self._secrets = secrets
+        self._outbox_jitter = outbox_jitter   # the outbox's back-off spread (billing/outbox.py)
 
     @property
     def secrets(self) -> SecretBox:
@@ -243,9 +266,11 @@ class Billing:
                     sess.state = "held"
                     self._ledger(db, sess, "hold", hold.amount)
             else:
-                # A hold with no answer stays "requested": retry_pending() replays it to
-                # learn whether it exists, and voids it. The session itself is over.
+                # A hold with no answer stays "requested": the outbox replays it to learn
+                # whether it exists, and voids it. The session itself is over.
                 _claim(db, hold, "requested", status=status, decline_reason=reason)
+                if hold.status == "requested":
+                    enqueue(db, session_id, "hold_cleanup", hold.idempotency_key, self._clock())
                 if sess.outcome is None:
                     self._close(sess, "denied", _denial_text(reason, code))
             result = _hold_result(hold, sess)
@@ -268,7 +293,7 @@ class Billing:
             # A concurrent settle of the same session wrote its basket first; run the checks
             # again against what it wrote (same basket: carry on; another one: conflict).
             self._record_basket(session_id, checked, flags)
-        self._drive(session_id)
+        self._run_session(session_id)
         return self.receipt(session_id)
 
     def _record_basket(self, session_id: str, checked: list[Line], flags: list[str]) -> None:
@@ -284,7 +309,8 @@ class Billing:
                 if recorded != checked:
                     raise SettlementConflict(
                         f"settle {session_id}: this session was already settled with another "
-                        f"basket ({basket_text(recorded)}); corrections go through refunds")
+                        f"basket ({basket_text(recorded)}); corrections go through "
+                        f"Billing.correct")
             elif hold is None or hold.status != "authorized":
                 raise NotHeld(f"settle {session_id}: no authorized hold (outcome "
                               f"{sess.outcome or 'open'}, hold "
@@ -296,14 +322,35 @@ class Billing:
                                     amount=line.qty * line.unit_price, currency=sess.currency))
                 sess.total, sess.state = total, "settling"
                 sess.flags = sorted(set(sess.flags or []) | set(flags))
+                now = self._clock()
                 if total == 0:
                     self._close(sess, "nothing_taken", None)
-                    _request_void(hold)
+                    self._request_void(db, hold)
                 else:
+                    # The hold takes what it can; a basket above it is a second payment of
+                    # its own (docs/payments.md), queued after the capture.
                     db.add(Charge(session_id=session_id, kind="capture", currency=sess.currency,
                                   amount=min(total, hold.amount), status="requested",
                                   idempotency_key=f"{session_id}:capture",
                                   gateway_auth_id=hold.gateway_auth_id))
+                    enqueue(db, session_id, "capture", f"{session_id}:capture", now)
+                    if total > hold.amount:
+                        self._add_charge(db, session_id, "extra", total - hold.amount,
+                                         sess.currency, f"{session_id}:extra", now)
+
+    def _add_charge(self, db: Session, session_id: str, kind: str, amount: int, currency: str,
+                    key: str, now: Any) -> None:
+        charge = Charge(session_id=session_id, kind=kind, currency=currency, amount=amount,
+                        status="requested", idempotency_key=key)
+        db.add(charge)
+        db.flush()
+        enqueue(db, session_id, "charge", key, now, charge.id)
+
+    def _request_void(self, db: Session, hold: Hold) -> None:
+        if hold.status == "authorized":
+            hold.status, hold.void_key = "void_requested", f"{hold.session_id}:void"
+        if hold.status == "void_requested":
+            enqueue(db, hold.session_id, "void", hold.void_key, self._clock())
 
     def void_session(self, session_id: str, reason: str) -> Receipt:
         """End a session that never reached the shelves (e.g. the door was never opened)."""
@@ -317,38 +364,185 @@ class Billing:
                 raise NotHeld(f"void_session {session_id}: no authorized hold to release")
             sess.total = 0
             self._close(sess, "void", reason)
-            _request_void(hold)
-        self._drive(session_id)
+            self._request_void(db, hold)
+        self._run_session(session_id)
         return self.receipt(session_id)
 
-    def _drive(self, session_id: str) -> None:
-        """Make the gateway calls a session's "requested" rows ask for, and record answers."""
+    # --- the outbox: each step is one gateway call, made until it has an answer -------------
+    def drain_outbox(self, *, force: bool = False) -> OutboxReport:
+        """Make every due gateway call of the outbox, in order (billing/outbox.py).
+
+        The controller calls it after each session and on a timer, `cabinet recover` once with
+        `force=True` (every pending row now, whatever its back-off). A gateway that does not
+        answer ends the pass; the row waits for its back-off and the next call."""
+        self._adopt_orphans()
+        now = self._clock()
+        with self._sessions() as db:
+            rows = [(r.id, r.session_id, r.next_attempt_at) for r in pending_rows(db)]
+        steps: list[StepResult] = []
+        waiting: set[str] = set()
+        for row_id, session_id, due in rows:
+            if session_id in waiting:
+                continue                      # an earlier step of this session is not done
+            if not force and due > now:
+                waiting.add(session_id)
+                continue
+            result = self._run_step(row_id)
+            steps.append(result)
+            if not result.done:
+                break
+        for session_id in dict.fromkeys(s.session_id for s in steps):
+            self._store_receipt(session_id)
+        with self._sessions() as db:
+            left = pending_rows(db)
+            next_at = min((r.next_attempt_at for r in left), default=None)
+        return OutboxReport(tuple(steps), len(left), next_at)
+
+    def drain_outbox_until_done(self, sleep: Callable[[float], None], *,
+                                max_passes: int = 100) -> OutboxReport:
+        """Drain, sleep until the next step is due (through `sleep`), drain again."""
+        return drain_until_done(self.drain_outbox, self._clock, sleep, max_passes=max_passes)
+
+    def retry_pending(self) -> list[Retried]:
+        """Replay every gateway call still pending now (after a crash or an outage)."""
+        return [Retried(s.session_id, _RETRIED_AS[s.step], s.result)
+                for s in self.drain_outbox(force=True).steps]
+
+    def _run_session(self, session_id: str) -> list[StepResult]:
+        """Run a session's pending steps now, in order, stopping at one without an answer."""
+        with self._sessions() as db:
+            rows = [r.id for r in pending_rows(db, session_id)]
+        results = []
+        for row_id in rows:
+            results.append(self._run_step(row_id))
+            if not results[-1].done:
+                break
+        self._store_receipt(session_id)
+        return results
+
+    def _run_step(self, row_id: int) -> StepResult:
+        with self._sessions() as db:
+            row = db.get(PaymentOutbox, row_id)
+            step, session_id, ref_id = row.step, row.session_id, row.ref_id
+            if row.done_at is not None:
+                return StepResult(session_id, step, True, "done")
+        handler = {"capture": self._step_capture, "charge": self._step_charge,
+                   "void": self._step_void, "refund": self._step_refund,
+                   "hold_cleanup": self._step_hold_cleanup}[step]
+        done, result, error = handler(session_id, ref_id)
+        with self._sessions.begin() as db:
+            row = db.get(PaymentOutbox, row_id)
+            now = self._clock()
+            if done:
+                if row.done_at is None:
+                    row.done_at = now
+            else:
+                row.attempts += 1
+                row.next_attempt_at = now + dt.timedelta(
+                    seconds=outbox_backoff(row.attempts, self._outbox_jitter()))
+                row.last_error = error[:500]
+        return StepResult(session_id, step, done, result, error)
+
+    def _adopt_orphans(self) -> None:
+        """Rows left "requested" without an outbox entry (a database from before the outbox)."""
+        with self._sessions.begin() as db:
+            known = set(db.scalars(select(PaymentOutbox.idempotency_key)))
+            now = self._clock()
+            for charge in db.scalars(select(Charge).where(Charge.status == "requested")):
+                if charge.idempotency_key not in known:
+                    step = "capture" if charge.kind == "capture" else "charge"
+                    enqueue(db, charge.session_id, step, charge.idempotency_key, now,
+                            None if step == "capture" else charge.id)
+            for hold in db.scalars(select(Hold).where(Hold.status == "void_requested")):
+                if hold.void_key not in known:
+                    enqueue(db, hold.session_id, "void", hold.void_key, now)
+            for hold in db.scalars(select(Hold).join(CabinetSession).where(
+                    Hold.status == "requested", CabinetSession.outcome == "denied")):
+                if hold.idempotency_key not in known:
+                    enqueue(db, hold.session_id, "hold_cleanup", hold.idempotency_key, now)
+            for row in db.scalars(select(Refund).where(Refund.status == "requested")):
+                if row.idempotency_key not in known:
+                    enqueue(db, row.session_id, "refund", row.idempotency_key, now, row.id)
+
+    def _step_capture(self, session_id: str, _ref: int | None) -> tuple[bool, str, str]:
+        with self._sessions() as db:
+            charge = _charge_of(db, session_id, "capture")
+            if charge is None or charge.status != "requested":
+                return True, self._summary(session_id), ""
+            call = (charge.gateway_auth_id, charge.amount, charge.idempotency_key)
+            currency = charge.currency
+        try:
+            answer = self._gateway.capture(*call, currency=currency)
+        except GatewayUnavailable as e:
+            self._mark_pending(session_id)
+            return False, "pending", str(e)
+        except GatewayError as e:
+            self._record_capture(session_id, None, failure=str(e))
+        else:
+            self._record_capture(session_id, answer)
+        return True, self._summary(session_id), ""
+
+    def _step_charge(self, session_id: str, charge_id: int | None) -> tuple[bool, str, str]:
+        with self._sessions() as db:
+            charge = db.get(Charge, charge_id)
+            if charge is None or charge.status != "requested":
+                return True, self._summary(session_id), ""
+            account = db.get(Account, db.get(CabinetSession, session_id).account_id)
+            token = self._token(account)
+            call = (charge.amount, charge.currency, token, charge.idempotency_key)
+        if token is None:
+            self._record_charge(charge_id, None, "no payment method on the account")
+            return True, self._summary(session_id), ""
+        try:
+            answer = self._gateway.charge(*call)
+        except GatewayUnavailable as e:
+            self._mark_pending(session_id)
+            return False, "pending", str(e)
+        except PaymentDeclined as e:
+            self._record_charge(charge_id, None, f"declined: {e.reason} ({e.code})")
+        except GatewayError as e:
+            self._record_charge(charge_id, None, str(e))
+        else:
+            self._record_charge(charge_id, answer, "")
+        return True, self._summary(session_id), ""
+
+    def _step_void(self, session_id: str, _ref: int | None) -> tuple[bool, str, str]:
         with self._sessions() as db:
             hold = _hold_of(db, session_id)
-            charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
-                                                    Charge.kind == "capture"))
-            void = (hold.gateway_auth_id, hold.void_key) if hold.status == "void_requested" \
-                else None
-            capture = (charge.gateway_auth_id, charge.amount, charge.idempotency_key) \
-                if charge is not None and charge.status == "requested" else None
-        if void is not None:
-            try:
-                self._gateway.void(*void)
-            except GatewayUnavailable:
-                pass  # stays void_requested; retry_pending() releases it later
-            except GatewayError as e:
-                self._record_void(session_id, "void_failed", str(e))
-            else:
-                self._record_void(session_id, "voided", "")
-        if capture is not None:
-            try:
-                answer = self._gateway.capture(*capture)
-            except GatewayUnavailable as e:
-                self._record_capture(session_id, None, unavailable=str(e))
-            except GatewayError as e:
-                self._record_capture(session_id, None, failure=str(e))
-            else:
-                self._record_capture(session_id, answer)
+            if hold is None or hold.status != "void_requested":
+                return True, hold.status if hold else "none", ""
+            call = (hold.gateway_auth_id, hold.void_key)
+        try:
+            self._gateway.void(*call)
+        except GatewayUnavailable as e:
+            return False, "void_requested", str(e)
+        except GatewayError as e:
+            self._record_void(session_id, "void_failed", str(e))
+        else:
+            self._record_void(session_id, "voided", "")
+        with self._sessions() as db:
+            return True, _hold_of(db, session_id).status, ""
+
+    def _step_refund(self, session_id: str, refund_id: int | None) -> tuple[bool, str, str]:
+        result = self._drive_refund(refund_id)
+        return result.status != "requested", result.status, result.message
+
+    def _step_hold_cleanup(self, session_id: str, _ref: int | None) -> tuple[bool, str, str]:
+        with self._sessions() as db:
+            hold = _hold_of(db, session_id)
+            if hold is None or hold.status != "requested":
+                return True, hold.status if hold else "none", ""
+        status = self._release_unknown_hold(session_id)
+        return status != "requested", status, "" if status != "requested" else UNAVAILABLE_TEXT
+
+    def _mark_pending(self, session_id: str) -> None:
+        # Only an open session turns pending: one settled meanwhile keeps its outcome.
+        with self._sessions.begin() as db:
+            db.execute(update(CabinetSession)
+                       .where(CabinetSession.id == session_id,
+                              CabinetSession.outcome.is_(None))
+                       .values(outcome="pending", outcome_reason="payment retry: the "
+                               "payment service did not answer"))
 
     def _record_void(self, session_id: str, status: str, failure: str) -> None:
         with self._sessions.begin() as db:
@@ -358,23 +552,18 @@ class Billing:
                 self._ledger(db, db.get(CabinetSession, session_id), "void", hold.amount)
 
     def _record_capture(self, session_id: str, answer: dict[str, Any] | None, *,
-                        unavailable: str = "", failure: str = "") -> None:
+                        failure: str = "") -> None:
         with self._sessions.begin() as db:
             sess = db.get(CabinetSession, session_id)
-            charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
-                                                    Charge.kind == "capture"))
-            if unavailable:
-                # Only an open session turns pending: one settled meanwhile keeps its outcome.
-                db.execute(update(CabinetSession)
-                           .where(CabinetSession.id == session_id,
-                                  CabinetSession.outcome.is_(None))
-                           .values(outcome="pending", outcome_reason="payment retry: the "
-                                   "payment service did not answer"))
-                return
+            charge = _charge_of(db, session_id, "capture")
+            extra = _charge_of(db, session_id, "extra")
             hold = _hold_of(db, session_id)
             if answer is None:
                 if not _claim(db, charge, "requested", status="failed", failure=failure):
                     return  # recorded by an earlier or concurrent call
+                if extra is not None:  # the whole basket becomes debt: no second payment
+                    _claim(db, extra, "requested", status="failed",
+                           failure="not attempted: the capture of the hold was refused")
                 self._ledger(db, sess, "debt", sess.total, note=f"capture refused: {failure}")
                 self._close(sess, "pending", "unpaid: the capture was refused; the amount is "
                                              "recorded as debt")
@@ -384,42 +573,110 @@ class Billing:
                 return  # recorded by an earlier or concurrent call
             hold.status = "captured"
             self._ledger(db, sess, "capture", charge.amount)
-            if sess.total > charge.amount:
-                self._ledger(db, sess, "debt", sess.total - charge.amount,
-                             note="basket above the hold")
-            self._close(sess, "charged", None)
+            if extra is None or extra.status == "captured":
+                self._close(sess, "charged", None)
 
-    # --- refunds ----------------------------------------------------------------------------
+    def _record_charge(self, charge_id: int, answer: dict[str, Any] | None,
+                       failure: str) -> None:
+        """The answer to a second payment: the part of a basket above the hold, or an
+        operator's correction upwards."""
+        with self._sessions.begin() as db:
+            charge = db.get(Charge, charge_id)
+            sess = db.get(CabinetSession, charge.session_id)
+            what = ("the charge above the hold" if charge.kind == "extra"
+                    else f"the {charge.kind.replace('-', ' ')} charge")
+            if answer is None:
+                if not _claim(db, charge, "requested", status="failed",
+                              failure=failure[:500]):
+                    return
+                self._ledger(db, sess, "debt", charge.amount,
+                             note=f"{what} was refused: {failure}"[:500])
+                if charge.kind == "extra":
+                    self._close(sess, "pending", f"unpaid: {what} "
+                                f"({Money(charge.amount, charge.currency)}) was refused; the "
+                                f"amount is recorded as debt")
+                return
+            if not _claim(db, charge, "requested", status="captured",
+                          gateway_auth_id=str(answer["id"]),
+                          gateway_capture_id=str(answer["id"])):
+                return
+            self._ledger(db, sess, "capture", charge.amount, note=what)
+            capture = _charge_of(db, sess.id, "capture")
+            if charge.kind == "extra" and capture is not None and capture.status == "captured":
+                self._close(sess, "charged", None)
+
+    # --- refunds and corrections --------------------------------------------------------------
     def refund(self, session_id: str, amount: int, reason: str) -> RefundResult:
+        """Give back `amount` of what the session's payments took (never more)."""
         amount = check_amount(amount, f"refund {session_id}", allow_zero=False)
         if not isinstance(reason, str) or not reason.strip():
             raise RefundRefused(f"refund {session_id}: give a reason")
         with self._sessions.begin() as db:
             sess = self._session(db, session_id)
-            charge = db.scalar(select(Charge).where(Charge.session_id == session_id,
-                                                    Charge.kind == "capture"))
-            if charge is None or charge.status != "captured":
-                raise RefundRefused(f"refund {session_id}: nothing was captured for this "
-                                    f"session (outcome {sess.outcome or 'open'})")
-            refunds = db.scalars(select(Refund).where(Refund.session_id == session_id)).all()
-            left = charge.amount - sum(r.amount for r in refunds if r.status != "failed")
-            if amount > left:
-                raise RefundRefused(f"refund {session_id}: {Money(amount, charge.currency)} is "
-                                    f"more than the {Money(left, charge.currency)} left to "
-                                    f"refund")
-            row = Refund(session_id=session_id, charge_id=charge.id, amount=amount,
-                         currency=charge.currency, reason=reason.strip(), status="requested",
-                         idempotency_key=f"{session_id}:refund:{len(refunds) + 1}")
+            ids = self._plan_refund(db, sess, amount, reason.strip())
+        self._run_session(session_id)
+        return self._refund_result(session_id, ids)
+
+    def _plan_refund(self, db: Session, sess: CabinetSession, amount: int,
+                     reason: str) -> list[int]:
+        """Refund rows (queued) taking `amount` from the session's captured payments in order."""
+        charges = db.scalars(select(Charge).where(Charge.session_id == sess.id,
+                                                  Charge.status == "captured")
+                             .order_by(Charge.id)).all()
+        if not charges:
+            raise RefundRefused(f"refund {sess.id}: nothing was captured for this "
+                                f"session (outcome {sess.outcome or 'open'})")
+        refunds = db.scalars(select(Refund).where(Refund.session_id == sess.id)).all()
+        left = {c.id: c.amount - sum(r.amount for r in refunds
+                                     if r.charge_id == c.id and r.status != "failed")
+                for c in charges}
+        if amount > sum(left.values()):
+            raise RefundRefused(f"refund {sess.id}: {Money(amount, sess.currency)} is "
+                                f"more than the {Money(sum(left.values()), sess.currency)} "
+                                f"left to refund")
+        ids, number, remaining, now = [], len(refunds), amount, self._clock()
+        for charge in charges:
+            take = min(remaining, left[charge.id])
+            if take <= 0:
+                continue
+            number += 1
+            row = Refund(session_id=sess.id, charge_id=charge.id, amount=take,
+                         currency=charge.currency, reason=reason, status="requested",
+                         idempotency_key=f"{sess.id}:refund:{number}")
             db.add(row)
             db.flush()
-            refund_id = row.id
-        return self._drive_refund(refund_id)
+            enqueue(db, sess.id, "refund", row.idempotency_key, now, row.id)
+            ids.append(row.id)
+            remaining -= take
+            if remaining == 0:
+                break
+        return ids
+
+    def _refund_result(self, session_id: str, ids: list[int]) -> RefundResult:
+        with self._sessions() as db:
+            rows = [db.get(Refund, i) for i in ids]
+            errors = {r.idempotency_key: r.last_error for r in db.scalars(
+                select(PaymentOutbox).where(PaymentOutbox.session_id == session_id))}
+        statuses = {r.status for r in rows}
+        status = ("requested" if "requested" in statuses
+                  else "failed" if "failed" in statuses else "refunded")
+        if status == "requested":
+            waiting = [r for r in rows if r.status == "requested"]
+            message = (f"refund pending, retried later: "
+                       f"{errors.get(waiting[0].idempotency_key) or UNAVAILABLE_TEXT}")
+        else:
+            message = "; ".join(r.failure for r in rows if r.failure)
+        return RefundResult(session_id, Money(sum(r.amount for r in rows), rows[0].currency),
+                            status, message)
 
     def _drive_refund(self, refund_id: int) -> RefundResult:
         with self._sessions() as db:
             row = db.get(Refund, refund_id)
-            capture_id = db.get(Charge, row.charge_id).gateway_capture_id
-            call = (capture_id, row.amount, row.idempotency_key)
+            if row.status != "requested":
+                return RefundResult(row.session_id, Money(row.amount, row.currency),
+                                    row.status, row.failure or "")
+            intent_id = db.get(Charge, row.charge_id).gateway_capture_id
+            call = (intent_id, row.amount, row.idempotency_key)
         status, message, answer = "refunded", "", None
         try:
             answer = self._gateway.refund(*call)
@@ -430,37 +687,69 @@ class Billing:
         with self._sessions.begin() as db:
             row = db.get(Refund, refund_id)
             if status != "requested" and _claim(
-                    db, row, "requested", status=status, failure=message or None,
+                    db, row, "requested", status=status, failure=message[:500] or None,
                     gateway_refund_id=str(answer["id"]) if answer else None) and answer:
                 self._ledger(db, db.get(CabinetSession, row.session_id), "refund",
                              row.amount, note=row.reason)
             return RefundResult(row.session_id, Money(row.amount, row.currency), row.status,
                                 message)
 
-    # --- recovery ---------------------------------------------------------------------------
-    def retry_pending(self) -> list[Retried]:
-        """Replay every gateway call left "requested" (after a crash or an outage)."""
-        done: list[Retried] = []
+    def correct(self, session_id: str, lines: Sequence[Line], reason: str) -> CorrectionResult:
+        """An operator's corrected basket for a charged session: the difference to what the
+        customer paid is refunded, or charged as a payment of its own."""
+        checked = check_lines(session_id, lines)
+        if not isinstance(reason, str) or not reason.strip():
+            raise BillingError(f"correct {session_id}: give a reason (it is on the receipt)")
+        new_total = sum(line.qty * line.unit_price for line in checked)
+        with self._sessions.begin() as db:
+            sess = self._session(db, session_id)
+            if sess.outcome != "charged":
+                raise BillingError(f"correct {session_id}: the session is "
+                                   f"{sess.outcome or 'open'}; only a charged session can be "
+                                   f"corrected (pending: drain the outbox first; denied, void, "
+                                   f"nothing taken: nothing was paid)")
+            if self._session_sum(db, session_id, "debt") > 0:
+                raise BillingError(f"correct {session_id}: the session has unpaid debt; settle "
+                                   f"it before correcting the basket")
+            if db.scalar(select(PaymentOutbox.id).where(PaymentOutbox.session_id == session_id,
+                                                        PaymentOutbox.done_at.is_(None))):
+                raise BillingError(f"correct {session_id}: a payment step of this session is "
+                                   f"still pending; drain the outbox first")
+            paid = (self._session_sum(db, session_id, "capture")
+                    - self._session_sum(db, session_id, "refund"))
+            previous = db.scalars(select(Correction).where(Correction.session_id == session_id)
+                                  .order_by(Correction.number)).all()
+            old_total = previous[-1].new_total if previous else (sess.total or 0)
+            number = len(previous) + 1
+            delta = new_total - paid
+            action = "none" if delta == 0 else "refund" if delta < 0 else "charge"
+            db.add(Correction(session_id=session_id, number=number,
+                              lines=[[x.sku, x.name, x.qty, x.unit_price] for x in checked],
+                              old_total=old_total, new_total=new_total,
+                              currency=sess.currency, reason=reason.strip(), action=action,
+                              at=self._clock()))
+            if delta > 0:
+                self._add_charge(db, session_id, f"correction-{number}", delta, sess.currency,
+                                 f"{session_id}:correction:{number}", self._clock())
+            elif delta < 0:
+                self._plan_refund(db, sess, -delta, f"correction {number}: {reason.strip()}")
+            currency = sess.currency
+        self._run_session(session_id)
         with self._sessions() as db:
-            captures = db.scalars(select(Charge.session_id)
-                                  .where(Charge.status == "requested")).all()
-            voids = db.scalars(select(Hold.session_id)
-                               .where(Hold.status == "void_requested")).all()
-            unknown = db.scalars(select(Hold.session_id).join(CabinetSession)
-                                 .where(Hold.status == "requested",
-                                        CabinetSession.outcome == "denied")).all()
-            refunds = db.scalars(select(Refund.id).where(Refund.status == "requested")).all()
-        for session_id in dict.fromkeys([*captures, *voids]):
-            self._drive(session_id)
-            done.append(Retried(session_id, "settle", self._summary(session_id)))
-        for session_id in unknown:
-            status = self._release_unknown_hold(session_id)
-            done.append(Retried(session_id, "hold_cleanup", status))
-        for refund_id in refunds:
-            result = self._drive_refund(refund_id)
-            done.append(Retried(result.session_id, "refund", result.status))
-        return done
+            pending = db.scalar(select(PaymentOutbox.id).where(
+                PaymentOutbox.session_id == session_id, PaymentOutbox.done_at.is_(None)))
+            owed = self._session_sum(db, session_id, "debt")
+        status = "pending" if pending else "owed" if owed else "done"
+        return CorrectionResult(session_id, number, Money(old_total, currency),
+                                Money(new_total, currency), action,
+                                Money(abs(delta), currency), status)
 
+    def _session_sum(self, db: Session, session_id: str, kind: str) -> int:
+        return int(db.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+                             .where(LedgerEntry.session_id == session_id,
+                                    LedgerEntry.kind == kind)) or 0)
+
+    # --- recovery ---------------------------------------------------------------------------
     def _release_unknown_hold(self, session_id: str) -> str:
         """A hold that never got its answer: replay it to learn its fate, void it if it stands."""
         with self._sessions() as db:
@@ -481,7 +770,11 @@ class Billing:
                 if _claim(db, hold, "requested", status="void_requested",
                           gateway_auth_id=str(answer["id"]), void_key=f"{session_id}:void"):
                     self._ledger(db, db.get(CabinetSession, session_id), "hold", hold.amount)
-            self._drive(session_id)
+                self._request_void(db, hold)
+                void_row = db.scalar(select(PaymentOutbox.id).where(
+                    PaymentOutbox.idempotency_key == hold.void_key))
+            if void_row is not None:
+                self._run_step(void_row)
             with self._sessions() as db:
                 return _hold_of(db, session_id).status
         with self._sessions.begin() as db:
@@ -497,6 +790,34 @@ class Billing:
     def receipt(self, session_id: str) -> Receipt:
         with self._sessions() as db:
             return build_receipt(db, self._session(db, session_id))
+
+    def stored_receipts(self, session_id: str) -> list[str]:
+        """Every version of the session's receipt text, oldest first, as it was stored."""
+        with self._sessions() as db:
+            self._session(db, session_id)
+            return list(db.scalars(select(StoredReceipt.text)
+                                   .where(StoredReceipt.session_id == session_id)
+                                   .order_by(StoredReceipt.version)))
+
+    def _store_receipt(self, session_id: str) -> None:
+        """Store the receipt's text once the session has an outcome, when it changed."""
+        try:
+            self._store_receipt_once(session_id)
+        except IntegrityError:  # another process stored this version first: compare again
+            self._store_receipt_once(session_id)
+
+    def _store_receipt_once(self, session_id: str) -> None:
+        with self._sessions.begin() as db:
+            sess = db.get(CabinetSession, session_id)
+            if sess is None or sess.outcome is None:
+                return
+            text = build_receipt(db, sess).render_text()
+            last = db.scalars(select(StoredReceipt).where(StoredReceipt.session_id == session_id)
+                              .order_by(StoredReceipt.version.desc()).limit(1)).first()
+            if last is not None and last.text == text:
+                return
+            db.add(StoredReceipt(session_id=session_id, version=(last.version + 1) if last else 1,
+                                 outcome=sess.outcome, text=text, at=self._clock()))
 
     # --- helpers ----------------------------------------------------------------------------
     def _account(self, db: Session, account_id: int) -> Account:
@@ -536,9 +857,8 @@ def _hold_of(db: Session, session_id: str) -> Hold | None:
     return db.scalar(select(Hold).where(Hold.session_id == session_id))
 
 
-def _request_void(hold: Hold) -> None:
-    if hold.status == "authorized":
-        hold.status, hold.void_key = "void_requested", f"{hold.session_id}:void"
+def _charge_of(db: Session, session_id: str, kind: str) -> Charge | None:
+    return db.scalar(select(Charge).where(Charge.session_id == session_id, Charge.kind == kind))
 
 
 def _hold_result(hold: Hold, sess: CabinetSession) -> HoldResult:

@@ -36,7 +36,7 @@ class PowerCut(Exception):
 class DiesBeforeCapture(GatewayClient):
     """The capture row and its key are committed; the process dies before the request."""
 
-    def capture(self, auth_id, amount, idempotency_key):
+    def capture(self, auth_id, amount, idempotency_key, **kw):
         raise PowerCut("before the capture request")
 
 
@@ -50,8 +50,9 @@ def held(billing, alice, session_id="s-1"):
 def test_the_hold_is_the_configured_amount_at_the_gateway_and_in_the_ledger(
         billing, alice, gateway, book):
     result = held(billing, alice)
-    auth = gateway.authorization(result.auth_id)
-    assert (auth["status"], auth["amount"], auth["currency"]) == ("authorized", HOLD, "EUR")
+    auth = gateway.intent(result.auth_id)
+    assert (auth["status"], auth["amount"], auth["currency"]) == \
+        ("requires_capture", HOLD, "EUR")
     assert (result.session_id, result.reason, result.amount, result.code) == \
         ("s-1", "", Money(HOLD, "EUR"), None)
     hold = book.one(Hold, session_id="s-1")
@@ -91,11 +92,12 @@ def test_a_denied_session_stays_denied_without_asking_the_gateway_again(
 
 def test_a_gateway_error_on_the_hold_denies_the_session_and_says_so(billing, alice, gateway):
     # another cabinet used this session's key for another request: the gateway says 409
-    GatewayClient(gateway.base_url).authorize(999, "EUR", "tok_visa_ok", "s-1:hold")
+    GatewayClient(gateway.base_url, api_key=gateway.api_key).authorize(999, "EUR",
+                                                                       "tok_visa_ok", "s-1:hold")
     result = billing.place_hold("s-1", alice.id)
     assert (result.ok, result.code) == (False, "gateway")
     assert result.reason.startswith(f"payment error: gateway {gateway.base_url} POST "
-                                    f"/v1/authorizations (key s-1:hold): ")
+                                    f"/v1/payment_intents (key s-1:hold): ")
     assert "already used with a different request" in result.reason
     assert billing.receipt("s-1").outcome == "denied"
 
@@ -133,12 +135,12 @@ def test_a_bad_billing_setting_is_refused(billing, kw, error, words):
 def test_capture_takes_the_basket_total_in_minor_units(billing, alice, gateway, book):
     hold = held(billing, alice)
     receipt = billing.settle("s-1", [COLA, CRISPS])
-    auth = gateway.authorization(hold.auth_id)
-    assert (auth["status"], auth["captured_amount"]) == ("captured", 520)
+    auth = gateway.intent(hold.auth_id)
+    assert (auth["status"], auth["amount_received"]) == ("succeeded", 520)
     charge = book.one(Charge, session_id="s-1")
     assert (charge.kind, charge.amount, charge.currency, charge.status, charge.idempotency_key,
             charge.gateway_auth_id, charge.gateway_capture_id) == \
-        ("capture", 520, "EUR", "captured", "s-1:capture", hold.auth_id, auth["capture_id"])
+        ("capture", 520, "EUR", "captured", "s-1:capture", hold.auth_id, auth["id"])
     assert [(x.position, x.sku, x.qty, x.unit_price, x.amount, x.currency)
             for x in book.all(LineItem, session_id="s-1")] == \
         [(0, "cola-330", 2, 150, 300, "EUR"), (1, "crisps-salt", 1, 220, 220, "EUR")]
@@ -153,7 +155,7 @@ def test_capture_takes_the_basket_total_in_minor_units(billing, alice, gateway, 
 def test_a_basket_of_exactly_the_hold_owes_nothing(billing, alice, gateway, book):
     hold = held(billing, alice)
     receipt = billing.settle("s-1", [Line("box", "Gift box", 1, HOLD)])
-    assert gateway.authorization(hold.auth_id)["captured_amount"] == HOLD
+    assert gateway.intent(hold.auth_id)["amount_received"] == HOLD
     assert book.ledger("s-1") == [("hold", HOLD), ("capture", HOLD)]
     assert (receipt.charged, receipt.owed) == (Money(HOLD, "EUR"), Money(0, "EUR"))
     assert billing.standing(alice.id).ok
@@ -162,25 +164,32 @@ def test_a_basket_of_exactly_the_hold_owes_nothing(billing, alice, gateway, book
 def test_a_refused_capture_owes_the_whole_basket_not_only_the_hold(billing, alice, gateway,
                                                                    book):
     hold = held(billing, alice)
-    GatewayClient(gateway.base_url).void(hold.auth_id, "released-elsewhere")
+    GatewayClient(gateway.base_url, api_key=gateway.api_key).void(hold.auth_id,
+                                                                  "released-elsewhere")
     receipt = billing.settle("s-1", [Line("gin", "Gin 70 cl", 1, HOLD + 500)])
     assert (receipt.outcome, receipt.charged, receipt.owed) == \
         ("pending", Money(0, "EUR"), Money(HOLD + 500, "EUR"))
     assert book.ledger("s-1") == [("hold", HOLD), ("debt", HOLD + 500)]
-    charge = book.one(Charge, session_id="s-1")
-    assert charge.status == "failed" and "only an authorized one can be captured" in \
+    charge = book.one(Charge, session_id="s-1", kind="capture")
+    assert charge.status == "failed" and "only one that requires_capture can be captured" in \
         charge.failure
+    extra = book.one(Charge, session_id="s-1", kind="extra")   # never sent: all of it is owed
+    assert extra.status == "failed" and "not attempted" in extra.failure
+    assert gateway.effects()["charge"] == 0
 
 
-def test_one_cent_above_the_hold_is_one_cent_of_debt(billing, alice, gateway, book):
+def test_one_cent_above_the_hold_is_a_second_payment_of_one_cent(billing, alice, gateway,
+                                                                  book):
     hold = held(billing, alice)
     receipt = billing.settle("s-1", [Line("box", "Gift box", 1, HOLD + 1)])
-    assert gateway.authorization(hold.auth_id)["captured_amount"] == HOLD
-    assert book.ledger("s-1") == [("hold", HOLD), ("capture", HOLD), ("debt", 1)]
+    assert gateway.intent(hold.auth_id)["amount_received"] == HOLD
+    extra = book.one(Charge, session_id="s-1", kind="extra")
+    assert (extra.amount, extra.status, extra.idempotency_key) == (1, "captured", "s-1:extra")
+    assert gateway.intent(extra.gateway_capture_id)["amount_received"] == 1
+    assert book.ledger("s-1") == [("hold", HOLD), ("capture", HOLD), ("capture", 1)]
     assert (receipt.outcome, receipt.total, receipt.charged, receipt.owed) == \
-        ("charged", Money(HOLD + 1, "EUR"), Money(HOLD, "EUR"), Money(1, "EUR"))
-    assert billing.debt(alice.id) == Money(1, "EUR")
-    assert billing.standing(alice.id).reason == "unpaid debt of EUR 0.01"
+        ("charged", Money(HOLD + 1, "EUR"), Money(HOLD + 1, "EUR"), Money(0, "EUR"))
+    assert billing.debt(alice.id) == Money(0, "EUR") and billing.standing(alice.id).ok
 
 
 def test_line_amounts_are_quantity_times_unit_price(billing, alice, book):
@@ -196,7 +205,7 @@ def test_a_basket_of_free_items_takes_nothing_and_releases_the_hold(billing, ali
     hold = held(billing, alice)
     receipt = billing.settle("s-1", [Line("free", "Sample", 2, 0)])
     assert receipt.outcome == "nothing_taken" and receipt.total == Money(0, "EUR")
-    assert gateway.authorization(hold.auth_id)["status"] == "voided"
+    assert gateway.intent(hold.auth_id)["status"] == "canceled"
     assert book.count(Charge) == 0
     assert book.ledger("s-1") == [("hold", HOLD), ("void", HOLD)]
 
@@ -241,7 +250,7 @@ def test_the_receipt_times_come_from_the_billing_clock(billing, alice, clock):
 def test_an_empty_basket_voids_the_hold_at_the_gateway(billing, alice, gateway, book):
     hold = held(billing, alice)
     receipt = billing.settle("s-1", [])
-    assert gateway.authorization(hold.auth_id)["status"] == "voided"
+    assert gateway.intent(hold.auth_id)["status"] == "canceled"
     row = book.one(Hold, session_id="s-1")
     assert (row.status, row.void_key) == ("voided", "s-1:void")
     assert [r.idempotency_key for r in gateway.requests_seen()] == ["s-1:hold", "s-1:void"]
@@ -253,7 +262,7 @@ def test_an_empty_basket_voids_the_hold_at_the_gateway(billing, alice, gateway, 
 def test_voiding_a_session_releases_the_hold_with_its_reason(billing, alice, gateway, book):
     hold = held(billing, alice)
     receipt = billing.void_session("s-1", "the door was never opened")
-    assert gateway.authorization(hold.auth_id)["status"] == "voided"
+    assert gateway.intent(hold.auth_id)["status"] == "canceled"
     assert (receipt.outcome, receipt.outcome_reason, receipt.total) == \
         ("void", "the door was never opened", Money(0, "EUR"))
     assert "Void - no charge, the hold is released: the door was never opened" in \
@@ -265,11 +274,13 @@ def test_voiding_a_session_releases_the_hold_with_its_reason(billing, alice, gat
 def test_a_void_the_gateway_refuses_is_recorded_without_a_void_entry(billing, alice, gateway,
                                                                      book):
     hold = held(billing, alice)
-    GatewayClient(gateway.base_url).void(hold.auth_id, "released-elsewhere")
+    GatewayClient(gateway.base_url, api_key=gateway.api_key).void(hold.auth_id,
+                                                                  "released-elsewhere")
     receipt = billing.settle("s-1", [])
     assert receipt.outcome == "nothing_taken"
     row = book.one(Hold, session_id="s-1")
-    assert row.status == "void_failed" and "is voided; only an authorized one can be voided" \
+    assert row.status == "void_failed" and \
+        "is canceled; only one that requires_capture can be canceled" \
         in row.decline_reason
     assert book.ledger("s-1") == [("hold", HOLD)]
     assert billing.retry_pending() == []
@@ -338,7 +349,7 @@ def test_a_different_basket_after_a_charge_is_a_conflict_and_changes_nothing(
     billing.settle("s-1", [COLA])
     with pytest.raises(SettlementConflict, match=r"already settled with another basket "
                                                  r"\(2 x cola-330\); corrections go through "
-                                                 r"refunds"):
+                                                 r"Billing.correct"):
         billing.settle("s-1", [Line("cola-330", "Cola 330 ml", 2, 151)])
     assert book.count(LineItem) == 1 and gateway.effects()["capture"] == 1
     assert book.ledger("s-1") == [("hold", HOLD), ("capture", 300)]
@@ -348,6 +359,7 @@ def test_a_different_basket_after_a_charge_is_a_conflict_and_changes_nothing(
 def test_refunds_are_bounded_by_what_was_captured_not_by_the_basket(billing, alice, gateway,
                                                                     book):
     held(billing, alice)
+    gateway.fail_next(1, "decline")                  # the payment above the hold is declined
     billing.settle("s-1", [Line("gin", "Gin 70 cl", 1, HOLD + 500)])  # HOLD captured, 500 owed
     with pytest.raises(RefundRefused, match=r"EUR 20.01 is more than the EUR 20.00 left"):
         billing.refund("s-1", HOLD + 1, "all of it")

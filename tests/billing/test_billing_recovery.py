@@ -24,15 +24,15 @@ class PowerCut(Exception):
 class DiesAfterCapture(GatewayClient):
     """The gateway captured and answered; the process died before recording it."""
 
-    def capture(self, auth_id, amount, idempotency_key):
-        super().capture(auth_id, amount, idempotency_key)
+    def capture(self, auth_id, amount, idempotency_key, **kw):
+        super().capture(auth_id, amount, idempotency_key, **kw)
         raise PowerCut("after the capture answer")
 
 
 class DiesBeforeCapture(GatewayClient):
     """The capture row and key were committed; the process died before the request."""
 
-    def capture(self, auth_id, amount, idempotency_key):
+    def capture(self, auth_id, amount, idempotency_key, **kw):
         raise PowerCut("before the capture request")
 
 
@@ -147,7 +147,7 @@ def test_a_late_outage_report_does_not_reopen_a_charged_session(make_billing, ga
         """While this process waits for its capture answer, another one finishes the session;
         then this one's capture gets no answer."""
 
-        def capture(self, auth_id, amount, idempotency_key):
+        def capture(self, auth_id, amount, idempotency_key, **kw):
             winner.retry_pending()
             raise GatewayUnavailable("no answer")
 
@@ -231,8 +231,8 @@ def test_a_declined_hold_whose_answer_was_lost_is_recorded_declined(billing, gat
     assert billing.place_hold("s-1", carol.id).code == "unavailable"
     retried = billing.retry_pending()
     assert [(r.what, r.result) for r in retried] == [("hold_cleanup", "declined")]
-    assert gateway.effects() == {"authorize": 0, "decline": 1, "capture": 0, "void": 0,
-                                 "refund": 0}
+    assert gateway.effects() == {"authorize": 0, "decline": 1, "capture": 0, "charge": 0,
+                                 "void": 0, "refund": 0}
     assert billing.retry_pending() == []
 
 
@@ -264,7 +264,7 @@ def test_a_refund_waiting_for_an_answer_still_counts_against_the_capture(billing
 
 def test_a_refused_capture_becomes_debt_and_the_session_stays_pending(billing, alice, gateway):
     hold = billing.place_hold("s-1", alice.id)
-    GatewayClient(gateway.base_url).void(hold.auth_id, "someone-else")  # hold gone meanwhile
+    GatewayClient(gateway.base_url, api_key=gateway.api_key).void(hold.auth_id, "someone-else")  # hold gone meanwhile
     receipt = billing.settle("s-1", [COLA])
     assert receipt.outcome == "pending" and receipt.owed.amount == 300
     assert "unpaid" in receipt.outcome_reason

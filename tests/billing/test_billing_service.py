@@ -60,6 +60,7 @@ def test_no_payment_method_is_not_good_standing(billing):
 
 def test_unpaid_debt_is_not_good_standing(billing, alice, gateway):
     billing.place_hold("s-1", alice.id)
+    gateway.fail_next(1, "insufficient_funds")     # the payment above the hold is declined
     billing.settle("s-1", [Line("wine", "Wine", 1, billing.hold_amount + 350)])
     assert billing.debt(alice.id) == Money(350, "EUR")
     standing = billing.standing(alice.id)
@@ -67,7 +68,7 @@ def test_unpaid_debt_is_not_good_standing(billing, alice, gateway):
     refused = billing.place_hold("s-2", alice.id)
     assert (refused.ok, refused.code, refused.reason) == (False, "standing",
                                                           "unpaid debt of EUR 3.50")
-    assert gateway.effects()["authorize"] == 1
+    assert gateway.effects()["authorize"] == 1 and gateway.effects()["decline"] == 1
 
 
 def test_unknown_account_is_a_clear_error(billing):
@@ -155,8 +156,8 @@ def test_nothing_taken_voids_the_hold(billing, alice, gateway):
     billing.place_hold("s-1", alice.id)
     receipt = billing.settle("s-1", [])
     assert receipt.outcome == "nothing_taken" and receipt.charged == Money(0, "EUR")
-    assert gateway.effects() == {"authorize": 1, "decline": 0, "capture": 0, "void": 1,
-                                 "refund": 0}
+    assert gateway.effects() == {"authorize": 1, "decline": 0, "capture": 0, "charge": 0,
+                                 "void": 1, "refund": 0}
     assert ledger(billing, "s-1") == [("hold", billing.hold_amount), ("void", billing.hold_amount)]
 
 
@@ -169,16 +170,28 @@ def test_a_session_that_never_opened_is_void(billing, alice, gateway):
         billing.settle("s-1", [COLA])
 
 
-def test_a_basket_above_the_hold_captures_the_hold_and_records_debt(billing, alice, gateway):
+def test_a_basket_above_the_hold_captures_the_hold_and_charges_the_rest(billing, alice,
+                                                                        gateway):
     billing.place_hold("s-1", alice.id)
     receipt = billing.settle("s-1", [Line("gin", "Gin 70 cl", 1, 2500)])
     assert receipt.outcome == "charged"
+    assert receipt.charged == Money(2500, "EUR") and receipt.owed == Money(0, "EUR")
+    assert ledger(billing, "s-1") == [("hold", billing.hold_amount),
+                                      ("capture", billing.hold_amount),
+                                      ("capture", 2500 - billing.hold_amount)]
+    assert gateway.effects()["capture"] == 1 and gateway.effects()["charge"] == 1
+
+
+def test_a_declined_payment_above_the_hold_is_owed(billing, alice, gateway):
+    billing.place_hold("s-1", alice.id)
+    gateway.fail_next(1, "decline")
+    receipt = billing.settle("s-1", [Line("gin", "Gin 70 cl", 1, 2500)])
+    assert receipt.outcome == "pending"
     assert receipt.charged == Money(billing.hold_amount, "EUR")
     assert receipt.owed == Money(500, "EUR")
     assert "Owed      EUR 5.00 (settle it before the next visit)" in receipt.render_text()
     assert ledger(billing, "s-1") == [("hold", billing.hold_amount),
                                       ("capture", billing.hold_amount), ("debt", 500)]
-    assert gateway.effects()["capture"] == 1
 
 
 def test_settling_again_with_the_same_basket_changes_nothing(billing, alice, gateway):

@@ -62,7 +62,7 @@ def hold_status(billing, session_id="s-1"):
 def test_a_basket_below_the_hold_captures_exactly_its_total(billing, alice, held, gateway):
     receipt = billing.settle("s-1", [COLA, CRISPS], flags=["low_confidence"])
     row = capture_row(billing)
-    assert row["capture_id"].startswith("cap_")
+    assert row["capture_id"] == held.auth_id        # the PaymentIntent is the capture
     assert row == {"kind": "capture", "amount": 520, "currency": "EUR", "status": "captured",
                    "key": "s-1:capture", "auth": held.auth_id,
                    "capture_id": row["capture_id"], "failure": None}
@@ -71,7 +71,7 @@ def test_a_basket_below_the_hold_captures_exactly_its_total(billing, alice, held
     assert session_row(billing) == {"state": "closed", "outcome": "charged", "reason": None,
                                     "total": 520, "flags": ["low_confidence"], "closed": True}
     assert hold_status(billing) == "captured"
-    assert gateway.authorization(held.auth_id)["captured_amount"] == 520
+    assert gateway.intent(held.auth_id)["amount_received"] == 520
     assert (receipt.total, receipt.charged, receipt.owed) == (
         Money(520, "EUR"), Money(520, "EUR"), Money(0, "EUR"))
 
@@ -93,15 +93,16 @@ def test_a_basket_equal_to_the_hold_owes_nothing(billing, alice, held, gateway):
     assert billing.debt(alice.id) == Money(0, "EUR")
 
 
-def test_a_basket_one_cent_above_the_hold_owes_one_cent(billing, alice, held, gateway):
+def test_a_basket_one_cent_above_the_hold_charges_one_cent_more(billing, alice, held, gateway):
     receipt = billing.settle("s-1", [Line("wine", "Wine", 1, HOLD + 1)])
     assert capture_row(billing)["amount"] == HOLD
     assert ledger(billing) == [("hold", HOLD, "EUR", None, alice.id),
                                ("capture", HOLD, "EUR", None, alice.id),
-                               ("debt", 1, "EUR", "basket above the hold", alice.id)]
-    assert receipt.owed == Money(1, "EUR") and receipt.outcome == "charged"
-    assert billing.debt(alice.id) == Money(1, "EUR")
-    assert gateway.authorization(held.auth_id)["captured_amount"] == HOLD
+                               ("capture", 1, "EUR", "the charge above the hold", alice.id)]
+    assert receipt.owed == Money(0, "EUR") and receipt.outcome == "charged"
+    assert billing.debt(alice.id) == Money(0, "EUR")
+    assert gateway.intent(held.auth_id)["amount_received"] == HOLD
+    assert gateway.effects()["charge"] == 1
 
 
 def test_an_empty_basket_voids_and_charges_nothing(billing, alice, held, gateway):
@@ -143,7 +144,7 @@ def test_a_refused_capture_records_the_whole_basket_as_debt(billing, alice, held
     receipt = billing.settle("s-1", [COLA, CRISPS])
     row = capture_row(billing)
     assert row["status"] == "failed" and row["amount"] == 520
-    assert "refused with HTTP 400" in row["failure"] and "voided" in row["failure"]
+    assert "refused with HTTP 400" in row["failure"] and "canceled" in row["failure"]
     assert ledger(billing) == [("hold", HOLD, "EUR", None, alice.id),
                                ("debt", 520, "EUR", f"capture refused: {row['failure']}",
                                 alice.id)]
@@ -171,7 +172,7 @@ def test_a_second_basket_is_a_conflict_that_names_the_first(billing, held):
     with pytest.raises(SettlementConflict) as e:
         billing.settle("s-1", [CRISPS])
     assert str(e.value) == ("settle s-1: this session was already settled with another basket "
-                            "(2 x cola-330); corrections go through refunds")
+                            "(2 x cola-330); corrections go through Billing.correct")
 
 
 def test_flags_are_merged_sorted_and_unique(billing, held):
@@ -276,7 +277,7 @@ def test_each_session_captures_its_own_basket(billing, alice, held, gateway):
     row = capture_row(billing, "s-2")
     assert (row["amount"], row["key"], row["auth"], row["status"]) == (
         220, "s-2:capture", second.auth_id, "captured")
-    assert gateway.authorization(second.auth_id)["captured_amount"] == 220
+    assert gateway.intent(second.auth_id)["amount_received"] == 220
     assert gateway.effects()["capture"] == 2
 
 
@@ -296,7 +297,7 @@ def test_a_void_the_gateway_refuses_is_recorded_with_its_reason(billing, alice, 
         hold = db.scalar(select(Hold).where(Hold.session_id == "s-1"))
         status, reason = hold.status, hold.decline_reason
     assert status == "void_failed"
-    assert "refused with HTTP 400" in reason and "only an authorized one can be voided" in reason
+    assert "refused with HTTP 400" in reason and "only one that requires_capture can be canceled" in reason
     assert ledger(billing) == [("hold", HOLD, "EUR", None, alice.id)]
     assert receipt.outcome == "nothing_taken"
 
