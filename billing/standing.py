@@ -10,7 +10,8 @@ Two layers, in this order (docs/customers.md says the same to customers):
    score decides face-only entry, a second factor, a larger hold, or refusal (`policy`).
 
 `history_of` reads a History from the ledger; `score` and `policy` are pure functions, so
-every rule is tested exactly. Nothing here calls the gateway.
+every rule is tested exactly. Nothing here calls the gateway: `record_debt_paid` books money an
+operator received for a debt (paying a debt by card is a payment flow, billing/service.py).
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import dataclasses
 import datetime as dt
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from billing.errors import BillingError, UnknownAccount
 from billing.models import Account, CabinetSession, Charge, Dispute, Hold, LedgerEntry
-from billing.money import Money
+from billing.money import Money, check_amount
 
 # --- the score ---------------------------------------------------------------------------
 START = 50
@@ -151,3 +153,26 @@ def admission(db: Session, account: Account, base_hold: Money, now: dt.datetime)
     if waiting is not None:
         return refused("payment_pending", f"the payment for session {waiting} is still pending")
     return policy(score(history_of(db, account, now)), base_hold)
+
+
+def record_debt_paid(factory: sessionmaker, account_id: int, amount: int, note: str,
+                     now: dt.datetime) -> Money:
+    """An operator records money received for an account's debt (a negative debt entry in the
+    append-only ledger); returns what is still owed. Paying more than is owed is refused."""
+    amount = check_amount(amount, f"debt payment of account {account_id}", allow_zero=False)
+    if not isinstance(note, str) or not note.strip():
+        raise BillingError(f"debt payment of account {account_id}: give a note (how it was "
+                           f"paid)")
+    with factory.begin() as db:
+        account = db.get(Account, account_id) if isinstance(account_id, int) else None
+        if account is None:
+            raise UnknownAccount(account_id)
+        debt = owed(db, account)
+        if amount > debt.amount:
+            raise BillingError(f"debt payment of account {account_id}: "
+                               f"{Money(amount, account.currency)} is more than the {debt} "
+                               f"owed")
+        db.add(LedgerEntry(account_id=account_id, session_id=None, kind="debt",
+                           amount=-amount, currency=account.currency, at=now,
+                           note=note.strip()))
+        return Money(debt.amount - amount, account.currency)
