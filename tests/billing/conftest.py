@@ -183,7 +183,8 @@ def make_billing(db_url: str, gateway: SandboxGateway, clock: FixedClock):
                             max_retries=3, sleep=sleep,
                             jitter=lambda: 1.0)
         return Billing(session_factory(engine), client, hold_amount=HOLD, currency="EUR",
-                       cabinet_id="cab-test", clock=clock, secrets=TEST_SECRETS)
+                       cabinet_id="cab-test", clock=clock, secrets=TEST_SECRETS,
+                       outbox_jitter=lambda: 1.0)
 
     yield build
     for engine in engines:
