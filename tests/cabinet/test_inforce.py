@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cabinet.errors import CabinetError
 from cabinet.inforce import InForce, atomic_write
@@ -109,3 +112,29 @@ def test_atomic_write_replaces_the_whole_file(tmp_path):
 def test_an_unknown_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown kind 'stock'"):
         _store(tmp_path).read("stock")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([b"a\n", b"b\n", b"c\n"]), st.none()), max_size=12))
+def test_any_run_of_applies_and_rollbacks_walks_back_through_what_was_in_force(steps):
+    """Model: the versions put in force, newest last; a rollback goes back to the newest one
+    that differs from the file in force (re-applying the same bytes is no new version)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = _store(Path(tmp))
+        versions = [store.read("catalog")]
+        for data in steps:
+            if data is not None:
+                store.apply("catalog", data)
+                versions.append(data)
+                continue
+            current = versions[-1]
+            while versions and versions[-1] == current:
+                versions.pop()
+            if not versions:
+                with pytest.raises(CabinetError, match="no earlier version"):
+                    store.rollback("catalog")
+                versions = [current]
+            else:
+                store.rollback("catalog")
+            assert store.read("catalog") == versions[-1]
+        assert store.read("catalog") == versions[-1]
