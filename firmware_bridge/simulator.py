@@ -99,7 +99,8 @@ class SimMCU:
         self.path = ""
         self.paths: list[str] = []
         # counters a test or the bench can read
-        self._exclusive_checked = True
+        self._exclusive_held = False
+        self._exclusive_check_at = 0.0
         self.unlocks_executed = 0
         self.uncommanded_releases = 0
         self.commands_executed = 0
@@ -311,20 +312,21 @@ class SimMCU:
             os.close(self._busy_fd)
             self._busy_fd = -1
 
-    def _drop_stale_exclusive(self) -> None:
+    def _drop_stale_exclusive(self) -> bool:
         """A USB tty's exclusive flag (TIOCEXCL) goes when its last file is closed, also when
         the host was killed. This pty's slave stays open here, which would keep the flag for
         ever; so once the host has gone quiet and no other file has the tty open (a killed
         host's files are closed), the simulated board clears it as the kernel would."""
         if self._slave < 0 or self._busy_fd >= 0 or not self.path:
-            return
+            return False
         if port_holders(self.path, skip_fds={(os.getpid(), self._slave),
                                              (os.getpid(), self._master)}):
-            return
+            return False
         try:
             fcntl.ioctl(self._slave, termios.TIOCNXCL)
         except OSError:
-            pass
+            return False
+        return True
 
     def _vanish(self, duration_s: float) -> None:
         self._release_busy()
@@ -423,7 +425,7 @@ class SimMCU:
             if rec.message is None or rec.message.KIND != "command":
                 continue
             self._last_host_rx = self.clock.monotonic()
-            self._exclusive_checked = False
+            self._exclusive_held = True             # a host was here: it may hold TIOCEXCL
             if self.faults.take("lose_command"):
                 continue
             self._command(rec.message)
@@ -512,9 +514,11 @@ class SimMCU:
                 self._relock(P.PULSE_END)
             elif now - self._last_host_rx > self.host_timeout_s:
                 self._relock(P.HOST_SILENT)
-        if not self._exclusive_checked and now - self._last_host_rx > self.host_timeout_s:
-            self._exclusive_checked = True
-            self._drop_stale_exclusive()
+        if self._exclusive_held and now - self._last_host_rx > self.host_timeout_s \
+                and now >= self._exclusive_check_at:
+            # the host is quiet: look (every host timeout) whether it is gone
+            self._exclusive_check_at = now + self.host_timeout_s
+            self._exclusive_held = not self._drop_stale_exclusive()
         if now >= self._next_sample:
             self._next_sample = max(self._next_sample + 1 / self.sample_hz, now - 0.2)
             self._sample(now)

@@ -117,11 +117,12 @@ def test_port_busy_names_the_process_that_holds_the_port(tty):
 def test_a_killed_holder_leaves_the_port_free_as_a_usb_tty_would(make_sim, wait_for):
     """The kernel drops TIOCEXCL with a USB tty's last file; the simulated board keeps its
     pty slave open, so it drops the flag itself once the host is quiet and gone."""
-    sim = make_sim(host_timeout_s=0.3)
+    sim = make_sim()
     os.chmod(sim.path, 0o666)
     holder = subprocess.run(
         [sys.executable, "-c", "import os, signal, sys; from firmware_bridge.device import Board; "
-         "Board(sys.argv[1], reconnect=False).open(); os.kill(os.getpid(), signal.SIGKILL)",
+         "Board(sys.argv[1], reconnect=False, host_timeout_s=0.3).open(); "
+         "os.kill(os.getpid(), signal.SIGKILL)",
          sim.path], capture_output=True, text=True, timeout=30)
     assert holder.returncode == -9, holder.stderr
     wait_for(lambda: _as_nobody(_raw_open(sim.path)) == "opened", 5,
