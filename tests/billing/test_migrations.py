@@ -62,11 +62,12 @@ def test_init_db_brings_an_empty_database_to_head_and_then_does_nothing(fresh_ur
     engine = make_engine(fresh_url)
     assert revision_of(engine) is None
     init_db(engine)
-    assert revision_of(engine) == head_revision() == "0002"
+    head = head_revision()
+    assert head >= "0002" and revision_of(engine) == head
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
     init_db(engine)
-    assert versions == [("0002",)] and revision_of(engine) == "0002"
+    assert versions == [(head,)] and revision_of(engine) == head
     engine.dispose()
 
 
@@ -89,7 +90,7 @@ def test_a_database_from_before_alembic_is_stamped_upgraded_and_sealed(fresh_url
     _pre_alembic(engine)
     assert revision_of(engine) is None
     init_db(engine, secrets=TEST_SECRETS)
-    assert revision_of(engine) == "0002"
+    assert revision_of(engine) == head_revision()
     with engine.connect() as conn:
         token = conn.execute(text("SELECT payment_token FROM accounts WHERE id = 1")).scalar()
         rows = conn.execute(text("SELECT source, encoding FROM face_templates "
