@@ -221,3 +221,9 @@ def test_a_database_whose_driver_is_not_installed_is_a_clear_error():
                                                "Python driver 'pymssql', which is not "
                                                "installed"):
         make_engine("mssql+pymssql://u@h/db")
+
+
+def test_a_plain_postgresql_url_uses_psycopg_3():
+    engine = make_engine("postgresql://cabinet@127.0.0.1:1/cabinet")    # connects lazily
+    assert (engine.url.drivername, engine.dialect.driver) == ("postgresql+psycopg", "psycopg")
+    engine.dispose()
