@@ -227,3 +227,14 @@ def test_a_plain_postgresql_url_uses_psycopg_3():
     engine = make_engine("postgresql://cabinet@127.0.0.1:1/cabinet")    # connects lazily
     assert (engine.url.drivername, engine.dialect.driver) == ("postgresql+psycopg", "psycopg")
     engine.dispose()
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception),
+                                         ("", pytest.skip.Exception)])
+def test_a_missing_postgresql_fails_in_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    from conftest import _no_server
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="^PostgreSQL: no server here. Start one with `bash "
+                                      "scripts/services.sh` \\(make test does\\), or set "
+                                      "CABINET_TEST_PG_URL"):
+        _no_server("no server here")
