@@ -230,3 +230,18 @@ def test_the_first_refusal_in_order_is_the_one_shown(billing, clock):
     assert billing.admission(alice.id).code == "no_payment_method"
     billing.set_payment_token(alice.id, "tok_visa_ok")
     assert billing.admission(alice.id).code == "debt"
+
+
+def test_an_unpaid_session_end_to_end_refuses_the_next_visit_until_paid(billing, book,
+                                                                        gateway, clock):
+    from billing import GatewayClient, Line
+    alice = billing.open_account("Alice", "tok_visa_ok")
+    hold = billing.place_hold("s-1", alice.id)
+    GatewayClient(gateway.base_url, api_key=gateway.api_key).void(hold.auth_id, "elsewhere")
+    receipt = billing.settle("s-1", [Line("cola", "Cola", 1, 350)])    # the capture is refused
+    assert (receipt.outcome, receipt.owed) == ("pending", Money(350, "EUR"))
+    clock.advance(3600)
+    refused = billing.place_hold("s-2", alice.id)
+    assert (refused.ok, refused.reason) == (False, "unpaid debt of EUR 3.50")
+    record_debt_paid(billing._sessions, alice.id, 350, "paid by bank transfer", clock())
+    assert billing.place_hold("s-3", alice.id).ok
