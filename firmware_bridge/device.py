@@ -116,6 +116,14 @@ class Board:
         self._release_judged = True
         self._releases: deque[E.LockRelease] = deque(maxlen=32)
         self._minor = P.PROTOCOL_MINOR
+        # what tells a release whose event was lost for good: the MCU's release count (1.1)
+        # against the releases seen this boot, compared once every event up to a heartbeat's
+        # last one has arrived; for a 1.0 board, a resync's released lock, judged once the
+        # events the MCU had sent by then have arrived (the release's own event may be one)
+        self._last_seq = 0                      # the last MCU event delivered (this boot)
+        self._release_count: int | None = None  # releases since boot accounted for (1.1)
+        self._releases_seen = 0                 # release events judged
+        self._resync_check: tuple[int, int, str] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Identity:
@@ -350,8 +358,13 @@ class Board:
             if reset:
                 # a released lock after a reboot was released in the new boot: its event is
                 # replayed from the new boot's ring and judged then (or, if the ring lost it,
-                # in link_events_lost)
+                # by the release count or the resync check)
                 self._release_judged = st.lock_engaged
+            if reset or not restored:
+                first_seq = 0 if reset else ident.last_event_seq
+                self._last_seq, self._resync_check = first_seq, None
+                self._release_count = (0 if reset else st.releases) if self._minor >= 1 \
+                    else None
             if reset or not restored:
                 self._lock_engaged, self._door_open = st.lock_engaged, st.door_open
                 for f in self._filters.values():
@@ -381,11 +394,17 @@ class Board:
             if hb.lock_engaged:
                 self._release_judged = True
             elif unjudged:
-                self._judge_release(P.UNKNOWN_RELEASE, 0, None, now, source="resync",
-                                    lost=f"events {first}..{last} were lost")
+                self._release_judged = False
+            if unjudged and self._minor < 1:
+                # the release's event may still come (it may lie after the lost range): decide
+                # once the events the MCU had sent by now have arrived (1.1: the count does)
+                self._resync_check = (hb.last_event_seq, self._releases_seen,
+                                      f"events {first}..{last} were lost")
 
     def link_heartbeat(self, hb: P.Heartbeat, now: float) -> None:
         self._last_hb = hb
+        self._count_releases(hb, now)
+        self._settle_resync(now)
         if hb.temperature_centi == -32768 or self.temperature_limits is None:
             return
         t = hb.temperature_centi / 100
@@ -398,6 +417,11 @@ class Board:
             self._emit(E.TemperatureNormal(t))
 
     def link_event(self, msg: P.Message, now: float) -> None:
+        self._last_seq = msg.seq
+        self._on_event(msg, now)
+        self._settle_resync(now)
+
+    def _on_event(self, msg: P.Message, now: float) -> None:
         if isinstance(msg, P.WeightBatch):
             f = self._filters.get(msg.shelf)
             if f is None:
@@ -425,12 +449,39 @@ class Board:
             else:
                 # every release event comes here once (the link drops replayed duplicates),
                 # also when a resync already showed the lock released
+                self._releases_seen += 1
+                if self._release_count is not None:
+                    self._release_count = (self._release_count + 1) & 0xFFFF
                 self._judge_release(msg.reason, msg.unlock_seq, msg.seq, now, source="event")
         elif isinstance(msg, P.DoorForced):
             self._emit(E.ForcedDoor(now))
         elif isinstance(msg, P.FaultReport):
             code = P.FAULT_CODES.get(msg.code, f"mcu_fault_{msg.code}")
             self._emit(E.Fault(code, msg.detail, msg.shelf))
+
+    def _count_releases(self, hb: P.Heartbeat, now: float) -> None:
+        """Every event the MCU had sent by this heartbeat has arrived: releases it counts
+        beyond those seen were in events lost for good (a release and its relock both inside
+        a lost range leave no other trace)."""
+        if self._release_count is None or self._minor < 1 or self._last_seq < hb.last_event_seq:
+            return
+        missed = ((hb.releases - self._release_count + 0x8000) & 0xFFFF) - 0x8000
+        self._release_count = hb.releases
+        for _ in range(min(missed, 16)):      # a negative or zero count: none missed
+            self._judge_release(P.UNKNOWN_RELEASE, 0, None, now, source="resync",
+                                lost=f"the board counts {hb.releases} release(s) since boot, "
+                                     f"{missed} release(s) more than this host saw; their "
+                                     f"events were lost")
+
+    def _settle_resync(self, now: float) -> None:
+        check = self._resync_check
+        if check is None or self._last_seq < check[0]:
+            return
+        self._resync_check = None
+        _, seen, lost = check
+        if self._releases_seen == seen and not self._lock_engaged and not self._release_judged:
+            self._judge_release(P.UNKNOWN_RELEASE, 0, None, now, source="resync",
+                                lost=f"{lost}; the lock was found released")
 
     def _judge_release(self, reason: int, unlock_seq: int, event_seq: int | None, now: float,
                        *, source: str, lost: str = "") -> None:
@@ -449,7 +500,7 @@ class Board:
             commanded = self._take_sent(lambda u: u.sent_at <= now <= u.until)
             if not commanded:
                 cause = "unknown"
-                detail = (f"{lost}; the lock was found released" if lost else
+                detail = (lost if lost else
                           f"a protocol 1.{self._minor} board reports no cause for a release "
                           f"and this host sent no unlock")
         else:
@@ -462,7 +513,7 @@ class Board:
             self._releases.append(E.LockRelease(cause, commanded, now, unlock_id, event_seq,
                                                 source))
         self._release_judged = True
-        if self._lock_engaged:
+        if source == "event" and self._lock_engaged:   # a resync announced its own
             self._lock_engaged = False
             self._emit(E.LockChanged(False, cause, now, unlock_id))
         if not commanded:
