@@ -28,7 +28,7 @@ import datetime as dt
 import random
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -445,24 +445,26 @@ class Billing:
 
     def _adopt_orphans(self) -> None:
         """Rows left "requested" without an outbox entry (a database from before the outbox)."""
+        def unqueued(key_column: Any) -> Any:
+            return ~exists().where(PaymentOutbox.idempotency_key == key_column)
+
         with self._sessions.begin() as db:
-            known = set(db.scalars(select(PaymentOutbox.idempotency_key)))
             now = self._clock()
-            for charge in db.scalars(select(Charge).where(Charge.status == "requested")):
-                if charge.idempotency_key not in known:
-                    step = "capture" if charge.kind == "capture" else "charge"
-                    enqueue(db, charge.session_id, step, charge.idempotency_key, now,
-                            None if step == "capture" else charge.id)
-            for hold in db.scalars(select(Hold).where(Hold.status == "void_requested")):
-                if hold.void_key not in known:
-                    enqueue(db, hold.session_id, "void", hold.void_key, now)
+            for charge in db.scalars(select(Charge).where(
+                    Charge.status == "requested", unqueued(Charge.idempotency_key))):
+                step = "capture" if charge.kind == "capture" else "charge"
+                enqueue(db, charge.session_id, step, charge.idempotency_key, now,
+                        None if step == "capture" else charge.id)
+            for hold in db.scalars(select(Hold).where(Hold.status == "void_requested",
+                                                      unqueued(Hold.void_key))):
+                enqueue(db, hold.session_id, "void", hold.void_key, now)
             for hold in db.scalars(select(Hold).join(CabinetSession).where(
-                    Hold.status == "requested", CabinetSession.outcome == "denied")):
-                if hold.idempotency_key not in known:
-                    enqueue(db, hold.session_id, "hold_cleanup", hold.idempotency_key, now)
-            for row in db.scalars(select(Refund).where(Refund.status == "requested")):
-                if row.idempotency_key not in known:
-                    enqueue(db, row.session_id, "refund", row.idempotency_key, now, row.id)
+                    Hold.status == "requested", CabinetSession.outcome == "denied",
+                    unqueued(Hold.idempotency_key))):
+                enqueue(db, hold.session_id, "hold_cleanup", hold.idempotency_key, now)
+            for row in db.scalars(select(Refund).where(Refund.status == "requested",
+                                                       unqueued(Refund.idempotency_key))):
+                enqueue(db, row.session_id, "refund", row.idempotency_key, now, row.id)
 
     def _step_capture(self, session_id: str, _ref: int | None) -> tuple[bool, str, str]:
         with self._sessions() as db:

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from billing import (Billing, BillingError, GatewayClient, GatewayUnavailable, Line, Money,
                      init_db, make_engine, session_factory)
 from billing.crypto import SecretBox
 from billing.models import Charge, Hold, Refund
-from billing.outbox import drain_until_done, outbox_backoff
+from billing.outbox import OutboxReport, drain_until_done, outbox_backoff
 from billing.outbox_models import PaymentOutbox, StoredReceipt
 
 HOLD = 2000
@@ -73,7 +73,6 @@ def test_outbox_backoff_refuses_what_it_cannot_mean(attempts, jitter, words):
 
 
 def test_drain_until_done_sleeps_until_the_next_row_is_due(clock):
-    from billing.outbox import OutboxReport
     reports = [OutboxReport((), 1, clock.now + dt.timedelta(seconds=4)),
                OutboxReport((), 1, clock.now + dt.timedelta(seconds=12)),
                OutboxReport((), 0, None)]
@@ -106,6 +105,26 @@ def test_the_capture_row_and_its_outbox_entry_are_committed_before_the_call(make
     report = restarted.drain_outbox()
     assert [(s.step, s.done, s.result) for s in report.steps] == [("capture", True, "charged")]
     assert report.pending == 0 and gateway.effects()["capture"] == 1
+
+
+def test_a_requested_row_from_before_the_outbox_is_adopted_and_sent(make_billing, gateway):
+    class DiesBeforeCapture(GatewayClient):
+        def capture(self, *a, **kw):
+            raise KeyboardInterrupt("power cut before the capture request")
+
+    doomed = make_billing(DiesBeforeCapture)
+    alice = doomed.open_account("Alice", "tok_visa_ok")
+    held(doomed, alice)
+    with pytest.raises(KeyboardInterrupt):
+        doomed.settle("s-1", [COLA])
+    with doomed._sessions.begin() as db:              # as an older cabinet left it
+        db.execute(delete(PaymentOutbox))
+    restarted = make_billing()
+    assert [(s.step, s.result) for s in restarted.drain_outbox().steps] == \
+        [("capture", "charged")]
+    assert [(s, k, d) for s, k, _, d, _ in outbox(restarted)] == \
+        [("capture", "s-1:capture", True)]
+    assert gateway.effects()["capture"] == 1
 
 
 def test_an_outage_keeps_the_capture_in_the_outbox_with_backoff_until_it_is_done(
