@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from billing.base import Base
+from billing.base import Base, UTCDateTime
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -21,8 +21,17 @@ if connection is None:
     raise RuntimeError("billing/migrations: run through billing.db.init_db(engine) or "
                        "`python -m billing.db revision MESSAGE`; no connection was given")
 
+
+
+def _render_item(kind: str, obj: object, _autogen_context: object) -> str | bool:
+    """New revisions name SQLAlchemy's own types, so they never import the models."""
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 context.configure(connection=connection, target_metadata=Base.metadata,
-                  render_as_batch=True, compare_type=True,
+                  render_as_batch=True, compare_type=True, render_item=_render_item,
                   transaction_per_migration=True)
 with context.begin_transaction():
     context.run_migrations()
