@@ -122,8 +122,7 @@ class Board:
         # events the MCU had sent by then have arrived (the release's own event may be one)
         self._last_seq = 0                      # the last MCU event delivered (this boot)
         self._release_count: int | None = None  # releases since boot accounted for (1.1)
-        self._releases_seen = 0                 # release events judged
-        self._resync_check: tuple[int, int, str] | None = None
+        self._resync_check: tuple[int, str] | None = None   # (MCU's last event, what was lost)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Identity:
@@ -398,8 +397,7 @@ class Board:
             if unjudged and self._minor < 1:
                 # the release's event may still come (it may lie after the lost range): decide
                 # once the events the MCU had sent by now have arrived (1.1: the count does)
-                self._resync_check = (hb.last_event_seq, self._releases_seen,
-                                      f"events {first}..{last} were lost")
+                self._resync_check = (hb.last_event_seq, f"events {first}..{last} were lost")
 
     def link_heartbeat(self, hb: P.Heartbeat, now: float) -> None:
         self._last_hb = hb
@@ -449,7 +447,6 @@ class Board:
             else:
                 # every release event comes here once (the link drops replayed duplicates),
                 # also when a resync already showed the lock released
-                self._releases_seen += 1
                 if self._release_count is not None:
                     self._release_count = (self._release_count + 1) & 0xFFFF
                 self._judge_release(msg.reason, msg.unlock_seq, msg.seq, now, source="event")
@@ -478,8 +475,9 @@ class Board:
         if check is None or self._last_seq < check[0]:
             return
         self._resync_check = None
-        _, seen, lost = check
-        if self._releases_seen == seen and not self._lock_engaged and not self._release_judged:
+        # the release's own event, had it come meanwhile, would have judged it
+        lost = check[1]
+        if not self._lock_engaged and not self._release_judged:
             self._judge_release(P.UNKNOWN_RELEASE, 0, None, now, source="resync",
                                 lost=f"{lost}; the lock was found released")
 
