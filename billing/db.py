@@ -154,6 +154,11 @@ def init_db(engine: Engine, *, revision: str = "head", secrets: Any = None) -> N
             conn.commit()
         try:
             with conn.begin():
+                if sqlite:
+                    # pysqlite runs DDL outside any transaction unless one is open: open it
+                    # here, so a failed or interrupted migration leaves the file as it was,
+                    # and a second process starting at once waits for the first.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 _upgrade(conn, revision, secrets)
                 if sqlite:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()

@@ -127,22 +127,46 @@ def _no_server(why: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
-    """The test PostgreSQL database, wiped and migrated to head once per run."""
-    url = os.environ.get(PG_URL_ENV) or (
+    """This run's own PostgreSQL database, made on the test server and migrated to head.
+
+    Its name carries the process id (cabinet_t_<pid>), so runs side by side (several
+    engineers, several workers) never empty each other's tables; databases of runs that
+    died are dropped first, this one at the end."""
+    base = os.environ.get(PG_URL_ENV) or (
         PG_URL_FILE.read_text().strip() if PG_URL_FILE.is_file() else "")
-    if not url:
+    if not base:
         _no_server(f"no server URL ({PG_URL_FILE} is missing and {PG_URL_ENV} is unset)")
-    engine = make_engine(url)
+    admin = make_engine(base).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"cabinet_t_{os.getpid()}"
     try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
+        with admin.connect() as conn:
+            for (old,) in conn.execute(text("SELECT datname FROM pg_database WHERE datname "
+                                            "LIKE 'cabinet\\_t\\_%'")).all():
+                pid = int(old.rsplit("_", 1)[1])
+                if pid == os.getpid() or not _alive(pid):
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as e:
-        engine.dispose()
-        _no_server(f"{url} does not answer ({str(e.orig).strip().splitlines()[0]})")
+        admin.dispose()
+        _no_server(f"{base} does not answer ({str(e.orig).strip().splitlines()[0]})")
+    url = make_engine(base).url.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
     init_db(engine, secrets=TEST_SECRETS)
     engine.dispose()
-    return url
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _empty_postgresql(url: str) -> None:

@@ -165,3 +165,19 @@ def test_a_table_no_migration_makes_yet_is_created_and_the_agreement_check_sees_
         engine.dispose()
     finally:
         Base.metadata.remove(table)
+
+
+def test_a_failed_migration_on_sqlite_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv("CABINET_KEY_FILE", str(tmp_path / "missing.key"))
+    engine = make_engine(tmp_path / "old.sqlite")
+    _pre_alembic(engine)
+    with pytest.raises(SecretError, match=f"^key file {tmp_path / 'missing.key'}: not found"):
+        init_db(engine)
+    assert revision_of(engine) is None
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT payment_token FROM accounts WHERE id = 1")
+                            ).scalar() == "tok_visa_ok"
+        assert conn.execute(text("SELECT source FROM face_templates WHERE id = 1")
+                            ).scalar() == "enrolment photo alice_1.jpg"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
