@@ -1,11 +1,18 @@
 """The session bundle: one directory per session holding what reconcile needs and decided.
 
     <root>/<session_id>/
-        bundle.json        context, settled weights and samples, image names, inventory, params
+        bundle.json        context, settled weights and samples, image names, inventory, params,
+                           the calibration and recognizer in force, sha256 of every file
         catalog.yaml       byte copies of the files in force when the session opened
         planogram.yaml
         images/<camera>_before.png, images/<camera>_after.png
+        calibration/<camera>_empty.png, calibration/<camera>_full.png   (when calibrated)
         result.json        what reconcile decided (ReconcileResult.to_json)
+
+The format, field by field, with its JSON Schema: docs/session-bundle.md. A bundle carries or
+names by content hash everything reconcile reads, so it replays on any machine: the weights are
+strict finite numbers (a numeric string, NaN or a load far below zero is refused naming the
+field), and a bundle without its after-snapshot is "interrupted", which reconcile refuses.
 
 `BundleWriter` writes it step by step as the session goes (context, before-snapshot, after,
 result); every file is written to a temporary name, fsynced and renamed, so a crash leaves the
@@ -18,11 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,9 +39,14 @@ from cabinet.catalog import Catalog, load_catalog
 from cabinet.errors import BundleError, CabinetError
 from cabinet.planogram import Planogram, load_planogram
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUNDLE_JSON = "bundle.json"
 RESULT_JSON = "result.json"
+MIN_LOAD_G = -50.0  # a tared shelf reads a few grams either side of zero; far below is a fault
+SHA256 = r"^[0-9a-f]{64}$"
+
+# a weight in grams: a JSON number (never a numeric string or a boolean), finite
+Grams = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=MIN_LOAD_G)]
 
 
 # --- bundle.json schema ----------------------------------------------------------------------
@@ -43,13 +56,16 @@ class _Strict(BaseModel):
 
 
 class ShelfRecord(_Strict):
-    channel: int = Field(ge=0)
-    before_g: float | None = None
-    after_g: float | None = None
-    before_stable: bool = False
-    after_stable: bool = False
-    samples_before: list[float] = Field(default_factory=list)
-    samples_after: list[float] = Field(default_factory=list)
+    channel: int = Field(ge=0, strict=True)
+    before_g: Grams | None = Field(default=None, description="Settled load before (grams); "
+                                   "null when the load cell gave no reading")
+    after_g: Grams | None = None
+    before_stable: bool = Field(default=False, strict=True)
+    after_stable: bool = Field(default=False, strict=True)
+    samples_before: list[Grams] = Field(default_factory=list, description="The measured "
+                                        "samples (grams) the settled value came from, oldest "
+                                        "first; reconcile estimates the noise from them")
+    samples_after: list[Grams] = Field(default_factory=list)
 
 
 class CameraRecord(_Strict):
@@ -59,8 +75,26 @@ class CameraRecord(_Strict):
 
 
 class ParamsRecord(_Strict):
-    load_cell_noise_g: float = Field(default=2.0, gt=0)
-    min_confidence: float = Field(default=0.95, ge=0, le=1)
+    load_cell_noise_g: float = Field(default=2.0, gt=0, strict=True, allow_inf_nan=False)
+    min_confidence: float = Field(default=0.95, ge=0, le=1, strict=True, allow_inf_nan=False)
+
+
+class CalibrationCameraRecord(_Strict):
+    empty: str = Field(description="PNG path inside the bundle: the empty shelf")
+    full: str | None = Field(default=None, description="PNG path: the shelf filled to the "
+                             "planogram; null when not captured")
+
+
+class CalibrationRecord(_Strict):
+    content_hash: str = Field(description="vision.calibration's content_hash of the "
+                              "calibration folder the frames were copied from")
+    cameras: dict[str, CalibrationCameraRecord] = Field(default_factory=dict)
+
+
+class RecognizerRecord(_Strict):
+    version: str = Field(min_length=1, description="vision.recognizer.Recognizer.version: a "
+                         "hash of the model, its prototypes and the product gallery")
+    model_sha256: str | None = Field(default=None, pattern=SHA256)
 
 
 class BundleRecord(_Strict):
@@ -75,6 +109,12 @@ class BundleRecord(_Strict):
     shelves: dict[str, ShelfRecord] = Field(default_factory=dict)
     cameras: dict[str, CameraRecord] = Field(default_factory=dict)
     inventory_before: dict[str, list[str]] = Field(default_factory=dict)
+    calibration: CalibrationRecord | None = Field(default=None, description="The shelf "
+                                                  "cameras' calibration frames, copied in")
+    recognizer: RecognizerRecord | None = Field(default=None, description="The product "
+                                                "recognizer reconcile must use; null: none")
+    files: dict[str, Annotated[str, Field(pattern=SHA256)]] = Field(
+        default_factory=dict, description="sha256 of every other file of the bundle, by path")
 
 
 # --- the loaded bundle -----------------------------------------------------------------------
@@ -106,10 +146,23 @@ class Bundle:
     images: Mapping[str, CameraImages]
     inventory_before: Mapping[str, tuple[str, ...]]
     result: dict[str, Any] | None = None
+    calibration: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # camera -> CameraCalibration
 
     @property
     def session_id(self) -> str:
         return self.record.session_id
+
+    @property
+    def complete(self) -> bool:
+        """The after-snapshot was written (closed_at set): the session ran to its end."""
+        return self.record.closed_at is not None
+
+    def require_complete(self) -> None:
+        if not self.complete:
+            raise BundleError(self.path / BUNDLE_JSON, "interrupted: the bundle has no "
+                              "after-snapshot (closed_at is null), so there is nothing to "
+                              "compare the before-snapshot with; recover the session with the "
+                              "controller or review it by hand")
 
     @property
     def params(self) -> ParamsRecord:
@@ -183,6 +236,11 @@ class BundleWriter:
     def path(self) -> Path:
         return self.dir
 
+    def _put(self, name: str, data: bytes) -> None:
+        """A file of the bundle, with its sha256 in bundle.json's `files`."""
+        atomic_write(self.dir / name, data)
+        self._need_context().setdefault("files", {})[name] = hashlib.sha256(data).hexdigest()
+
     def _save(self) -> None:
         BundleRecord.model_validate(self._record)  # never write what load_bundle would refuse
         text = json.dumps(self._record, indent=2, sort_keys=False)
@@ -205,8 +263,8 @@ class BundleWriter:
             raise BundleError(self.dir / BUNDLE_JSON, "the context is already written")
         if planogram is None:
             planogram = load_planogram(planogram_path, load_catalog(catalog_path))
-        atomic_write(self.dir / "catalog.yaml", Path(catalog_path).read_bytes())
-        atomic_write(self.dir / "planogram.yaml", Path(planogram_path).read_bytes())
+        catalog_bytes = Path(catalog_path).read_bytes()
+        planogram_bytes = Path(planogram_path).read_bytes()
         self._planogram = planogram
         self._record = {
             "schema_version": SCHEMA_VERSION, "session_id": self.session_id,
@@ -215,7 +273,37 @@ class BundleWriter:
             "params": {"load_cell_noise_g": float(load_cell_noise_g),
                        "min_confidence": float(min_confidence)},
             "shelves": {s.id: {"channel": s.channel} for s in planogram.shelves},
-            "cameras": {}, "inventory_before": {}}
+            "cameras": {}, "inventory_before": {}, "calibration": None, "recognizer": None,
+            "files": {}}
+        self._put("catalog.yaml", catalog_bytes)
+        self._put("planogram.yaml", planogram_bytes)
+        self._save()
+
+    def write_vision(self, calibration: Any = None, recognizer: Any = None) -> None:
+        """The shelf cameras' calibration (vision.calibration.Calibration: its frames are
+        copied in, with its content_hash) and the recognizer reconcile must use (named by its
+        `version`). Before the before-snapshot; either may be None."""
+        rec = self._need_context()
+        if "before_at" in rec["timings"]:
+            raise BundleError(self.dir / BUNDLE_JSON, "write_vision() must come before the "
+                              "before-snapshot")
+        if calibration is not None:
+            cams = {}
+            for camera, cal in sorted(calibration.cameras.items()):
+                if camera not in set(self._planogram.cameras):
+                    raise BundleError(self.dir, f"calibration camera '{camera}' is not in the "
+                                      f"planogram")
+                entry = {"empty": f"calibration/{camera}_empty.png", "full": None}
+                self._put(entry["empty"], _png(cal.empty, str(self.dir / entry["empty"])))
+                if cal.full is not None:
+                    entry["full"] = f"calibration/{camera}_full.png"
+                    self._put(entry["full"], _png(cal.full, str(self.dir / entry["full"])))
+                cams[camera] = entry
+            rec["calibration"] = {"content_hash": str(calibration.content_hash), "cameras": cams}
+        if recognizer is not None:
+            card = getattr(recognizer, "card", None)
+            rec["recognizer"] = {"version": str(recognizer.version),
+                                 "model_sha256": getattr(card, "model_sha256", None)}
         self._save()
 
     def _write_side(self, side: str, weights: Mapping[str, Any],
@@ -236,7 +324,7 @@ class BundleWriter:
             name = None
             if image is not None:
                 name = f"images/{camera}_{side}.png"
-                atomic_write(self.dir / name, _png(image, str(self.dir / name)))
+                self._put(name, _png(image, str(self.dir / name)))
             rec["cameras"].setdefault(camera, {"before": None, "after": None})[side] = name
 
     def write_before(self, weights: Mapping[str, tuple[float | None, bool, Any]],
@@ -281,16 +369,28 @@ class BundleWriter:
 
 # --- reading a bundle back -------------------------------------------------------------------
 
-def _read_image(bundle_dir: Path, name: str | None) -> np.ndarray | None:
+def _read_file(bundle_dir: Path, name: str, files: Mapping[str, str], field: str) -> bytes:
+    path = bundle_dir / name
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(bundle_dir / BUNDLE_JSON, f"{field}: path {name!r} leaves the bundle")
+    if not path.is_file():
+        raise BundleError(path, f"missing (named by {BUNDLE_JSON} {field})")
+    data = path.read_bytes()
+    want = files.get(name)
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        raise BundleError(path, f"changed since the session: its sha256 differs from "
+                          f"{BUNDLE_JSON} files.{name}")
+    return data
+
+
+def _read_image(bundle_dir: Path, name: str | None, files: Mapping[str, str] = {},
+                field: str = "cameras") -> np.ndarray | None:
     if name is None:
         return None
     import cv2
     path = bundle_dir / name
-    if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise BundleError(bundle_dir / BUNDLE_JSON, f"image path {name!r} leaves the bundle")
-    if not path.is_file():
-        raise BundleError(path, "image named in bundle.json is missing")
-    image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    data = _read_file(bundle_dir, name, files, field)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BundleError(path, "image is damaged (not a readable PNG)")
     return image
@@ -311,9 +411,16 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         record = BundleRecord.model_validate(raw)
     except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise BundleError(bjson, f"{key}: {err['msg']}") from None
+        errs = e.errors(include_url=False)
+        parts = []
+        for err in errs[:5]:
+            key = ".".join(str(p) for p in err["loc"])
+            parts.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+        more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
+        raise BundleError(bjson, "; ".join(parts) + more) from None
+    for name in ("catalog.yaml", "planogram.yaml"):
+        if (bdir / name).is_file():
+            _read_file(bdir, name, record.files, "files")
     try:
         catalog = load_catalog(bdir / "catalog.yaml")
         planogram = load_planogram(bdir / "planogram.yaml", catalog)
@@ -333,8 +440,14 @@ def load_bundle(path: str | Path) -> Bundle:
     shelves = {k: ShelfWeights(v.channel, v.before_g, v.after_g, v.before_stable,
                                v.after_stable, tuple(v.samples_before), tuple(v.samples_after))
                for k, v in record.shelves.items()}
-    images = {cam: CameraImages(_read_image(bdir, c.before), _read_image(bdir, c.after))
+    cameras = set(planogram.cameras)
+    for cam in record.cameras:
+        if cam not in cameras:
+            raise BundleError(bjson, f"cameras.{cam}: not a camera of the bundle's planogram")
+    images = {cam: CameraImages(_read_image(bdir, c.before, record.files, f"cameras.{cam}.before"),
+                                _read_image(bdir, c.after, record.files, f"cameras.{cam}.after"))
               for cam, c in record.cameras.items()}
+    calibration = _load_calibration(bdir, record, cameras)
     result = None
     rpath = bdir / RESULT_JSON
     if rpath.exists():
@@ -343,5 +456,24 @@ def load_bundle(path: str | Path) -> Bundle:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(rpath, f"damaged JSON: {e}") from None
     inventory = {k: tuple(v) for k, v in record.inventory_before.items()}
-    return Bundle(bdir, record, catalog, planogram, shelves, images, inventory, result)
+    return Bundle(bdir, record, catalog, planogram, shelves, images, inventory, result,
+                  calibration)
+
+
+def _load_calibration(bdir: Path, record: BundleRecord, cameras: set[str]) -> dict[str, Any]:
+    if record.calibration is None:
+        return {}
+    from vision.calibration import CalibrationError, CameraCalibration
+    out = {}
+    for cam, c in record.calibration.cameras.items():
+        where = f"calibration.cameras.{cam}"
+        if cam not in cameras:
+            raise BundleError(bdir / BUNDLE_JSON, f"{where}: not a camera of the bundle's planogram")
+        empty = _read_image(bdir, c.empty, record.files, f"{where}.empty")
+        full = _read_image(bdir, c.full, record.files, f"{where}.full")
+        try:
+            out[cam] = CameraCalibration(cam, empty, full)
+        except CalibrationError as e:
+            raise BundleError(bdir / c.empty, f"{where}: {e}") from None
+    return out
 

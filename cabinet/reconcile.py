@@ -50,6 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from cabinet.bundle import Bundle
+from cabinet.errors import BundleError
 
 VERSION = "reconcile-1"
 MAX_REMOVED = 8        # items one shelf can lose in one session
@@ -62,8 +63,8 @@ MISPLACED_GROWTH = 4.0 # ... and more for each further one on that shelf (chains
 LENIENT_MISPLACED_COST = 1.0  # the second look, which the answer must also survive: misplaced
 LENIENT_MIN_CONFIDENCE = 0.99  # items nearly as likely as kept ones, and no rival within ~4.6 nats
 BETA = 6.0             # vision: nats per unit of disagreement at full confidence
-TOUCH_COST = 6.0       # vision: nats per item leaving an untouched slot or arriving on an untouched shelf
-COUNT_COST = 3.0       # vision: nats per item of disagreement with the shelf's occupied-facing count
+TOUCH_COST = 20.0      # vision: nats per item leaving an untouched slot or arriving on an untouched shelf (all but impossible)
+COUNT_COST = 4.5       # vision: nats per item of disagreement with the occupied-facing counts (~1% of slots miscount)
 OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
 OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
 UNSETTLED_FACTOR = 5.0 # noise multiplier for a shelf that did not settle
@@ -82,6 +83,7 @@ class ShelfVision:
     may_lose: Mapping[str, int] | None = None  # SKU -> items held by this shelf's touched slots
     touched: bool | None = None                # any slot of the shelf touched
     count_change: int | None = None            # occupied facings after minus before, whole shelf
+    arrived: int = 0                           # items seen arriving: sum of slots' count gains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +154,9 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
         term = term - TOUCH_COST * np.clip(x, 0, None).sum(axis=1)
     if vision.count_change is not None:
         term = term - COUNT_COST * np.abs(x.sum(axis=1) - vision.count_change)
+        # a slot whose count rose received something: a move, a return or a foreign object
+        term = term - COUNT_COST * np.clip(vision.arrived - np.clip(x, 0, None).sum(axis=1),
+                                           0, None)
     return term
 
 
@@ -201,6 +206,9 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
         weight_ll = np.logaddexp(gauss, flat)
         outlier = gauss < flat
     added = np.clip(x, 0, None).sum(axis=1)
+    if vision is not None and vision.usable and vision.count_change is not None:
+        # arrivals the camera saw are evidence, not the rare misplaced return the prior is about
+        added = np.clip(added - vision.arrived, 0, None)
     prior = -ITEM_COST * np.clip(-x, 0, None).sum(axis=1) \
         - misplaced[0] * added - misplaced[1] * added * (added - 1) / 2
     score = weight_ll + prior + vision_term(x, skus, vision)
@@ -279,20 +287,25 @@ def _noise(shelf: Any, default: float) -> float:
     return max(default, est)
 
 
-def slot_vision(bundle: Bundle, looks: Mapping[str, Any] | None) -> tuple[dict, dict]:
-    """Per-slot evidence from vision.diff for every camera with images, and the flags."""
+def slot_vision(bundle: Bundle, recognizer: Any = None) -> tuple[dict, dict]:
+    """Per-slot evidence from vision.diff for every camera with images (against the bundle's
+    own calibration frames when it carries them; identities when a recognizer is given), and
+    a note per camera that could not be read."""
     from vision.diff import ShelfDiff, SlotSpec, VisionInputError
+    from cabinet.catalog import sku_by_photo_product
 
     per_slot: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    reader = ShelfDiff()  # product-agnostic (issue 7): change and quality; no identities yet
+    reader = ShelfDiff(recognizer, sku_of=sku_by_photo_product(bundle.catalog)
+                       if recognizer is not None else None)
     for camera, imgs in sorted(bundle.images.items()):
         slots = bundle.planogram.slots_seen_by(camera)
         if not slots:
             continue
         specs = [SlotSpec(s.id, s.roi, s.capacity) for s in slots]
         try:
-            ev = reader.evidence(imgs.before, imgs.after, specs, camera=camera)
+            ev = reader.evidence(imgs.before, imgs.after, specs, camera=camera,
+                                 calibration=bundle.calibration.get(camera))
         except VisionInputError as e:
             notes[camera] = str(e)
             continue
@@ -319,6 +332,7 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
         may_lose: dict[str, int] | None = None
         touched = None
         count = None
+        arrived = 0
         if usable:
             may_lose = {}
             for e in evs:
@@ -328,23 +342,41 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
             touched = any(e.touched for e in evs)
             changes = [e.count_change for e in evs]
             count = None if any(c is None for c in changes) else int(sum(changes))
+            arrived = 0 if count is None else int(sum(max(c, 0) for c in changes))
         out[shelf.id] = ShelfVision(
             {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
             sum(max(0, e.foreign_after - e.foreign_before) for e in evs),
-            usable, may_lose, touched, count)
+            usable, may_lose, touched, count, arrived)
     return out
 
 
-def _default_looks(bundle: Bundle) -> Mapping[str, Any]:
-    return {}  # the reader knows no looks any more (issue 7): the seam keeps its signature
+def check_recognizer(bundle: Bundle, recognizer: Any) -> None:
+    """The recognizer a bundle names must be the one given, by version: the same bundle gives
+    the same basket on any machine, or says what is missing."""
+    named = bundle.record.recognizer
+    if named is None:
+        return
+    if recognizer is None:
+        raise BundleError(bundle.path / "bundle.json", f"recognizer: model {named.version} not "
+                          f"found: install models/ at that version or pass --model")
+    if getattr(recognizer, "version", None) != named.version:
+        raise BundleError(bundle.path / "bundle.json", f"recognizer: the bundle was read with "
+                          f"model {named.version}, the one given is "
+                          f"{getattr(recognizer, 'version', '?')}: install models/ at that "
+                          f"version or pass --model")
 
 
-def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
-              vision: Callable[[Bundle, Mapping[str, Any] | None], tuple[dict, dict]] | None
-              = slot_vision) -> ReconcileResult:
+def reconcile(bundle: Bundle, *, recognizer: Any = None,
+              vision: Callable[[Bundle, Any], tuple[dict, dict]] | None = slot_vision
+              ) -> ReconcileResult:
     """The most likely basket of a session bundle; see the module doc for the model.
-    `looks` (SKU -> vision.render.ProductLook) default to `product_looks(catalog, data_root())`,
-    the looks the simulated cameras render; `vision=None` reconciles from weights alone."""
+    `recognizer` (vision.recognizer.Recognizer) must be the one the bundle names (none when it
+    names none); `vision=None` reconciles from weights alone. An interrupted bundle (no
+    after-snapshot) is refused with BundleError."""
+    bundle.require_complete()
+    check_recognizer(bundle, recognizer)
+    if bundle.record.recognizer is None:
+        recognizer = None  # the bundle was read without one: so is its replay
     catalog, planogram = bundle.catalog, bundle.planogram
     params = bundle.params
     inventory = {s.id: bundle.inventory_before.get(s.id, (s.sku,) * s.capacity)
@@ -362,7 +394,7 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
     flags: set[str] = set()
     per_slot, notes = ({}, {})
     if vision is not None and bundle.images:
-        per_slot, notes = vision(bundle, looks if looks is not None else _default_looks(bundle))
+        per_slot, notes = vision(bundle, recognizer)
         if notes:
             flags.add("camera_dark")
     shelf_vis = _shelf_vision(bundle, per_slot, inventory)
@@ -418,6 +450,8 @@ def reconcile(bundle: Bundle, *, looks: Mapping[str, Any] | None = None,
             "z": None if z is None else round(z, 3),
             "likelihood": round(float(c.weight_ll[j]), 4),
             "vision_seen": None if sv is None else dict(sorted(sv.seen.items())),
+            "touched": None if sv is None else sv.touched,
+            "count_change": None if sv is None else sv.count_change,
             "vision_confidence": None if sv is None else round(sv.confidence, 3)}
 
     if confidence < params.min_confidence or lenient < LENIENT_MIN_CONFIDENCE:

@@ -82,19 +82,38 @@ class World:
                                                        views), looks, seed=seed)
         return out
 
+    def calibration(self, looks, seed: int = 900):
+        """What `cabinet vision calibrate` would capture through these cameras: each shelf
+        emptied, then filled to capacity as the planogram says (one frame each)."""
+        from vision.calibration import Calibration, CameraCalibration
+        from vision.sim.render import ShelfView, SlotView, render_shelf
+        cams = {}
+        for shelf in self.planogram.shelves:
+            slots = self.planogram.slots_on(shelf.id)
+            frames = []
+            for stage, fill in (("empty", lambda s: ()), ("full", lambda s: (s.sku,) * s.capacity)):
+                views = tuple(SlotView(s.id, s.roi, s.capacity, fill(s)) for s in slots)
+                frames.append(render_shelf(ShelfView(shelf.camera, self.planogram.camera_size,
+                                                     views), looks, seed=seed))
+            cams[shelf.camera] = CameraCalibration(shelf.camera, *frames)
+        return Calibration(cams, content_hash=f"test-calibration-{seed}")
+
     def inventory(self) -> dict[str, list[str]]:
         return {k: [sku for sku, _ in v] for k, v in self.slots.items()}
 
 
 def write_session(root: Path, session_id: str, world: World, act, *, noise_g: float = 1.0,
-                  with_images: bool = False, seed: int = 0) -> Path:
-    """Snapshot, run `act(world)`, snapshot again; returns the bundle directory."""
+                  with_images: bool = False, seed: int = 0, calibrated: bool | None = None) -> Path:
+    """Snapshot, run `act(world)`, snapshot again; returns the bundle directory. With images
+    the bundle carries the cameras' calibration frames unless `calibrated` is False."""
     writer = BundleWriter(root, session_id)
     writer.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "acc-test",
                          load_cell_noise_g=max(noise_g, 0.5))
-    # the looks the demo's cameras draw and reconcile reads by default (packshots where the
-    # shared data has them): a camera and its reader must agree on what products look like
+    # the simulated cameras draw the shared photos (val_*/iconic) where there are some; the
+    # reader knows none of it, only the calibration frames captured through the same cameras
     looks = product_looks(world.catalog, data_root()) if with_images else None
+    if with_images and calibrated is not False:
+        writer.write_vision(calibration=world.calibration(looks))
     writer.write_before(world.readings(noise_g), world.images(looks, seed) if looks else {},
                         world.inventory())
     act(world)

@@ -74,20 +74,35 @@ def test_foreign_weight_elsewhere_keeps_the_certain_part(tmp_path):
     assert r.basket == {"sour-cream-300": 1}
 
 
-def test_dead_shelf_charges_only_the_others(tmp_path):
+def dead_middle_session(tmp_path, act):
     world = World(*FILES, seed=2)
     w = BundleWriter(tmp_path, "dead")
     looks = product_looks(world.catalog, data_root())
     w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
+    w.write_vision(calibration=world.calibration(looks))
     w.write_before(world.readings(1.0), world.images(looks, 1), world.inventory())
-    world.take("A1")
-    world.take("B2")
+    act(world)
     after = world.readings(1.0)
     after["middle"] = (None, False, [])
     w.write_after(after, world.images(looks, 2))
-    r = reconcile(load_bundle(w.path))
+    return world, reconcile(load_bundle(w.path))
+
+
+def test_dead_shelf_nobody_touched_charges_the_others(tmp_path):
+    world, r = dead_middle_session(tmp_path, lambda w: (w.take("A1"), w.take("C3")))
     assert "shelf_dead" in r.flags and r.needs_review
-    assert r.basket == {"cola-330": 1}  # nothing from the dead middle shelf
+    assert r.basket == {"cola-330": 1, "sour-cream-300": 1} == world.basket()
+    assert r.evidence["shelves"]["middle"]["touched"] is False
+
+
+def test_dead_shelf_that_was_touched_charges_nothing_it_could_hold(tmp_path):
+    # the middle shelf's load cell is dead and its camera saw B2 lose one item: two apple
+    # juices out and the cola put in their place fits the counts as well as one apple juice
+    # and the cola taken, so neither is certain; the best guess is the truth
+    world, r = dead_middle_session(tmp_path, lambda w: (w.take("A1"), w.take("B2")))
+    assert "shelf_dead" in r.flags and "low_confidence" in r.flags
+    assert r.basket == {} and r.best_guess == world.basket() == {"apple-juice-750": 1,
+                                                                  "cola-330": 1}
 
 
 def test_unsettled_shelf_is_flagged(tmp_path):
@@ -105,12 +120,16 @@ def test_unsettled_shelf_is_flagged(tmp_path):
     assert r.basket == {"water-500": 1}  # flagged for review, but the water is certain
 
 
-def test_with_images_vision_agrees(tmp_path):
+def test_with_images_the_camera_counts_agree(tmp_path):
+    # without a recogniser the camera says where things left and how many, not what they are
     world, r, _ = run(tmp_path, lambda w: w.take("A2", 2), images=True)
     assert r.basket == {"energy-250": 2} and r.flags == ()
     a2 = r.evidence["slots"]["A2"]
     assert a2["count_before"] - a2["count_after"] == 2 and a2["change"] > 0
-    assert r.evidence["shelves"]["top"]["vision_seen"] == {"energy-250": -2}
+    top = r.evidence["shelves"]["top"]
+    assert top["count_change"] == -2 and top["touched"] is True and top["vision_seen"] == {}
+    assert [sid for sid, e in r.evidence["slots"].items() if e["change"] > 0.008] == ["A2"]
+    assert r.evidence["shelves"]["middle"]["touched"] is False
 
 
 MOVES = [
@@ -282,10 +301,24 @@ def test_look_alike_cross_shelf_moves_are_flagged_without_cameras(tmp_path, step
     assert r.flags and "low_confidence" in r.flags  # weights alone cannot be sure here
 
 
-@pytest.mark.parametrize("steps,seed", LOOK_ALIKE_MOVES)
+@pytest.mark.parametrize("steps,seed", [m for i, m in enumerate(LOOK_ALIKE_MOVES) if i != 2])
 def test_look_alike_cross_shelf_moves_are_exact_with_cameras(tmp_path, steps, seed):
     r, truth = check_session(tmp_path, steps, seed, images=True)
     assert r.basket == truth and r.flags == (), (r.flags, r.evidence["shelves"])
+
+
+def test_which_of_two_items_moved_needs_identities(tmp_path):
+    """A smoothie (290 g) moved to the top shelf while a water (559 g) and a sour cream (309 g)
+    were taken: the top shelf lost 259 g, a slot there gained one item, the middle and bottom
+    shelves each lost one. Which of the smoothie or the sour cream arrived on top needs what
+    the item is (a recogniser); counts and weights fit both within 10 g. Flagged, and only the
+    water, which every explanation takes, is charged."""
+    steps, seed = LOOK_ALIKE_MOVES[2]
+    r, truth = check_session(tmp_path, steps, seed, images=True)
+    assert truth == {"sour-cream-300": 1, "water-500": 1}
+    assert r.flags == ("low_confidence",) and r.basket == {"water-500": 1}
+    assert r.evidence["shelves"]["top"]["count_change"] == 0
+    assert r.evidence["slots"]["A2"]["count_after"] - r.evidence["slots"]["A2"]["count_before"] == 1
 
 
 def test_orange_juice_out_cola_in_is_not_an_apple_juice(tmp_path):
@@ -296,10 +329,12 @@ def test_orange_juice_out_cola_in_is_not_an_apple_juice(tmp_path):
     assert truth == {"cola-330": 1, "orange-juice-1l": 1} == r.basket
     ev = r.evidence
     assert ev["shelves"]["middle"]["explained_by"] == {"cola-330": 1, "orange-juice-1l": -1}
-    assert ev["shelves"]["middle"]["vision_seen"] == {"cola-330": 1, "orange-juice-1l": -1}
-    assert ev["slots"]["B1"]["skus_after"][:3] == ["orange-juice-1l", "orange-juice-1l", "cola-330"]
+    # what rules the apple juice out: its slot did not change, and the middle shelf holds as
+    # many items as before (one left B1, one arrived there)
+    assert ev["slots"]["B2"]["change"] < 0.008
     assert ev["slots"]["B2"]["count_after"] == ev["slots"]["B2"]["count_before"]
-    assert min(s["confidence"] for s in ev["slots"].values()) >= 0.9
+    assert ev["slots"]["B1"]["count_after"] == ev["slots"]["B1"]["count_before"]
+    assert ev["shelves"]["middle"]["count_change"] == 0 and ev["shelves"]["middle"]["touched"]
     weights_only, _ = check_session(tmp_path, steps, seed, images=False, name="w")
     assert "low_confidence" in weights_only.flags
     assert weights_only.best_guess == {"apple-juice-750": 1, "cola-330": 2}  # what weight alone prefers
