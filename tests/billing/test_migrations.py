@@ -171,9 +171,15 @@ def test_a_failed_migration_on_sqlite_leaves_the_file_as_it_was(tmp_path, monkey
     monkeypatch.setenv("CABINET_KEY_FILE", str(tmp_path / "missing.key"))
     engine = make_engine(tmp_path / "old.sqlite")
     _pre_alembic(engine)
+    with engine.connect() as conn:
+        before = conn.exec_driver_sql("SELECT type, name, sql FROM sqlite_master "
+                                      "ORDER BY name").all()
     with pytest.raises(SecretError, match=f"^key file {tmp_path / 'missing.key'}: not found"):
         init_db(engine)
     assert revision_of(engine) is None
+    with engine.connect() as conn:                  # not even alembic_version was made
+        assert conn.exec_driver_sql("SELECT type, name, sql FROM sqlite_master "
+                                    "ORDER BY name").all() == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT payment_token FROM accounts WHERE id = 1")
                             ).scalar() == "tok_visa_ok"
@@ -181,3 +187,28 @@ def test_a_failed_migration_on_sqlite_leaves_the_file_as_it_was(tmp_path, monkey
                             ).scalar() == "enrolment photo alice_1.jpg"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_two_processes_migrating_one_new_sqlite_file_at_once_both_succeed(tmp_path):
+    import threading
+    engines = [make_engine(tmp_path / "shared.sqlite") for _ in range(2)]
+    start, errors = threading.Barrier(2), []
+
+    def migrate(engine: Engine) -> None:
+        start.wait(timeout=30)
+        try:
+            init_db(engine)
+        except Exception as e:  # noqa: BLE001  (reported below, with its type)
+            errors.append(e)
+
+    threads = [threading.Thread(target=migrate, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert [revision_of(e) for e in engines] == [head_revision()] * 2
+    with engines[0].connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    for e in engines:
+        e.dispose()
