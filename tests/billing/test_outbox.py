@@ -194,15 +194,19 @@ def test_a_session_waiting_for_its_backoff_does_not_hold_up_the_others(billing, 
     held(billing, alice, "s-1")
     held(billing, alice, "s-2")
     gateway.fail_next(4, "500")
-    billing.settle("s-1", [COLA])                     # s-1 waits 1 s
+    billing.settle("s-1", [COLA])                     # t0: s-1 is due at t0 + 1 s
+    clock.advance(1)
     gateway.fail_next(4, "500")
-    billing.settle("s-2", [CRISPS])
-    clock.advance(0.5)
-    report = billing.drain_outbox()
-    assert report.steps == ()                        # both still backing off
-    # s-2 failed after s-1, at the same clock time: both are due at +1 s
-    clock.advance(0.5)
-    assert [s.session_id for s in billing.drain_outbox().steps] == ["s-1", "s-2"]
+    billing.drain_outbox()                            # t0 + 1: fails again, due at t0 + 3 s
+    gateway.fail_next(4, "500")
+    billing.settle("s-2", [CRISPS])                   # t0 + 1: s-2 is due at t0 + 2 s
+    clock.advance(1)
+    report = billing.drain_outbox()                   # t0 + 2: only s-2 is due
+    assert [(s.session_id, s.result) for s in report.steps] == [("s-2", "charged")]
+    assert report.next_attempt_at == clock.now + dt.timedelta(seconds=1)
+    clock.advance(1)
+    assert [(s.session_id, s.result) for s in billing.drain_outbox().steps] == \
+        [("s-1", "charged")]
 
 
 def test_a_duplicate_delivery_of_the_capture_takes_the_money_once(billing, alice, gateway):
@@ -272,6 +276,8 @@ def test_the_second_payment_waits_for_the_capture_in_an_outage(billing, alice, g
     gateway.fail_next(4, "500")
     assert billing.settle("s-1", [GIN]).outcome == "pending"
     assert gateway.effects()["charge"] == 0           # never sent before the capture is done
+    assert billing.drain_outbox().steps == ()         # the charge is due, its capture is not
+    assert gateway.effects()["charge"] == 0
     clock.advance(1)
     steps = billing.drain_outbox().steps
     assert [(s.step, s.done) for s in steps] == [("capture", True), ("charge", True)]
