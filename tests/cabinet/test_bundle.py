@@ -90,13 +90,35 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     (lambda p: (p / "bundle.json").unlink(), r"bundle.json: missing"),
     (lambda p: (p / "bundle.json").write_text("{not json"), r"bundle.json: damaged JSON"),
     (lambda p: (p / "images" / "cam_top_after.png").unlink(),
-     r"cam_top_after.png: image named in bundle.json is missing"),
+     r"cam_top_after.png: missing \(named by bundle.json cameras.cam_top.after\)"),
     (lambda p: (p / "images" / "cam_top_after.png").write_bytes(b"\x89PNG garbage"),
-     r"cam_top_after.png: image is damaged"),
+     r"cam_top_after.png: changed since the session: its sha256 differs from bundle.json "
+     r"files.images/cam_top_after.png"),
+    (lambda p: (p / "calibration" / "cam_top_full.png").unlink(),
+     r"cam_top_full.png: missing \(named by bundle.json calibration.cameras.cam_top.full\)"),
     (lambda p: (p / "planogram.yaml").write_text("cabinet_id: [\n"),
+     r"planogram.yaml: changed since the session"),
+    # a bundle without file hashes (another program may write none): the damage itself is named
+    (lambda p: (_edit(p, lambda d: d.update(files={})),
+                (p / "images" / "cam_top_after.png").write_bytes(b"\x89PNG garbage")),
+     r"cam_top_after.png: image is damaged"),
+    (lambda p: (_edit(p, lambda d: d.update(files={})),
+                (p / "planogram.yaml").write_text("cabinet_id: [\n")),
      r"planogram copy is bad: .*planogram.yaml:\d+: malformed YAML"),
     (lambda p: _edit(p, lambda d: d["shelves"]["top"].update(before_g="heavy")),
-     r"bundle.json: shelves.top.before_g"),
+     r"bundle.json: shelves.top.before_g = 'heavy': Input should be a valid number"),
+    # numbers only: a numeric string, a boolean, NaN or a load far below zero is refused
+    (lambda p: _edit(p, lambda d: d["shelves"]["top"].update(after_g="5012.5")),
+     r"bundle.json: shelves.top.after_g = '5012.5': Input should be a valid number"),
+    (lambda p: _edit(p, lambda d: d["shelves"]["middle"].update(before_g=-800.0)),
+     r"bundle.json: shelves.middle.before_g = -800.0: Input should be greater than or equal "
+     r"to -50"),
+    (lambda p: _edit(p, lambda d: d["shelves"]["top"]["samples_after"].__setitem__(3, float("nan"))),
+     r"bundle.json: shelves.top.samples_after.3 = nan: Input should be a finite number"),
+    (lambda p: _edit(p, lambda d: d["shelves"]["top"].update(after_stable=1)),
+     r"bundle.json: shelves.top.after_stable = 1: Input should be a valid boolean"),
+    (lambda p: _edit(p, lambda d: d["cameras"].update(cam_attic={"before": None, "after": None})),
+     r"bundle.json: cameras.cam_attic: not a camera of the bundle's planogram"),
     (lambda p: _edit(p, lambda d: d["inventory_before"].update(A1=["caviar"])),
      r"inventory_before.A1: SKU 'caviar'"),
     (lambda p: _edit(p, lambda d: d.update(surprise=1)), r"bundle.json: surprise"),
@@ -112,6 +134,84 @@ def _edit(path: Path, change) -> None:
     data = json.loads((path / "bundle.json").read_text())
     change(data)
     (path / "bundle.json").write_text(json.dumps(data))
+
+
+def test_interrupted_bundle_is_refused_by_reconcile(tmp_path, world_files):
+    from cabinet.reconcile import reconcile
+    world = World(*world_files, seed=3)
+    w = BundleWriter(tmp_path, "cut")
+    w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
+    w.write_before(world.readings(1.0), {}, world.inventory())
+    b = load_bundle(w.path)  # readable, as the controller's recovery needs it
+    assert not b.complete
+    with pytest.raises(BundleError, match=r"cut/bundle.json: interrupted: the bundle has no "
+                       r"after-snapshot \(closed_at is null\)"):
+        reconcile(b)
+
+
+def test_calibration_and_hashes_travel_with_the_bundle(tmp_path, world_files):
+    path, _ = _bundle(tmp_path, world_files)
+    raw = json.loads((path / "bundle.json").read_text())
+    assert raw["schema_version"] == 2 and raw["recognizer"] is None
+    assert raw["calibration"]["cameras"]["cam_top"] == {"empty": "calibration/cam_top_empty.png",
+                                                        "full": "calibration/cam_top_full.png"}
+    import hashlib
+    assert sorted(raw["files"]) == sorted(
+        ["catalog.yaml", "planogram.yaml"]
+        + [f"images/{c}_{s}.png" for c in ("cam_top", "cam_middle", "cam_bottom")
+           for s in ("before", "after")]
+        + [f"calibration/{c}_{s}.png" for c in ("cam_top", "cam_middle", "cam_bottom")
+           for s in ("empty", "full")])
+    for name, digest in raw["files"].items():
+        assert hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
+    b = load_bundle(path)
+    cal = b.calibration["cam_top"]
+    assert cal.empty.shape == (480, 640, 3) and cal.full.shape == (480, 640, 3)
+    assert not np.array_equal(cal.empty, cal.full)
+
+
+def test_a_bundle_naming_a_model_needs_that_model(tmp_path, world_files):
+    from cabinet.reconcile import reconcile
+    path, _ = _bundle(tmp_path, world_files, images=False)
+    _edit(path, lambda d: d.update(recognizer={"version": "abc123def4567890"}))
+    b = load_bundle(path)
+    with pytest.raises(BundleError, match=r"recognizer: model abc123def4567890 not found: "
+                       r"install models/ at that version or pass --model"):
+        reconcile(b)
+
+    class Other:
+        version = "0000111122223333"
+    with pytest.raises(BundleError, match=r"read with model abc123def4567890, the one given "
+                       r"is 0000111122223333"):
+        reconcile(b, recognizer=Other())
+
+
+def test_a_bundle_written_by_another_program_is_reconciled(tmp_path):
+    """Plain json and numpy, following docs/session-bundle.md: no cabinet code writes it."""
+    rng = np.random.default_rng(5)
+    d = tmp_path / "foreign-1"
+    d.mkdir()
+    for name in ("catalog.yaml", "planogram.yaml"):
+        (d / name).write_bytes((FIXTURES / name).read_bytes())
+    # the demo planogram's stock; a water (559 g) taken from the top shelf
+    loads = {"top": 9000.0, "middle": 11000.0, "bottom": 7000.0}
+    after = dict(loads, top=loads["top"] - 561.3)
+    shelves = {}
+    for i, shelf in enumerate(("top", "middle", "bottom")):
+        sb = loads[shelf] + rng.normal(0, 2.0, 12)
+        sa = after[shelf] + rng.normal(0, 2.0, 12)
+        shelves[shelf] = {"channel": i, "before_g": float(np.median(sb)),
+                          "after_g": float(np.median(sa)), "before_stable": True,
+                          "after_stable": True, "samples_before": sb.tolist(),
+                          "samples_after": sa.tolist()}
+    (d / "bundle.json").write_text(json.dumps({
+        "schema_version": 2, "session_id": "foreign-1", "cabinet_id": "demo-cabinet-1",
+        "opened_at": "2026-11-29T10:00:00+00:00", "closed_at": "2026-11-29T10:00:20+00:00",
+        "shelves": shelves}))
+    from cabinet.reconcile import reconcile
+    r = reconcile(load_bundle(d))
+    assert r.basket == {"water-500": 1} and r.flags == ()
+    assert r.evidence["shelves"]["top"]["explained_by"] == {"water-500": -1}
 
 
 def test_not_a_bundle(tmp_path):
