@@ -39,7 +39,7 @@ VAR1 = np.array([25.0, 4.0, 25.0])      # (tolerance / 2) ** 2
 def bundle(shelves: dict, *, noise: float = 2.0, min_confidence: float = 0.95,
            images: dict | None = None) -> Bundle:
     record = BundleRecord(schema_version=1, session_id="s-1", cabinet_id="cab",
-                          opened_at="2026-01-01T00:00:00+00:00",
+                          opened_at="2026-01-01T00:00:00+00:00", closed_at="2026-01-01T00:01:00+00:00",
                           params={"load_cell_noise_g": noise, "min_confidence": min_confidence})
     return Bundle(Path("in-memory"), record, CAT, PLAN, shelves, images or {}, {})
 
@@ -53,11 +53,11 @@ def deltas(top, bottom, *, stable: bool = True, **kw) -> Bundle:
     return bundle(shelves, **kw)
 
 
-def slot(slot_id, before, after, conf=0.9, usable=True, reason=""):
+def slot(slot_id, before, after, conf=0.9, usable=True, reason="", change=0.3):
     """SlotEvidence from SKU lists: '' an empty cell, '?' a foreign object."""
     occ = lambda cells: tuple(c != "" for c in cells)  # noqa: E731
     sku = lambda cells: tuple(None if c in ("", "?") else c for c in cells)  # noqa: E731
-    return SlotEvidence(slot_id, 0.3, occ(before), occ(after), sku(before), sku(after), conf,
+    return SlotEvidence(slot_id, change, occ(before), occ(after), sku(before), sku(after), conf,
                         usable, reason)
 
 
@@ -305,10 +305,12 @@ def test_noise_needs_five_samples_a_side():
 
 # --- whole results --------------------------------------------------------------------------
 
-def shelf_ev(delta, explained, residual, sigma, noise, z, likelihood, seen=None, conf=None):
+def shelf_ev(delta, explained, residual, sigma, noise, z, likelihood, seen=None, conf=None,
+             touched=None, count_change=None):
     return {"delta_g": delta, "explained_by": explained, "residual_g": residual,
             "sigma_g": sigma, "noise_g": noise, "z": z, "likelihood": likelihood,
-            "vision_seen": seen, "vision_confidence": conf}
+            "vision_seen": seen, "touched": touched, "count_change": count_change,
+            "vision_confidence": conf}
 
 
 QUIET_BOTTOM = shelf_ev(0.0, {}, 0.0, 2.0, 2.0, 0.0, -1.6121)
@@ -386,54 +388,62 @@ IMAGES = {"cam-top": CameraImages(None, None)}
 def with_camera(evidence, notes=None):
     calls = []
 
-    def seam(b, looks):
-        calls.append((b, looks))
-        return {"A1": evidence}, dict(notes or {})
+    def seam(b, recognizer):
+        calls.append((b, recognizer))
+        # the gum slot, untouched, is seen too: a shelf's camera counts only when it sees every
+        # slot of the shelf
+        return {"A1": evidence, "A2": slot("A2", ["gum"] * 2, ["gum"] * 2, change=0.0)}, \
+            dict(notes or {})
     return seam, calls
 
 
 def slot_ev(count_before, count_after, skus_after, foreign, conf, usable=True, reason=""):
     return {"A1": {"change": 0.3, "count_before": count_before, "count_after": count_after,
                    "skus_after": skus_after, "foreign_after": foreign, "confidence": conf,
-                   "usable": usable, "reason": reason}}
+                   "usable": usable, "reason": reason},
+            "A2": {"change": 0.0, "count_before": 2, "count_after": 2,
+                   "skus_after": ["gum", "gum"], "foreign_after": 0, "confidence": 0.9,
+                   "usable": True, "reason": ""}}
 
 
 def test_a_camera_that_agrees_keeps_the_session_clear():
     seam, calls = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""]))
     b = deltas(-330, 0, images=IMAGES)
-    r = R.reconcile(b, looks={"k": 1}, vision=seam)
-    assert calls == [(b, {"k": 1})]
+    r = R.reconcile(b, recognizer=None, vision=seam)
+    assert calls == [(b, None)]
     assert (r.basket, r.confidence, r.flags, r.runner_up) == ({"cola": 1}, 1.0, (), None)
     assert r.evidence["shelves"]["top"] == shelf_ev(-330.0, {"cola": -1}, 0.0, 5.385, 2.0, 0.0,
-                                                    -2.6026, {"cola": -1}, 0.9)
+                                                    -2.6026, {"cola": -1}, 0.9, True, -1)
     assert r.evidence["slots"] == slot_ev(3, 2, ["cola", "cola", None], 0, 0.9)
 
 
 def test_a_sure_camera_that_disagrees_charges_only_what_every_explanation_shares():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola"] * 3))
-    r = R.reconcile(deltas(-330, 0, images=IMAGES), looks={}, vision=seam)
+    r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
+    # the camera counts three colas before and after: the weight's cola is not charged
     assert (r.basket, r.confidence, r.flags, r.best_guess, r.runner_up) == (
-        {}, 0.998992, ("vision_disagrees",), {"cola": 1}, ({}, 0.001008))
-    assert r.evidence["shelves"]["top"]["vision_seen"] == {}
+        {}, 0.916699, ("low_confidence", "vision_disagrees"), {"cola": 1}, ({}, 0.083301))
+    top = r.evidence["shelves"]["top"]
+    assert (top["vision_seen"], top["touched"], top["count_change"]) == ({}, True, 0)
     assert r.evidence["combinations"] == 2
 
 
 def test_an_unsure_camera_that_disagrees_is_not_a_flag():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola"] * 3, conf=0.5))
-    r = R.reconcile(deltas(-330, 0, images=IMAGES), looks={}, vision=seam)
+    r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
     assert (r.basket, r.confidence, r.flags, r.runner_up) == (
-        {"cola": 1}, 0.999908, (), ({}, 9.2e-05))
+        {"cola": 1}, 0.991824, (), ({}, 0.008176))
 
 
 def test_a_camera_at_the_confidence_bar_counts():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola"] * 3, conf=0.6))
-    r = R.reconcile(deltas(-330, 0, images=IMAGES), looks={}, vision=seam)
+    r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
     assert "vision_disagrees" in r.flags
 
 
 def test_a_foreign_object_seen_by_the_camera_is_flagged_but_the_take_is_charged():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", "?"]))
-    r = R.reconcile(deltas(-330, 0, images=IMAGES), looks={}, vision=seam)
+    r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
     assert (r.basket, r.confidence, r.flags) == ({"cola": 1}, 1.0, ("foreign_object",))
     assert r.evidence["slots"] == slot_ev(3, 3, ["cola", "cola", None], 1, 0.9)
 
@@ -441,7 +451,7 @@ def test_a_foreign_object_seen_by_the_camera_is_flagged_but_the_take_is_charged(
 def test_a_dark_camera_is_flagged_and_ignored():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, [], conf=0.0, usable=False,
                                reason="too dark"), {"cam-top": "lens covered"})
-    r = R.reconcile(deltas(-330, 0, images=IMAGES), looks={}, vision=seam)
+    r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
     assert (r.basket, r.confidence, r.flags) == ({"cola": 1}, 1.0, ("camera_dark",))
     assert r.evidence["cameras"] == {"cam-top": "lens covered"}
     assert r.evidence["slots"] == slot_ev(3, 0, [], 0, 0.0, False, "too dark")
@@ -449,8 +459,8 @@ def test_a_dark_camera_is_flagged_and_ignored():
 
 def test_vision_is_not_asked_without_images_or_when_switched_off():
     seam, calls = with_camera(slot("A1", ["cola"] * 3, ["cola"] * 3))
-    R.reconcile(deltas(-330, 0), looks={}, vision=seam)
-    R.reconcile(deltas(-330, 0, images=IMAGES), looks={}, vision=None)
+    R.reconcile(deltas(-330, 0), vision=seam)
+    R.reconcile(deltas(-330, 0, images=IMAGES), vision=None)
     assert calls == []
 
 
@@ -476,11 +486,11 @@ def test_stock_comes_from_the_inventory_before_when_the_bundle_has_it():
     assert "cola" not in r.basket and "unexplained_weight" in r.flags
 
 
-def test_looks_default_to_none_known():
+def test_the_seam_gets_the_bundle_and_no_recognizer_by_default():
     seam, calls = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""]))
     b = deltas(-330, 0, images=IMAGES)
     R.reconcile(b, vision=seam)
-    assert calls == [(b, {})]
+    assert calls == [(b, None)]
 
 
 def test_combine_starts_from_a_feasible_combination():
@@ -562,11 +572,11 @@ def test_a_single_item_elsewhere_may_arrive_on_a_shelf():
 def test_evidence_is_rounded_to_milligrams_and_thousandths():
     shelves = {"top": ShelfWeights(0, 5000.0, 4669.98765, True, True),
                "bottom": ShelfWeights(1, 5000.0, 5000.0, True, True)}
-    seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""], conf=0.91234))
-    r = R.reconcile(bundle(shelves, images=IMAGES), looks={}, vision=seam)
+    seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""], conf=0.81234))
+    r = R.reconcile(bundle(shelves, images=IMAGES), vision=seam)
     top = r.evidence["shelves"]["top"]
     assert (top["delta_g"], top["residual_g"], top["vision_confidence"]) == (
-        -330.012, -0.012, 0.912)
+        -330.012, -0.012, 0.812)
 
 
 def test_a_result_exactly_at_min_confidence_is_not_low():
@@ -578,9 +588,10 @@ def test_what_an_unexplained_shelf_lost_is_not_charged():
     # the camera saw a cola go, the weight says -207 g (a cola and 123 g of something else):
     # the best explanation takes the cola but cannot explain the weight, so it is not charged
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "cola", ""]))
-    r = R.reconcile(deltas(-207, 0, images=IMAGES), looks={}, vision=seam)
-    assert r.flags == ("foreign_object", "low_confidence", "unexplained_weight")  # +123 g
+    r = R.reconcile(deltas(-207, 0, images=IMAGES), vision=seam)
+    assert r.flags == ("foreign_object", "unexplained_weight")  # +123 g
     assert r.best_guess == {"cola": 1} and r.basket == {}
+    assert r.confidence == 0.999874
     assert r.evidence["shelves"]["top"]["explained_by"] == {"cola": -1}
 
 
