@@ -38,6 +38,9 @@ class SerialConfig(_Section):
     usb_serial: str | None = Field(default=None, description="Find the board by USB serial")
     baudrate: int = Field(default=115200, ge=1200, le=4000000)
     timeout_s: float = Field(default=1.0, gt=0, le=30)
+    calibration: str | None = Field(default=None, description="The board's load-cell "
+                                    "calibration (JSON from cabinet-diag); required for a real "
+                                    "board, the simulated MCU brings its own")
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +101,12 @@ class ThresholdsConfig(_Section):
                                 "load_cell_noise_g"))
 
 
+class HttpConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Where the controller's HTTP server "
+                      "(health, metrics, the kiosk) listens")
+    port: int = Field(default=8080, ge=0, le=65535, description="0: any free port (tests)")
+
+
 class Config(_Section):
     schema_version: int = Field(default=1, ge=1, le=1)
     cabinet_id: str | None = Field(default=None, description="Defaults to the planogram's")
@@ -108,6 +117,8 @@ class Config(_Section):
     face_camera: CameraConfig = Field(default_factory=CameraConfig)
     database_url: str = Field(default="sqlite:///var/cabinet.sqlite")
     gateway_url: str = Field(default="sim", description='"sim" starts the sandbox on loopback')
+    gateway_api_key_file: str | None = Field(default=None, description="The real gateway's "
+                                             "API key, one line (required unless sim)")
     data_dir: str = Field(default="var", description="Session bundles, logs, the database")
     catalog: str = Field(default="catalog.yaml")
     planogram: str = Field(default="planogram.yaml")
@@ -115,6 +126,7 @@ class Config(_Section):
     scenarios: str | None = Field(default=None, description="Demo scenarios")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     source: Path | None = Field(default=None, exclude=True, description="(set by the loader)")
 
@@ -176,7 +188,32 @@ def check_door_timeouts(cfg: Config) -> list[tuple[tuple, str]]:
     return []
 
 
-CROSS_CHECKS = (check_cameras_distinct, check_door_timeouts)
+def check_gateway_key(cfg: Config) -> list[tuple[tuple, str]]:
+    """A real gateway refuses every call without its key: say so before anything runs."""
+    if cfg.gateway_url != "sim" and cfg.gateway_api_key_file is None:
+        return [(("gateway_url",), "a real gateway needs gateway_api_key_file (a file holding "
+                 "its API key)")]
+    return []
+
+
+def check_identity_policy(cfg: Config) -> list[tuple[tuple, str]]:
+    """face_distance is the identity policy's refuse line (vision/identity.py): it must leave
+    the accept line (0.45) and the margin (0.10) room below it."""
+    low = FACE_ACCEPT_DISTANCE + FACE_MIN_MARGIN
+    if cfg.thresholds.face_distance < low - 1e-9:
+        return [(("thresholds", "face_distance"),
+                 f"must be at least {low:.2f} (accept line {FACE_ACCEPT_DISTANCE} plus margin "
+                 f"{FACE_MIN_MARGIN}; docs/identity.md)")]
+    return []
+
+
+# vision.identity.DEFAULT_POLICY's lines, copied so validating a file does not import dlib
+# (4 s); tests/cabinet/test_app.py checks they agree.
+FACE_ACCEPT_DISTANCE, FACE_MIN_MARGIN = 0.45, 0.10
+
+
+CROSS_CHECKS = (check_cameras_distinct, check_door_timeouts, check_gateway_key,
+                check_identity_policy)
 
 
 def load_config(path: str | Path) -> Config:

@@ -30,7 +30,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import cv2
 
 from billing.errors import BillingError
 from billing.service import Billing, Line
@@ -46,7 +45,8 @@ from cabinet.reconcile import reconcile
 from firmware_bridge import events as ev
 from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import LinkError
-from vision.faces import FaceGallery, identify_frame
+from vision.faces import FaceGallery
+from vision.identity import ACCEPT, DEFAULT_POLICY, SECOND_FACTOR, IdentityPolicy, identify_frames
 
 log = logging.getLogger("cabinet.controller")
 
@@ -114,7 +114,8 @@ class Controller:
                  planogram_path: Path, catalog_path: Path, journal: Journal,
                  inventory: Inventory, bundles_dir: Path, timing: TimeoutsConfig = TimeoutsConfig(),
                  load_cell_noise_g: float = 2.0, min_confidence: float = 0.95,
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, identity_policy: IdentityPolicy = DEFAULT_POLICY,
+                 identity_frames: int = 3):
         self.cabinet_id = cabinet_id
         self.clock = clock_or_system(clock)
         self.board = board
@@ -137,6 +138,8 @@ class Controller:
         self.timing = timing
         self.load_cell_noise_g = load_cell_noise_g
         self.min_confidence = min_confidence
+        self.identity_policy = identity_policy
+        self.identity_frames = max(1, int(identity_frames))
         max_pulse = getattr(getattr(board, "identity", None), "max_unlock_ms", None)
         if max_pulse is not None and not 0 < timing.unlock_pulse_ms <= max_pulse:
             raise CabinetError(f"timeouts.unlock_pulse_ms = {timing.unlock_pulse_ms}: the board "
@@ -262,7 +265,8 @@ class Controller:
                                 inventory=self.inventory.slots())
         run.mark("before_snapshot")
 
-        self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id)
+        self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id,
+                          **run.identity)
         try:
             await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
         except LinkError as e:
@@ -330,6 +334,7 @@ class Controller:
         # Reconcile reads the bundle as stored (PNGs included, ~40 ms) rather than the frames
         # in memory, so `cabinet reconcile BUNDLE` reproduces exactly what was charged.
         result = await self._blocking(lambda: reconcile(load_bundle(run.bundle.path)))
+        run.mark("reconciled")
         run.bundle.write_result(result)
         run.flags.extend(f for f in result.flags if f not in run.flags)
         self.inventory.apply(result, run.session_id)      # once per session, even if resumed
@@ -400,14 +405,33 @@ class Controller:
                           "the cabinet restarted while identifying the customer")
 
     async def _identify(self, frame, run: "_Run"):
-        """(account id, refusal reason or ""): whose face this is, and may they shop."""
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        face = await self._blocking(identify_frame, rgb, self.gallery)
+        """(account id, refusal reason or ""): whose face this is, and may they shop.
+
+        Several frames decide, not one (vision/identity.py): the one that started the session
+        and the next ones the face camera gives, all inside the auth window. Accept -> the
+        account, then its standing; second factor -> refused with the kiosk's message until
+        the kiosk can take the PIN (never an unlock); refuse -> refused with its message. The
+        journal keeps the reason and the distances, never a template."""
+        frames = [frame]
+        for _ in range(self.identity_frames - 1):
+            more = await self._blocking(self.face_camera.capture)
+            if more is not None:
+                frames.append(more)
+        decision = await self._blocking(identify_frames, frames, self.gallery,
+                                        self.identity_policy, bgr=True)
         run.mark("identified")
-        if face.match is None:
-            return None, ("no face in view" if face.status == "no_face"
-                          else "face not recognised: use the QR code or enrol at the kiosk")
-        account_id = int(face.match.account_id)
+        run.identity = {
+            "identity_outcome": decision.outcome, "identity_reason": decision.reason,
+            "frames_seen": decision.frames_seen, "frames_used": decision.frames_used,
+            "best_distance": None if decision.best is None else round(decision.best.distance, 4),
+            "second_distance": None if decision.second is None
+            else round(decision.second.distance, 4)}
+        if decision.outcome != ACCEPT:
+            if decision.outcome == SECOND_FACTOR:
+                log.info("session %s: second factor needed (%s); the kiosk cannot take it yet",
+                         run.session_id, decision.reason)
+            return None, decision.message
+        account_id = int(decision.account_id)
         standing = await self._blocking(self.billing.standing, account_id)
         return account_id, ("" if standing.ok else standing.reason)
 
@@ -524,6 +548,7 @@ class _Run:
     account_id: int | None = None
     bundle: BundleWriter | None = None
     flags: list[str] = dataclasses.field(default_factory=list)
+    identity: dict[str, Any] = dataclasses.field(default_factory=dict)
     marks: dict[str, float] = dataclasses.field(default_factory=dict)
     t0: float = dataclasses.field(init=False)
 

@@ -25,28 +25,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from billing.db import init_db, make_engine, session_factory
-from billing.gateway import GatewayClient
-from billing.gateway_server import SandboxGateway
-from billing.service import Billing
-from cabinet import accounts as accounts_mod
-from cabinet.catalog import load_catalog
+from cabinet.app import App
 from cabinet.config import Config, TimeoutsConfig, load_config
+from cabinet.controller import Controller, SessionReport
 from cabinet.errors import CabinetError
-from cabinet.controller import Controller, EventBridge, SessionReport
-from cabinet.inventory import Inventory
-from cabinet.journal import Journal
-from cabinet.planogram import Planogram, load_planogram
-from cabinet.scenario import CloseDoor, Move, OpenDoor, Put, Take, Wait, load_accounts, load_scenarios
-from cabinet.simworld import SimWorld, shelf_view_fn
-from firmware_bridge.clock import Clock, clock_or_system
-from firmware_bridge.device import Board
-from firmware_bridge.simulator import SimMCU
-from vision.cameras import SimFaceCamera
-from vision.data import data_root, faces_root, people
+from cabinet.scenario import CloseDoor, Move, OpenDoor, Put, Take, Wait
+from firmware_bridge.clock import Clock
 from vision.faces import enrol_encodings
-from vision.sim.camera import SimShelfCamera
-from vision.sim.looks import foreign_photos, product_looks
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -55,130 +40,52 @@ FIXTURES = ROOT / "fixtures"
 DEFAULT_CONFIG = FIXTURES / "cabinet.yaml"
 
 
-def in_force(path: Path, workdir: Path) -> Path:
-    """A private copy of a catalog or planogram for this run: what every session bundle copies
-    and every price comes from, whatever happens to the original file meanwhile."""
-    data = Path(path).read_bytes()
-    target = workdir / "in-force" / Path(path).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    return target
-
-
 class SimCabinet:
-    """Builds and owns every part of the simulated cabinet; `close()` stops them all."""
+    """The app (cabinet/app.py) with every part simulated, in its own folder, and the
+    scripted customers at its door; `close()` stops every part.
+
+    The configuration's data_dir and database become `workdir` and a SQLite file in it, so
+    each demo (and each test) starts from a fresh cabinet. Every attribute of the app (board,
+    mcu, world, billing, controller, ...) is reachable here by the same name."""
 
     def __init__(self, workdir: Path, config: Config | Path = DEFAULT_CONFIG, *, seed: int = 0,
                  timing: TimeoutsConfig | None = None, clock: Clock | None = None,
                  hardware_clock: Clock | None = None,
                  face_encoder: Callable[[Sequence[Path]], list[np.ndarray]] = enrol_encodings):
-        self.clock = clock_or_system(clock)
-        self.hardware_clock = self.clock if hardware_clock is None else hardware_clock
-        self._face_encoder = face_encoder
-        # Every file is read and checked before anything is created: bad input changes nothing.
-        self.config = config if isinstance(config, Config) else load_config(config)
-        # Checked from the configured files first; the run then uses copies that cannot change.
-        planogram = load_planogram(self.config.planogram_path,
-                                   load_catalog(self.config.catalog_path))
-        if not self.config.scenarios or not self.config.accounts:
-            raise CabinetError(f"{self.config.source}: the demo needs `scenarios:` and "
+        config = config if isinstance(config, Config) else load_config(config)
+        sim = {"serial": config.serial.model_copy(update={"port": "sim", "usb_serial": None,
+                                                          "calibration": None}),
+               "face_camera": config.face_camera.model_copy(update={"source": "sim"}),
+               "cameras": {k: v.model_copy(update={"source": "sim"})
+                           for k, v in config.cameras.items()},
+               "gateway_url": "sim", "gateway_api_key_file": None}
+        self.workdir = Path(workdir).resolve()
+        config = config.model_copy(update={
+            **sim, "data_dir": str(self.workdir),
+            "database_url": f"sqlite:///{self.workdir / 'cabinet.sqlite'}"})
+        if not config.scenarios or not config.accounts:
+            raise CabinetError(f"{config.source}: the demo needs `scenarios:` and "
                                f"`accounts:` files named in the configuration")
-        self.scenarios = load_scenarios(self.config.resolve(self.config.scenarios), planogram)
-        self.accounts = load_accounts(self.config.resolve(self.config.accounts))
-        self.timing = timing or self.config.timeouts
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.catalog_path = in_force(self.config.catalog_path, self.workdir)
-        self.planogram_path = in_force(self.config.planogram_path, self.workdir)
-        self.catalog = load_catalog(self.catalog_path)
-        self.planogram = load_planogram(self.planogram_path, self.catalog)
-        self._stack = contextlib.ExitStack()
-        try:
-            self._build(seed)
-        except BaseException:
-            self._stack.close()
-            raise
+        self.app = App(config, clock=clock, hardware_clock=hardware_clock, seed=seed,
+                       timing=timing, face_encoder=face_encoder)
+        # The app checks every file before it writes anything (the workdir included).
+        self.app.start()
 
-    def _build(self, seed: int) -> None:
-        self.gateway = SandboxGateway()
-        self.gateway_url = self.gateway.start()
-        self._stack.callback(self.gateway.stop)
+    def __getattr__(self, name: str):
+        if name == "app":
+            raise AttributeError(name)
+        return getattr(self.app, name)
 
-        self.world = SimWorld(self.planogram, self.catalog, seed=seed)
-        levels = self.planogram.initial_stock()
-        self.world.restock(levels)
-        self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
-                          seed=seed, clock=self.hardware_clock)
-        self.pty_path = self.mcu.start()
-        self._stack.callback(self.mcu.stop)
-
-        self.bridge = EventBridge()
-        self.board = Board(self.pty_path, on_event=self.bridge, clock=self.hardware_clock)
-        self.board.open()
-        self._stack.callback(self.board.close)
-
-        self.engine = make_engine(f"sqlite:///{self.workdir / 'cabinet.sqlite'}")
-        init_db(self.engine)
-        self.db = session_factory(self.engine)
-        self._stack.callback(self.engine.dispose)
-        self.billing = Billing(self.db, GatewayClient(self.gateway_url, api_key=self.gateway.api_key,
-                                                      sleep=self.clock.sleep),
-                               currency=self.catalog.currency,
-                               cabinet_id=self.planogram.cabinet_id)
-        self.inventory = Inventory(self.db, self.planogram)
-        self.inventory.restock(levels)
-
-        self.photos = people()
-        root = faces_root()
-        # Only face_recognition's test photos (obama, biden) on a machine without ../shared.
-        self.fallback_faces = root is None or root != data_root() / "faces"
-        probes: dict[str, set[int]] = {}
-        for sc in self.scenarios:
-            person = sc.person_for(fallback=self.fallback_faces)
-            if person:
-                probes.setdefault(person, set()).add(sc.photo)
-        self.account_ids: dict[str, int] = {}
-        for acct in self.accounts:
-            person = acct.person_for(fallback=self.fallback_faces)
-            photos = self.photos.get(person or "", [])
-            enrol = [p for i, p in enumerate(photos) if i not in probes.get(person, ())] \
-                or photos[:1]
-            if not enrol:
-                continue    # no face enrolled for this account in this mode (QR only)
-            account = accounts_mod.enroll(self.billing, None, acct.name, enrol,
-                                          payment_token=acct.payment_token,
-                                          currency=self.catalog.currency,
-                                          encode=self._face_encoder)
-            if acct.status == "blocked":
-                self.billing.block(account.id, "blocked in the demo's accounts fixture")
-            self.account_ids[person] = account.id
-
-        looks = product_looks(self.catalog, data_root())
-        self.face_camera = SimFaceCamera()
-        cameras = {shelf.camera for shelf in self.planogram.shelves}
-        foreign = foreign_photos(data_root())
-        shelf_cameras = {cam: SimShelfCamera(shelf_view_fn(self.world, self.planogram, cam),
-                                             looks, seed=seed, foreign_photos=foreign)
-                         for cam in sorted(cameras)}
-        self.looks = looks
-        self.shelf_cameras = shelf_cameras
-        self.controller = self.new_controller()
+    @property
+    def config(self) -> Config:
+        return self.app.config
 
     def new_controller(self) -> Controller:
         """A controller over this cabinet's parts, with nothing in memory: a restart."""
-        return Controller(
-            cabinet_id=self.planogram.cabinet_id, board=self.board, bridge=self.bridge,
-            face_camera=self.face_camera, shelf_cameras=self.shelf_cameras, billing=self.billing,
-            gallery=accounts_mod.load_gallery(self.db, self.config.thresholds.face_distance),
-            accounts=lambda aid: accounts_mod.name_of(self.db, aid),
-            planogram_path=self.planogram_path, catalog_path=self.catalog_path,
-            journal=Journal(self.db), inventory=self.inventory,
-            bundles_dir=self.workdir / "sessions", timing=self.timing,
-            load_cell_noise_g=self.config.thresholds.load_cell_noise_g,
-            min_confidence=self.config.thresholds.reconcile_min_confidence, clock=self.clock)
+        return self.app.new_controller()
 
     def close(self) -> None:
-        self._stack.close()
+        self.app.close()
 
     def __enter__(self) -> "SimCabinet":
         return self
@@ -221,7 +128,8 @@ class SimCabinet:
         return self.world.leave()
 
     async def run_scenario(self, scenario) -> tuple[SessionReport | None, Counter]:
-        photo = self.photo_for(scenario.person_for(fallback=self.fallback_faces), scenario.photo)
+        photo = self.photo_for(scenario.person_for(fallback=self.app.fallback_faces),
+                               scenario.photo)
         self.face_camera.show(photo)
         try:
             frame = await self.controller.wait_for_face(self.timing.face_s)

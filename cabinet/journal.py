@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, func, select
+from sqlalchemy import Boolean, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from billing.db import Base, UTCDateTime, utcnow
@@ -91,3 +91,54 @@ class Journal:
             last = s.scalar(select(JournalEntry.dest).where(JournalEntry.session_id.is_(None))
                             .order_by(JournalEntry.id.desc()).limit(1))
         return "out_of_service" if last in ("out_of_service", "restock") else "idle"
+
+
+class AlarmRow(Base):
+    """An alarm the running cabinet raised between sessions (forced door, door left open,
+    temperature, link lost, MCU reboot, uncommanded unlock): kept for review after it clears.
+    Cabinet's own table on the shared metadata; it still needs its Alembic migration."""
+    __tablename__ = "cabinet_alarms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raised_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cleared_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    review: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Alarms:
+    """The alarms table: raise one per kind (a kind already active is not raised twice),
+    clear it when its cause is gone; `active()` is what keeps the cabinet out of service."""
+
+    def __init__(self, db: sessionmaker, now: Any = utcnow):
+        self._db = db
+        self._now = now
+
+    def raise_(self, kind: str, detail: str = "", *, review: bool = False) -> bool:
+        """Record the alarm; False when one of this kind is already active."""
+        with self._db.begin() as s:
+            if s.scalar(select(AlarmRow.id).where(AlarmRow.kind == kind,
+                                                  AlarmRow.cleared_at.is_(None))) is not None:
+                return False
+            s.add(AlarmRow(kind=kind, detail=detail[:2000], raised_at=self._now(),
+                           review=review))
+        return True
+
+    def clear(self, kind: str, by: str) -> bool:
+        """Clear the active alarm of `kind`; False when none was active."""
+        with self._db.begin() as s:
+            rows = list(s.scalars(select(AlarmRow).where(AlarmRow.kind == kind,
+                                                         AlarmRow.cleared_at.is_(None))))
+            for row in rows:
+                row.cleared_at, row.cleared_by = self._now(), by[:64]
+        return bool(rows)
+
+    def active(self) -> list[str]:
+        with self._db() as s:
+            return sorted(s.scalars(select(AlarmRow.kind).where(AlarmRow.cleared_at.is_(None))))
+
+    def all(self) -> list[AlarmRow]:
+        with self._db() as s:
+            return list(s.scalars(select(AlarmRow).order_by(AlarmRow.id)))

@@ -1,0 +1,446 @@
+"""The one composition root: every part of the cabinet, built from its configuration.
+
+`App(config).start()` reads as the checklist a technician would follow, in order:
+
+1. validate the whole configuration with every file it names (catalog, planogram, accounts,
+   scenarios, calibration): every error at once, and nothing written before it passes;
+2. a configured serial port must be there (never a silent fall-back to the simulator);
+3. the simulated world, when any part is simulated (items in slots for the MCU and cameras);
+4. the payment gateway: `sim` starts the sandbox on loopback, a URL gets the real client;
+5. the board: `sim` starts the simulated MCU on a pty; identify it, check the versions and
+   that every planogram shelf has a calibration;
+6. the database (its URL; a relative SQLite path is relative to the configuration file);
+7. the catalog and planogram in force (cabinet/inforce.py), copied for this run under
+   data_dir/running/ so every session sells from the same files until a restart;
+8. the accounts file's customers enrolled (only those not enrolled yet);
+9. the cameras: an OpenCV index, file or URL, or `sim`;
+10. the controller over those parts.
+
+`cabinet run` is this app on the cabinet (cabinet/runner.py), `cabinet demo` is this app with a
+scripted customer at the simulated door (cabinet/demo.py), and tests build it the same way.
+Heavy imports (OpenCV, dlib, SQLAlchemy) happen in start(), so `cabinet config validate`
+stays fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cabinet import inforce
+from cabinet.config import Config, load_config
+from cabinet.errors import CabinetError, ConfigError, FormatError, FormatErrors
+
+
+@dataclasses.dataclass(frozen=True)
+class CabinetFiles:
+    """The files a configuration names, read and checked against each other."""
+    catalog_path: Path
+    planogram_path: Path
+    catalog: Any
+    planogram: Any
+    accounts: list | None
+    scenarios: list | None
+
+
+def _errors_of(e: CabinetError) -> list:
+    return list(e.errors) if isinstance(e, FormatErrors) else [e]
+
+
+def check_files(cfg: Config, *, in_force: bool = False) -> CabinetFiles:
+    """Read every file the configuration names; FormatErrors with all their errors at once.
+
+    `in_force`: the catalog and planogram in force under data_dir (what `cabinet run` sells
+    from) instead of the ones the configuration names (what `config validate` checks)."""
+    from cabinet.catalog import load_catalog
+    from cabinet.planogram import load_planogram
+    from cabinet.scenario import load_accounts, load_scenarios
+    errors: list = []
+    if in_force:
+        store = inforce.for_config(cfg)
+        catalog_path, planogram_path = store.path("catalog"), store.path("planogram")
+    else:
+        catalog_path, planogram_path = cfg.catalog_path, cfg.planogram_path
+    catalog = planogram = accounts = scenarios = None
+    try:
+        catalog = load_catalog(catalog_path)
+    except CabinetError as e:
+        errors += _errors_of(e)
+    if catalog is not None:
+        try:
+            planogram = load_planogram(planogram_path, catalog)
+        except CabinetError as e:
+            errors += _errors_of(e)
+    if cfg.accounts:
+        try:
+            accounts = load_accounts(cfg.resolve(cfg.accounts))
+        except CabinetError as e:
+            errors += _errors_of(e)
+    if cfg.scenarios and planogram is not None:
+        try:
+            scenarios = load_scenarios(cfg.resolve(cfg.scenarios), planogram)
+        except CabinetError as e:
+            errors += _errors_of(e)
+    errors += _check_against_planogram(cfg, planogram)
+    if errors:
+        raise ConfigError(errors)
+    return CabinetFiles(catalog_path, planogram_path, catalog, planogram, accounts, scenarios)
+
+
+def _check_against_planogram(cfg: Config, planogram: Any) -> list:
+    """Cross-file checks: calibration readable, every camera named in `cameras` is one the
+    planogram uses (a camera nobody reads is a typo)."""
+    errors: list = []
+    src = cfg.source or Path("cabinet.yaml")
+    if cfg.serial.calibration is not None:
+        from firmware_bridge.loadcell import Calibration, CalibrationError
+        path = cfg.resolve(cfg.serial.calibration)
+        try:
+            Calibration.from_json(path.read_text("utf-8"), where=str(path))
+        except OSError as e:
+            errors.append(FormatError(src, None, ("serial", "calibration"),
+                                      cfg.serial.calibration,
+                                      f"{path}: cannot read it ({e.strerror})"))
+        except CalibrationError as e:
+            errors.append(FormatError(src, None, ("serial", "calibration"),
+                                      cfg.serial.calibration, str(e)))
+    elif cfg.serial.port != "sim":
+        errors.append(FormatError(src, None, ("serial", "calibration"), None,
+                                  "a real board needs its load-cell calibration file "
+                                  "(exported by cabinet-diag); docs/deploy.md"))
+    if planogram is not None:
+        used = {shelf.camera for shelf in planogram.shelves}
+        for cam_id in cfg.cameras:
+            if cam_id not in used:
+                errors.append(FormatError(src, None, ("cameras", cam_id), cam_id,
+                                          f"no planogram shelf uses this camera (the "
+                                          f"planogram's cameras: {', '.join(sorted(used))})"))
+    return errors
+
+
+def validate(path: str | Path) -> tuple[Config, CabinetFiles]:
+    """The whole configuration and its files; ConfigError lists every error at once."""
+    cfg = load_config(path)
+    return cfg, check_files(cfg)
+
+
+def database_url(cfg: Config) -> str:
+    """The configuration's database URL; a relative SQLite path is relative to the
+    configuration file's folder, like every other path in it (no folder is made here)."""
+    url, prefix = cfg.database_url, "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") \
+            and url[len(prefix):] not in ("", ":memory:"):
+        return prefix + str(cfg.resolve(url[len(prefix):]))
+    return url
+
+
+def is_sim(source: Any) -> bool:
+    return source == "sim"
+
+
+class App:
+    """Every part of one cabinet; `start()` builds them in order, `close()` stops them all."""
+
+    def __init__(self, config: Config | str | Path, *, clock: Any = None,
+                 hardware_clock: Any = None, seed: int = 0, timing: Any = None,
+                 face_encoder: Callable[[Sequence[Path]], list] | None = None,
+                 scenarios_hold_photos: bool = True):
+        from firmware_bridge.clock import clock_or_system
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.clock = clock_or_system(clock)
+        self.hardware_clock = self.clock if hardware_clock is None else hardware_clock
+        self.seed = seed
+        self.timing = timing or self.config.timeouts
+        self._face_encoder = face_encoder
+        self._hold_photos = scenarios_hold_photos
+        self._stack = contextlib.ExitStack()
+        self.files: CabinetFiles | None = None
+        self.world = self.mcu = self.gateway = self.board = self.engine = self.db = None
+        self.billing = self.inventory = self.controller = self.identity = None
+        self.bridge = None
+        self.gateway_url: str | None = None
+        self.pty_path: str | None = None
+        self.face_camera: Any = None
+        self.shelf_cameras: dict[str, Any] = {}
+        self.account_ids: dict[str, int] = {}
+        self.catalog_path: Path | None = None
+        self.planogram_path: Path | None = None
+        self.catalog = self.planogram = None
+        self.scenarios: list = []
+        self.accounts: list = []
+        self.data_path = self.config.data_path
+        self.fallback_faces = False
+        self.photos: dict[str, list[Path]] = {}
+
+    # --- the checklist -----------------------------------------------------------------
+    def start(self) -> "App":
+        try:
+            self.check_configuration()
+            self.check_serial_port()
+            self.start_world()
+            self.start_gateway()
+            self.start_board()
+            self.open_database()
+            self.put_files_in_force()
+            self.enrol_accounts()
+            self.start_cameras()
+            self.controller = self.new_controller()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def check_configuration(self) -> None:
+        """1. Every file read and checked; nothing has been written yet."""
+        self.files = check_files(self.config, in_force=True)
+        self.catalog, self.planogram = self.files.catalog, self.files.planogram
+        self.scenarios = list(self.files.scenarios or [])
+        self.accounts = list(self.files.accounts or [])
+
+    def check_serial_port(self) -> None:
+        """2. A configured device path that is not there stops the start, naming it."""
+        port = self.config.serial.port
+        if port != "sim" and self.config.serial.usb_serial is None and port.startswith("/") \
+                and not os.path.exists(port):
+            from firmware_bridge.errors import PortNotFound
+            raise PortNotFound(port)
+
+    def _anything_simulated(self) -> bool:
+        cams = [c.source for c in self.config.cameras.values()]
+        cams += [c.source for c in self._planogram_cameras_unconfigured()]
+        return self.config.serial.port == "sim" or any(is_sim(c) for c in cams) \
+            or is_sim(self.config.face_camera.source)
+
+    def _planogram_cameras_unconfigured(self) -> list:
+        from cabinet.config import CameraConfig
+        return [CameraConfig() for shelf in self.planogram.shelves
+                if shelf.camera not in self.config.cameras]
+
+    def start_world(self) -> None:
+        """3. The simulated world (only when some part reads it)."""
+        if not self._anything_simulated():
+            return
+        from cabinet.simworld import SimWorld
+        self.world = SimWorld(self.planogram, self.catalog, seed=self.seed)
+        self.world.restock(self.planogram.initial_stock())
+
+    def start_gateway(self) -> None:
+        """4. `sim`: the sandbox gateway on loopback; else the real one at its URL."""
+        from billing.gateway import GatewayClient
+        if self.config.gateway_url == "sim":
+            from billing.gateway_server import SandboxGateway
+            self.gateway = SandboxGateway()
+            self.gateway_url = self.gateway.start()
+            self._stack.callback(self.gateway.stop)
+            self.gateway_client = GatewayClient(self.gateway_url, api_key=self.gateway.api_key,
+                                                timeout_s=self.timing.gateway_s,
+                                                sleep=self.clock.sleep)
+        else:
+            self.gateway_url = self.config.gateway_url
+            key_file = self.config.resolve(self.config.gateway_api_key_file)
+            try:
+                self.gateway_client = GatewayClient(self.gateway_url, api_key_file=key_file,
+                                                    timeout_s=self.timing.gateway_s,
+                                                    sleep=self.clock.sleep)
+            except ValueError as e:
+                raise CabinetError(f"{self.config.source}: gateway_api_key_file: {e}") from None
+
+    def start_board(self) -> None:
+        """5. The board on its port (`sim`: the simulated MCU's pty), identified and checked."""
+        from cabinet.controller import EventBridge
+        from firmware_bridge.device import Board
+        from firmware_bridge.loadcell import Calibration
+        serial = self.config.serial
+        calibration = None
+        if serial.port == "sim":
+            from firmware_bridge.simulator import SimMCU
+            self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
+                              seed=self.seed, clock=self.hardware_clock)
+            port = self.mcu.start()
+            self.pty_path = port
+            self._stack.callback(self.mcu.stop)
+        else:
+            port = f"serial:{serial.usb_serial}" if serial.usb_serial else serial.port
+            path = self.config.resolve(serial.calibration)
+            calibration = Calibration.from_json(path.read_text("utf-8"), where=str(path))
+        self.bridge = EventBridge()
+        self.board = Board(port, timeout_s=serial.timeout_s, calibration=calibration,
+                           on_event=self.bridge, clock=self.hardware_clock)
+        self.identity = self.board.open()
+        self._stack.callback(self.board.close)
+        self.check_board(calibration)
+
+    def check_board(self, calibration: Any = None) -> None:
+        """The board answers as the planogram needs: enough shelves, and (a real board) the
+        calibration made on this very board."""
+        ident = self.identity
+        channels = sorted({shelf.channel for shelf in self.planogram.shelves})
+        if channels and channels[-1] >= ident.shelves:
+            raise CabinetError(f"board {ident.board_serial} on {ident.port or self.board.port} "
+                               f"has {ident.shelves} shelves; the planogram wires channel "
+                               f"{channels[-1]}: check the board or the planogram")
+        if calibration is not None and calibration.board_serial \
+                and calibration.board_serial != ident.board_serial:
+            raise CabinetError(f"serial.calibration was made on board {calibration.board_serial}"
+                               f", this is board {ident.board_serial}: calibrate this board "
+                               f"(cabinet-diag) and export its calibration")
+        cal = self.board.calibration()
+        missing = [c for c in channels if c not in cal.shelves
+                   or cal.shelves[c].counts_per_gram <= 0]
+        if missing:
+            raise CabinetError(f"board {ident.board_serial}: no calibration for load-cell "
+                               f"channel(s) {missing}: calibrate with cabinet-diag")
+
+    def open_database(self) -> None:
+        """6. The database, migrated to the current tables (journal, alarms, billing)."""
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        import cabinet.inventory  # noqa: F401  (tables on the shared metadata)
+        import cabinet.journal  # noqa: F401
+        from billing.db import init_db, make_engine, session_factory
+        from billing.service import Billing
+        from cabinet.inventory import Inventory
+        url = database_url(self.config)
+        if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = make_engine(url)
+            self._stack.callback(self.engine.dispose)
+            init_db(self.engine)
+        except SQLAlchemyError as e:
+            raise CabinetError(f"{self.config.source}: database_url = "
+                               f"{self.config.database_url!r}: "
+                               f"{str(e.__cause__ or e).splitlines()[0]}") from None
+        self.db = session_factory(self.engine)
+        self.billing = Billing(self.db, self.gateway_client, currency=self.catalog.currency,
+                               cabinet_id=self.planogram.cabinet_id)
+        from cabinet.inventory import SlotStock
+        self.inventory = Inventory(self.db, self.planogram)
+        with self.db() as s:
+            believed = s.scalar(select(func.count()).select_from(SlotStock))
+        if not believed:        # a new database: the planogram's initial stock
+            self.inventory.restock(self.planogram.initial_stock())
+        elif self.world is not None:    # the simulated shelves hold what the cabinet believes
+            self.world.restock({slot: len(skus) for slot, skus in self.inventory.slots().items()})
+
+    def put_files_in_force(self) -> None:
+        """7. This run's copies of the catalog and planogram in force: every session bundle
+        copies them and every price comes from them, whatever an apply does meanwhile (an
+        applied planogram takes effect at the next start)."""
+        from cabinet.catalog import load_catalog
+        from cabinet.planogram import load_planogram
+        running = self.data_path / "running"
+        running.mkdir(parents=True, exist_ok=True)
+        self.catalog_path = running / "catalog.yaml"
+        self.planogram_path = running / "planogram.yaml"
+        shutil.copyfile(self.files.catalog_path, self.catalog_path)
+        shutil.copyfile(self.files.planogram_path, self.planogram_path)
+        self.catalog = load_catalog(self.catalog_path)
+        self.planogram = load_planogram(self.planogram_path, self.catalog)
+
+    def enrol_accounts(self) -> None:
+        """8. The accounts file's customers, once each (a restart enrols nobody twice); a
+        scenario's probe photo is kept out of its account's templates."""
+        if not self.accounts:
+            return
+        from cabinet import accounts as accounts_mod
+        from vision.data import data_root, faces_root, people
+        from vision.faces import enrol_encodings
+        self.photos = people()
+        root = faces_root()
+        self.fallback_faces = root is None or root != data_root() / "faces"
+        known = {row["name"]: row["id"] for row in accounts_mod.list_accounts(self.db)}
+        probes: dict[str, set[int]] = {}
+        for sc in self.scenarios if self._hold_photos else ():
+            person = sc.person_for(fallback=self.fallback_faces)
+            if person:
+                probes.setdefault(person, set()).add(sc.photo)
+        for acct in self.accounts:
+            person = acct.person_for(fallback=self.fallback_faces)
+            if acct.name in known:
+                if person:
+                    self.account_ids[person] = known[acct.name]
+                continue
+            photos = self.photos.get(person or "", [])
+            enrol = [p for i, p in enumerate(photos) if i not in probes.get(person, ())] \
+                or photos[:1]
+            if not enrol:
+                continue    # no face enrolled for this account in this mode (QR only)
+            account = accounts_mod.enroll(self.billing, None, acct.name, enrol,
+                                          payment_token=acct.payment_token,
+                                          currency=self.catalog.currency,
+                                          encode=self._face_encoder or enrol_encodings)
+            if acct.status == "blocked":
+                self.billing.block(account.id, "blocked in the accounts file")
+            self.account_ids[person] = account.id
+
+    def start_cameras(self) -> None:
+        """9. Each planogram camera and the face camera: `sim` or an OpenCV source."""
+        from vision.cameras import OpenCVCamera, SimFaceCamera
+        from cabinet.config import CameraConfig
+        face = self.config.face_camera
+        if is_sim(face.source):
+            self.face_camera = SimFaceCamera()
+        else:
+            self.face_camera = OpenCVCamera(self._source(face.source))
+            self._stack.callback(self.face_camera.close)
+        looks = foreign = None
+        for cam_id in sorted({shelf.camera for shelf in self.planogram.shelves}):
+            cam = self.config.cameras.get(cam_id, CameraConfig())
+            if is_sim(cam.source):
+                if looks is None:
+                    from vision.data import data_root
+                    from vision.sim.looks import foreign_photos, product_looks
+                    looks = product_looks(self.catalog, data_root())
+                    foreign = foreign_photos(data_root())
+                    self.looks = looks
+                from cabinet.simworld import shelf_view_fn
+                from vision.sim.camera import SimShelfCamera
+                self.shelf_cameras[cam_id] = SimShelfCamera(
+                    shelf_view_fn(self.world, self.planogram, cam_id), looks, seed=self.seed,
+                    foreign_photos=foreign)
+            else:
+                camera = OpenCVCamera(self._source(cam.source))
+                self._stack.callback(camera.close)
+                self.shelf_cameras[cam_id] = camera
+
+    def _source(self, source: int | str) -> int | str:
+        """An OpenCV index or URL as is; a file path relative to the configuration's folder."""
+        if isinstance(source, int) or "://" in source:
+            return source
+        return str(self.config.resolve(source))
+
+    def new_controller(self):
+        """10. A controller over these parts, with nothing in memory (as after a restart)."""
+        import dataclasses as dc
+
+        from cabinet import accounts as accounts_mod
+        from cabinet.controller import Controller
+        from cabinet.journal import Journal
+        from vision.identity import DEFAULT_POLICY
+        policy = dc.replace(DEFAULT_POLICY, refuse_distance=self.config.thresholds.face_distance)
+        return Controller(
+            cabinet_id=self.config.cabinet_id or self.planogram.cabinet_id, board=self.board,
+            bridge=self.bridge, face_camera=self.face_camera, shelf_cameras=self.shelf_cameras,
+            billing=self.billing,
+            gallery=accounts_mod.load_gallery(self.db, self.config.thresholds.face_distance),
+            accounts=lambda aid: accounts_mod.name_of(self.db, aid),
+            planogram_path=self.planogram_path, catalog_path=self.catalog_path,
+            journal=Journal(self.db), inventory=self.inventory,
+            bundles_dir=self.data_path / "sessions", timing=self.timing,
+            load_cell_noise_g=self.config.thresholds.load_cell_noise_g,
+            min_confidence=self.config.thresholds.reconcile_min_confidence, clock=self.clock,
+            identity_policy=policy)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "App":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
