@@ -11,9 +11,10 @@ A model folder (default: `models/` at the repository root) holds what travels to
   class's mean embedding over its training photos).
 
 A crop (BGR uint8, any size) is resized so its short side is S and centre-cropped to S x S (the
-training photos' validation transform). Its embedding is its features minus `mean`, L2-normalised
-(centring makes cosine similarity discriminative for features that are all positive). With
-`flip_tta` the crop and its mirror image are averaged.
+training photos' validation transform). The card's `views` (centre zoom, mirror) are each run
+and the outputs averaged (test-time augmentation). The embedding is the features minus `mean`,
+L2-normalised (centring makes cosine similarity discriminative for features that are all
+positive).
 
 Scores over the model's classes plus the enrolled SKUs (vision/product_gallery.py): cosine
 similarity to each class centroid and each enrolled SKU's mean embedding, divided by a
@@ -57,7 +58,7 @@ class ModelCard:
     imgsz: int
     softmax_weight: float
     temperature: float
-    flip_tta: bool
+    views: tuple[tuple[float, bool], ...]
     raw: dict
 
     @classmethod
@@ -81,29 +82,36 @@ class ModelCard:
                 imgsz=int(doc["input"]["size"]),
                 softmax_weight=float(scoring["softmax_weight"]),
                 temperature=float(scoring["temperature"]),
-                flip_tta=bool(scoring["flip_tta"]),
+                views=tuple((float(z), bool(f)) for z, f in scoring["views"]),
                 raw=doc,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecognizerError(f"model card {path}: field {e} missing or malformed; "
                                   f"restore it from git or train again") from None
         if not card.labels or card.imgsz < 16 or card.temperature <= 0 \
-                or not 0.0 <= card.softmax_weight <= 1.0:
-            raise RecognizerError(f"model card {path}: labels, input.size, scoring.temperature "
-                                  f"or scoring.softmax_weight out of range")
+                or not 0.0 <= card.softmax_weight <= 1.0 or not card.views \
+                or not all(0.2 <= z <= 1.0 for z, _ in card.views):
+            raise RecognizerError(f"model card {path}: labels, input.size, scoring.temperature, "
+                                  f"scoring.softmax_weight or scoring.views out of range")
         return card
 
 
-def preprocess(crops: Sequence[np.ndarray], imgsz: int, *, flip: bool = False) -> np.ndarray:
-    """BGR uint8 crops of any size -> N x 3 x S x S float32 RGB in [0, 1] (short side to S,
-    centre crop)."""
-    out = np.empty((len(crops), 3, imgsz, imgsz), np.float32)
+def check_crops(crops: Sequence[np.ndarray]) -> None:
+    """RecognizerError naming the first crop that is not a BGR uint8 H x W x 3 image."""
     for i, crop in enumerate(crops):
         if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8 or crop.ndim != 3 \
                 or crop.shape[2] != 3 or crop.shape[0] < 1 or crop.shape[1] < 1:
             what = (f"{crop.dtype} array of shape {crop.shape}" if isinstance(crop, np.ndarray)
                     else type(crop).__name__)
             raise RecognizerError(f"crop {i}: expected a BGR uint8 image (H x W x 3), got {what}")
+
+
+def preprocess(crops: Sequence[np.ndarray], imgsz: int) -> np.ndarray:
+    """BGR uint8 crops of any size -> N x 3 x S x S float32 RGB in [0, 1] (short side to S,
+    centre crop)."""
+    check_crops(crops)
+    out = np.empty((len(crops), 3, imgsz, imgsz), np.float32)
+    for i, crop in enumerate(crops):
         h, w = crop.shape[:2]
         scale = imgsz / min(h, w)
         nh, nw = max(imgsz, round(h * scale)), max(imgsz, round(w * scale))
@@ -111,10 +119,37 @@ def preprocess(crops: Sequence[np.ndarray], imgsz: int, *, flip: bool = False) -
         img = cv2.resize(crop, (nw, nh), interpolation=interp)
         top, left = (nh - imgsz) // 2, (nw - imgsz) // 2
         img = img[top:top + imgsz, left:left + imgsz, ::-1]            # BGR -> RGB
-        if flip:
-            img = img[:, ::-1]
         out[i] = img.transpose(2, 0, 1) * np.float32(1 / 255)
     return out
+
+
+def centre(crop: np.ndarray, zoom: float) -> np.ndarray:
+    """The centre `zoom` fraction of a crop (each side), at least one pixel."""
+    if zoom >= 1.0:
+        return crop
+    h, w = crop.shape[:2]
+    ch, cw = max(1, round(h * zoom)), max(1, round(w * zoom))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return crop[top:top + ch, left:left + cw]
+
+
+def run_views(session, crops: Sequence[np.ndarray], imgsz: int,
+              views: Sequence[tuple[float, bool]], batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(N x C probs, N x D raw features) of an ONNX session, averaged over the test-time views
+    (centre zoom, mirror); crops are checked first, so a bad one is named by its index."""
+    check_crops(crops)
+    probs, feats = [], []
+    for start in range(0, len(crops), batch):
+        chunk = crops[start:start + batch]
+        parts = []
+        for zoom, flip in views:
+            x = preprocess([np.ascontiguousarray(centre(c, zoom)) for c in chunk], imgsz)
+            parts.append(np.ascontiguousarray(x[..., ::-1]) if flip else x)
+        p, f = session.run(["probs", "features"], {"images": np.concatenate(parts)})
+        n = len(chunk)
+        probs.append(p.reshape(len(views), n, -1).mean(axis=0))
+        feats.append(f.reshape(len(views), n, -1).mean(axis=0))
+    return np.concatenate(probs).astype(np.float32), np.concatenate(feats).astype(np.float32)
 
 
 def file_sha256(path: Path) -> str:
@@ -229,19 +264,12 @@ class Recognizer:
 
     # ---- inference --------------------------------------------------------------------------
     def _forward(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(N x C softmax, N x D raw features), averaged with the mirror image under flip_tta."""
+        """(N x C softmax, N x D raw features), averaged over the card's views."""
         crops = list(crops)
         if not crops:
             return (np.zeros((0, len(self.card.labels)), np.float32),
                     np.zeros((0, len(self._mean)), np.float32))
-        batch = preprocess(crops, self.card.imgsz)
-        if self.card.flip_tta:
-            batch = np.concatenate([batch, batch[..., ::-1]])
-        probs, feats = self._session.run(["probs", "features"], {"images": batch})
-        if self.card.flip_tta:
-            n = len(crops)
-            probs, feats = (probs[:n] + probs[n:]) / 2, (feats[:n] + feats[n:]) / 2
-        return probs.astype(np.float32), feats.astype(np.float32)
+        return run_views(self._session, crops, self.card.imgsz, self.card.views)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """N x D float32 embeddings, L2-normalised (centred on the training photos' mean)."""

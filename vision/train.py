@@ -191,22 +191,15 @@ def _read_all(paths) -> list:
     return [read_photo(p) for p in paths]
 
 
-def _raw(session, crops, imgsz: int, flip: bool):
-    import numpy as np
-
-    from vision.recognizer import preprocess
-    probs, feats = [], []
-    for i in range(0, len(crops), 32):
-        batch = preprocess(crops[i:i + 32], imgsz)
-        if flip:
-            batch = np.concatenate([batch, batch[..., ::-1]])
-        p, f = session.run(["probs", "features"], {"images": batch})
-        if flip:
-            n = len(batch) // 2
-            p, f = (p[:n] + p[n:]) / 2, (f[:n] + f[n:]) / 2
-        probs.append(p)
-        feats.append(f)
-    return np.concatenate(probs), np.concatenate(feats)
+# Test-time views tried on val_* (centre zoom, mirror): plain, mirrored, and two zoom sets.
+VIEW_SETS = (
+    ((1.0, False),),
+    ((1.0, False), (1.0, True)),
+    ((1.0, False), (1.0, True), (0.8, False), (0.8, True)),
+    ((1.0, False), (1.0, True), (0.8, False), (0.8, True), (0.65, False), (0.65, True)),
+)
+TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.35)
+SOFTMAX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
@@ -214,7 +207,7 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from vision.recognizer import CARD_NAME, Recognizer, file_sha256
+    from vision.recognizer import CARD_NAME, Recognizer, file_sha256, run_views
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     train_paths = [p for c in plan.classes for p in plan.train[c]]
     train_labels = np.array([plan.classes.index(c) for c in plan.classes for _ in plan.train[c]])
@@ -222,31 +215,32 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
     val_labels = np.array([plan.classes.index(c) for c in plan.classes for _ in plan.val[c]])
     train_imgs, val_imgs = _read_all(train_paths), _read_all(val_paths)
     results, best = [], None
-    for flip in (False, True):
-        _, tf = _raw(session, train_imgs, imgsz, flip)
-        vp, vf = _raw(session, val_imgs, imgsz, flip)
+    norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    for v, views in enumerate(VIEW_SETS):
+        _, tf = run_views(session, train_imgs, imgsz, views)
+        vp, vf = run_views(session, val_imgs, imgsz, views)
         mean = tf.mean(axis=0)
-        norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
         te, ve = norm(tf - mean), norm(vf - mean)
         cents = norm(np.stack([te[train_labels == k].mean(axis=0) for k in range(len(plan.classes))]))
-        for temp in (0.02, 0.05, 0.1, 0.2):
-            q = np.exp((ve @ cents.T) / temp - ((ve @ cents.T) / temp).max(axis=1, keepdims=True))
+        for temp in TEMPERATURES:
+            z = (ve @ cents.T) / temp
+            q = np.exp(z - z.max(axis=1, keepdims=True))
             q /= q.sum(axis=1, keepdims=True)
-            for w in (0.0, 0.25, 0.5, 0.75, 1.0):
+            for w in SOFTMAX_WEIGHTS:
                 s = w * vp + (1 - w) * q
                 top1 = float((s.argmax(axis=1) == val_labels).mean()) if len(val_labels) else 0.0
                 nll = float(-np.log(np.maximum(s[np.arange(len(s)), val_labels], 1e-9)).mean()) \
                     if len(val_labels) else 0.0
-                row = dict(flip_tta=flip, temperature=temp, softmax_weight=w, top1=round(top1, 4),
+                row = dict(views=v, temperature=temp, softmax_weight=w, top1=round(top1, 4),
                            nll=round(nll, 4))
                 results.append(row)
-                key = (top1, -nll, -flip)
+                key = (top1, -nll, -v)
                 if best is None or key > best[0]:
                     best = (key, row, mean.astype(np.float32), cents.astype(np.float32))
     _, chosen, mean, cents = best
     np.savez(out / "prototypes.npz", mean=mean, centroids=cents)
-    by = {(r["flip_tta"], r["temperature"], r["softmax_weight"]): r["top1"] for r in results}
-    flip, temp = chosen["flip_tta"], chosen["temperature"]
+    by = {(r["views"], r["temperature"], r["softmax_weight"]): r["top1"] for r in results}
+    temp, last = chosen["temperature"], len(VIEW_SETS) - 1
     card = {
         "name": "cabinet product recogniser",
         "model": {"file": "model.onnx", "sha256": file_sha256(out / "model.onnx"),
@@ -258,17 +252,17 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
         "input": {"name": "images", "size": imgsz, "layout": "NCHW", "color": "RGB",
                   "range": [0, 1], "resize": "short side to size, centre crop"},
         "scoring": {"softmax_weight": chosen["softmax_weight"], "temperature": temp,
-                    "flip_tta": flip},
+                    "views": [[z, f] for z, f in VIEW_SETS[chosen["views"]]]},
         "training": {**info, "data": str(plan.root), "data_hash": plan.data_hash(),
-                     "train_files": len(plan.train_files()), "holdout": list(plan.holdout),
-                     "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                     "train_files": len(plan.train_files()), "holdout": list(plan.holdout)},
         "metrics": {
             "val_photos": int(len(val_labels)),
             "val_top1": chosen["top1"],
-            "val_top1_softmax": by[(False, temp, 1.0)],
-            "val_top1_centroid": by[(False, temp, 0.0)],
-            "val_top1_softmax_flip": by[(True, temp, 1.0)],
-            "val_top1_centroid_flip": by[(True, temp, 0.0)],
+            "val_top1_softmax": by[(0, temp, 1.0)],
+            "val_top1_centroid": by[(0, temp, 0.0)],
+            "val_top1_softmax_views": by[(last, temp, 1.0)],
+            "val_top1_centroid_views": by[(last, temp, 0.0)],
+            "view_sets": [[list(x) for x in vs] for vs in VIEW_SETS],
             "grid": results,
         },
     }
@@ -324,7 +318,8 @@ def train(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threads: int
     export_onnx(trained.model, out / "model.onnx", imgsz)
     info = {"command": command, "epochs": epochs, "imgsz": imgsz, "batch": batch,
             "threads": threads, "seconds": round(seconds, 1), "ultralytics": ultralytics.__version__,
-            "torch": torch.__version__, "options": extra or {}}
+            "torch": torch.__version__, "options": extra or {},
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     return finish_model(out, plan, imgsz, info)
 
 
@@ -341,7 +336,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", nargs="*", default=[], metavar="SKU")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an ultralytics training option (e.g. --opt erasing=0.2), repeatable")
+    p.add_argument("--rescore", action="store_true",
+                   help="keep --out's model.onnx; recompute prototypes, scoring and the card")
     return p
+
+
+def rescore(out: Path, data: Path) -> dict:
+    """Prototypes, scoring and metrics again for an exported model (its card's training kept)."""
+    from vision.recognizer import CARD_NAME
+    try:
+        old = json.loads((Path(out) / CARD_NAME).read_text())
+        info = {k: v for k, v in old["training"].items()
+                if k not in ("data", "data_hash", "train_files", "holdout")}
+        plan = plan_dataset(data, old["training"].get("holdout", []))
+        imgsz = int(old["input"]["size"])
+    except (OSError, KeyError, ValueError) as e:
+        raise TrainError(f"--rescore {out}: no usable {CARD_NAME} there ({e})") from None
+    if plan.data_hash() != old["training"]["data_hash"]:
+        raise TrainError(f"--rescore {out}: the training photos in {data} differ from the ones "
+                         f"the model was trained on (data hash)")
+    return finish_model(Path(out), plan, imgsz, info)
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -364,14 +378,20 @@ def main(argv: list[str] | None = None) -> int:
             raise TrainError("--epochs and --threads must be at least 1, --imgsz at least 32")
         plan = plan_dataset(args.data, args.holdout)
         extra = dict(_option(o) for o in args.opt)
+        if args.rescore:
+            return _report(args.out, rescore(args.out, args.data))
         card = train(plan, args.out, epochs=args.epochs, imgsz=args.imgsz, threads=args.threads,
                      batch=args.batch, command="cabinet vision train " + " ".join(argv),
                      extra=extra)
     except TrainError as e:
         print(f"cabinet vision train: {e}", file=sys.stderr)
         return 1
+    return _report(args.out, card)
+
+
+def _report(out: Path, card: dict) -> int:
     m = card["metrics"]
-    print(f"model {args.out / 'model.onnx'}: val top-1 {m['val_top1']:.3f} on {m['val_photos']} "
+    print(f"model {out / 'model.onnx'}: val top-1 {m['val_top1']:.3f} on {m['val_photos']} "
           f"val_* photos (softmax {m['val_top1_softmax']:.3f}, centroid {m['val_top1_centroid']:.3f}); "
           f"trained {card['training']['seconds']:.0f} s")
     if "new_sku" in m:
