@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_shared_data
+from datagate import require_shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
