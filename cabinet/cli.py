@@ -1,6 +1,7 @@
 """`cabinet`: the operator's and developer's command line.
 
     cabinet demo [--json] [--workdir DIR] [--seed N]   run the simulated cabinet's scenarios
+    cabinet run [--config FILE]                        the cabinet's controller, forever
     cabinet sim mcu [...]                              a simulated MCU on a pty (path on line 1)
     cabinet reconcile BUNDLE [--json]                  re-run reconcile offline on a bundle
     cabinet accounts enroll NAME PHOTO... [--db URL]   enrol a customer's face
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
                       help="configuration naming the catalog, planogram, accounts and "
                            "scenarios (default fixtures/cabinet.yaml)")
+
+    run = sub.add_parser("run", help="run the cabinet (real or simulated parts) until stopped")
+    run.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
+                     help="the cabinet's configuration (default: the simulated cabinet of "
+                          "fixtures/cabinet.yaml)")
 
     sim = sub.add_parser("sim", help="simulated hardware")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
@@ -224,6 +230,9 @@ def _run(args, rest: list[str]) -> int:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "demo":
         return _demo(args)
+    if args.command == "run":
+        from cabinet import runner
+        return runner.main(args.config)
     if args.command == "reconcile":
         return _reconcile(args)
     if args.command == "accounts":
