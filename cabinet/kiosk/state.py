@@ -4,7 +4,7 @@ The controller publishes a *screen* (a frozen dataclass below) whenever its sess
 every open kiosk page receives it over server-sent events (`stream()`), coalesced to the
 latest screen, because a touchscreen only ever needs to show the present. Preview frames of
 the face camera (JPEG bytes) and the QR code's text are kept on the hub, never put in the
-stream: the stream carries a version number and the page fetches `preview.jpg` / `qr.svg`.
+stream: the stream carries a version number and the page fetches `preview.jpg` / `qr.png`.
 
 What the page may learn is decided here, by the screen types' fields: a first name (one word,
 no digits or '@', so an email or an account id cannot be passed off as one), the basket's
@@ -111,8 +111,8 @@ class LookAtCamera(Screen):
 
 @dataclasses.dataclass(frozen=True)
 class QrCode(Screen):
-    """The QR alternative: `code` (the controller's signed short-lived code) is drawn as an SVG
-    served at qr.svg and never put in the stream."""
+    """The QR alternative: `code` (the controller's signed short-lived code) is drawn as a PNG
+    served at qr.png and never put in the stream."""
 
     name: ClassVar[str] = "qr"
     code: str

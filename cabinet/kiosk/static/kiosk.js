@@ -83,7 +83,11 @@ function showPin() {
   const total = snap.digits;
   const dots = document.getElementById("pin-dots");
   dots.replaceChildren();
-  for (let i = 0; i < total; i++) dots.append(cell("span", "", i < pin.length ? "dot full" : "dot"));
+  for (let i = 0; i < total; i++) {
+    const dot = cell("span", "", "dot");
+    dot.classList.toggle("full", i < pin.length);
+    dots.append(dot);
+  }
   dots.setAttribute("aria-label", t("pin.entered", { n: pin.length, total }));
   document.querySelector("[data-pin=submit]").disabled = pin.length !== total;
 }
@@ -140,7 +144,7 @@ function render(next) {
     for (const section of document.querySelectorAll("section[data-screen]")) {
       section.hidden = section.dataset.screen !== next.screen;
     }
-    if (next.screen === "qr") document.getElementById("qr").src = "qr.svg?v=" + next.seq;
+    if (next.screen === "qr") document.getElementById("qr").src = "qr.png?v=" + next.seq;
     translate();
   }
   const preview = document.getElementById("preview");
