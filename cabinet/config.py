@@ -238,10 +238,13 @@ def load_config(path: str | Path) -> Config:
 
 
 def validate_main(path: str | Path, out: Any = None) -> int:
-    """`cabinet config validate FILE`: print each error line and return 1, or `ok` and 0."""
+    """`cabinet config validate FILE`: the configuration and every file it names (catalog,
+    planogram, accounts, scenarios, calibration), all errors at once, one line each, and 1;
+    or `ok` and 0. Writes nothing."""
+    from cabinet.app import validate
     out = out or sys.stdout
     try:
-        load_config(path)
+        validate(path)
     except ConfigError as e:
         for err in e.errors:
             print(err, file=out)

@@ -1,0 +1,411 @@
+"""`cabinet run`: the long-running controller, one session at a time, forever.
+
+At start (after App.start() validated everything and checked the board): finish the sessions
+a crash left open (Controller.recover), look at the board's state (door, temperature) to clear
+or raise alarms left from the last run, open the HTTP server (cabinet/web.py), tell systemd we
+are ready (sd_notify, below). Then, until SIGTERM or Ctrl-C:
+
+- board events between sessions are handled as they come (one asyncio loop; the serial reader
+  thread hands them over through the controller's EventBridge): a forced door, the door left
+  open (longer than timeouts.door_open_alarm_s), a temperature alarm, the link lost, an MCU
+  reboot and an uncommanded unlock each raise an alarm kept in the database
+  (cabinet.journal.Alarms). While any alarm is active the cabinet is out of service (the state
+  machine's `fault`); when the last one clears it is back (`repaired`);
+- a customer starts a session by a face in front of the face camera (a frame with a face,
+  after a frame without one since the last session) or by the touchscreen's start
+  (POST /api/session/start);
+- a restock visit journalled by `cabinet restock start` (another process) stops customer
+  sessions: the runner releases the lock for the operator and records the settled weights
+  before and after the visit with the visit (cabinet/restock.py); `cabinet restock accept`
+  ends it.
+
+A stop request is only looked at between sessions: a session under way is finished first, so
+a SIGTERM never leaves a customer's session open; the exit code is 0.
+
+Waits go through the Clock port; the watchdog ping and the face poll are the loop's only
+timers.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any, Mapping
+
+from cabinet.app import App
+from cabinet.errors import CabinetError
+from cabinet.journal import Alarms, JournalEntry
+from cabinet.web import HttpServer, Metrics, make_asgi
+from firmware_bridge import events as ev
+
+log = logging.getLogger("cabinet.runner")
+
+# alarm kinds
+FORCED_DOOR, DOOR_LEFT_OPEN, TEMPERATURE = "forced_door", "door_left_open", "temperature"
+LINK_LOST, MCU_REBOOT, UNCOMMANDED_UNLOCK = "link_lost", "mcu_reboot", "uncommanded_unlock"
+BOARD_FAULT = "board_fault"
+
+
+def sd_notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Send one sd_notify datagram ("READY=1", "WATCHDOG=1", "STOPPING=1") to systemd's
+    $NOTIFY_SOCKET; False (and nothing sent) when not run by systemd. Written by hand: the
+    protocol is one datagram on a unix socket ('@' = Linux abstract namespace)."""
+    path = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(message.encode("utf-8"), address)
+        except OSError as e:
+            log.warning("sd_notify %s to %s failed: %s", message, path, e)
+            return False
+    return True
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """Half of systemd's WatchdogSec ($WATCHDOG_USEC), when it watches this process."""
+    env = environ if environ is not None else os.environ
+    usec = env.get("WATCHDOG_USEC")
+    pid = env.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(0.05, int(usec) / 2e6)
+    except ValueError:
+        return None
+
+
+class Runner:
+    """The loop of `cabinet run` over a started App."""
+
+    def __init__(self, app: App, *, poll_s: float = 0.2, environ: Mapping[str, str] | None = None,
+                 on_ready: Any = None):
+        self.app = app
+        self.controller = app.controller
+        self.clock = app.clock
+        self.alarms = Alarms(app.db)
+        self.metrics = Metrics(app.board)
+        self.poll_s = poll_s
+        self._environ = environ if environ is not None else os.environ
+        self._on_ready = on_ready
+        self._stop = False
+        self._wake: asyncio.Event | None = None
+        self._start_requested = False
+        self._in_session = False
+        self._face_away = True          # a face must leave before it can start another session
+        self._door_open_since: float | None = None
+        self._door_open = False
+        self._link_up = True
+        self._restock_phase: str | None = None
+        self.sessions_run = 0
+        self.http: HttpServer | None = None
+        self.port: int | None = None
+
+    # --- what the HTTP server asks -----------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        active = self.alarms.active()
+        state = self.controller.machine.state
+        in_service = not active and state not in ("out_of_service", "restock")
+        return {"state": "in_session" if self._in_session else state,
+                "in_service": in_service, "link": "up" if self._link_up else "lost",
+                "alarms": active, "sessions": self.sessions_run,
+                "cabinet_id": self.controller.cabinet_id}
+
+    def request_start(self) -> str:
+        """The touchscreen's start; the refusal's reason, or "" when accepted."""
+        if self._in_session or self._start_requested:
+            return "a session is already running: one customer at a time"
+        active = self.alarms.active()
+        if active or self.controller.machine.state != "idle":
+            return f"out of service ({', '.join(active) or self.controller.machine.state})"
+        self._start_requested = True
+        self._poke()
+        return ""
+
+    def stop(self) -> None:
+        """Stop between sessions (signal handler)."""
+        if not self._stop:
+            log.warning("stop requested%s", ": after this session" if self._in_session else "")
+        self._stop = True
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # --- the loop ------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (RuntimeError, ValueError):   # not the main thread (tests run it in one)
+                pass
+        for report in await self.controller.recover():
+            log.warning("recovered session %s: %s", report.session_id, report.outcome)
+            self.metrics.sessions.labels(report.outcome).inc()
+        await self._startup_conditions()
+        http = self.app.config.http
+        self.http = HttpServer(make_asgi(self), http.host, http.port)
+        self.port = await self.http.start()
+        watchdog = asyncio.ensure_future(self._watchdog())
+        print(f"cabinet run: {self.controller.cabinet_id} serving on "
+              f"http://{http.host}:{self.port}", flush=True)
+        log.info("ready: http://%s:%s", http.host, self.port)
+        sd_notify("READY=1", self._environ)
+        if self._on_ready is not None:
+            self._on_ready(self)
+        try:
+            while not self._stop:
+                await self._step()
+        finally:
+            sd_notify("STOPPING=1", self._environ)
+            watchdog.cancel()
+            await self.http.stop()
+        log.info("stopped cleanly after %d session(s)", self.sessions_run)
+        return 0
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval(self._environ)
+        if interval is None:
+            return
+        while True:
+            sd_notify("WATCHDOG=1", self._environ)
+            await asyncio.sleep(interval)
+
+    async def _step(self) -> None:
+        """One turn: events, then a session if one may start, else wait for the next thing."""
+        queue = self.controller._queue()
+        while not queue.empty():
+            await self._on_event(queue.get_nowait())
+        self._check_timers()
+        await self._follow_restock()
+        self._sync_service()
+        if self._stop:
+            return
+        if self.controller.machine.state == "idle" and not self.alarms.active():
+            frame = await self._customer_frame()
+            if frame is not None:
+                await self._session(frame)
+                return
+        self._wake.clear()
+        get = asyncio.ensure_future(queue.get())
+        wake = asyncio.ensure_future(self._wake.wait())
+        timer = asyncio.ensure_future(self.clock.sleep_async(self.poll_s))
+        done, pending = await asyncio.wait({get, wake, timer},
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if get in done:
+            await self._on_event(get.result())
+
+    async def _customer_frame(self):
+        """A face camera frame that starts a session: on a touchscreen start, the camera's
+        next frame within timeouts.face_s; else a frame with a face in it, once the last
+        face has gone."""
+        ctl = self.controller
+        if self._start_requested:
+            self._start_requested = False
+            frame = await ctl.wait_for_face(self.app.timing.face_s)
+            if frame is None:
+                log.info("touchscreen start: no face came to the camera")
+            return frame
+        frame = await ctl._blocking(ctl.face_camera.capture)
+        faces = 0 if frame is None else await ctl._blocking(_faces_in, frame)
+        if faces == 0:
+            self._face_away = True
+            return None
+        if not self._face_away:
+            return None
+        return frame
+
+    async def _session(self, frame) -> None:
+        self._in_session = True
+        self._face_away = False
+        try:
+            try:
+                report = await self.controller.session(frame)
+            except CabinetError as e:       # the door was open at the start: out of service
+                log.error("%s", e)
+                self.alarms.raise_(DOOR_LEFT_OPEN, str(e))
+                self.metrics.alarms.labels(DOOR_LEFT_OPEN).inc()
+                return
+        finally:
+            self._in_session = False
+        self.sessions_run += 1
+        self.metrics.sessions.labels(report.outcome).inc()
+        t = report.timings_ms
+        if "reconciled" in t:
+            start = t.get("settled", t.get("door_closed", 0.0))
+            self.metrics.reconcile_seconds.observe(max(0.0, (t["reconciled"] - start) / 1000))
+        if "charge_sent" in t:
+            self.metrics.session_seconds.observe(t["charge_sent"] / 1000)
+        log.info("session %s: %s %s", report.session_id, report.outcome,
+                 report.reason or dict(report.basket))
+
+    # --- alarms --------------------------------------------------------------------------
+    def _raise(self, kind: str, detail: str, *, review: bool = False) -> None:
+        if self.alarms.raise_(kind, detail, review=review):
+            self.metrics.alarms.labels(kind).inc()
+            log.error("alarm %s: %s", kind, detail)
+
+    def _clear(self, kind: str, by: str) -> None:
+        if self.alarms.clear(kind, by):
+            log.warning("alarm %s cleared: %s", kind, by)
+
+    async def _on_event(self, event: Any) -> None:
+        if isinstance(event, ev.ForcedDoor):
+            self._door_open = True
+            self._raise(FORCED_DOOR, "the door opened while the lock was engaged", review=True)
+        elif isinstance(event, ev.DoorOpened):
+            self._door_open = True
+            if self._door_open_since is None:
+                self._door_open_since = self.clock.monotonic()
+        elif isinstance(event, ev.DoorClosed):
+            self._door_open, self._door_open_since = False, None
+            self._clear(FORCED_DOOR, "door closed")
+            self._clear(DOOR_LEFT_OPEN, "door closed")
+            if self._restock_phase == "open":
+                self._restock_phase = "closed"
+        elif isinstance(event, ev.UncommandedUnlock):
+            self._raise(UNCOMMANDED_UNLOCK, f"the lock released without a command (cause "
+                        f"{event.cause}, {event.source})", review=True)
+        elif isinstance(event, ev.LockChanged) and event.engaged:
+            if not self._door_open:
+                self._clear(UNCOMMANDED_UNLOCK, "lock engaged, door closed")
+        elif isinstance(event, ev.TemperatureAlarm):
+            self._raise(TEMPERATURE, f"{event.temperature_c:.1f} C outside "
+                        f"{event.low_c:.1f}..{event.high_c:.1f} C")
+        elif isinstance(event, ev.TemperatureNormal):
+            self._clear(TEMPERATURE, f"back to {event.temperature_c:.1f} C")
+        elif isinstance(event, ev.LinkLost):
+            self._link_up = False
+            self._raise(LINK_LOST, f"{event.port}: {event.reason}")
+        elif isinstance(event, ev.LinkRestored):
+            self._link_up = True
+            self._clear(LINK_LOST, "link restored")
+        elif isinstance(event, ev.McuReset):
+            self._raise(MCU_REBOOT, f"board rebooted: {event.identity.reset_reason}")
+            try:
+                self.app.identity = event.identity
+                await self.controller._blocking(self.app.check_board)
+                state = await self.controller._blocking(self.app.board.state)
+            except Exception as e:          # stays out of service, with the reason
+                log.error("board check after reboot failed: %s", e)
+                return
+            self._door_open = state.door_open
+            self._clear(MCU_REBOOT, "board identified and calibrated again")
+        elif isinstance(event, ev.Fault):
+            self._raise(BOARD_FAULT, f"{event.code}: {event.detail}")
+            self._clear(BOARD_FAULT, "recorded")
+
+    def _check_timers(self) -> None:
+        since = self._door_open_since
+        if since is not None and self._restock_phase is None \
+                and self.clock.monotonic() - since >= self.app.timing.door_open_alarm_s:
+            self._raise(DOOR_LEFT_OPEN, f"the door has been open for "
+                        f"{self.app.timing.door_open_alarm_s:.0f} s")
+
+    def _sync_service(self) -> None:
+        """Out of service while an alarm is active; back in service when the last clears."""
+        machine = self.controller.machine
+        active = self.alarms.active()
+        self.metrics.alarms_active.set(len(active))
+        if active and machine.state == "idle":
+            machine.fire("fault", cause=",".join(active))
+        elif not active and machine.state == "out_of_service":
+            machine.fire("repaired", by="alarms cleared")
+        self.metrics.in_service.set(1 if machine.state == "idle" and not active else 0)
+
+    async def _startup_conditions(self) -> None:
+        """Alarms left active by the last run are checked against the board now."""
+        state = await self.controller._blocking(self.app.board.state)
+        self._door_open = bool(state.door_open)
+        self._clear(LINK_LOST, "board answered at start")
+        self._clear(MCU_REBOOT, "board identified at start")
+        if not state.door_open:
+            for kind in (FORCED_DOOR, DOOR_LEFT_OPEN):
+                self._clear(kind, "door closed at start")
+            if state.lock_engaged:
+                self._clear(UNCOMMANDED_UNLOCK, "lock engaged at start")
+        else:
+            self._door_open_since = self.clock.monotonic()
+        low, high = getattr(self.app.board, "temperature_limits", None) or (None, None)
+        temp = state.temperature_c
+        if temp is not None and low is not None and high is not None:
+            if low <= temp <= high:
+                self._clear(TEMPERATURE, f"{temp:.1f} C at start")
+            else:
+                self._raise(TEMPERATURE, f"{temp:.1f} C outside {low:.1f}..{high:.1f} C at start")
+        if self.controller.machine.state == "out_of_service" and self._journal_restock():
+            self._restock_phase = "pending"
+        self._sync_service()
+
+    # --- restock visits (started by `cabinet restock start`) ---------------------------
+    def _journal_restock(self) -> bool:
+        """Whether the journal's last cabinet-level state is a restock visit."""
+        from sqlalchemy import select
+        with self.app.db() as s:
+            last = s.scalar(select(JournalEntry.dest).where(JournalEntry.session_id.is_(None))
+                            .order_by(JournalEntry.id.desc()).limit(1))
+        return last == "restock"
+
+    async def _follow_restock(self) -> None:
+        """A visit another process journalled: release the lock for the operator, record the
+        settled weights before and after; the visit's accept (journalled) ends it."""
+        if self._in_session:
+            return
+        in_visit = self._journal_restock()
+        machine = self.controller.machine
+        if in_visit and self._restock_phase is None:
+            self._restock_phase = "pending"
+        if self._restock_phase is None:
+            return
+        if not in_visit:
+            log.info("restock visit ended; back to customers")
+            self._restock_phase = None
+            machine.state = "idle"          # the accept journalled end_restock already
+            return
+        machine.state = "restock"
+        if self._restock_phase == "pending":
+            await self._record_restock("before")
+            await self.controller._blocking(self.app.board.unlock,
+                                            self.app.timing.unlock_pulse_ms)
+            self._restock_phase = "open"
+        elif self._restock_phase == "closed":
+            await self._record_restock("after")
+            self._restock_phase = "counted"
+
+    async def _record_restock(self, phase: str) -> None:
+        from cabinet.restock import RestockVisits, ShelfWeight
+        weights, _ = await self.controller._snapshot()
+        shelf_weights = {shelf: ShelfWeight(grams, stable)
+                         for shelf, (grams, stable, _samples) in weights.items()}
+        try:
+            RestockVisits(self.app.data_path).record(phase, shelf_weights)
+        except (CabinetError, ValueError) as e:
+            log.error("restock: weights %s not recorded: %s", phase, e)
+
+
+def _faces_in(frame) -> int:
+    from vision.faces import observe_single_face
+    faces, _ = observe_single_face(frame, bgr=True)
+    return faces
+
+
+def main(config_path, *, environ: Mapping[str, str] | None = None) -> int:
+    """`cabinet run`: start the app (errors propagate to the CLI's exit codes), run forever."""
+    app = App(config_path)
+    try:
+        app.start()
+        runner = Runner(app, environ=environ)
+        return asyncio.run(runner.run())
+    finally:
+        app.close()

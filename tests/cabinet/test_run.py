@@ -1,0 +1,238 @@
+"""`cabinet run` as a subprocess: the simulated MCU on a pty, a customer, a forced door, SIGTERM.
+
+The controller runs as the product runs (`python -m cabinet.cli run --config FILE`): the
+default configuration's parts, with its own data_dir, a free HTTP port and a longer auth
+window (two CPU cores shared with the rest of the suite). The test is the customer and the
+technician: it talks to the controller's HTTP server (/healthz, /metrics, the simulator's
+/sim/* routes) and plays systemd (a $NOTIFY_SOCKET datagram socket). Every wait is a condition
+with a deadline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fixtures"
+pytestmark = pytest.mark.slow
+
+
+def write_config(folder: Path, **changes) -> Path:
+    """fixtures/cabinet.yaml with absolute file paths, data under `folder`, port 0."""
+    data = yaml.safe_load((FIXTURES / "cabinet.yaml").read_text())
+    for key in ("catalog", "planogram", "accounts", "scenarios"):
+        data[key] = str(FIXTURES / data[key])
+    data["data_dir"] = str(folder / "data")
+    data["database_url"] = f"sqlite:///{folder / 'data' / 'cabinet.sqlite'}"
+    data["http"] = {"host": "127.0.0.1", "port": 0}
+    data["timeouts"]["auth_s"] = 60      # three dlib encodings on a loaded CI machine
+    for key, value in changes.items():
+        data[key] = value
+    path = folder / "cabinet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def wait_until(what: str, predicate, timeout_s: float):
+    """Poll `predicate` until it returns a truthy value; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Controller:
+    """The `cabinet run` process and its HTTP server."""
+
+    def __init__(self, proc: subprocess.Popen, port: int):
+        self.proc, self.port = proc, port
+
+    def call(self, path: str, body: dict | None = None) -> tuple[int, dict | str]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def health(self) -> tuple[int, dict]:
+        return self.call("/healthz")
+
+    def metric(self, line_start: str) -> float | None:
+        _, text = self.call("/metrics")
+        for line in text.splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.split()[-1])
+        return None
+
+
+def read_port(proc: subprocess.Popen, timeout_s: float) -> int:
+    """The port from the line `cabinet run: ... serving on http://127.0.0.1:PORT`."""
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            pytest.fail(f"cabinet run did not start (exit {proc.poll()}): {buf!r}")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            buf += os.read(proc.stdout.fileno(), 4096)
+    line = buf.decode().splitlines()[0]
+    assert "serving on http://127.0.0.1:" in line, line
+    return int(line.rsplit(":", 1)[1])
+
+
+def notify_messages(sock: socket.socket, want: set[str], timeout_s: float) -> set[str]:
+    """Datagrams received on the notify socket until every one of `want` came."""
+    got: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while not want <= got:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"sd_notify: got {sorted(got)}, still waiting for {sorted(want - got)}")
+        sock.settimeout(left)
+        got.add(sock.recv(256).decode())
+    return got
+
+
+@pytest.fixture
+def customer_photo(shared_data) -> Path:
+    """The photo the demo's single-purchase customer shows (kept out of their templates)."""
+    from cabinet.catalog import load_catalog
+    from cabinet.planogram import load_planogram
+    from cabinet.scenario import load_scenarios
+    from vision.data import people
+    planogram = load_planogram(FIXTURES / "planogram.yaml", load_catalog(FIXTURES / "catalog.yaml"))
+    scenario = load_scenarios(FIXTURES / "scenarios.yaml", planogram)[0]
+    person = scenario.person_for(fallback=False)
+    return people()[person][scenario.photo]
+
+
+def test_cabinet_run_sells_raises_an_alarm_and_stops_cleanly(tmp_path, customer_photo):
+    cfg = write_config(tmp_path)
+    notify_path = tmp_path / "notify"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+    proc = subprocess.Popen([sys.executable, "-m", "cabinet.cli", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stderr.log", "wb"), env=env)
+    try:
+        port = read_port(proc, 240)
+        assert notify_messages(notify, {"READY=1", "WATCHDOG=1"}, 30)
+        cab = Controller(proc, port)
+        status, health = cab.health()
+        assert (status, health["state"], health["alarms"]) == (200, "idle", [])
+
+        # a customer: a face in front of the camera starts the session
+        assert cab.call("/sim/face", {"photo": str(customer_photo)})[0] == 200
+        wait_until("the lock to release for the customer",
+                   lambda: not cab.call("/sim/state")[1]["lock_engaged"], 120)
+        assert cab.call("/sim/door", {"action": "open"})[1]["open"] is True
+        assert cab.call("/sim/take", {"slot": "A3"})[1] == {"taken": ["water-500"]}
+        assert cab.call("/sim/door", {"action": "close"})[0] == 200
+        assert cab.call("/sim/face", {"photo": None})[0] == 200
+        wait_until("the session to end", lambda: cab.health()[1]["sessions"] == 1, 120)
+        assert cab.metric('cabinet_sessions_total{outcome="charged"}') == 1.0
+        assert cab.metric("cabinet_reconcile_seconds_count") == 1.0
+        assert cab.metric("cabinet_link_frames_in_total") > 0
+
+        # a forced door between sessions: out of service at once, an alarm kept
+        assert cab.call("/sim/door", {"action": "force"})[0] == 200
+        status, health = wait_until("503 after the forced door",
+                                    lambda: (h := cab.health())[0] == 503 and h, 30)
+        assert health["alarms"] == ["forced_door"]
+        assert cab.metric("cabinet_alarms_active") == 1.0
+        assert cab.call("/api/session/start", {})[0] == 409
+        db = tmp_path / "data" / "cabinet.sqlite"
+        rows = sqlite3.connect(db).execute(
+            "select kind, cleared_at, review from cabinet_alarms").fetchall()
+        assert rows == [("forced_door", None, 1)]
+
+        # repaired: the door shut again, back in service
+        assert cab.call("/sim/door", {"action": "close"})[0] == 200
+        wait_until("200 after the door closed", lambda: cab.health()[0] == 200, 30)
+        rows = sqlite3.connect(db).execute(
+            "select kind, cleared_at is not null from cabinet_alarms").fetchall()
+        assert rows == [("forced_door", 1)]
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert "STOPPING=1" in notify_messages(notify, {"STOPPING=1"}, 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+    con = sqlite3.connect(db)
+    outcomes = con.execute("select outcome from cabinet_sessions").fetchall()
+    assert outcomes == [("charged",)]        # one session, closed with its one outcome
+    last = con.execute("select dest from journal where session_id is not null "
+                       "order by id desc limit 1").fetchone()
+    assert last == ("idle",)
+
+
+def test_sigterm_during_a_session_finishes_it_first(tmp_path, customer_photo):
+    """A stop asked while the customer has the door open waits for the session's end."""
+    cfg = write_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "cabinet.cli", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stderr.log", "wb"))
+    try:
+        cab = Controller(proc, read_port(proc, 240))
+        assert cab.call("/sim/face", {"photo": str(customer_photo)})[0] == 200
+        wait_until("the lock to release", lambda: not cab.call("/sim/state")[1]["lock_engaged"],
+                   120)
+        assert cab.call("/sim/door", {"action": "open"})[1]["open"] is True
+        wait_until("the controller to see the door open",
+                   lambda: cab.health()[1]["state"] == "in_session", 10)
+        proc.send_signal(signal.SIGTERM)
+        log = tmp_path / "stderr.log"
+        wait_until("the stop to be acknowledged",
+                   lambda: "stop requested: after this session" in log.read_text(), 30)
+        assert proc.poll() is None                       # still serving the customer
+        assert cab.health()[1]["state"] == "in_session"
+        assert cab.call("/sim/door", {"action": "close"})[0] == 200
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    con = sqlite3.connect(tmp_path / "data" / "cabinet.sqlite")
+    assert con.execute("select outcome from cabinet_sessions").fetchall() == [("nothing_taken",)]
+
+
+def test_an_absent_serial_port_stops_run_naming_it(tmp_path):
+    """No silent fall-back to the simulator: exit 2, the port named, nothing written."""
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps({"board_serial": "", "shelves": {}}))
+    cfg = write_config(tmp_path, serial={"port": "/dev/ttyCABINET-NOT-HERE",
+                                         "calibration": str(cal)})
+    run = subprocess.run([sys.executable, "-m", "cabinet.cli", "run", "--config", str(cfg)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "/dev/ttyCABINET-NOT-HERE" in run.stderr
+    assert not (tmp_path / "data").exists()
