@@ -190,7 +190,8 @@ def new_revision(message: str) -> Path:
     Import every module that declares tables first (cabinet.journal, cabinet.inventory), or
     their tables would be dropped by the new revision."""
     engine = make_engine("sqlite://")
-    init_db(engine)
+    if head_revision() is not None:
+        init_db(engine, revision=head_revision())   # the migrations alone, no create_all
     with engine.begin() as conn:
         config = _alembic_config(conn)
         number = len(list(ScriptDirectory.from_config(config).walk_revisions())) + 1

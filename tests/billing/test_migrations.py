@@ -212,3 +212,19 @@ def test_two_processes_migrating_one_new_sqlite_file_at_once_both_succeed(tmp_pa
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     for e in engines:
         e.dispose()
+
+
+def test_a_table_the_fallback_made_before_its_revision_is_kept_by_the_revision(tmp_path):
+    """cabinet_alarms ran before 0004 existed: init_db made it directly; 0004 keeps it."""
+    engine = make_engine(tmp_path / "early.sqlite")
+    init_db(engine, revision="0003")
+    Base.metadata.tables["cabinet_alarms"].create(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO cabinet_alarms (kind, detail, raised_at, review) "
+                          "VALUES ('forced_door', '', '2026-03-01 12:00:00', 0)"))
+    init_db(engine)
+    assert revision_of(engine) == head_revision()
+    assert _diff(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT kind FROM cabinet_alarms")).all() == [("forced_door",)]
+    engine.dispose()
