@@ -305,3 +305,13 @@ def test_erase_through_the_cli(tmp_path, capsys, monkeypatch):
     assert cabinet_main(["accounts", "erase", "42", "--db", str(db)]) == 1
     assert "no account 42" in capsys.readouterr().err
     assert os.environ[KEY_FILE_ENV] == str(tmp_path / "k")
+
+
+def test_erase_drops_the_account_from_a_running_gallery(billing):
+    alice, bob = _enrol_two(billing)
+    gallery = accounts.load_gallery(billing._sessions, secrets=TEST_SECRETS)
+    assert sorted(gallery.account_ids) == sorted([str(alice.id), str(bob.id)])
+    accounts.erase(billing._sessions, alice.id, gallery=gallery)
+    assert gallery.account_ids == frozenset({str(bob.id)}) and len(gallery) == 1
+    assert accounts.load_gallery(billing._sessions, secrets=TEST_SECRETS).account_ids == \
+        frozenset({str(bob.id)})
