@@ -176,3 +176,35 @@ def record_debt_paid(factory: sessionmaker, account_id: int, amount: int, note: 
                            amount=-amount, currency=account.currency, at=now,
                            note=note.strip()))
         return Money(debt.amount - amount, account.currency)
+
+
+def open_dispute(factory: sessionmaker, account_id: int, session_id: str | None, note: str,
+                 now: dt.datetime) -> int:
+    """A customer contests a session's charge; the dispute counts against the score while
+    open (and after, if rejected). Returns its id."""
+    if not isinstance(note, str) or not note.strip():
+        raise BillingError(f"dispute of account {account_id}: give a note (what is contested)")
+    with factory.begin() as db:
+        if not isinstance(account_id, int) or db.get(Account, account_id) is None:
+            raise UnknownAccount(account_id)
+        if session_id is not None:
+            sess = db.get(CabinetSession, session_id)
+            if sess is None or sess.account_id != account_id:
+                raise BillingError(f"dispute of account {account_id}: session {session_id!r} "
+                                   f"is not one of this account's sessions")
+        dispute = Dispute(account_id=account_id, session_id=session_id, status="open",
+                          note=note.strip(), opened_at=now)
+        db.add(dispute)
+        db.flush()
+        return dispute.id
+
+
+def decide_dispute(factory: sessionmaker, dispute_id: int, upheld: bool) -> None:
+    """An operator's decision: upheld (the customer was right; no penalty) or rejected."""
+    with factory.begin() as db:
+        dispute = db.get(Dispute, dispute_id) if isinstance(dispute_id, int) else None
+        if dispute is None:
+            raise BillingError(f"dispute {dispute_id!r}: no such dispute")
+        if dispute.status != "open":
+            raise BillingError(f"dispute {dispute_id}: already {dispute.status}")
+        dispute.status = "upheld" if upheld else "rejected"

@@ -10,7 +10,8 @@ from billing import Billing
 from billing.errors import BillingError
 from billing.models import CabinetSession, Charge, Dispute, Hold, LedgerEntry
 from billing.money import Money
-from billing.standing import (Admission, History, policy, record_debt_paid, score)
+from billing.standing import (Admission, History, decide_dispute, open_dispute, policy,
+                              record_debt_paid, score)
 
 BASE = Money(2000, "EUR")
 NEW = History(age_days=0, paid_sessions=0, debts=0, disputes=0, flagged_sessions=0)
@@ -245,3 +246,26 @@ def test_an_unpaid_session_end_to_end_refuses_the_next_visit_until_paid(billing,
     assert (refused.ok, refused.reason) == (False, "unpaid debt of EUR 3.50")
     record_debt_paid(billing._sessions, alice.id, 350, "paid by bank transfer", clock())
     assert billing.place_hold("s-3", alice.id).ok
+
+
+def test_a_dispute_counts_while_open_and_if_rejected_but_not_if_upheld(billing, clock):
+    alice = billing.open_account("Alice", "tok_visa_ok")
+    _session(billing, "s-1", alice.id, "charged")
+    first = open_dispute(billing._sessions, alice.id, "s-1", "I took nothing", clock())
+    assert billing.admission(alice.id).score == 32               # 50 + 2 - 20
+    decide_dispute(billing._sessions, first, upheld=True)
+    assert billing.admission(alice.id).score == 52
+    second = open_dispute(billing._sessions, alice.id, None, "wrong price", clock())
+    decide_dispute(billing._sessions, second, upheld=False)
+    assert billing.admission(alice.id).score == 32
+    with pytest.raises(BillingError, match=f"dispute {second}: already rejected"):
+        decide_dispute(billing._sessions, second, upheld=True)
+
+
+def test_a_dispute_about_another_accounts_session_is_refused(billing, clock):
+    alice, bob = billing.open_account("Alice", "tok_visa_ok"), billing.open_account("Bob", None)
+    _session(billing, "s-1", alice.id, "charged")
+    with pytest.raises(BillingError, match=f"dispute of account {bob.id}: session 's-1' is not "
+                                           f"one of this account's sessions"):
+        open_dispute(billing._sessions, bob.id, "s-1", "not me", clock())
+    assert billing.admission(alice.id).score == 52
