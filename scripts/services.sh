@@ -44,6 +44,21 @@ if [ "${1:-}" = "stop" ]; then
   exit 0
 fi
 
+# The browser tests (tests/browser, docs/kiosk.md) drive Debian's Chromium at /usr/bin/chromium,
+# with a font that has Japanese and Chinese glyphs; install them where missing (root only; in
+# CI without them the browser tests fail and say so). Playwright's own download is never used.
+if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=ja 2>/dev/null | grep -q .; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "services.sh: installing Debian's chromium and fonts-wqy-microhei (once)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends \
+        chromium fonts-wqy-microhei >/dev/null; } || echo "services.sh: apt-get install chromium failed" >&2
+    APT_UPDATED=1
+  else
+    echo "services.sh: /usr/bin/chromium or a CJK font is missing and not root to install them" >&2
+  fi
+fi
+
 if [ -n "${CABINET_TEST_PG_URL:-}" ]; then
   echo "services.sh: using CABINET_TEST_PG_URL"
   exit 0
@@ -54,7 +69,7 @@ if [ -z "$BIN" ]; then
   [ "$(id -u)" = 0 ] || fail "no PostgreSQL server installed and not root to install it (apt-get install postgresql)"
   echo "services.sh: installing Debian's postgresql (once)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null || fail "apt-get update failed"
+  [ -n "${APT_UPDATED:-}" ] || apt-get update -q >/dev/null || fail "apt-get update failed"
   apt-get install -y -q --no-install-recommends postgresql >/dev/null \
     || fail "apt-get install postgresql failed"
   BIN=$(pg_bin || true)
