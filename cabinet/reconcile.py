@@ -53,8 +53,10 @@ from cabinet.bundle import Bundle
 from cabinet.errors import BundleError
 
 VERSION = "reconcile-1"
-MAX_REMOVED = 8        # items one shelf can lose in one session
-MAX_ADDED = 2          # items one shelf can gain from other shelves
+MAX_REMOVED = 8        # items one shelf can lose in one session (more when the camera saw more)
+MAX_ADDED = 3          # items one shelf can gain from other shelves without a camera count ...
+MAX_ADDED_SEEN = 6     # ... and at most this many with one (the arrivals it saw, plus two hidden in swaps)
+T_DOF = 4.0            # weight residuals: Student-t with this many degrees of freedom
 TOP_K = 40             # candidates kept per shelf
 WINDOW = 12.0          # nats below the best at which combinations are dropped
 ITEM_COST = 0.7        # prior: each item taken
@@ -67,6 +69,7 @@ TOUCH_COST = 20.0      # vision: nats per item leaving an untouched slot or arri
 COUNT_COST = 4.5       # vision: nats per item of disagreement with the occupied-facing counts (~1% of slots miscount)
 OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
 OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
+OUTLIER_Z = 5.0        # a residual beyond this many sigmas is not explained by the items
 UNSETTLED_FACTOR = 5.0 # noise multiplier for a shelf that did not settle
 CERTAIN_MASS = 0.99
 
@@ -160,6 +163,24 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
     return term
 
 
+def _student_t(residual: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Log density of a Student-t (T_DOF) residual with scale sqrt(var): a load cell's rare
+    spikes and drift are heavier-tailed than a Gaussian, so one odd reading costs nats, not
+    the hundreds that would make a chain of moves look better."""
+    nu = T_DOF
+    return (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * np.log(nu * math.pi * var)
+            - (nu + 1) / 2 * np.log1p(residual ** 2 / (nu * var)))
+
+
+def _limits(vision: "ShelfVision | None") -> tuple[int, int]:
+    """How many items a shelf may lose and gain: fixed without a camera count; with one, at
+    least what it saw leave or arrive (a customer may move three items onto one shelf)."""
+    if vision is None or not vision.usable or vision.count_change is None:
+        return MAX_REMOVED, MAX_ADDED
+    left = vision.arrived - vision.count_change  # items seen leaving: sum of slots' drops
+    return max(MAX_REMOVED, left + 2), min(MAX_ADDED_SEEN, max(2, vision.arrived + 2))
+
+
 @dataclasses.dataclass(frozen=True)
 class _ShelfCandidates:
     shelf: str
@@ -178,8 +199,9 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
                       ) -> _ShelfCandidates:
     removable = [i for i in range(len(skus)) if stock[i] > 0]
     gainable = [i for i in range(len(skus)) if addable[i]]
-    rem = _bounded_vectors([int(stock[i]) for i in removable], MAX_REMOVED)
-    add = _bounded_vectors([MAX_ADDED] * len(gainable), MAX_ADDED)
+    max_removed, max_added = _limits(vision)
+    rem = _bounded_vectors([int(stock[i]) for i in removable], max_removed)
+    add = _bounded_vectors([max_added] * len(gainable), max_added)
     x = np.zeros((len(rem) * len(add), len(skus)), dtype=np.int64)
     rr = np.repeat(np.arange(len(rem)), len(add))
     aa = np.tile(np.arange(len(add)), len(rem))
@@ -199,12 +221,14 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
         outlier = np.zeros(len(x), dtype=bool)
     else:
         residual = delta - x @ w
-        gauss = -residual ** 2 / (2 * var) - 0.5 * np.log(2 * np.pi * var)
-        # the flat term only with removals: an unexplained shelf must not absorb moves
-        flat = np.where((x <= 0).all(axis=1), -math.log(OUTLIER_RANGE_G) - OUTLIER_COST,
-                        -np.inf)
+        gauss = _student_t(residual, var)
+        # something else on or off the shelf (a phone put down, a spike, a faulty cell), in
+        # either direction, whatever items the candidate moves
+        flat = np.full(len(x), -math.log(OUTLIER_RANGE_G) - OUTLIER_COST)
         weight_ll = np.logaddexp(gauss, flat)
-        outlier = gauss < flat
+        # beyond OUTLIER_Z sigmas the heavy tail still ranks candidates, but the weight is
+        # not explained: flagged, and what that shelf lost is not charged
+        outlier = (gauss < flat) | (np.abs(residual) > OUTLIER_Z * np.sqrt(var))
     added = np.clip(x, 0, None).sum(axis=1)
     if vision is not None and vision.usable and vision.count_change is not None:
         # arrivals the camera saw are evidence, not the rare misplaced return the prior is about
@@ -275,14 +299,28 @@ def _posterior(shelf_args: list[tuple], skus: list[str], misplaced: tuple[float,
 
 # --- evidence from the bundle ---------------------------------------------------------------
 
+MIN_SAMPLES = 3  # samples a side below which the scatter says nothing
+
+
+def _robust_sigma(samples: Sequence[float]) -> float | None:
+    """A sample's standard deviation from the median absolute deviation (a spike among the
+    samples does not inflate it); None with fewer than MIN_SAMPLES."""
+    if len(samples) < MIN_SAMPLES:
+        return None
+    arr = np.asarray(samples, dtype=np.float64)
+    return 1.4826 * float(np.median(np.abs(arr - np.median(arr))))
+
+
 def _noise(shelf: Any, default: float) -> float:
-    """Std dev of the measured delta: the configured noise, or more if the samples say so."""
+    """Std dev of the measured delta: the configured noise, or more if the samples say so.
+    A settled value averages its window, so each side with MIN_SAMPLES or more adds its robust
+    sample sigma over sqrt(n) (a spike among the samples does not inflate it; the heavy-tailed
+    weight term takes care of a spike that made it into the settled value)."""
     parts = []
     for samples in (shelf.samples_before, shelf.samples_after):
-        if len(samples) >= 5:
-            arr = np.sort(np.asarray(samples, dtype=np.float64))
-            trim = arr[len(arr) // 10: len(arr) - len(arr) // 10]
-            parts.append(float(np.std(trim)) / math.sqrt(len(trim)))
+        sigma = _robust_sigma(samples)
+        if sigma is not None:
+            parts.append(sigma / math.sqrt(len(samples)))
     est = math.sqrt(sum(p * p for p in parts)) if parts else 0.0
     return max(default, est)
 
@@ -428,7 +466,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     _, ranked_lenient, _, _ = _posterior(shelf_args, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH))
     lenient = dict(ranked_lenient).get(best_key, 0.0)
 
-    shelves_ev, unexplained = {}, []
+    shelves_ev, unexplained, arrived_unexplained_g = {}, [], 0.0
     for (shelf_id, (delta, noise, sv)), c, j in zip(shelf_info.items(), cands, picks):
         x = c.x[j]
         z = None if delta is None else float(c.residual[j] / c.sigma[j])
@@ -437,7 +475,13 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             unexplained.append((shelf_id, x))
             if c.residual[j] > 0:
                 flags.add("foreign_object")
+                arrived_unexplained_g += float(c.residual[j]) + 3 * float(c.sigma[j])
         if delta is None:
+            unexplained.append((shelf_id, x))
+        if sv is not None and sv.usable and sv.may_lose is not None and any(
+                -int(x[i]) > sv.may_lose.get(k, 0) for i, k in enumerate(skus)):
+            # the best explanation takes from a slot the camera saw untouched: never charged
+            flags.add("vision_disagrees")
             unexplained.append((shelf_id, x))
         if sv is not None and sv.usable and sv.confidence >= 0.6 and any(
                 sv.seen.get(k, 0) != int(x[i]) for i, k in enumerate(skus)):
@@ -464,6 +508,11 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         # the best explanation, every explanation kept counts as plausible
         mass = 1.0 if "vision_disagrees" in flags else CERTAIN_MASS
         basket = _certain([ranked, ranked_lenient], skus, unexplained, mass)
+        if arrived_unexplained_g > 0:
+            # weight arrived on a shelf from nowhere known: any item light enough to be part
+            # of it may have been moved there rather than taken
+            basket = {k: n for k, n in basket.items()
+                      if catalog[k].unit_weight_g > arrived_unexplained_g}
     runner = None if len(ranked) < 2 else (dict(ranked[1][0]), round(ranked[1][1], 6))
     slots_ev = {sid: {"change": e.change, "count_before": sum(e.occupied_before),
                       "count_after": sum(e.occupied_after), "skus_after": list(e.skus_after),

@@ -38,8 +38,9 @@ VAR1 = np.array([25.0, 4.0, 25.0])      # (tolerance / 2) ** 2
 
 def bundle(shelves: dict, *, noise: float = 2.0, min_confidence: float = 0.95,
            images: dict | None = None) -> Bundle:
-    record = BundleRecord(schema_version=1, session_id="s-1", cabinet_id="cab",
-                          opened_at="2026-01-01T00:00:00+00:00", closed_at="2026-01-01T00:01:00+00:00",
+    record = BundleRecord(schema_version=2, session_id="s-1", cabinet_id="cab",
+                          opened_at="2026-01-01T00:00:00+00:00",
+                          closed_at="2026-01-01T00:01:00+00:00",
                           params={"load_cell_noise_g": noise, "min_confidence": min_confidence})
     return Bundle(Path("in-memory"), record, CAT, PLAN, shelves, images or {}, {})
 
@@ -62,7 +63,10 @@ def slot(slot_id, before, after, conf=0.9, usable=True, reason="", change=0.3):
 
 
 def gauss_ll(residual: float, var: float) -> float:
-    return -residual ** 2 / (2 * var) - 0.5 * math.log(2 * math.pi * var)
+    """The weight term: a Student-t with 4 degrees of freedom and scale sqrt(var)."""
+    nu = 4.0
+    return (math.lgamma(2.5) - math.lgamma(2.0) - 0.5 * math.log(nu * math.pi * var)
+            - 2.5 * math.log1p(residual ** 2 / (nu * var)))
 
 
 FLAT = -math.log(2000.0) - 8.0
@@ -86,6 +90,38 @@ def test_vision_term_is_beta_times_confidence_times_disagreement():
     unusable = R.ShelfVision({"cola": -1}, 0.5, usable=False)
     assert R.vision_term(x, SKUS, unusable).tolist() == [0.0, 0.0, 0.0]
     assert R.BETA == 6.0
+
+
+def test_untouched_slots_lose_nothing_and_untouched_shelves_gain_nothing():
+    x = np.array([[-1, 0, 0], [-2, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, 0]])
+    # only the cola slot (2 colas in it) was touched
+    seen = R.ShelfVision({}, 0.0, may_lose={"cola": 2}, touched=True)
+    assert R.vision_term(x, SKUS, seen).tolist() == [0.0, 0.0, -20.0, 0.0, 0.0]
+    one = R.ShelfVision({}, 0.0, may_lose={"cola": 1}, touched=True)
+    assert R.vision_term(x, SKUS, one).tolist() == [0.0, -20.0, -20.0, 0.0, 0.0]
+    nobody = R.ShelfVision({}, 0.0, may_lose={}, touched=False)
+    assert R.vision_term(x, SKUS, nobody).tolist() == [-20.0, -40.0, -20.0, -20.0, 0.0]
+    assert R.TOUCH_COST == 20.0
+
+
+def test_the_shelf_count_and_the_arrivals_it_saw_are_matched():
+    x = np.array([[-1, 0, 0], [-1, 0, 1], [0, 0, 0], [-2, 0, 1]])
+    seen = R.ShelfVision({}, 0.0, count_change=-1, arrived=0)
+    assert R.vision_term(x, SKUS, seen).tolist() == [0.0, -4.5, -4.5, 0.0]
+    # one slot gained an item and another lost two: count -1, one arrival seen
+    moved = R.ShelfVision({}, 0.0, count_change=-1, arrived=1)
+    assert R.vision_term(x, SKUS, moved).tolist() == [-4.5, -4.5, -9.0, 0.0]
+    assert R.COUNT_COST == 4.5
+
+
+def test_arrivals_the_camera_saw_are_not_charged_the_misplaced_prior():
+    moved = R.ShelfVision({}, 0.0, touched=True, count_change=0, arrived=1,
+                          may_lose={"water": 2})
+    c = R._shelf_candidates("bottom", -170.0, 2.0, SKUS, np.array([0, 0, 2]),
+                            np.array([True, True, False]), W, VAR1, moved)
+    assert c.x[0].tolist() == [1, 0, -1]
+    var = 4.0 + 25.0 + 25.0
+    assert c.score[0] == pytest.approx(np.logaddexp(gauss_ll(0.0, var), FLAT) - 0.7, abs=1e-12)
 
 
 def test_candidate_scores_follow_the_model():
@@ -134,16 +170,30 @@ def test_removal_count_is_bounded_by_max_removed():
     c = R._shelf_candidates("top", None, 1.0, ["a"], np.array([20]), np.array([False]),
                             np.array([10.0]), np.array([1.0]), None)
     assert sorted(c.x[:, 0].tolist()) == [-8, -7, -6, -5, -4, -3, -2, -1, 0]
-    assert R.MAX_REMOVED == 8 and R.MAX_ADDED == 2
+    assert R.MAX_REMOVED == 8 and R.MAX_ADDED == 3
+
+
+def test_a_camera_count_raises_the_limits_to_what_it_saw():
+    # 11 items seen leaving (count -8 with 3 arriving): up to 13 removals and 5 additions
+    seen = R.ShelfVision({}, 0.0, may_lose={"a": 20}, touched=True, count_change=-8, arrived=3)
+    assert R._limits(seen) == (13, 5)
+    assert R._limits(None) == (8, 3)
+    assert R._limits(R.ShelfVision({}, 0.0, touched=True, count_change=0)) == (8, 2)
+    assert R._limits(R.ShelfVision({}, 0.0, count_change=9, arrived=9)) == (8, 6)
+    eleven = R.ShelfVision({}, 0.0, may_lose={"a": 20}, touched=True, count_change=-11)
+    assert R._limits(eleven) == (13, 2)
+    c = R._shelf_candidates("top", None, 1.0, ["a"], np.array([20]), np.array([False]),
+                            np.array([10.0]), np.array([1.0]), eleven)
+    assert c.x[0].tolist() == [-11] and min(c.x[:, 0]) == -13
 
 
 def test_a_sku_both_lost_and_gained_counts_once_by_its_net_change():
     c = R._shelf_candidates("top", None, 2.0, ["cola", "gum"], np.array([1, 0]),
                             np.array([True, False]), W[:2], VAR1[:2], None)
-    assert sorted(c.x[:, 0].tolist()) == [-1, 0, 1, 2]
+    assert sorted(c.x[:, 0].tolist()) == [-1, 0, 1, 2]  # three arrivals: out of the window
 
 
-def test_only_candidates_without_additions_may_be_outliers():
+def test_foreign_weight_is_open_to_every_candidate_in_both_directions():
     c = R._shelf_candidates("top", 400.0, 2.0, SKUS, np.array([3, 2, 0]),
                             np.array([False, False, True]), W, VAR1, None)
     rows = c.x.tolist()
@@ -151,8 +201,10 @@ def test_only_candidates_without_additions_may_be_outliers():
     assert c.outlier[nothing] and c.residual[nothing] == 400.0
     assert c.weight_ll[nothing] == pytest.approx(np.logaddexp(gauss_ll(400.0, 4.0), FLAT))
     assert any(v > 0 for row in rows for v in row)
-    assert c.outlier.tolist() == [bool((row <= 0).all()) and (
-        gauss_ll(float(r), float(s) ** 2) < FLAT) for row, r, s in zip(c.x, c.residual, c.sigma)]
+    assert c.outlier.tolist() == [gauss_ll(float(r), float(s) ** 2) < FLAT or abs(r) > 5 * s
+                                  for r, s in zip(c.residual, c.sigma)]
+    assert R.OUTLIER_Z == 5.0
+    assert c.outlier[[i for i, row in enumerate(rows) if row[2] > 0]].any()
 
 
 def test_a_removal_only_candidate_is_always_kept():
@@ -281,10 +333,9 @@ def shelf_with_samples(before, after):
 
 
 def trimmed_sem(samples):
-    arr = sorted(samples)
-    k = len(arr) // 10
-    trim = np.array(arr[k:len(arr) - k])
-    return float(np.std(trim)) / math.sqrt(len(trim))
+    """The robust standard error: 1.4826 x the median absolute deviation over sqrt(n)."""
+    arr = np.array(samples)
+    return 1.4826 * float(np.median(np.abs(arr - np.median(arr)))) / math.sqrt(len(arr))
 
 
 def test_noise_grows_with_the_scatter_of_the_samples():
@@ -296,11 +347,19 @@ def test_noise_grows_with_the_scatter_of_the_samples():
     assert R._noise(shelf_with_samples(before, after), 50.0) == 50.0
 
 
-def test_noise_needs_five_samples_a_side():
-    five = [5000.0, 5100.0, 4900.0, 5200.0, 4800.0]
-    assert R._noise(shelf_with_samples(five[:4], []), 2.0) == 2.0
-    assert R._noise(shelf_with_samples(five, []), 2.0) == pytest.approx(trimmed_sem(five))
-    assert R._noise(shelf_with_samples([], five), 2.0) == pytest.approx(trimmed_sem(five))
+def test_noise_needs_three_samples_a_side():
+    three = [5000.0, 5100.0, 4900.0]
+    assert R._noise(shelf_with_samples(three[:2], []), 2.0) == 2.0
+    # MAD 100 g: 148.26 / sqrt(3)
+    assert R._noise(shelf_with_samples(three, []), 2.0) == pytest.approx(148.26 / math.sqrt(3))
+    assert R._noise(shelf_with_samples([], three), 2.0) == pytest.approx(148.26 / math.sqrt(3))
+
+
+def test_one_spike_among_the_samples_does_not_widen_the_noise():
+    quiet = [5000.0 + d for d in (-2, -1, -1, 0, 0, 0, 1, 1, 2, 1)]
+    spiked = quiet[:-1] + [5048.0]
+    assert R._noise(shelf_with_samples(spiked, quiet), 0.1) == pytest.approx(
+        R._noise(shelf_with_samples(quiet, quiet), 0.1), rel=0.01)
 
 
 # --- whole results --------------------------------------------------------------------------
@@ -313,56 +372,66 @@ def shelf_ev(delta, explained, residual, sigma, noise, z, likelihood, seen=None,
             "vision_confidence": conf}
 
 
-QUIET_BOTTOM = shelf_ev(0.0, {}, 0.0, 2.0, 2.0, 0.0, -1.6121)
-COLA_TOP = shelf_ev(-330.0, {"cola": -1}, 0.0, 5.385, 2.0, 0.0, -2.6026)
+QUIET_BOTTOM = shelf_ev(0.0, {}, 0.0, 2.0, 2.0, 0.0, -1.674)
+COLA_TOP = shelf_ev(-330.0, {'cola': -1}, 0.0, 5.385, 2.0, 0.0, -2.6645)
 
 # name: (bundle, basket, confidence, flags, best_guess, runner_up, combinations,
 #        nominal, lenient, top shelf evidence, bottom shelf evidence)
 CASES = {
-    "one cola": (
-        lambda: deltas(-330, 0), {"cola": 1}, 1.0, (), {"cola": 1}, None, 1, 1.0, 1.0,
-        COLA_TOP, QUIET_BOTTOM),
-    "cola and gum": (
-        lambda: deltas(-370, 0), {"cola": 1, "gum": 1}, 0.99999, (), {"cola": 1, "gum": 1},
-        ({}, 1e-05), 2, 0.99999, 0.99999,
-        shelf_ev(-370.0, {"cola": -1, "gum": -1}, 0.0, 5.745, 2.0, 0.0, -2.6672), QUIET_BOTTOM),
-    "two colas": (
-        lambda: deltas(-660, 0), {"cola": 2}, 0.999975, (), {"cola": 2}, ({}, 1.3e-05), 4,
-        0.999975, 0.999975, shelf_ev(-660.0, {"cola": -2}, 0.0, 7.348, 2.0, 0.0, -2.9134),
+    'one cola': (
+        lambda: deltas(-330, 0), {'cola': 1}, 0.999236, (), {'cola': 1},
+        ({'cola': 1, 'gum': 1}, 0.000747), 3, 0.999236, 0.999236,
+        COLA_TOP,
         QUIET_BOTTOM),
-    "one from each shelf": (
-        lambda: deltas(-330, -500), {"cola": 1, "water": 1}, 1.0, (), {"cola": 1, "water": 1},
-        None, 1, 1.0, 1.0, COLA_TOP,
-        shelf_ev(-500.0, {"water": -1}, 0.0, 5.385, 2.0, 0.0, -2.6026)),
-    "nothing": (
-        lambda: deltas(0, 0), {}, 1.0, (), {}, None, 1, 1.0, 1.0,
-        shelf_ev(0.0, {}, 0.0, 2.0, 2.0, 0.0, -1.6121), QUIET_BOTTOM),
-    "400 g put on the top shelf": (
-        lambda: deltas(400, 0), {}, 0.307489,
-        ("foreign_object", "low_confidence", "unexplained_weight"), {}, ({"cola": 1}, 0.152695),
-        12, 0.307489, 0.307489, shelf_ev(400.0, {}, 400.0, 2.0, 2.0, 200.0, -15.6009),
+    'cola and gum': (
+        lambda: deltas(-370, 0), {'cola': 1, 'gum': 1}, 0.996451, (), {'cola': 1, 'gum': 1},
+        ({'cola': 1}, 0.002548), 4, 0.996465, 0.996451,
+        shelf_ev(-370.0, {'cola': -1, 'gum': -1}, 0.0, 5.745, 2.0, 0.0, -2.7291),
         QUIET_BOTTOM),
-    "120 g gone from the top shelf": (
-        lambda: deltas(-120, 0), {}, 0.307489, ("low_confidence", "unexplained_weight"), {},
-        ({"cola": 1}, 0.152695), 12, 0.307489, 0.307489,
-        shelf_ev(-120.0, {}, -120.0, 2.0, 2.0, -60.0, -15.6009), QUIET_BOTTOM),
-    "dead bottom shelf": (
-        lambda: deltas(-330, None), {}, 0.419382, ("low_confidence", "shelf_dead"),
-        {"cola": 1}, ({"cola": 1, "water": 1}, 0.279749), 6, 0.563345, 0.419382, COLA_TOP,
+    'two colas': (
+        lambda: deltas(-660, 0), {'cola': 2}, 0.997182, (), {'cola': 2},
+        ({'cola': 2, 'gum': 1}, 0.002728), 6, 0.997182, 0.997182,
+        shelf_ev(-660.0, {'cola': -2}, 0.0, 7.348, 2.0, 0.0, -2.9753),
+        QUIET_BOTTOM),
+    'one from each shelf': (
+        lambda: deltas(-330, -500), {'cola': 1, 'water': 1}, 0.999227, (), {'cola': 1, 'water': 1},
+        ({'cola': 1, 'gum': 1, 'water': 1}, 0.000747), 3, 0.999236, 0.999227,
+        COLA_TOP,
+        shelf_ev(-500.0, {'water': -1}, 0.0, 5.385, 2.0, 0.0, -2.6645)),
+    'nothing': (
+        lambda: deltas(0, 0), {}, 0.999981, (), {},
+        ({'gum': 1}, 1.9e-05), 2, 0.999981, 0.999981,
+        shelf_ev(0.0, {}, 0.0, 2.0, 2.0, 0.0, -1.674),
+        QUIET_BOTTOM),
+    '400 g put on the top shelf': (
+        lambda: deltas(400, 0), {}, 0.307459, ('foreign_object', 'low_confidence', 'unexplained_weight'), {},
+        ({'cola': 1}, 0.152707), 12, 0.307459, 0.30746,
+        shelf_ev(400.0, {}, 400.0, 2.0, 2.0, 200.0, -15.6008),
+        QUIET_BOTTOM),
+    '120 g gone from the top shelf': (
+        lambda: deltas(-120, 0), {}, 0.858546, ('low_confidence', 'unexplained_weight'), {'gum': 2},
+        ({'gum': 1}, 0.043571), 12, 0.858557, 0.858546,
+        shelf_ev(-120.0, {'gum': -2}, -40.0, 3.464, 2.0, -11.547, -11.0529),
+        QUIET_BOTTOM),
+    'dead bottom shelf': (
+        lambda: deltas(-330, None), {}, 0.419093, ('low_confidence', 'shelf_dead'), {'cola': 1},
+        ({'cola': 1, 'water': 1}, 0.279537), 15, 0.562919, 0.419093,
+        COLA_TOP,
         shelf_ev(None, {}, None, 2.0, 2.0, None, 0.0)),
-    "unsettled shelves": (
-        lambda: deltas(-330, 0, stable=False), {"cola": 1}, 0.998999, ("shelf_unsettled",),
-        {"cola": 1}, ({"cola": 1, "gum": 1}, 0.000992), 3, 0.998999, 0.998999,
-        shelf_ev(-330.0, {"cola": -1}, 0.0, 11.18, 10.0, 0.0, -3.3331),
-        shelf_ev(0.0, {}, 0.0, 10.0, 10.0, 0.0, -3.2215)),
-    "cola moved to the bottom shelf": (
-        lambda: deltas(-330, 330), {}, 0.999785, (), {}, ({"cola": 1}, 0.000124), 4,
-        0.999785, 0.999994, COLA_TOP,
-        shelf_ev(330.0, {"cola": 1}, 0.0, 5.385, 2.0, 0.0, -2.6026)),
-    "a stricter min_confidence": (
-        lambda: deltas(-345, 0, min_confidence=0.999999), {"cola": 1}, 0.99766,
-        ("low_confidence",), {"cola": 1}, ({"cola": 1, "gum": 1}, 0.001788), 12, 0.99766,
-        0.99766, shelf_ev(-345.0, {"cola": -1}, -15.0, 5.385, 2.0, -2.785, -6.4818),
+    'unsettled shelves': (
+        lambda: deltas(-330, 0, stable=False), {'cola': 1}, 0.98544, ('low_confidence', 'shelf_unsettled'), {'cola': 1},
+        ({'cola': 1, 'gum': 1}, 0.014148), 5, 0.985448, 0.98544,
+        shelf_ev(-330.0, {'cola': -1}, 0.0, 11.18, 10.0, 0.0, -3.395),
+        shelf_ev(0.0, {}, 0.0, 10.0, 10.0, 0.0, -3.2834)),
+    'cola moved to the bottom shelf': (
+        lambda: deltas(-330, 330), {}, 0.999007, (), {},
+        ({'gum': 1}, 0.000747), 6, 0.999007, 0.999229,
+        COLA_TOP,
+        shelf_ev(330.0, {'cola': 1}, 0.0, 5.385, 2.0, 0.0, -2.6645)),
+    'a stricter min_confidence': (
+        lambda: deltas(-345, 0, min_confidence=0.999999), {'cola': 1}, 0.918745, ('low_confidence',), {'cola': 1},
+        ({'cola': 1, 'gum': 1}, 0.080471), 9, 0.918745, 0.918745,
+        shelf_ev(-345.0, {'cola': -1}, -15.0, 5.385, 2.0, -2.785, -5.3602),
         QUIET_BOTTOM),
 }
 
@@ -413,7 +482,7 @@ def test_a_camera_that_agrees_keeps_the_session_clear():
     assert calls == [(b, None)]
     assert (r.basket, r.confidence, r.flags, r.runner_up) == ({"cola": 1}, 1.0, (), None)
     assert r.evidence["shelves"]["top"] == shelf_ev(-330.0, {"cola": -1}, 0.0, 5.385, 2.0, 0.0,
-                                                    -2.6026, {"cola": -1}, 0.9, True, -1)
+                                                    -2.6645, {"cola": -1}, 0.9, True, -1)
     assert r.evidence["slots"] == slot_ev(3, 2, ["cola", "cola", None], 0, 0.9)
 
 
@@ -422,7 +491,7 @@ def test_a_sure_camera_that_disagrees_charges_only_what_every_explanation_shares
     r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
     # the camera counts three colas before and after: the weight's cola is not charged
     assert (r.basket, r.confidence, r.flags, r.best_guess, r.runner_up) == (
-        {}, 0.916699, ("low_confidence", "vision_disagrees"), {"cola": 1}, ({}, 0.083301))
+        {}, 0.911826, ("low_confidence", "vision_disagrees"), {"cola": 1}, ({}, 0.088174))
     top = r.evidence["shelves"]["top"]
     assert (top["vision_seen"], top["touched"], top["count_change"]) == ({}, True, 0)
     assert r.evidence["combinations"] == 2
@@ -432,7 +501,7 @@ def test_an_unsure_camera_that_disagrees_is_not_a_flag():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola"] * 3, conf=0.5))
     r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
     assert (r.basket, r.confidence, r.flags, r.runner_up) == (
-        {"cola": 1}, 0.991824, (), ({}, 0.008176))
+        {"cola": 1}, 0.991304, (), ({}, 0.008696))
 
 
 def test_a_camera_at_the_confidence_bar_counts():
@@ -452,7 +521,7 @@ def test_a_dark_camera_is_flagged_and_ignored():
     seam, _ = with_camera(slot("A1", ["cola"] * 3, [], conf=0.0, usable=False,
                                reason="too dark"), {"cam-top": "lens covered"})
     r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
-    assert (r.basket, r.confidence, r.flags) == ({"cola": 1}, 1.0, ("camera_dark",))
+    assert (r.basket, r.confidence, r.flags) == ({"cola": 1}, 0.999236, ("camera_dark",))
     assert r.evidence["cameras"] == {"cam-top": "lens covered"}
     assert r.evidence["slots"] == slot_ev(3, 0, [], 0, 0.0, False, "too dark")
 
@@ -579,9 +648,12 @@ def test_evidence_is_rounded_to_milligrams_and_thousandths():
         -330.012, -0.012, 0.812)
 
 
-def test_a_result_exactly_at_min_confidence_is_not_low():
-    r = R.reconcile(deltas(-330, 0, min_confidence=1.0), vision=None)
-    assert r.confidence == 1.0 and r.flags == ()
+def test_min_confidence_is_the_bar_on_either_side():
+    # one cola: 0.999236 (a gum too is the runner-up at 0.000747)
+    r = R.reconcile(deltas(-330, 0, min_confidence=0.99923), vision=None)
+    assert r.confidence == 0.999236 and r.flags == () and r.basket == {"cola": 1}
+    r = R.reconcile(deltas(-330, 0, min_confidence=0.99924), vision=None)
+    assert r.confidence == 0.999236 and r.flags == ("low_confidence",)
 
 
 def test_what_an_unexplained_shelf_lost_is_not_charged():
@@ -591,7 +663,7 @@ def test_what_an_unexplained_shelf_lost_is_not_charged():
     r = R.reconcile(deltas(-207, 0, images=IMAGES), vision=seam)
     assert r.flags == ("foreign_object", "unexplained_weight")  # +123 g
     assert r.best_guess == {"cola": 1} and r.basket == {}
-    assert r.confidence == 0.999874
+    assert r.confidence == 0.999959
     assert r.evidence["shelves"]["top"]["explained_by"] == {"cola": -1}
 
 
