@@ -456,3 +456,36 @@ def test_every_screen_the_hub_knows_has_a_section_on_the_page():
     assert sections == {screen.name for screen in ks.SCREENS}
     for screen in ks.SCREENS:
         assert dataclasses.is_dataclass(screen)
+
+
+# -- in the controller's own HTTP server -----------------------------------------------------
+
+def test_mounted_in_the_controllers_http_server_it_streams_and_close_lets_the_server_stop():
+    """cabinet/web.py's HttpServer (uvicorn inside the controller's loop) with the kiosk
+    mounted at /kiosk: the page and the stream work, a publish from another thread reaches
+    the stream, and close() ends the stream so stopping the server does not hang on it."""
+    from cabinet.web import HttpServer
+
+    state = ks.KioskState()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="controller-loop", daemon=True)
+    thread.start()
+    server = HttpServer(Starlette(routes=[Mount("/kiosk", kiosk_app(state))]), "127.0.0.1", 0)
+    try:
+        port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(TIMEOUT)
+        url = f"http://127.0.0.1:{port}/kiosk"
+        assert "static/kiosk.js" in requests.get(url, timeout=TIMEOUT).text
+        stream = Stream(url)
+        assert stream.next()["screen"] == "welcome"
+        state.publish(ks.DoorOpen("Ada", open_too_long=True))
+        got = stream.next()
+        assert (got["screen"], got["open_too_long"]) == ("door_open", True)
+        state.close()
+        with pytest.raises(AssertionError, match="the stream ended"):
+            stream.next()
+        stream.close()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(TIMEOUT)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT)
+    assert not thread.is_alive() and state.subscribers() == 0
