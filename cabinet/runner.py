@@ -61,7 +61,8 @@ def sd_notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     address = "\0" + path[1:] if path.startswith("@") else path
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
-            sock.sendto(message.encode("utf-8"), address)
+            # never block the controller's loop on a reader that is not reading
+            sock.sendto(message.encode("utf-8"), socket.MSG_DONTWAIT, address)
         except OSError as e:
             log.warning("sd_notify %s to %s failed: %s", message, path, e)
             return False

@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -105,17 +106,39 @@ def read_port(proc: subprocess.Popen, timeout_s: float) -> int:
     return int(line.rsplit(":", 1)[1])
 
 
-def notify_messages(sock: socket.socket, want: set[str], timeout_s: float) -> set[str]:
-    """Datagrams received on the notify socket until every one of `want` came."""
-    got: set[str] = set()
-    deadline = time.monotonic() + timeout_s
-    while not want <= got:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            pytest.fail(f"sd_notify: got {sorted(got)}, still waiting for {sorted(want - got)}")
-        sock.settimeout(left)
-        got.add(sock.recv(256).decode())
-    return got
+class Systemd:
+    """systemd's side of sd_notify: a datagram socket read by a thread, as systemd reads it
+    (a socket nobody reads fills after ten datagrams)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(256)
+            except OSError:
+                return
+            with self._cond:
+                self.messages.append(data.decode())
+                self._cond.notify_all()
+
+    def wait_for(self, want: set[str], timeout_s: float) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: want <= set(self.messages), timeout_s):
+                pytest.fail(f"sd_notify: got {sorted(set(self.messages))}, still waiting for "
+                            f"{sorted(want - set(self.messages))}")
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(5)
 
 
 @pytest.fixture
@@ -134,15 +157,14 @@ def customer_photo(shared_data) -> Path:
 def test_cabinet_run_sells_raises_an_alarm_and_stops_cleanly(tmp_path, customer_photo):
     cfg = write_config(tmp_path)
     notify_path = tmp_path / "notify"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
+    systemd = Systemd(notify_path)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
     proc = subprocess.Popen([sys.executable, "-m", "cabinet.cli", "run", "--config", str(cfg)],
                             cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=open(tmp_path / "stderr.log", "wb"), env=env)
     try:
         port = read_port(proc, 240)
-        assert notify_messages(notify, {"READY=1", "WATCHDOG=1"}, 30)
+        systemd.wait_for({"READY=1", "WATCHDOG=1"}, 30)
         cab = Controller(proc, port)
         status, health = cab.health()
         assert (status, health["state"], health["alarms"]) == (200, "idle", [])
@@ -181,12 +203,13 @@ def test_cabinet_run_sells_raises_an_alarm_and_stops_cleanly(tmp_path, customer_
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert "STOPPING=1" in notify_messages(notify, {"STOPPING=1"}, 5)
+        systemd.wait_for({"STOPPING=1"}, 5)
+        assert systemd.messages[0] == "READY=1" and systemd.messages[-1] == "STOPPING=1"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        notify.close()
+        systemd.close()
     con = sqlite3.connect(db)
     outcomes = con.execute("select outcome from cabinet_sessions").fetchall()
     assert outcomes == [("charged",)]        # one session, closed with its one outcome
