@@ -11,6 +11,7 @@
     cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
     cabinet bench faces [--data DIR] [--json]          false accepts, second factor, match time
     cabinet bench vision [--photos DIR] [--json]       product recognition: top-1, new SKUs, time
+    cabinet bench accuracy [--tier T] [--sessions N]   basket accuracy per tier (docs/benchmarks.md)
     cabinet vision train|enroll ...                    train the product recogniser, enrol a SKU
     cabinet planogram|catalog validate|diff|apply|rollback ...   operator's file changes
     cabinet restock start|count|accept, cabinet inventory        restock visits, stock per slot
@@ -95,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     bench_sub.add_parser("faces", help="face identification: trials, second factor, timing",
                          add_help=False)
     bench_sub.add_parser("vision", help="product recognition: top-1, new SKUs, time per crop",
+                         add_help=False)
+    bench_sub.add_parser("accuracy", help="basket accuracy per tier on synthesised bundles",
                          add_help=False)
     sub.add_parser("vision", help="product recogniser: train, enroll (cabinet/vision_cli.py)",
                    add_help=False)
@@ -224,6 +227,9 @@ def _run(args, rest: list[str]) -> int:
         if args.bench_command == "vision":
             from cabinet import vision_cli
             return vision_cli.bench_vision(rest)
+        if args.bench_command == "accuracy":
+            from cabinet import bench_accuracy
+            return bench_accuracy.main(rest)
         from cabinet import bench as session_bench
         return session_bench.main(rest)
     if rest:
