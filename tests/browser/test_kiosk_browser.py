@@ -41,7 +41,7 @@ def camera_frame() -> bytes:
 def kiosk():
     state = ks.KioskState()
     with BackgroundServer(kiosk_app(state)) as server:
-        yield state, server.url
+        yield state, server.url, server
         state.close()
 
 
@@ -55,6 +55,7 @@ class Kiosk:
 
     def __init__(self, page: Page, state: ks.KioskState, size: str, shots: Path):
         self.page, self.state, self.size, self.shots = page, state, size, shots
+        self.errors: list[str] = []                  # script errors and failed loads
 
     def show(self, screen: ks.Screen) -> None:
         seq = self.state.publish(screen)
@@ -104,7 +105,7 @@ class Kiosk:
 
 @pytest.fixture
 def kiosk_page(chromium, kiosk, size, screenshots):
-    state, url = kiosk
+    state, url, _ = kiosk
     context = chromium.new_context(viewport=SIZES[size], device_scale_factor=1, has_touch=True,
                                    reduced_motion="reduce")
     outside: list[str] = []
@@ -118,11 +119,11 @@ def kiosk_page(chromium, kiosk, size, screenshots):
 
     context.route("**/*", only_the_kiosk)
     page = context.new_page()
-    errors: list[str] = []
+    k = Kiosk(page, state, size, screenshots)
+    errors = k.errors
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(url + "/")
-    k = Kiosk(page, state, size, screenshots)
     k.wait_for("welcome")
     yield k
     context.close()
@@ -285,6 +286,7 @@ def test_three_languages_switched_on_screen_and_reset_for_the_next_customer(kios
             english = set(re.findall(r"[A-Za-z]{2,}", text)) - data_words
             assert english == set(), f"{lang} {screen.name}: {english} in {text!r}"
             assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", text)
+            k.check_layout()                         # longer strings still fit the screen
     k.show(ks.Welcome())                             # the next customer starts in English
     expect(html).to_have_attribute("lang", "en")
     expect(k.section().locator("h1")).to_have_text(EN["welcome.title"])
@@ -321,3 +323,25 @@ def test_the_kiosk_works_from_the_keyboard_in_focus_order(kiosk_page: Kiosk):
     assert calls == ["start", "cancel"]
     assert page.locator("main button:not([type=button])").count() == 0
     expect(page.locator("[aria-live]").first).to_be_attached()
+
+
+def test_a_lost_connection_is_shown_until_the_controller_is_back(kiosk_page: Kiosk, kiosk):
+    k, page = kiosk_page, kiosk_page.page
+    state, _, server = kiosk
+    banner = page.get_by_role("alert").filter(has_text=EN["conn.lost"])
+    expect(banner).to_be_hidden()
+    k.show(ks.Counting())                             # seq 2
+    state.close()                                     # the controller goes away
+    server.stop()
+    expect(banner).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    k.check_layout()
+    back = ks.KioskState()                            # the controller restarts, same port
+    assert back.publish(ks.OutOfService("maintenance")) == 2     # the same seq, anew
+    with BackgroundServer(kiosk_app(back), port=server.port):
+        expect(page.locator("body")).to_have_attribute("data-screen", "out_of_service")
+        expect(banner).to_be_hidden()
+        expect(k.section().locator(".reason")).to_have_text(EN["out_of_service.maintenance"])
+        back.close()
+    # the browser's own reports of the refused reconnects are expected here, nothing else
+    k.errors[:] = [e for e in k.errors if "ERR_CONNECTION_REFUSED" not in e]

@@ -11,6 +11,7 @@ const catalogs = {};
 let lang = defaultLang;
 let snap = null;      // the latest state from the controller
 let pin = "";
+let reconnected = false;
 
 function t(key, vars) {
   const text = (catalogs[lang] && catalogs[lang][key]) || (catalogs.en && catalogs.en[key]) || key;
@@ -134,7 +135,9 @@ async function tap(button) {
 }
 
 function render(next) {
-  const newScreen = !snap || next.seq !== snap.seq;
+  // after a reconnect the controller may have restarted, its sequence numbers with it
+  const newScreen = !snap || reconnected || next.seq !== snap.seq;
+  reconnected = false;
   const previous = snap;
   snap = next;
   if (newScreen) {
@@ -181,7 +184,7 @@ function setLanguage(next) {
 function connect() {
   const offline = document.getElementById("offline");
   const source = new EventSource("events");
-  source.onopen = () => { offline.hidden = true; };
+  source.onopen = () => { offline.hidden = true; reconnected = true; };
   source.onerror = () => { offline.hidden = false; };
   source.onmessage = (event) => render(JSON.parse(event.data));
 }
