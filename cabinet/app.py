@@ -91,34 +91,36 @@ def check_files(cfg: Config, *, in_force: bool = False) -> CabinetFiles:
 
 
 def _check_against_planogram(cfg: Config, planogram: Any) -> list:
-    """Cross-file checks: calibration readable, every camera named in `cameras` is one the
-    planogram uses (a camera nobody reads is a typo)."""
-    errors: list = []
-    src = cfg.source or Path("cabinet.yaml")
+    """Cross-file checks, located in the configuration file: the calibration readable (and
+    there for a real board), every camera in `cameras` one the planogram uses (a camera
+    nobody reads is a typo)."""
+    problems: list[tuple[tuple, str]] = []
     if cfg.serial.calibration is not None:
         from firmware_bridge.loadcell import Calibration, CalibrationError
         path = cfg.resolve(cfg.serial.calibration)
         try:
             Calibration.from_json(path.read_text("utf-8"), where=str(path))
         except OSError as e:
-            errors.append(FormatError(src, None, ("serial", "calibration"),
-                                      cfg.serial.calibration,
-                                      f"{path}: cannot read it ({e.strerror})"))
+            problems.append((("serial", "calibration"), f"{path}: cannot read it ({e.strerror})"))
         except CalibrationError as e:
-            errors.append(FormatError(src, None, ("serial", "calibration"),
-                                      cfg.serial.calibration, str(e)))
+            problems.append((("serial", "calibration"), str(e)))
     elif cfg.serial.port != "sim":
-        errors.append(FormatError(src, None, ("serial", "calibration"), None,
-                                  "a real board needs its load-cell calibration file "
-                                  "(exported by cabinet-diag); docs/deploy.md"))
+        problems.append((("serial", "port"), "a real board needs serial.calibration, its "
+                         "load-cell calibration file (exported by cabinet-diag); docs/deploy.md"))
     if planogram is not None:
         used = {shelf.camera for shelf in planogram.shelves}
         for cam_id in cfg.cameras:
             if cam_id not in used:
-                errors.append(FormatError(src, None, ("cameras", cam_id), cam_id,
-                                          f"no planogram shelf uses this camera (the "
-                                          f"planogram's cameras: {', '.join(sorted(used))})"))
-    return errors
+                problems.append((("cameras", cam_id), f"no planogram shelf uses this camera "
+                                 f"(the planogram's cameras: {', '.join(sorted(used))})"))
+    if not problems:
+        return []
+    if cfg.source is not None and Path(cfg.source).is_file():
+        from cabinet.yamlsrc import load_yaml
+        doc = load_yaml(cfg.source, "configuration")
+        return [doc.error(loc, msg) for loc, msg in problems]
+    return [FormatError(cfg.source or "configuration", None, loc, None, msg)
+            for loc, msg in problems]
 
 
 def validate(path: str | Path) -> tuple[Config, CabinetFiles]:
