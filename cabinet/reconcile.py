@@ -87,6 +87,7 @@ class ShelfVision:
     touched: bool | None = None                # any slot of the shelf touched
     count_change: int | None = None            # occupied facings after minus before, whole shelf
     arrived: int = 0                           # items seen arriving: sum of slots' count gains
+    drops: Mapping[str, int] | None = None     # SKU -> items seen leaving its own slots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +161,12 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
         # a slot whose count rose received something: a move, a return or a foreign object
         term = term - COUNT_COST * np.clip(vision.arrived - np.clip(x, 0, None).sum(axis=1),
                                            0, None)
+    if vision.drops:
+        # a slot holding one SKU that lost n facings lost n of that SKU, unless items seen
+        # arriving on the shelf were of it: x_k <= -drops_k + arrived
+        drops = np.array([vision.drops.get(k, 0) for k in skus], dtype=np.int64)
+        bound = np.where(drops > 0, -drops + vision.arrived, np.iinfo(np.int64).max // 2)
+        term = term - COUNT_COST * np.clip(x - bound, 0, None).sum(axis=1)
     return term
 
 
@@ -325,6 +332,18 @@ def _noise(shelf: Any, default: float) -> float:
     return max(default, est)
 
 
+def _unsettled_noise(shelf: Any, noise: float) -> float:
+    """A shelf still swinging: its value is off by about one sample's scatter (the swing is
+    not averaged away), which the unsettled side's samples measure; without them, assume
+    UNSETTLED_FACTOR times the noise."""
+    sides = [s for s, stable in ((shelf.samples_before, shelf.before_stable),
+                                 (shelf.samples_after, shelf.after_stable)) if not stable]
+    sigmas = [_robust_sigma(s) for s in sides]
+    if not sigmas or any(v is None for v in sigmas):
+        return noise * UNSETTLED_FACTOR
+    return max(noise, math.sqrt(sum(v * v for v in sigmas)))
+
+
 def slot_vision(bundle: Bundle, recognizer: Any = None) -> tuple[dict, dict]:
     """Per-slot evidence from vision.diff for every camera with images (against the bundle's
     own calibration frames when it carries them; identities when a recognizer is given), and
@@ -371,6 +390,7 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
         touched = None
         count = None
         arrived = 0
+        drops = None
         if usable:
             may_lose = {}
             for e in evs:
@@ -381,10 +401,21 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
             changes = [e.count_change for e in evs]
             count = None if any(c is None for c in changes) else int(sum(changes))
             arrived = 0 if count is None else int(sum(max(c, 0) for c in changes))
+            if count is not None:
+                drops = {}
+                mixed = set()
+                for e in evs:
+                    held = set(inventory.get(e.slot_id, ()))
+                    if len(held) > 1:
+                        mixed |= held
+                    elif len(held) == 1 and e.count_change < 0:
+                        k = next(iter(held))
+                        drops[k] = drops.get(k, 0) - e.count_change
+                drops = {k: n for k, n in drops.items() if k not in mixed}
         out[shelf.id] = ShelfVision(
             {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
             sum(max(0, e.foreign_after - e.foreign_before) for e in evs),
-            usable, may_lose, touched, count, arrived)
+            usable, may_lose, touched, count, arrived, drops)
     return out
 
 
@@ -449,7 +480,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             noise = _noise(rec, params.load_cell_noise_g)
             if not (rec.before_stable and rec.after_stable):
                 flags.add("shelf_unsettled")
-                noise *= UNSETTLED_FACTOR
+                noise = _unsettled_noise(rec, noise)
         sv = shelf_vis.get(shelf.id)
         if sv is not None and sv.foreign_added:
             flags.add("foreign_object")
