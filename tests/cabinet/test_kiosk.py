@@ -57,6 +57,26 @@ class Stream:
         self.response.close()
 
 
+def run_async(make_coro, timeout_s: float = TIMEOUT):
+    """asyncio.run in a thread of its own: a test in the same process may hold a running loop
+    in the main thread (Playwright's sync API does)."""
+    box: dict = {}
+
+    def main():
+        try:
+            box["result"] = asyncio.run(asyncio.wait_for(make_coro(), timeout_s))
+        except BaseException as e:          # re-raised in the test's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join(timeout_s + 5)
+    assert not thread.is_alive(), "the coroutine did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
 def jpeg(value: int = 128) -> bytes:
     ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), value, np.uint8))
     assert ok
@@ -325,7 +345,7 @@ def asgi_get(app, client_host: str) -> int:
              "scheme": "http", "path": "/state", "raw_path": b"/state", "query_string": b"",
              "root_path": "", "headers": [(b"host", b"cabinet")], "client": (client_host, 5000),
              "server": ("10.0.0.1", 8080)}
-    asyncio.run(app(scope, receive, send))
+    run_async(lambda: app(scope, receive, send))
     return sent[0]["status"]
 
 
@@ -379,7 +399,7 @@ def test_a_quiet_stream_sends_a_keep_alive_when_the_clock_says_so():
         assert await asyncio.wait_for(pending, TIMEOUT) is None
         await stream.aclose()
 
-    asyncio.run(run())
+    run_async(run)
     assert state.subscribers() == 0
 
 
@@ -395,7 +415,7 @@ def test_a_publish_from_another_thread_wakes_the_stream_and_close_ends_it():
             elif len(got) == 2:
                 threading.Thread(target=state.close).start()
 
-    asyncio.run(asyncio.wait_for(run(), TIMEOUT))
+    run_async(run)
     assert got == ["welcome", "door_open"] and state.subscribers() == 0
 
 
