@@ -1,7 +1,6 @@
 """Run an ASGI app (the kiosk, or the controller's app with the kiosk mounted) under uvicorn
-in a background thread, on loopback, on a free port. The browser tests and
-`python -m cabinet.kiosk` (a designer's preview of every screen) use it; the controller itself
-runs uvicorn inside its own event loop (cabinet/web.py).
+in a background thread, on loopback, on a free port, for the kiosk's tests; the controller
+itself runs uvicorn inside its own event loop (cabinet/web.py).
 
 The port is bound before uvicorn starts (a socket handed to `Server.run(sockets=...)`), so
 `url` is known at once and two servers never race for a port; `start()` returns when uvicorn
