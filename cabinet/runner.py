@@ -102,9 +102,11 @@ class Runner:
         self._face_away = True          # a face must leave before it can start another session
         self._door_open_since: float | None = None
         self._door_open = False
+        self._lock_engaged = True
         self._link_up = True
         self._restock_phase: str | None = None
         self.sessions_run = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.http: HttpServer | None = None
         self.port: int | None = None
 
@@ -136,13 +138,18 @@ class Runner:
         self._stop = True
         self._poke()
 
+    def stop_from_thread(self) -> None:
+        """stop() from another thread (a service wrapper, a test)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.stop)
+
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -273,13 +280,16 @@ class Runner:
             self._door_open, self._door_open_since = False, None
             self._clear(FORCED_DOOR, "door closed")
             self._clear(DOOR_LEFT_OPEN, "door closed")
+            if self._lock_engaged:
+                self._clear(UNCOMMANDED_UNLOCK, "door closed, lock engaged")
             if self._restock_phase == "open":
                 self._restock_phase = "closed"
         elif isinstance(event, ev.UncommandedUnlock):
             self._raise(UNCOMMANDED_UNLOCK, f"the lock released without a command (cause "
                         f"{event.cause}, {event.source})", review=True)
-        elif isinstance(event, ev.LockChanged) and event.engaged:
-            if not self._door_open:
+        elif isinstance(event, ev.LockChanged):
+            self._lock_engaged = event.engaged
+            if event.engaged and not self._door_open:
                 self._clear(UNCOMMANDED_UNLOCK, "lock engaged, door closed")
         elif isinstance(event, ev.TemperatureAlarm):
             self._raise(TEMPERATURE, f"{event.temperature_c:.1f} C outside "
@@ -301,7 +311,7 @@ class Runner:
             except Exception as e:          # stays out of service, with the reason
                 log.error("board check after reboot failed: %s", e)
                 return
-            self._door_open = state.door_open
+            self._door_open, self._lock_engaged = state.door_open, state.lock_engaged
             self._clear(MCU_REBOOT, "board identified and calibrated again")
         elif isinstance(event, ev.Fault):
             self._raise(BOARD_FAULT, f"{event.code}: {event.detail}")
@@ -312,7 +322,7 @@ class Runner:
         if since is not None and self._restock_phase is None \
                 and self.clock.monotonic() - since >= self.app.timing.door_open_alarm_s:
             self._raise(DOOR_LEFT_OPEN, f"the door has been open for "
-                        f"{self.app.timing.door_open_alarm_s:.0f} s")
+                        f"{self.app.timing.door_open_alarm_s:g} s")
 
     def _sync_service(self) -> None:
         """Out of service while an alarm is active; back in service when the last clears."""
@@ -329,6 +339,7 @@ class Runner:
         """Alarms left active by the last run are checked against the board now."""
         state = await self.controller._blocking(self.app.board.state)
         self._door_open = bool(state.door_open)
+        self._lock_engaged = bool(state.lock_engaged)
         self._clear(LINK_LOST, "board answered at start")
         self._clear(MCU_REBOOT, "board identified at start")
         if not state.door_open:

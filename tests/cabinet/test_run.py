@@ -9,6 +9,7 @@ with a deadline.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -259,3 +260,106 @@ def test_an_absent_serial_port_stops_run_naming_it(tmp_path):
     assert run.returncode == 2, run.stderr
     assert "/dev/ttyCABINET-NOT-HERE" in run.stderr
     assert not (tmp_path / "data").exists()
+
+
+# --- the runner in this process: each alarm between sessions ---------------------------------
+
+@pytest.fixture
+def running(tmp_path):
+    """A Runner over the simulated cabinet (no accounts: no face encoding), in a thread."""
+    from cabinet.app import App
+    from cabinet.runner import Runner
+    cfg = write_config(tmp_path, accounts=None, scenarios=None,
+                       timeouts={"face_s": 10, "auth_s": 5, "unlock_pulse_ms": 5000,
+                                 "door_open_alarm_s": 0.5, "door_open_max_s": 300,
+                                 "settle_s": 5})
+    app = App(cfg).start()
+    ready = threading.Event()
+    runner = Runner(app, environ={}, on_ready=lambda r: ready.set())
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(runner.run())))
+    thread.start()
+    try:
+        assert ready.wait(60), "the runner did not start"
+        yield app, runner
+    finally:
+        runner.stop_from_thread()
+        thread.join(60)
+        app.close()
+    assert result == [0]
+
+
+def alarm_rows(app) -> list[tuple[str, bool, bool]]:
+    """(kind, cleared, review) of every alarm row, oldest first."""
+    from cabinet.journal import Alarms
+    return [(row.kind, row.cleared_at is not None, row.review) for row in Alarms(app.db).all()]
+
+
+def out_of_service_with(runner, kind: str):
+    health = runner.health()
+    return not health["in_service"] and health["alarms"] == [kind] \
+        and runner.controller.machine.state == "out_of_service"
+
+
+def back_in_service(runner):
+    health = runner.health()
+    return health["in_service"] and runner.controller.machine.state == "idle"
+
+
+def test_an_uncommanded_unlock_is_a_tamper_alarm_until_the_lock_engages(running):
+    app, runner = running
+    app.mcu.inject("uncommanded_unlock", cause="manual_key", duration_s=0.5)
+    wait_until("the tamper alarm", lambda: out_of_service_with(runner, "uncommanded_unlock"), 10)
+    wait_until("the lock to engage again", lambda: back_in_service(runner), 10)
+    assert alarm_rows(app) == [("uncommanded_unlock", True, True)]
+
+
+def test_the_door_left_open_between_sessions(running):
+    app, runner = running
+    app.mcu.inject("uncommanded_unlock", cause="manual_key", duration_s=0.3)
+    assert wait_until("the lock to release", lambda: app.mcu.open_door(), 10)
+    wait_until("the door-left-open alarm",
+               lambda: "door_left_open" in runner.health()["alarms"], 10)
+    assert not runner.health()["in_service"]
+    app.mcu.close_door()
+    wait_until("back in service", lambda: back_in_service(runner), 10)
+    assert ("door_left_open", True, False) in alarm_rows(app)
+
+
+def test_temperature_out_of_range_and_back(running):
+    app, runner = running
+    app.mcu.temperature_c = 12.0
+    wait_until("the temperature alarm", lambda: out_of_service_with(runner, "temperature"), 10)
+    app.mcu.temperature_c = 4.0
+    wait_until("back in service", lambda: back_in_service(runner), 10)
+    assert alarm_rows(app) == [("temperature", True, False)]
+
+
+def test_an_mcu_reboot_is_recorded_and_checked(running):
+    app, runner = running
+    app.mcu.inject("reboot", reason="watchdog")
+    wait_until("the reboot alarm cleared after the check",
+               lambda: alarm_rows(app) == [("mcu_reboot", True, False)], 20)
+    assert back_in_service(runner)
+
+
+def test_the_link_lost_and_restored(running):
+    app, runner = running
+    app.mcu.inject("port_vanish", duration_s=4.0)
+    wait_until("the link-lost alarm", lambda: out_of_service_with(runner, "link_lost"), 20)
+    assert runner.health()["link"] == "lost"
+    wait_until("the link back", lambda: back_in_service(runner), 30)
+    assert alarm_rows(app) == [("link_lost", True, False)]
+    assert runner.metrics.text().count(b'cabinet_alarms_total{kind="link_lost"} 1.0') == 1
+
+
+def test_the_touchscreen_start_is_refused_out_of_service(running):
+    app, runner = running
+    app.mcu.temperature_c = 12.0
+    wait_until("the temperature alarm", lambda: out_of_service_with(runner, "temperature"), 10)
+    fut = asyncio.run_coroutine_threadsafe(_start(runner), runner.loop)
+    assert fut.result(10) == "out of service (temperature)"
+
+
+async def _start(runner) -> str:
+    return runner.request_start()
