@@ -75,7 +75,8 @@ class Kiosk:
 
     def check_layout(self) -> None:
         """Nothing of the screen falls outside the viewport; every visible button is a touch
-        target of at least 48x48 CSS pixels."""
+        target of at least 48x48 CSS pixels; buttons and images have a name (text or alt) for
+        a screen reader; one heading is on show."""
         report = self.page.evaluate("""() => {
             const w = innerWidth, h = innerHeight, shown = (e) => e.offsetParent !== null;
             const out = (e) => { const r = e.getBoundingClientRect();
@@ -88,11 +89,16 @@ class Kiosk:
                 small: buttons.filter((b) => { const r = b.getBoundingClientRect();
                     return r.width < 48 || r.height < 48; }).map((b) => b.outerHTML.slice(0, 90)),
                 buttons: buttons.length,
+                unnamed: [...buttons, ...document.querySelectorAll('img')].filter(shown).filter(
+                    (e) => !(e.tagName === 'IMG' ? e.alt : e.textContent).trim()).map((e) => e.outerHTML),
+                headings: [...document.querySelectorAll('h1')].filter(shown).length,
             };
         }""")
         assert report["outside"] == [], f"{self.size}: off screen: {report['outside']}"
         assert report["small"] == [], f"{self.size}: touch targets under 48 px: {report['small']}"
         assert report["buttons"] >= 3                      # the check sees the language buttons
+        assert report["unnamed"] == [], f"a button or image without a name: {report['unnamed']}"
+        assert report["headings"] == 1
 
     def snap(self, name: str) -> None:
         self.check_layout()
