@@ -513,7 +513,7 @@ class Controller:
 
     def _deny(self, run: "_Run", account_id: int | None, reason: str,
               trigger: str = "denied") -> SessionReport:
-        self.machine.fire(trigger, reason=reason, account_id=account_id)
+        self.machine.fire(trigger, reason=reason, account_id=account_id, **run.identity)
         self._release_hold(run.session_id, account_id, reason)
         self.machine.session_id = None
         name = self.account_name(account_id) if account_id is not None else None

@@ -220,6 +220,44 @@ def test_a_blocked_account_is_refused_without_hold_or_unlock(cab):
     assert report.session_id.startswith(day)
 
 
+# --- identity over several frames (vision/identity.py) ---------------------------------------
+def test_an_enrolled_face_is_accepted_over_three_frames_and_the_journal_keeps_distances(cab):
+    person, _ = _customer_photo(cab)
+    report = _session(cab, _take_one())
+    assert report.outcome == "charged" and report.account_id == cab.account_ids[person]
+    [(_, _, data)] = [e for e in _entries(cab, report.session_id) if e[0] == "authorized"]
+    assert (data["identity_outcome"], data["identity_reason"]) == ("accept", "matched")
+    assert (data["frames_seen"], data["frames_used"]) == (3, 3)
+    assert 0 < data["best_distance"] <= 0.45
+    assert "encoding" not in json.dumps(data) and "template" not in json.dumps(data)
+
+
+def test_a_face_inside_the_uncertain_band_asks_for_a_second_factor_and_never_unlocks(cab):
+    from vision.identity import IdentityPolicy, MESSAGES, UNCERTAIN
+    # the same real face, but an accept line below any genuine distance: the uncertain band
+    cab.controller.identity_policy = IdentityPolicy(accept_distance=0.01, refuse_distance=0.6,
+                                                    min_margin=0.1)
+    report = _session(cab)
+    assert report.outcome == "denied" and report.reason == MESSAGES[UNCERTAIN]
+    assert report.account_id is None
+    assert cab.mcu.unlocks_executed == 0 and cab.mcu.lock_engaged
+    assert cab.gateway.effects()["authorize"] == 0
+    [(_, _, data)] = [e for e in _entries(cab, report.session_id) if e[0] == "denied"]
+    assert (data["identity_outcome"], data["identity_reason"]) == ("second_factor", "uncertain")
+    assert 0.01 < data["best_distance"] <= 0.6
+
+
+def test_a_face_beyond_the_refuse_line_is_refused_with_its_message(cab):
+    from vision.identity import IdentityPolicy, MESSAGES, NOT_RECOGNISED
+    cab.controller.identity_policy = IdentityPolicy(accept_distance=0.01, refuse_distance=0.02,
+                                                    min_margin=0.01)
+    report = _session(cab)
+    assert report.outcome == "denied" and report.reason == MESSAGES[NOT_RECOGNISED]
+    assert cab.mcu.unlocks_executed == 0
+    [(_, _, data)] = [e for e in _entries(cab, report.session_id) if e[0] == "denied"]
+    assert data["identity_outcome"] == "refuse" and data["best_distance"] > 0.02
+
+
 class _SlowStanding:
     """Billing whose standing check answers only once the test releases it (a slow database),
     so identification is still running when the test passes the timeout."""
