@@ -202,8 +202,10 @@ TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.35)
 SOFTMAX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
-    """Prototypes, scoring settings chosen on val_*, metrics and card.json for out/model.onnx."""
+def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
+                 fixed: dict | None = None) -> dict:
+    """Prototypes, scoring settings chosen on val_* (or `fixed`: another card's `scoring`, so a
+    holdout model is measured with the shipped model's settings), metrics and card.json."""
     import numpy as np
     import onnxruntime as ort
 
@@ -216,17 +218,21 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
     train_imgs, val_imgs = _read_all(train_paths), _read_all(val_paths)
     results, best = [], None
     norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    for v, views in enumerate(VIEW_SETS):
+    view_sets, temperatures, weights = VIEW_SETS, TEMPERATURES, SOFTMAX_WEIGHTS
+    if fixed is not None:
+        view_sets = (tuple((float(z), bool(f)) for z, f in fixed["views"]),)
+        temperatures, weights = (float(fixed["temperature"]),), (float(fixed["softmax_weight"]),)
+    for v, views in enumerate(view_sets):
         _, tf = run_views(session, train_imgs, imgsz, views)
         vp, vf = run_views(session, val_imgs, imgsz, views)
         mean = tf.mean(axis=0)
         te, ve = norm(tf - mean), norm(vf - mean)
         cents = norm(np.stack([te[train_labels == k].mean(axis=0) for k in range(len(plan.classes))]))
-        for temp in TEMPERATURES:
+        for temp in temperatures:
             z = (ve @ cents.T) / temp
             q = np.exp(z - z.max(axis=1, keepdims=True))
             q /= q.sum(axis=1, keepdims=True)
-            for w in SOFTMAX_WEIGHTS:
+            for w in weights:
                 s = w * vp + (1 - w) * q
                 top1 = float((s.argmax(axis=1) == val_labels).mean()) if len(val_labels) else 0.0
                 nll = float(-np.log(np.maximum(s[np.arange(len(s)), val_labels], 1e-9)).mean()) \
@@ -240,7 +246,7 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
     _, chosen, mean, cents = best
     np.savez(out / "prototypes.npz", mean=mean, centroids=cents)
     by = {(r["views"], r["temperature"], r["softmax_weight"]): r["top1"] for r in results}
-    temp, last = chosen["temperature"], len(VIEW_SETS) - 1
+    temp, last = chosen["temperature"], len(view_sets) - 1
     card = {
         "name": "cabinet product recogniser",
         "model": {"file": "model.onnx", "sha256": file_sha256(out / "model.onnx"),
@@ -252,17 +258,18 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict) -> dict:
         "input": {"name": "images", "size": imgsz, "layout": "NCHW", "color": "RGB",
                   "range": [0, 1], "resize": "short side to size, centre crop"},
         "scoring": {"softmax_weight": chosen["softmax_weight"], "temperature": temp,
-                    "views": [[z, f] for z, f in VIEW_SETS[chosen["views"]]]},
+                    "views": [[z, f] for z, f in view_sets[chosen["views"]]],
+                    "chosen": "fixed (from another card)" if fixed else "on val_*"},
         "training": {**info, "data": str(plan.root), "data_hash": plan.data_hash(),
                      "train_files": len(plan.train_files()), "holdout": list(plan.holdout)},
         "metrics": {
             "val_photos": int(len(val_labels)),
             "val_top1": chosen["top1"],
-            "val_top1_softmax": by[(0, temp, 1.0)],
-            "val_top1_centroid": by[(0, temp, 0.0)],
-            "val_top1_softmax_views": by[(last, temp, 1.0)],
-            "val_top1_centroid_views": by[(last, temp, 0.0)],
-            "view_sets": [[list(x) for x in vs] for vs in VIEW_SETS],
+            "val_top1_softmax": by.get((0, temp, 1.0)),
+            "val_top1_centroid": by.get((0, temp, 0.0)),
+            "val_top1_softmax_views": by.get((last, temp, 1.0)),
+            "val_top1_centroid_views": by.get((last, temp, 0.0)),
+            "view_sets": [[list(x) for x in vs] for vs in view_sets],
             "grid": results,
         },
     }
@@ -338,10 +345,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="an ultralytics training option (e.g. --opt erasing=0.2), repeatable")
     p.add_argument("--rescore", action="store_true",
                    help="keep --out's model.onnx; recompute prototypes, scoring and the card")
+    p.add_argument("--scoring-from", type=Path, default=None, metavar="CARD",
+                   help="with --rescore: use this card's scoring instead of choosing on val_*")
     return p
 
 
-def rescore(out: Path, data: Path) -> dict:
+def rescore(out: Path, data: Path, scoring_from: Path | None = None) -> dict:
     """Prototypes, scoring and metrics again for an exported model (its card's training kept)."""
     from vision.recognizer import CARD_NAME
     try:
@@ -355,7 +364,13 @@ def rescore(out: Path, data: Path) -> dict:
     if plan.data_hash() != old["training"]["data_hash"]:
         raise TrainError(f"--rescore {out}: the training photos in {data} differ from the ones "
                          f"the model was trained on (data hash)")
-    return finish_model(Path(out), plan, imgsz, info)
+    fixed = None
+    if scoring_from is not None:
+        try:
+            fixed = json.loads(Path(scoring_from).read_text())["scoring"]
+        except (OSError, KeyError, ValueError) as e:
+            raise TrainError(f"--scoring-from {scoring_from}: no 'scoring' in it ({e})") from None
+    return finish_model(Path(out), plan, imgsz, info, fixed)
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -379,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_dataset(args.data, args.holdout)
         extra = dict(_option(o) for o in args.opt)
         if args.rescore:
-            return _report(args.out, rescore(args.out, args.data))
+            return _report(args.out, rescore(args.out, args.data, args.scoring_from))
         card = train(plan, args.out, epochs=args.epochs, imgsz=args.imgsz, threads=args.threads,
                      batch=args.batch, command="cabinet vision train " + " ".join(argv),
                      extra=extra)
@@ -392,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(out: Path, card: dict) -> int:
     m = card["metrics"]
     print(f"model {out / 'model.onnx'}: val top-1 {m['val_top1']:.3f} on {m['val_photos']} "
-          f"val_* photos (softmax {m['val_top1_softmax']:.3f}, centroid {m['val_top1_centroid']:.3f}); "
+          f"val_* photos (softmax {m['val_top1_softmax']}, centroid {m['val_top1_centroid']}); "
           f"trained {card['training']['seconds']:.0f} s")
     if "new_sku" in m:
         print(f"new SKUs {', '.join(m['new_sku']['skus'])} enrolled from {ENROL_PHOTOS} photos: "
