@@ -181,7 +181,8 @@ class Controller:
             self._note(event)
 
     def _note(self, event: Any) -> None:
-        if isinstance(event, (ev.ForcedDoor, ev.Fault, ev.LinkLost, ev.McuReset)):
+        if isinstance(event, (ev.ForcedDoor, ev.Fault, ev.LinkLost, ev.McuReset,
+                              ev.UncommandedUnlock)):
             self.alarms.append(type(event).__name__)
             log.warning("board event during session: %s", event)
 

@@ -237,6 +237,7 @@ class Runner:
     async def _session(self, frame) -> None:
         self._in_session = True
         self._face_away = False
+        seen = len(self.controller.alarms)
         try:
             try:
                 report = await self.controller.session(frame)
@@ -247,6 +248,7 @@ class Runner:
                 return
         finally:
             self._in_session = False
+            await self._after_session(self.controller.alarms[seen:])
         self.sessions_run += 1
         self.metrics.sessions.labels(report.outcome).inc()
         t = report.timings_ms
@@ -257,6 +259,25 @@ class Runner:
             self.metrics.session_seconds.observe(t["charge_sent"] / 1000)
         log.info("session %s: %s %s", report.session_id, report.outcome,
                  report.reason or dict(report.basket))
+
+    async def _after_session(self, noted: list[str]) -> None:
+        """The controller heard the board during the session: a tamper it noted becomes an
+        alarm for review, and the door and lock are read afresh."""
+        if "UncommandedUnlock" in noted:
+            self._raise(UNCOMMANDED_UNLOCK, "the lock released without a command during a "
+                        "session", review=True)
+        if "ForcedDoor" in noted:
+            self._raise(FORCED_DOOR, "the door was forced during a session", review=True)
+        try:
+            state = await self.controller._blocking(self.app.board.state)
+        except Exception as e:           # the link: its own events say so
+            log.error("board state after the session: %s", e)
+            return
+        self._door_open, self._lock_engaged = state.door_open, state.lock_engaged
+        if not state.door_open:
+            self._clear(FORCED_DOOR, "door closed after the session")
+            if state.lock_engaged:
+                self._clear(UNCOMMANDED_UNLOCK, "lock engaged, door closed after the session")
 
     # --- alarms --------------------------------------------------------------------------
     def _raise(self, kind: str, detail: str, *, review: bool = False) -> None:
@@ -331,7 +352,7 @@ class Runner:
         self.metrics.alarms_active.set(len(active))
         if active and machine.state == "idle":
             machine.fire("fault", cause=",".join(active))
-        elif not active and machine.state == "out_of_service":
+        elif not active and machine.state == "out_of_service" and not self._journal_restock():
             machine.fire("repaired", by="alarms cleared")
         self.metrics.in_service.set(1 if machine.state == "idle" and not active else 0)
 
@@ -356,8 +377,6 @@ class Runner:
                 self._clear(TEMPERATURE, f"{temp:.1f} C at start")
             else:
                 self._raise(TEMPERATURE, f"{temp:.1f} C outside {low:.1f}..{high:.1f} C at start")
-        if self.controller.machine.state == "out_of_service" and self._journal_restock():
-            self._restock_phase = "pending"
         self._sync_service()
 
     # --- restock visits (started by `cabinet restock start`) ---------------------------
@@ -375,27 +394,32 @@ class Runner:
         if self._in_session:
             return
         in_visit = self._journal_restock()
-        machine = self.controller.machine
         if in_visit and self._restock_phase is None:
+            log.warning("restock visit started: no customer sessions until it is accepted")
             self._restock_phase = "pending"
+            self._adopt("restock")
         if self._restock_phase is None:
             return
         if not in_visit:
-            log.info("restock visit ended; back to customers")
+            log.warning("restock visit ended; back to customers")
             self._restock_phase = None
-            machine.state = "idle"          # the accept journalled end_restock already
+            self._adopt(self.controller.journal.cabinet_state())
             return
-        machine.state = "restock"
-        if self._restock_phase == "pending":
-            await self._record_restock("before")
+        if self._restock_phase == "pending" and await self._record_restock("before"):
             await self.controller._blocking(self.app.board.unlock,
                                             self.app.timing.unlock_pulse_ms)
             self._restock_phase = "open"
-        elif self._restock_phase == "closed":
-            await self._record_restock("after")
+        elif self._restock_phase == "closed" and await self._record_restock("after"):
             self._restock_phase = "counted"
 
-    async def _record_restock(self, phase: str) -> None:
+    def _adopt(self, state: str) -> None:
+        """Take the cabinet-level state another process journalled (no new journal row)."""
+        from cabinet.machine import SessionMachine
+        self.controller.machine = SessionMachine(self.controller.journal.write, initial=state)
+
+    async def _record_restock(self, phase: str) -> bool:
+        """Settled weights with the open visit; False (tried again next turn) when the visit
+        file is not there yet."""
         from cabinet.restock import RestockVisits, ShelfWeight
         weights, _ = await self.controller._snapshot()
         shelf_weights = {shelf: ShelfWeight(grams, stable)
@@ -403,7 +427,10 @@ class Runner:
         try:
             RestockVisits(self.app.data_path).record(phase, shelf_weights)
         except (CabinetError, ValueError) as e:
-            log.error("restock: weights %s not recorded: %s", phase, e)
+            log.warning("restock: weights %s not recorded yet: %s", phase, e)
+            return False
+        log.warning("restock: settled weights %s the visit recorded", phase)
+        return True
 
 
 def _faces_in(frame) -> int:

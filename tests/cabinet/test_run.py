@@ -363,3 +363,28 @@ def test_the_touchscreen_start_is_refused_out_of_service(running):
 
 async def _start(runner) -> str:
     return runner.request_start()
+
+
+def test_a_restock_visit_started_elsewhere_unlocks_and_records_the_weights(running, tmp_path,
+                                                                           capsys):
+    from cabinet import ops_cli
+    from cabinet.restock import RestockVisits
+    app, runner = running
+    cfg = str(tmp_path / "cabinet.yaml")
+    assert ops_cli.main(["restock", "start", "--operator", "ann", "--config", cfg]) == 0
+    wait_until("the lock released for the operator", lambda: not app.mcu.lock_engaged, 20)
+    health = runner.health()
+    assert health["state"] == "restock" and not health["in_service"]
+    visit = RestockVisits(app.data_path).open_visit()
+    assert set(visit["before"]) == {shelf.id for shelf in app.planogram.shelves}
+    assert app.mcu.open_door()
+    app.world.restock({slot.id: slot.capacity for slot in app.planogram.slots})
+    app.mcu.close_door()
+    wait_until("the weights after the visit",
+               lambda: RestockVisits(app.data_path).open_visit().get("after"), 30)
+    after = RestockVisits(app.data_path).open_visit()["after"]
+    before = visit["before"]
+    grams = lambda w: w["grams"] if isinstance(w, dict) else w   # noqa: E731
+    assert sum(grams(w) for w in after.values()) > sum(grams(w) for w in before.values()) + 100
+    assert ops_cli.main(["restock", "accept", "--force", "--config", cfg]) == 0
+    wait_until("back in service after the accept", lambda: back_in_service(runner), 20)
