@@ -126,7 +126,7 @@ class Controller:
         self.gallery = gallery
         self.account_name = accounts
         # Read once, here. The files must not change while the controller runs (the caller
-        # passes copies it keeps, see demo.in_force): every bundle copies them as the prices
+        # passes copies it keeps, see app.App.put_files_in_force): every bundle copies them as the prices
         # and slots in force, and the charge must use exactly those.
         self.planogram_path = Path(planogram_path)
         self.catalog_path = Path(catalog_path)

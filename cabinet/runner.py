@@ -22,8 +22,8 @@ are ready (sd_notify, below). Then, until SIGTERM or Ctrl-C:
 A stop request is only looked at between sessions: a session under way is finished first, so
 a SIGTERM never leaves a customer's session open; the exit code is 0.
 
-Waits go through the Clock port; the watchdog ping and the face poll are the loop's only
-timers.
+Waits go through the Clock port (the face poll, the door-left-open alarm, the watchdog ping),
+so tests can drive them with a ManualClock.
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ class Runner:
             return
         while True:
             sd_notify("WATCHDOG=1", self._environ)
-            await asyncio.sleep(interval)
+            await self.clock.sleep_async(interval)
 
     async def _step(self) -> None:
         """One turn: events, then a session if one may start, else wait for the next thing."""
