@@ -198,7 +198,7 @@ class SessionSynth:
         if tier == "T7":
             must_flag = True
             shelf = rng.choice(self.planogram.shelves)
-            if rng.random() < 0.5:
+            if rng.random() < 0.5 or not self.images:  # weights only: no camera to darken
                 faults["dead"] = shelf.id
                 actions.append(f"load cell of {shelf.id} dead")
             else:
