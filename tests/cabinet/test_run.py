@@ -388,3 +388,43 @@ def test_a_restock_visit_started_elsewhere_unlocks_and_records_the_weights(runni
     assert sum(grams(w) for w in after.values()) > sum(grams(w) for w in before.values()) + 100
     assert ops_cli.main(["restock", "accept", "--force", "--config", cfg]) == 0
     wait_until("back in service after the accept", lambda: back_in_service(runner), 20)
+
+
+# --- sd_notify, by hand ----------------------------------------------------------------------
+
+def test_sd_notify_sends_one_datagram_to_the_notify_socket(tmp_path):
+    from cabinet.runner import sd_notify
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "n"))
+    try:
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "n")}) is True
+        sock.settimeout(5)
+        assert sock.recv(64) == b"READY=1"
+    finally:
+        sock.close()
+
+
+def test_sd_notify_reaches_an_abstract_socket():
+    from cabinet.runner import sd_notify
+    name = f"cabinet-test-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    try:
+        assert sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": "@" + name}) is True
+        sock.settimeout(5)
+        assert sock.recv(64) == b"WATCHDOG=1"
+    finally:
+        sock.close()
+
+
+def test_sd_notify_without_systemd_sends_nothing():
+    from cabinet.runner import sd_notify
+    assert sd_notify("READY=1", {}) is False
+
+
+def test_the_watchdog_interval_is_half_of_watchdogsec_for_this_process():
+    from cabinet.runner import watchdog_interval
+    assert watchdog_interval({"WATCHDOG_USEC": "10000000"}) == 5.0
+    assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": str(os.getpid())}) == 5.0
+    assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({}) is None
