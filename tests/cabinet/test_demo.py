@@ -158,3 +158,19 @@ def test_the_gateway_saw_one_capture_per_charged_session(sold):
     assert effects["authorize"] == len(outcomes) - outcomes.count("denied")
     assert effects["void"] == outcomes.count("nothing_taken")
     assert effects["refund"] == 0 and effects["decline"] == 0
+
+
+def test_a_demo_with_a_bad_file_writes_nothing(tmp_path):
+    """The demo is the app: every file checked before the workdir, the database or the
+    accounts are written."""
+    import yaml
+    from cabinet.errors import ConfigError
+    data = yaml.safe_load((ROOT / "fixtures" / "cabinet.yaml").read_text())
+    for key in ("catalog", "accounts", "scenarios"):
+        data[key] = str(ROOT / "fixtures" / data[key])
+    data["planogram"] = str(ROOT / "fixtures" / "bad" / "planogram_unknown_sku.yaml")
+    cfg = tmp_path / "cabinet.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="planogram_unknown_sku.yaml"):
+        SimCabinet(tmp_path / "demo", cfg)
+    assert not (tmp_path / "demo").exists()
