@@ -339,3 +339,71 @@ def test_orange_juice_out_cola_in_is_not_an_apple_juice(tmp_path):
     assert "low_confidence" in weights_only.flags
     assert weights_only.best_guess == {"apple-juice-750": 1, "cola-330": 2}  # what weight alone prefers
     assert weights_only.basket == {"cola-330": 1}  # all that is certain without the cameras
+
+
+# --- what once overcharged on bundles reconcile did not make (issue 7, item 6) -----------------
+
+def odd_session(tmp_path, act, tweak=None, *, images: bool):
+    world = World(*FILES, seed=5)
+    w = BundleWriter(tmp_path, "odd")
+    looks = product_looks(world.catalog, data_root())
+    w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
+    if images:
+        w.write_vision(calibration=world.calibration(looks))
+    w.write_before(world.readings(1.0), world.images(looks, 1) if images else {},
+                   world.inventory())
+    act(world)
+    after = world.readings(1.0)
+    if tweak:
+        tweak(after)
+    w.write_after(after, world.images(looks, 2) if images else {})
+    return world, reconcile(load_bundle(w.path))
+
+
+def one_sample(shelf, grams):
+    """The after-reading of `shelf` is a window of one sample, `grams` off the truth."""
+    def tweak(after):
+        g, stable, _ = after[shelf]
+        after[shelf] = (g + grams, stable, [g + grams])
+    return tweak
+
+
+ODD = {
+    # a one-sample spike on a shelf nobody touched (once: "an energy drink taken and a sour
+    # cream put there")
+    "spike +48 g": (lambda w: w.take("A1"), one_sample("bottom", 48.0)),
+    "noise -10 g": (lambda w: w.take("A1"), one_sample("middle", -10.0)),
+    # keys put on a shelf (once explained by items moved, charging an untouched product)
+    "keys +120 g": (lambda w: (w.take("A3"), w.add_foreign("middle", 120.0)), None),
+    # three items moved onto one shelf (once beyond a fixed limit of two arrivals)
+    "three moved onto the top shelf": (
+        lambda w: (w.move("B1", "A2"), w.move("B3", "A2"), w.move("C3", "A1")), None),
+}
+
+
+@pytest.mark.parametrize("case,flags", [
+    ("spike +48 g", ("foreign_object", "unexplained_weight")),
+    ("noise -10 g", ("unexplained_weight",)),
+    ("keys +120 g", ("foreign_object", "unexplained_weight")),
+    ("three moved onto the top shelf", ()),
+])
+def test_odd_weights_with_cameras_charge_exactly_what_was_taken(tmp_path, case, flags):
+    act, tweak = ODD[case]
+    world, r = odd_session(tmp_path, act, tweak, images=True)
+    assert r.basket == world.basket() == r.best_guess and r.flags == flags, (r.flags, r.basket)
+
+
+@pytest.mark.parametrize("case,best_guess", [
+    ("spike +48 g", {"sour-cream-300": 1}),
+    ("noise -10 g", {"cola-330": 1}),
+    ("keys +120 g", {"lager-330": 1}),
+    ("three moved onto the top shelf", {"orange-juice-1l": 1, "smoothie-250": 1,
+                                        "sour-cream-300": 1}),
+])
+def test_odd_weights_alone_are_flagged_and_charge_nothing_unsure(tmp_path, case, best_guess):
+    """Without the cameras these sessions have rivals as good as the truth: flagged
+    low_confidence, and nothing that any rival disputes is charged (here: nothing)."""
+    act, tweak = ODD[case]
+    world, r = odd_session(tmp_path, act, tweak, images=False)
+    assert "low_confidence" in r.flags and r.basket == {}
+    assert r.best_guess == best_guess
