@@ -142,3 +142,8 @@ class Alarms:
     def all(self) -> list[AlarmRow]:
         with self._db() as s:
             return list(s.scalars(select(AlarmRow).order_by(AlarmRow.id)))
+
+
+# The operator console keeps its tables (operators, logins, audit) on the same metadata: importing
+# them here puts them in every migration check and `new_revision` that imports the journal.
+import cabinet.console.tables  # noqa: E402,F401
