@@ -15,6 +15,7 @@
     cabinet vision train|enroll ...                    train the product recogniser, enrol a SKU
     cabinet planogram|catalog validate|diff|apply|rollback ...   operator's file changes
     cabinet restock start|count|accept, cabinet inventory        restock visits, stock per slot
+    cabinet operators add NAME [--password-file F] | list        who may log into the console
 
 Global options (`-v`) come before the command: `cabinet -v sim mcu --shelves 2`. `sim mcu`,
 `bench link`, `bench session`, `bench faces`, `bench vision` and `vision` own their flags:
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconcile", help="re-run reconcile on a session bundle")
     rec.add_argument("bundle", type=Path)
     rec.add_argument("--json", action="store_true")
+    rec.add_argument("--model", type=Path, default=None,
+                     help="model folder for a bundle that names a recogniser (default models/)")
 
     acc = sub.add_parser("accounts", help="customer accounts")
     acc_sub = acc.add_subparsers(dest="accounts_command", required=True)
@@ -103,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                    add_help=False)
     for name in ("planogram", "catalog", "restock", "inventory"):   # cabinet/ops_cli.py
         sub.add_parser(name, help=f"operator: {name} (docs/operators.md)", add_help=False)
+    sub.add_parser("operators", help="console operators: add, list (cabinet/console/cli.py)",
+                   add_help=False)
     return p
 
 
@@ -116,7 +121,18 @@ def _demo(args) -> int:
 def _reconcile(args) -> int:
     from cabinet.bundle import load_bundle
     from cabinet.reconcile import reconcile
-    result = reconcile(load_bundle(args.bundle))
+    from cabinet.errors import BundleError
+    bundle = load_bundle(args.bundle)
+    recognizer = None
+    if bundle.record.recognizer is not None:  # the bundle was read with one: so is its replay
+        from vision.recognizer import Recognizer, RecognizerError
+        try:
+            recognizer = Recognizer.load(args.model)
+        except RecognizerError as e:
+            raise BundleError(bundle.path / "bundle.json", f"recognizer: model "
+                              f"{bundle.record.recognizer.version} not found ({e}): install "
+                              f"models/ at that version or pass --model") from None
+    result = reconcile(bundle, recognizer=recognizer)
     if args.json:
         print(result.to_json())
     else:
@@ -217,6 +233,9 @@ def _run(args, rest: list[str]) -> int:
     if args.command in ("planogram", "catalog", "restock", "inventory"):
         from cabinet import ops_cli
         return ops_cli.main([args.command, *rest])
+    if args.command == "operators":
+        from cabinet.console import cli as console_cli
+        return console_cli.main(rest)
     if args.command == "bench":
         if args.bench_command == "link":
             from firmware_bridge import bench
