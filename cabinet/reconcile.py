@@ -1,44 +1,46 @@
 """Reconcile: from a session bundle to a basket, with its probability, runner-up and evidence.
 
-Model. For each shelf s the unknown is x_s, the net change in count of each SKU on that shelf
-(negative: removed). A shelf can lose the SKUs it held before (bounded by that stock) and gain
-SKUs held on other shelves (a misplaced return or an item moved inside the cabinet). The basket
-is b = -sum_s x_s and must be >= 0 for every SKU: what leaves one shelf and arrives on another
-is not sold. Each candidate is scored in log space:
+Model (docs/session-bundle.md has it in prose). For each shelf s the unknown is x_s, the net
+change in count of each SKU on that shelf (negative: removed). A shelf can lose the SKUs it
+held before and gain SKUs held on other shelves (a misplaced return or an item moved inside the
+cabinet). The basket is b = -sum_s x_s and must be >= 0 for every SKU: what leaves one shelf and
+arrives on another is not sold. Each candidate is scored in log space:
 
-  weight   Gaussian in r = measured delta - sum_k x_k w_k, with variance
-           v = noise^2 (more when a shelf did not settle) + sum_k |x_k| (tol_k / 2)^2,
-           mixed with a flat "something else is on the shelf" term (OUTLIER_*): a foreign
-           object or a faulty cell is explained as such, not by a chain of odd moves (the
-           flat term is open only to candidates that add nothing to that shelf)
-  vision   -BETA * confidence * sum_k |x_k - seen_k| per shelf, when its camera images exist
-           (`vision_term`: the seam; `seen` comes from vision.diff.slot_evidence counts)
-  priors   -ITEM_COST per item leaving a shelf; -MISPLACED_COST per item arriving on a shelf,
-           growing by MISPLACED_GROWTH with each further one
+  weight   Student-t (T_DOF) in r = measured delta - sum_k x_k w_k with scale^2
+           v = noise^2 + sum_k |x_k| (tol_k / 2)^2; noise from the measured samples (robust:
+           1.4826 MAD / sqrt(n) a side) or the bundle's parameter, an unsettled side's sample
+           scatter; mixed with a flat "something else on or off the shelf" term (OUTLIER_*) open
+           to every candidate in both directions: a phone put down, a spike, a faulty cell is
+           explained as such, not by a chain of odd moves
+  vision   per shelf whose every slot the camera read (vision.diff, product-agnostic): an
+           untouched slot lost nothing, an untouched shelf gained nothing (TOUCH_COST); with
+           the bundle's calibration frames the occupied-facing counts (COUNT_COST): the shelf's
+           net count, the arrivals seen, and what one-SKU slots lost; with a recogniser
+           -BETA * confidence * |x - seen|  (`vision_term`: the seam)
+  priors   -ITEM_COST per item leaving a shelf; -MISPLACED_COST per item arriving on a shelf
+           beyond those the camera saw arrive, growing by MISPLACED_GROWTH with each further one
 
-Search: per shelf, every candidate with at most MAX_REMOVED removals and MAX_ADDED additions is
-scored at once with numpy and the best TOP_K are kept; shelves are then combined by depth-first
-search with a bound (the best remaining score per shelf), keeping combinations within WINDOW
-nats of the best and with b >= 0. Probabilities are normalised over what is kept, summed per
-basket. The answer is the top basket.
+Search: per shelf, every candidate within the limits (`_limits`: fixed without a camera count,
+else at least what the camera saw leave and arrive) is scored at once with numpy and the best
+TOP_K are kept; shelves are then combined by depth-first search with a bound, keeping
+combinations within WINDOW nats of the best and with b >= 0. Probabilities are normalised over
+what is kept, summed per basket. The answer is the top basket.
 
-Two looks. The misplaced-item prior is what lets weight alone prefer "an apple juice taken"
-(-745 g) to "an orange juice taken and a cola put in its place" (-1102 + 343 g): without the
-cameras such cross-shelf look-alikes are a toss-up that the prior settles, and a wrong prior
+Two looks. Weight alone prefers "an apple juice taken" (-745 g) to "an orange juice taken and a
+cola put in its place" (-1102 + 343 g) only through the misplaced-item prior, and a wrong prior
 overcharges. So the posterior is computed twice, with MISPLACED_COST and with the lenient
-LENIENT_MISPLACED_COST; the top basket (of the first) must hold min_confidence in the first and
-LENIENT_MIN_CONFIDENCE in the second, else the session is flagged low_confidence. The
-confidence reported is the lesser of the two probabilities. With the shelf cameras, whose
-per-slot counts contradict such rivals, sessions stay clear; with weights alone many sessions
-with items moved between shelves are flagged, which is the honest answer.
+LENIENT_MISPLACED_COST; the top basket must hold min_confidence in the first and
+LENIENT_MIN_CONFIDENCE in the second, else the session is flagged low_confidence.
 
 When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
 unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object,
 vision_disagrees), and `basket` then holds only what is certain: for each SKU the least count
-among the baskets that make up 99% of the probability, minus anything removed from a shelf
-whose weight the best explanation leaves unexplained; the 99% is taken in both looks, and when
-the cameras contradict the best explanation (vision_disagrees) every basket kept counts.
-`best_guess` keeps the top basket for the operator's review. Pure: no I/O, no clock, no randomness; same bundle, same result.
+among the baskets that make up 99% of the probability in both looks, minus anything the best
+explanation removes from a shelf it cannot explain, cannot read or whose camera saw the slot
+untouched, and without items light enough to be part of weight that arrived from nowhere
+known. `best_guess` keeps the top basket for the operator's review. Pure: no I/O, no clock,
+no randomness; same bundle, same result. An interrupted bundle, or one naming a recogniser
+that is not given, is refused (BundleError).
 """
 from __future__ import annotations
 
