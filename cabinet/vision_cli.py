@@ -3,7 +3,8 @@
     cabinet vision train [--data DIR] [--out DIR] [--epochs N] [--imgsz N] [--holdout SKU...]
     cabinet vision enroll SKU PHOTO... [--gallery FILE] [--model DIR]
     cabinet vision calibrate --stage empty|full [--config FILE] [--out DIR] [--frames N] [--json]
-    cabinet bench vision [--photos DIR] [--model DIR] [--holdout-model DIR] [--json] [--out FILE]
+    cabinet bench vision [--photos DIR] [--model DIR] [--holdout-model DIR] [--views N] [--json]
+                         [--out FILE]
 
 Training needs torch and ultralytics, which live in their own virtualenv (.venv-train, see
 docs/vision.md), never in the cabinet's: `train` runs vision/train.py with that interpreter, or
@@ -165,7 +166,7 @@ def _new_sku(photos: Path, holdout_dir: Path, threads: int, read) -> dict:
 
 
 def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
-          repeats: int) -> dict:
+          repeats: int, views: int | None = None) -> dict:
     from vision.recognizer import Recognizer, read_photo
     if not photos.is_dir():
         raise VisionCliError(f"photos folder {photos}: missing (expected <product>/val_*.jpg)")
@@ -182,7 +183,7 @@ def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
     for files in val.values():               # every photo is checked before any is measured
         for f in files:
             read(f)
-    rec = Recognizer.load(model_dir, threads=threads)
+    rec = Recognizer.load(model_dir, threads=threads, views=views)
     labels = set(rec.labels)
     unknown = sorted(p for p in val if p not in labels)
     per_product, confusions = {}, Counter()
@@ -215,7 +216,7 @@ def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
                        for (a, b), n in sorted(confusions.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
         "unknown_products": unknown,
         "new_sku": new_sku,
-        "threads": threads, "ms_per_crop": round(ms_crop, 2),
+        "views": len(rec.card.views), "threads": threads, "ms_per_crop": round(ms_crop, 2),
         "crops_per_shelf_image": SHELF_CROPS, "ms_per_shelf_image": round(ms_shelf, 2),
     }
 
@@ -231,10 +232,13 @@ def bench_main(argv: list[str]) -> int:
                    help="model trained with --holdout, for new-SKU accuracy (default models/holdout)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=30, help="timing repetitions")
+    p.add_argument("--views", type=int, default=None,
+                   help="use only the card's first N test-time views (default all)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    r = bench(args.photos, args.model, args.holdout_model, max(1, args.threads), max(1, args.repeats))
+    r = bench(args.photos, args.model, args.holdout_model, max(1, args.threads), max(1, args.repeats),
+              args.views)
     if args.out is not None:
         try:
             args.out.write_text(json.dumps(r, indent=1) + "\n")
@@ -258,7 +262,7 @@ def bench_main(argv: list[str]) -> int:
         print(f"new SKUs ({', '.join(ns['skus'])}) enrolled from {ns['enrol_photos']} photos: "
               f"top-1 {ns['top1']:.3f} on {ns['items']} photos (known products {ns['known_top1']})")
     print(f"{r['ms_per_crop']:.1f} ms a crop, {r['ms_per_shelf_image']:.1f} ms a shelf image "
-          f"({r['crops_per_shelf_image']} crops), {r['threads']} threads")
+          f"({r['crops_per_shelf_image']} crops), {r['views']} view(s), {r['threads']} threads")
     return 0
 
 

@@ -28,6 +28,7 @@ session bundle names exactly the recogniser that read it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -185,15 +186,22 @@ class Recognizer:
     # ---- construction -----------------------------------------------------------------------
     @classmethod
     def load(cls, model_dir: Path | None = None, *, gallery: Path | ProductGallery | None = None,
-             threads: int = 1) -> "Recognizer":
+             threads: int = 1, views: int | None = None) -> "Recognizer":
         """The model in `model_dir` (default: the committed models/), with the SKUs enrolled in
-        `gallery` (a file or a loaded ProductGallery; none by default)."""
+        `gallery` (a file or a loaded ProductGallery; none by default). `views` keeps only the
+        card's first N test-time views (faster, less accurate: docs/vision.md has the figures);
+        the version says which were used."""
         model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
         if not model_dir.is_dir():
             raise RecognizerError(f"model folder {model_dir}: missing; train a model with "
                                   f"`cabinet vision train --out {model_dir}`")
         card_path = model_dir / CARD_NAME
         card = ModelCard.read(card_path)
+        if views is not None:
+            if not 1 <= views <= len(card.views):
+                raise RecognizerError(f"views={views}: the card {card_path} has "
+                                      f"{len(card.views)} views; ask for 1 to {len(card.views)}")
+            card = dataclasses.replace(card, views=card.views[:views])
         model_path = model_dir / card.model_file
         proto_path = model_dir / card.prototypes_file
         for path, expected in ((model_path, card.model_sha256), (proto_path, card.prototypes_sha256)):
@@ -230,6 +238,7 @@ class Recognizer:
         base = hashlib.sha256()
         for part in (card_path, model_path, proto_path):
             base.update(file_sha256(part).encode())
+        base.update(repr(card.views).encode())
         loaded = None
         if isinstance(gallery, ProductGallery):
             loaded = gallery

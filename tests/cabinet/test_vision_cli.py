@@ -59,6 +59,7 @@ def test_bench_vision_json_counts_each_item_once(small_photos):
     assert r["unknown_products"] == ["Kombucha-Ginger"]
     assert r["version"] == Recognizer.load().version
     assert r["crops_per_shelf_image"] == 8 and 0 < r["ms_per_crop"] < r["ms_per_shelf_image"]
+    assert r["views"] == len(Recognizer.load().card.views)
     # the folder has no train_* photos of the holdout model's products: said, not guessed
     assert r["new_sku"]["top1"] is None and "train_* photos" in r["new_sku"]["note"]
 
@@ -86,9 +87,9 @@ def test_bench_vision_measures_new_skus_from_the_holdout_model(shared_data, tmp_
 
 def test_bench_vision_text_names_top1_and_time(small_photos):
     root, _ = small_photos
-    proc = cabinet("bench", "vision", "--photos", str(root), "--repeats", "1")
+    proc = cabinet("bench", "vision", "--photos", str(root), "--repeats", "1", "--views", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "top-1" in proc.stdout and "ms a shelf image (8 crops)" in proc.stdout
+    assert "top-1" in proc.stdout and "ms a shelf image (8 crops), 1 view(s)" in proc.stdout
     assert "new SKUs: not measured" in proc.stdout
 
 

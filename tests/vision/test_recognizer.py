@@ -97,6 +97,16 @@ def test_version_names_model_and_gallery(recognizer):
     assert recognizer.with_gallery(gallery).version != recognizer.version
 
 
+def test_fewer_views_are_another_version_and_out_of_range_is_refused(recognizer, shared_data):
+    crop = read_photo(_val(shared_data)["Oatly-Oat-Milk"][0])
+    one = Recognizer.load(views=1)
+    assert one.card.views == recognizer.card.views[:1] and len(recognizer.card.views) > 1
+    assert one.version != recognizer.version
+    assert not np.allclose(one.embed([crop]), recognizer.embed([crop]))
+    with pytest.raises(RecognizerError, match="views=0: the card .*card.json has 6 views"):
+        Recognizer.load(views=0)
+
+
 def test_a_missing_model_file_is_refused_naming_it(model_copy):
     (model_copy / "model.onnx").unlink()
     with pytest.raises(RecognizerError, match=f"model file {model_copy / 'model.onnx'}: missing"):
