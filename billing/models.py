@@ -36,6 +36,8 @@ TEMPLATE_SOURCES = ("photo", "camera")
 DISPUTE_STATUSES = ("open", "upheld", "rejected")
 OUTCOMES = ("charged", "nothing_taken", "denied", "pending", "void")
 LEDGER_KINDS = ("hold", "capture", "void", "refund", "debt")
+TAX_ENTRY_KINDS = ("sale", "refund", "correction")
+AGE_METHODS = ("id_card", "passport", "driving_licence", "residence_card")
 
 
 def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
@@ -66,6 +68,10 @@ class Account(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     faces_erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # age verification: set by an operator from an ID check (never self-declared)
+    age_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    age_verified_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    age_verification_method: Mapped[str | None] = mapped_column(String(32), default=None)
 
     def __repr__(self) -> str:  # never shows the payment token
         return f"Account(id={self.id}, name={self.name!r}, status={self.status})"
@@ -178,6 +184,32 @@ class LineItem(Base):
     unit_price: Mapped[int] = mapped_column(Integer)
     amount: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
+    # tax (billing/tax.py): the class, the rate in basis points, and this line's share of its
+    # rate's once-rounded tax; net + tax == amount. None on lines sold before tax was kept.
+    tax_class: Mapped[str | None] = mapped_column(String(32), default=None)
+    tax_rate_bp: Mapped[int | None] = mapped_column(Integer, default=None)
+    net: Mapped[int | None] = mapped_column(Integer, default=None)
+    tax: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class TaxEntry(Base):
+    """Gross, net and tax of one rate of one session event, signed: a sale +, a refund -, a
+    correction the difference. The sum of a session's entries for a rate is what it has left
+    sold at that rate (refund entries count while their refund has not failed)."""
+
+    __tablename__ = "tax_entries"
+    __table_args__ = (_one_of("kind", TAX_ENTRY_KINDS, "ck_tax_entries_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("cabinet_sessions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[int | None] = mapped_column(Integer, default=None)  # refund id | correction no.
+    rate_bp: Mapped[int] = mapped_column(Integer)
+    gross: Mapped[int] = mapped_column(Integer)
+    net: Mapped[int] = mapped_column(Integer)
+    tax: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class Refund(Base):

@@ -24,6 +24,7 @@ stored and printed, and do not change the outcome.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import random
 from typing import Any, Callable, Iterable, Sequence
 
@@ -37,14 +38,15 @@ from billing.crypto import SecretBox, key_for_database
 from billing.errors import (BillingError, NotHeld, RefundRefused, SettlementConflict,
                             UnknownAccount, UnknownSession)
 from billing.gateway import GatewayClient, GatewayError, GatewayUnavailable, PaymentDeclined
-from billing.models import (TEMPLATE_SOURCES, Account, CabinetSession, Charge, FaceTemplate,
-                            Hold, LedgerEntry, LineItem, Refund)
+from billing.models import (AGE_METHODS, TEMPLATE_SOURCES, Account, CabinetSession, Charge,
+                            FaceTemplate, Hold, LedgerEntry, LineItem, Refund, TaxEntry)
 from billing.money import Money, check_amount, check_currency
 from billing.outbox import UNAVAILABLE_TEXT, OutboxSteps, _claim, _hold_of, enqueue
 from billing.outbox_models import Correction, PaymentOutbox, StoredReceipt
 from billing.receipt import Receipt, build_receipt
 from billing.records import (HoldResult, Line, RefundResult, Standing, basket_text,
                              check_flags, check_lines, check_session_id)
+from billing.tax import TaxError, TaxSetup, classify, reverse_split, split_basket
 
 
 
@@ -63,7 +65,8 @@ class Billing(OutboxSteps):
     def __init__(self, session_factory: sessionmaker, gateway: GatewayClient | None, *,
                  hold_amount: int = 5000, currency: str = "EUR", cabinet_id: str = "cabinet-1",
                  clock: Callable[[], Any] = utcnow, secrets: SecretBox | None = None,
-                 outbox_jitter: Callable[[], float] = random.random):
+                 outbox_jitter: Callable[[], float] = random.random,
+                 tax: TaxSetup | None = None, locale: str | None = None):
         # gateway None: a Billing for account work only (enrolment), which calls no gateway.
         # secrets: the key sealing templates and tokens (billing/crypto.py); None: the
         # database's own key file, found on first use (crypto.key_for_database).
@@ -75,6 +78,13 @@ class Billing(OutboxSteps):
         self._clock = clock
         self._secrets = secrets
         self._outbox_jitter = outbox_jitter   # the outbox's back-off spread (billing/outbox.py)
+        # tax: the jurisdiction's rules and each product's class (billing/tax.py); None: lines
+        # are recorded untaxed (rate 0) and receipts show no tax section.
+        if tax is not None and tax.rules.currency != self.currency:
+            raise BillingError(f"billing: the tax rules of {tax.rules.jurisdiction} are for "
+                               f"{tax.rules.currency}, this cabinet sells in {self.currency}")
+        self.tax = tax
+        self.locale = locale                  # receipts' money formatting (Babel); None: code
 
     @property
     def secrets(self) -> SecretBox:
@@ -167,6 +177,31 @@ class Billing(OutboxSteps):
                               .order_by(FaceTemplate.id))
             return [(a, self.secrets.open(e, account_id=a, purpose="face_template"))
                     for a, e in rows]
+
+    def verify_age(self, account_id: int, *, by: str, method: str) -> Account:
+        """Record that operator `by` checked the account holder's age from an ID document
+        (`method`, one of AGE_METHODS) now. Never self-declared: the controller and kiosk have
+        no path to this; only an operator's command does."""
+        if not isinstance(by, str) or not by.strip():
+            raise BillingError(f"verify_age account {account_id}: name the operator who "
+                               f"checked the ID (--by)")
+        if method not in AGE_METHODS:
+            raise BillingError(f"verify_age account {account_id}: method {method!r} must be "
+                               f"one of {', '.join(AGE_METHODS)}")
+        with self._sessions.begin() as db:
+            account = self._account(db, account_id)
+            account.age_verified_at = self._clock()
+            account.age_verified_by, account.age_verification_method = by.strip(), method
+        return account
+
+    def age_verification(self, account_id: int) -> tuple[dt.datetime, str, str] | None:
+        """(when, by whom, how) the account's age was verified, or None."""
+        with self._sessions() as db:
+            account = self._account(db, account_id)
+            if account.age_verified_at is None:
+                return None
+            return (account.age_verified_at, account.age_verified_by,
+                    account.age_verification_method)
 
     def has_hold(self, session_id: str) -> bool:
         """Whether a hold was ever asked for this session (whatever became of it)."""
@@ -291,8 +326,39 @@ class Billing(OutboxSteps):
         self._run_session(session_id)
         return self.receipt(session_id)
 
+    def _tax_split(self, session_id: str, lines: Sequence[Line], day: dt.date) -> Any:
+        rules = self.tax.rules if self.tax else None
+        class_of = self.tax.class_of if self.tax else {}
+        try:
+            items = classify(rules, class_of, [(x.sku, x.qty * x.unit_price) for x in lines],
+                             day)
+            return split_basket(items, rules.rounding if rules else "floor")
+        except TaxError as e:
+            raise BillingError(f"settle {session_id}: {e}") from e
+
+    def _tax_entries(self, db: Session, sess: CabinetSession, kind: str, ref: int | None,
+                     totals: Iterable[Any], sign: int = 1) -> None:
+        for r in totals:
+            if r.gross or r.tax:
+                db.add(TaxEntry(session_id=sess.id, kind=kind, ref=ref, rate_bp=r.bp,
+                                gross=sign * r.gross, net=sign * r.net, tax=sign * r.tax,
+                                currency=sess.currency, at=self._clock()))
+
+    def _tax_left(self, db: Session, session_id: str) -> dict[int, tuple[int, int]]:
+        """Per rate, (gross, tax) the session has left sold: sales and corrections, less the
+        refunds that have not failed."""
+        failed = select(Refund.id).where(Refund.session_id == session_id,
+                                         Refund.status == "failed")
+        rows = db.execute(select(TaxEntry.rate_bp, func.sum(TaxEntry.gross),
+                                 func.sum(TaxEntry.tax))
+                          .where(TaxEntry.session_id == session_id)
+                          .where((TaxEntry.kind != "refund") | TaxEntry.ref.not_in(failed))
+                          .group_by(TaxEntry.rate_bp))
+        return {bp: (int(g), int(t)) for bp, g, t in rows}
+
     def _record_basket(self, session_id: str, checked: list[Line], flags: list[str]) -> None:
         total = sum(line.qty * line.unit_price for line in checked)
+        split = self._tax_split(session_id, checked, self._clock().date())
         with self._sessions.begin() as db:
             sess = self._session(db, session_id)
             hold = _hold_of(db, session_id)
@@ -311,10 +377,13 @@ class Billing(OutboxSteps):
                               f"{sess.outcome or 'open'}, hold "
                               f"{hold.status if hold else 'none'}); nothing can be charged")
             else:
-                for i, line in enumerate(checked):
+                for i, (line, taxed) in enumerate(zip(checked, split.lines)):
                     db.add(LineItem(session_id=session_id, position=i, sku=line.sku,
                                     name=line.name, qty=line.qty, unit_price=line.unit_price,
-                                    amount=line.qty * line.unit_price, currency=sess.currency))
+                                    amount=line.qty * line.unit_price, currency=sess.currency,
+                                    tax_class=taxed.tax_class, tax_rate_bp=taxed.bp,
+                                    net=taxed.net, tax=taxed.tax))
+                self._tax_entries(db, sess, "sale", None, split.rates)
                 sess.total, sess.state = total, "settling"
                 sess.flags = sorted(set(sess.flags or []) | set(flags))
                 now = self._clock()
@@ -376,7 +445,7 @@ class Billing(OutboxSteps):
         return self._refund_result(session_id, ids)
 
     def _plan_refund(self, db: Session, sess: CabinetSession, amount: int,
-                     reason: str) -> list[int]:
+                     reason: str, *, tax: bool = True) -> list[int]:
         """Refund rows (queued) taking `amount` from the session's captured payments in order."""
         charges = db.scalars(select(Charge).where(Charge.session_id == sess.id,
                                                   Charge.status == "captured")
@@ -404,6 +473,12 @@ class Billing(OutboxSteps):
             db.add(row)
             db.flush()
             enqueue(db, sess.id, "refund", row.idempotency_key, now, row.id)
+            if tax:   # the tax it takes back, per rate (a correction records its own)
+                sold = {bp: g for bp, (g, _t) in self._tax_left(db, sess.id).items()}
+                if sum(sold.values()) >= take:
+                    back = reverse_split(sold, take, self._rounding(sess))
+                    self._tax_entries(db, sess, "refund", row.id, back.values(), sign=-1)
+                    db.flush()
             ids.append(row.id)
             remaining -= take
             if remaining == 0:
@@ -436,6 +511,7 @@ class Billing(OutboxSteps):
         new_total = sum(line.qty * line.unit_price for line in checked)
         with self._sessions.begin() as db:
             sess = self._session(db, session_id)
+            split = self._tax_split(session_id, checked, sess.opened_at.date())
             if sess.outcome != "charged":
                 raise BillingError(f"correct {session_id}: the session is "
                                    f"{sess.outcome or 'open'}; only a charged session can be "
@@ -456,8 +532,20 @@ class Billing(OutboxSteps):
             number = len(previous) + 1
             delta = new_total - paid
             action = "none" if delta == 0 else "refund" if delta < 0 else "charge"
+            # the tax moves from what is left sold to the corrected basket, per rate
+            left = self._tax_left(db, session_id)
+            now_by_rate = {r.bp: r for r in split.rates}
+            for bp in sorted(set(left) | set(now_by_rate)):
+                g0, t0 = left.get(bp, (0, 0))
+                r = now_by_rate.get(bp)
+                g1, t1 = (r.gross, r.tax) if r else (0, 0)
+                if g1 != g0 or t1 != t0:
+                    db.add(TaxEntry(session_id=session_id, kind="correction", ref=number,
+                                    rate_bp=bp, gross=g1 - g0, net=(g1 - t1) - (g0 - t0),
+                                    tax=t1 - t0, currency=sess.currency, at=self._clock()))
             db.add(Correction(session_id=session_id, number=number,
-                              lines=[[x.sku, x.name, x.qty, x.unit_price] for x in checked],
+                              lines=[[x.sku, x.name, x.qty, x.unit_price, t.tax_class, t.bp,
+                                      t.net, t.tax] for x, t in zip(checked, split.lines)],
                               old_total=old_total, new_total=new_total,
                               currency=sess.currency, reason=reason.strip(), action=action,
                               at=self._clock()))
@@ -465,7 +553,8 @@ class Billing(OutboxSteps):
                 self._add_charge(db, session_id, f"correction-{number}", delta, sess.currency,
                                  f"{session_id}:correction:{number}", self._clock())
             elif delta < 0:
-                self._plan_refund(db, sess, -delta, f"correction {number}: {reason.strip()}")
+                self._plan_refund(db, sess, -delta, f"correction {number}: {reason.strip()}",
+                                  tax=False)
             currency = sess.currency
         self._run_session(session_id)
         with self._sessions() as db:
@@ -485,7 +574,14 @@ class Billing(OutboxSteps):
     # --- receipts ---------------------------------------------------------------------------
     def receipt(self, session_id: str) -> Receipt:
         with self._sessions() as db:
-            return build_receipt(db, self._session(db, session_id))
+            return build_receipt(db, self._session(db, session_id), **self._receipt_terms())
+
+    def _receipt_terms(self) -> dict[str, Any]:
+        return {"registration": self.tax.rules.registration if self.tax else None,
+                "taxed": self.tax is not None, "locale": self.locale}
+
+    def _rounding(self, sess: CabinetSession) -> str:
+        return self.tax.rules.rounding if self.tax else "floor"
 
     def stored_receipts(self, session_id: str) -> list[str]:
         """Every version of the session's receipt text, oldest first, as it was stored."""
@@ -507,7 +603,7 @@ class Billing(OutboxSteps):
             sess = db.get(CabinetSession, session_id)
             if sess is None or sess.outcome is None:
                 return
-            text = build_receipt(db, sess).render_text()
+            text = build_receipt(db, sess, **self._receipt_terms()).render_text()
             last = db.scalars(select(StoredReceipt).where(StoredReceipt.session_id == session_id)
                               .order_by(StoredReceipt.version.desc()).limit(1)).first()
             if last is not None and last.text == text:
