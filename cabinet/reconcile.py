@@ -209,6 +209,9 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
     removable = [i for i in range(len(skus)) if stock[i] > 0]
     gainable = [i for i in range(len(skus)) if addable[i]]
     max_removed, max_added = _limits(vision)
+    if vision is not None and vision.usable and vision.count_change is not None:
+        # the camera counted what arrived: the lenient look is for shelves only weighed
+        misplaced = (MISPLACED_COST, MISPLACED_GROWTH)
     rem = _bounded_vectors([int(stock[i]) for i in removable], max_removed)
     add = _bounded_vectors([max_added] * len(gainable), max_added)
     x = np.zeros((len(rem) * len(add), len(skus)), dtype=np.int64)

@@ -696,3 +696,17 @@ def test_a_shelf_without_weights_is_dead(shelves):
     assert "shelf_dead" in r.flags
     assert r.evidence["shelves"]["bottom"]["delta_g"] is None
     assert r.best_guess == {"cola": 1}
+
+
+def test_a_counted_shelf_keeps_the_nominal_misplaced_prior_in_the_lenient_look():
+    # the camera counted the bottom shelf and saw nothing arrive: a cola hidden in a swap pays
+    # the nominal 4 nats even when the lenient look (1 nat) is asked for; a weighed-only shelf
+    # pays the lenient one
+    counted = R.ShelfVision({}, 0.0, touched=True, count_change=0, arrived=0,
+                            may_lose={"water": 2})
+    args = ("bottom", -170.0, 2.0, SKUS, np.array([0, 0, 2]), np.array([True, True, False]),
+            W, VAR1)
+    for vision, cost in ((counted, 4.0), (None, 1.0)):
+        c = R._shelf_candidates(*args, vision, misplaced=(1.0, 4.0))
+        i = c.x.tolist().index([1, 0, -1])
+        assert c.score[i] == pytest.approx(c.weight_ll[i] - 0.7 - cost, abs=1e-12)
