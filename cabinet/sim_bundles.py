@@ -67,6 +67,9 @@ class SessionSynth:
                  images: bool = True, recognizer: Any = None) -> None:
         self.root = Path(root)
         self.catalog_path, self.planogram_path = Path(catalog_path), Path(planogram_path)
+        # the bytes every bundle copies, read once: the files may change while a bench runs
+        self._catalog_bytes = self.catalog_path.read_bytes()
+        self._planogram_bytes = self.planogram_path.read_bytes()
         self.catalog: Catalog = load_catalog(self.catalog_path)
         self.planogram: Planogram = load_planogram(self.planogram_path, self.catalog)
         self.seed = seed
@@ -305,8 +308,8 @@ class SessionSynth:
             (d / name).write_bytes(data)
             files[name] = hashlib.sha256(data).hexdigest()
 
-        put("catalog.yaml", self.catalog_path.read_bytes())
-        put("planogram.yaml", self.planogram_path.read_bytes())
+        put("catalog.yaml", self._catalog_bytes)
+        put("planogram.yaml", self._planogram_bytes)
         cameras, calibration = {}, None
         for cam in before:
             names = {}
