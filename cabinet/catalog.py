@@ -22,6 +22,7 @@ SKU_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 PHOTO_PRODUCT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"
+TAX_CLASS_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 
 class ProductModel(BaseModel):
@@ -40,6 +41,10 @@ class ProductModel(BaseModel):
     images: list[str] = Field(default_factory=list,
                               description="Product photos, relative to the data root")
     age_restricted: bool = False
+    tax_class: str | None = Field(
+        default=None, pattern=TAX_CLASS_PATTERN,
+        description="The product's tax class (e.g. standard, reduced, alcohol); the "
+                    "configuration's tax section maps classes to rates")
     color: str | None = Field(default=None, pattern=COLOR_PATTERN,
                               description="#rrggbb used by the shelf renderer")
     package: Literal["carton", "can", "bottle", "tub"] | None = Field(
@@ -86,6 +91,7 @@ class Product:
     color: str | None = None
     package: str | None = None
     photo_product: str | None = None
+    tax_class: str | None = None
 
     @property
     def weight_sigma_g(self) -> float:
@@ -126,7 +132,7 @@ class Catalog(Mapping[str, Product]):
             d = dataclasses.asdict(p)
             d["images"] = list(p.images)
             d.pop("currency")
-            for optional in ("color", "package", "photo_product"):
+            for optional in ("color", "package", "photo_product", "tax_class"):
                 if d[optional] is None:
                     d.pop(optional)
             out.append(d)
@@ -196,7 +202,8 @@ def catalog_from_doc(doc: Doc) -> Catalog:
     products = [Product(sku=p.sku, name=p.name, price=p.price, currency=model.currency,
                         unit_weight_g=p.unit_weight_g, weight_tolerance_g=p.weight_tolerance_g,
                         images=tuple(p.images), age_restricted=p.age_restricted, color=p.color,
-                        package=p.package, photo_product=p.photo_product)
+                        package=p.package, photo_product=p.photo_product,
+                        tax_class=p.tax_class)
                 for p in model.products]
     lines = {p.sku: doc.line(("products", i)) for i, p in enumerate(model.products)}
     return Catalog(products, model.currency, path=doc.path, lines=lines)
@@ -210,6 +217,11 @@ def sku_by_photo_product(catalog: Catalog) -> dict[str, str]:
     out = {sku: sku for sku in catalog}
     out.update({p.photo_product: sku for sku, p in catalog.items() if p.photo_product})
     return out
+
+
+def tax_classes(catalog: Catalog) -> dict[str, str]:
+    """SKU -> tax class of every product that has one (billing.tax.TaxSetup's class_of)."""
+    return {sku: p.tax_class for sku, p in catalog.items() if p.tax_class}
 
 
 def load_catalog(path: str | Path) -> Catalog:

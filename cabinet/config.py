@@ -17,6 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from cabinet.errors import ConfigError, FormatError
+from cabinet.tax_config import TaxConfig
 from cabinet.yamlsrc import load_yaml, pydantic_errors
 
 
@@ -127,6 +128,8 @@ class Config(_Section):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    tax: TaxConfig | None = Field(default=None, description="Tax rates, rounding, registration "
+                                  "(cabinet/tax_config.py); none: receipts show no tax")
 
     source: Path | None = Field(default=None, exclude=True, description="(set by the loader)")
 
