@@ -318,8 +318,11 @@ class App:
                                f"{self.config.database_url!r}: "
                                f"{str(e.__cause__ or e).splitlines()[0]}") from None
         self.db = session_factory(self.engine)
+        from cabinet.tax_config import tax_setup   # issue 11: taxed receipts
         self.billing = Billing(self.db, self.gateway_client, currency=self.catalog.currency,
-                               cabinet_id=self.planogram.cabinet_id)
+                               cabinet_id=self.planogram.cabinet_id,
+                               tax=tax_setup(self.config.tax, self.catalog,
+                                             f"{self.config.source}: tax"))
         from cabinet.inventory import SlotStock
         self.inventory = Inventory(self.db, self.planogram)
         with self.db() as s:
