@@ -16,6 +16,8 @@
     cabinet planogram|catalog validate|diff|apply|rollback ...   operator's file changes
     cabinet restock start|count|accept, cabinet inventory        restock visits, stock per slot
     cabinet operators add NAME [--password-file F] | list        who may log into the console
+    cabinet report sales|stock, cabinet receipt SESSION, cabinet accounts verify-age ID
+                                                       (cabinet/report_cli.py)
 
 Global options (`-v`) come before the command: `cabinet -v sim mcu --shelves 2`. `sim mcu`,
 `bench link`, `bench session`, `bench faces`, `bench vision` and `vision` own their flags:
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                              "token (its sessions and ledger stay)")
     era.add_argument("account_id", type=int)
     era.add_argument("--db", default=str(DEFAULT_DB))
+    acc_sub.add_parser("verify-age", help="record an operator's ID check (report_cli.py)",
+                       add_help=False)
     kg = acc_sub.add_parser("keygen", help="write a new key file for templates and tokens")
     kg.add_argument("file", type=Path)
 
@@ -106,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                    add_help=False)
     for name in ("planogram", "catalog", "restock", "inventory"):   # cabinet/ops_cli.py
         sub.add_parser(name, help=f"operator: {name} (docs/operators.md)", add_help=False)
+    for name in ("report", "receipt"):   # cabinet/report_cli.py
+        sub.add_parser(name, help=f"operator: {name} (cabinet/report_cli.py)", add_help=False)
     sub.add_parser("operators", help="console operators: add, list (cabinet/console/cli.py)",
                    add_help=False)
     return p
@@ -233,6 +239,11 @@ def _run(args, rest: list[str]) -> int:
     if args.command in ("planogram", "catalog", "restock", "inventory"):
         from cabinet import ops_cli
         return ops_cli.main([args.command, *rest])
+    if args.command in ("report", "receipt") or (args.command == "accounts" and
+                                                args.accounts_command == "verify-age"):
+        from cabinet import report_cli
+        return report_cli.main([args.command if args.command != "accounts" else "verify-age",
+                                *rest])
     if args.command == "operators":
         from cabinet.console import cli as console_cli
         return console_cli.main(rest)
