@@ -428,3 +428,26 @@ def test_the_watchdog_interval_is_half_of_watchdogsec_for_this_process():
     assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": str(os.getpid())}) == 5.0
     assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}) is None
     assert watchdog_interval({}) is None
+
+
+def test_the_touchscreen_start_takes_the_face_cameras_next_frame(running, tmp_path):
+    """A frame without a face never starts a session by itself; the touchscreen's start does,
+    and identification refuses it with the kiosk's message."""
+    import cv2
+    import numpy as np
+    from vision.identity import MESSAGES, NO_FACE
+    app, runner = running
+    blank = tmp_path / "nobody.png"
+    cv2.imwrite(str(blank), np.full((480, 640, 3), 128, np.uint8))
+    app.face_camera.show(blank)
+    assert runner.health()["sessions"] == 0
+    fut = asyncio.run_coroutine_threadsafe(_start(runner), runner.loop)
+    assert fut.result(10) == ""
+    wait_until("the touchscreen's session", lambda: runner.health()["sessions"] == 1, 60)
+    text = runner.metrics.text().decode()
+    assert 'cabinet_sessions_total{outcome="denied"} 1.0' in text
+    from billing.models import CabinetSession
+    from sqlalchemy import select
+    with app.db() as s:
+        [row] = s.scalars(select(CabinetSession)).all()
+    assert (row.outcome, row.outcome_reason) == ("denied", MESSAGES[NO_FACE])
