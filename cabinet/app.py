@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -274,6 +275,11 @@ class App:
         self.identity = self.board.open()
         self._stack.callback(self.board.close)
         self.check_board(calibration)
+        ident = self.identity
+        logging.getLogger("cabinet.app").info(
+            "board %s on %s: protocol %s, firmware %s, %d shelves, reset %s",
+            ident.board_serial, ident.port or port, ident.protocol_version,
+            ident.firmware_version, ident.shelves, ident.reset_reason)
 
     def check_board(self, calibration: Any = None) -> None:
         """The board answers as the planogram needs: enough shelves, and (a real board) the
