@@ -220,3 +220,20 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="cannot name a directory"):
         BundleWriter(tmp_path, "../escape")
     assert not os.path.exists(tmp_path.parent / "escape")
+
+
+def test_the_same_bundle_gives_the_same_answer_without_the_shared_photos(tmp_path, world_files,
+                                                                         monkeypatch):
+    """A bundle replays anywhere: nothing reconcile reads lies outside it (issue 7: the same
+    bundle read with and without ../shared/data once gave different baskets)."""
+    from cabinet.reconcile import reconcile
+    world = World(*world_files, seed=4)
+    path = write_session(tmp_path, "s-9", world, lambda w: (w.take("B1"), w.move("A1", "A2")),
+                         with_images=True)
+    here = reconcile(load_bundle(path)).to_json()
+    moved = tmp_path / "elsewhere" / "s-9"
+    import shutil
+    shutil.copytree(path, moved)
+    monkeypatch.setenv("CABINET_DATA", str(tmp_path / "no-shared-data"))
+    there = reconcile(load_bundle(moved))
+    assert there.to_json() == here and there.basket == {"orange-juice-1l": 1} == world.basket()
