@@ -59,6 +59,18 @@ class SlotModel(BaseModel):
     roi: Roi = Field(description="x, y, width, height in camera pixels")
 
 
+class CompartmentModel(BaseModel):
+    """Shelves behind a door of their own, with its own lock on the MCU (e.g. alcohol)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(pattern=ID_PATTERN)
+    lock_channel: int = Field(ge=1, le=3, description="MCU lock channel of the compartment's "
+                              "door (0 is the cabinet's main door)")
+    shelves: list[str] = Field(min_length=1, description="Shelves behind this door")
+    age_restricted: bool = Field(default=True, description="Opens only for a verified adult")
+
+
 class PlanogramModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -68,6 +80,16 @@ class PlanogramModel(BaseModel):
                                          description="width, height of every shelf camera image")
     shelves: list[ShelfModel] = Field(min_length=1)
     slots: list[SlotModel] = Field(min_length=1)
+    compartments: list[CompartmentModel] = Field(
+        default_factory=list, description="Shelves with a door and lock channel of their own")
+
+
+@dataclasses.dataclass(frozen=True)
+class Compartment:
+    id: str
+    lock_channel: int
+    shelves: tuple[str, ...]
+    age_restricted: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +117,12 @@ class Planogram:
     shelves: tuple[Shelf, ...]
     slots: tuple[Slot, ...]
     camera_size: tuple[int, int] = (640, 480)
+    compartments: tuple[Compartment, ...] = ()
+
+    def compartment_of(self, slot_id: str) -> Compartment | None:
+        """The compartment holding the slot's shelf, or None (behind the main door)."""
+        shelf = self.slot(slot_id).shelf
+        return next((c for c in self.compartments if shelf in c.shelves), None)
 
     def shelf(self, shelf_id: str) -> Shelf:
         for s in self.shelves:
@@ -136,10 +164,14 @@ class Planogram:
         return {s.id: s.stock for s in self.slots}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": 1, "cabinet_id": self.cabinet_id,
-                "camera_size": list(self.camera_size),
-                "shelves": [dataclasses.asdict(s) for s in self.shelves],
-                "slots": [dict(dataclasses.asdict(s), roi=list(s.roi)) for s in self.slots]}
+        out = {"schema_version": 1, "cabinet_id": self.cabinet_id,
+               "camera_size": list(self.camera_size),
+               "shelves": [dataclasses.asdict(s) for s in self.shelves],
+               "slots": [dict(dataclasses.asdict(s), roi=list(s.roi)) for s in self.slots]}
+        if self.compartments:
+            out["compartments"] = [dict(dataclasses.asdict(c), shelves=list(c.shelves))
+                                   for c in self.compartments]
+        return out
 
 
 # --- cross-field checks: each a named function returning the errors it finds ----------------
@@ -233,8 +265,32 @@ def check_max_load(doc: Doc, m: PlanogramModel, catalog: Catalog) -> list[Format
     return errors
 
 
+def check_compartments(doc: Doc, m: PlanogramModel, catalog: Catalog) -> list[FormatError]:
+    shelves = [s.id for s in m.shelves]
+    errors = []
+    owner: dict[str, str] = {}
+    channels: dict[int, str] = {}
+    for i, c in enumerate(m.compartments):
+        if c.lock_channel in channels:
+            errors.append(doc.error(("compartments", i, "lock_channel"),
+                                    f"lock channel already used by compartment "
+                                    f"'{channels[c.lock_channel]}'; each door has its own"))
+        channels.setdefault(c.lock_channel, c.id)
+        for j, shelf in enumerate(c.shelves):
+            if shelf not in shelves:
+                errors.append(doc.error(("compartments", i, "shelves", j),
+                                        f"no such shelf; shelves are {', '.join(shelves)}"))
+            elif shelf in owner:
+                errors.append(doc.error(("compartments", i, "shelves", j),
+                                        f"already behind compartment '{owner[shelf]}'; a "
+                                        f"shelf has one door"))
+            owner.setdefault(shelf, c.id)
+    return errors
+
+
 CROSS_CHECKS = (check_unique_ids, check_skus_in_catalog, check_shelves_exist,
-                check_roi_inside_image, check_rois_disjoint, check_levels, check_max_load)
+                check_roi_inside_image, check_rois_disjoint, check_levels, check_max_load,
+                check_compartments)
 
 
 def planogram_from_doc(doc: Doc, catalog: Catalog) -> Planogram:
@@ -251,7 +307,9 @@ def planogram_from_doc(doc: Doc, catalog: Catalog) -> Planogram:
     shelves = tuple(Shelf(s.id, s.channel, s.camera, float(s.max_load_g)) for s in m.shelves)
     slots = tuple(Slot(s.id, s.shelf, s.sku, s.capacity, s.par, tuple(s.roi),
                        s.capacity if s.stock is None else s.stock) for s in m.slots)
-    return Planogram(m.cabinet_id, shelves, slots, tuple(m.camera_size))
+    compartments = tuple(Compartment(c.id, c.lock_channel, tuple(c.shelves), c.age_restricted)
+                         for c in m.compartments)
+    return Planogram(m.cabinet_id, shelves, slots, tuple(m.camera_size), compartments)
 
 
 def load_planogram(path: str | Path, catalog: Catalog) -> Planogram:
