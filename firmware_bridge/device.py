@@ -182,11 +182,26 @@ class Board:
                           r.last_event_seq, tuple(self.weights().values()), r.boot_id,
                           r.uptime_ms, releases, cause, unlock_id, ago)
 
-    def unlock(self, pulse_ms: int) -> None:
+    def unlock(self, pulse_ms: int, channel: int = 0) -> None:
         """Release the lock for ``pulse_ms``; returns once the MCU has done it. The MCU
         relocks by itself when the pulse ends (or when this host stops sending heartbeats).
         The command's seq is recorded before it is sent: the MCU's release event names it,
-        which is how a commanded release is told from an ``UncommandedUnlock``."""
+        which is how a commanded release is told from an ``UncommandedUnlock``.
+
+        ``channel`` 1.. releases a compartment's own lock (e.g. the age-restricted goods'
+        door) instead of the main door's; its changes come as ``ChannelLockChanged``."""
+        if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel <= 255:
+            raise ValueError(f"{self._who()}: lock channel {channel!r} must be 0 (the main "
+                             f"door) or a compartment's channel 1..255")
+        if channel:
+            pulse_ms = int(pulse_ms)
+            reply = self._link.request(P.UnlockChannel(channel=channel, pulse_ms=pulse_ms))
+            if isinstance(reply, P.Ack) and reply.status != P.OK:
+                raise CommandRefused(f"{self._who()}: unlock of lock channel {channel} for "
+                                     f"{pulse_ms} ms refused "
+                                     f"({P.STATUS_NAMES.get(reply.status, reply.status)}): "
+                                     f"{reply.detail}")
+            return
         self._baseline = {s: f.last_stable for s, f in self._filters.items() if f.last_stable}
         pulse_ms = int(pulse_ms)
         reply = self._link.request(P.Unlock(pulse_ms=pulse_ms),
@@ -450,6 +465,9 @@ class Board:
                 if self._release_count is not None:
                     self._release_count = (self._release_count + 1) & 0xFFFF
                 self._judge_release(msg.reason, msg.unlock_seq, msg.seq, now, source="event")
+        elif isinstance(msg, P.ChannelLockChange):
+            self._emit(E.ChannelLockChanged(msg.channel, msg.engaged, _cause_name(msg.reason),
+                                            now))
         elif isinstance(msg, P.DoorForced):
             self._emit(E.ForcedDoor(now))
         elif isinstance(msg, P.FaultReport):

@@ -47,6 +47,15 @@ class LockChanged:
 
 
 @dataclass(frozen=True)
+class ChannelLockChanged:
+    """A compartment's own lock (MCU lock channel 1..) engaged or released."""
+    channel: int
+    engaged: bool
+    reason: str               # as LockChanged's
+    at: float
+
+
+@dataclass(frozen=True)
 class UncommandedUnlock:
     """The lock released and this host did not command it: a tamper alarm. ``cause`` is what
     the MCU reported (manual key, power glitch, unknown; ``command`` for an Unlock this host
@@ -118,5 +127,6 @@ class TemperatureNormal:
     temperature_c: float
 
 
-BoardEvent = (DoorOpened | DoorClosed | LockChanged | UncommandedUnlock | ForcedDoor | Fault
+BoardEvent = (DoorOpened | DoorClosed | LockChanged | ChannelLockChanged | UncommandedUnlock
+              | ForcedDoor | Fault
               | McuReset | LinkLost | LinkRestored | TemperatureAlarm | TemperatureNormal)

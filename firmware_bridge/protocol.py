@@ -175,6 +175,17 @@ class Unlock(Message):
 
 
 @dataclass(frozen=True)
+class UnlockChannel(Message):
+    """Release a compartment's own lock (channel 1.., e.g. the age-restricted goods' door) for
+    ``pulse_ms``; channel 0, the main door, is ``Unlock``'s. A board without that channel
+    answers REFUSED. Its engage and release come as ``ChannelLockChange`` events."""
+    ID = 0x09
+    FIXED = struct.Struct("<BI")
+    channel: int = 1
+    pulse_ms: int = 0
+
+
+@dataclass(frozen=True)
 class Lock(Message):
     ID = 0x05
 
@@ -278,6 +289,17 @@ class LockChange(Message):
 
 
 @dataclass(frozen=True)
+class ChannelLockChange(Message):
+    """A compartment's lock (channel 1..) engaged or released, and why (LOCK_REASONS)."""
+    ID = 0xA6
+    KIND = "event"
+    FIXED = struct.Struct("<BBB")
+    channel: int = 1
+    engaged: bool = True
+    reason: int = BY_COMMAND
+
+
+@dataclass(frozen=True)
 class DoorForced(Message):
     ID = 0xA3
     KIND = "event"
@@ -311,7 +333,7 @@ class WeightBatch(Message):
 MESSAGES: dict[int, type[Message]] = {
     m.ID: m for m in (Identify, Configure, Ping, Unlock, Lock, GetState, ReplayEvents, Reboot,
                       Ack, IdentifyReply, StateReply, Heartbeat, DoorChange, LockChange,
-                      DoorForced, FaultReport, WeightBatch)}
+                      DoorForced, FaultReport, WeightBatch, UnlockChannel, ChannelLockChange)}
 COMMANDS = {name: m for m in MESSAGES.values() if m.KIND == "command"
             for name in [m.__name__.lower()]}
 

@@ -59,7 +59,7 @@ class SimMCU:
                  protocol_version: int = P.PROTOCOL_VERSION, has_temperature: bool = True,
                  temperature_c: float = 4.0, cells_per_shelf: int = 4, event_ring: int = 4096,
                  registry_dir: str | Path | None = None, boot_time_s: float = 0.05,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, lock_channels: int = 2) -> None:
         if shelves < 1 or shelves > 16:
             raise ValueError(f"SimMCU: shelves must be 1..16, got {shelves}")
         self.shelves = shelves
@@ -75,6 +75,10 @@ class SimMCU:
         self.settle_s = settle_s
         self.batch_samples = batch_samples
         self.max_unlock_ms = max_unlock_ms
+        if not 1 <= lock_channels <= 4:
+            raise ValueError(f"SimMCU: lock_channels must be 1..4, got {lock_channels}")
+        # channel 0 is the main door's lock; 1.. compartments' own (UnlockChannel)
+        self.lock_channels = lock_channels
         self.default_host_timeout_s = host_timeout_s
         self.default_heartbeat_s = heartbeat_s
         self.default_sample_hz = sample_hz
@@ -189,6 +193,9 @@ class SimMCU:
             self.boot_at = self.clock.monotonic()
             self.lock_engaged = True
             self._unlock_until = 0.0
+            # compartments' locks (channel -> engaged, release deadline)
+            self.channel_engaged = {c: True for c in range(1, self.lock_channels)}
+            self._channel_until = {c: 0.0 for c in range(1, self.lock_channels)}
             self._event_seq = 0
             self._ring.clear()
             self._delayed.clear()
@@ -466,8 +473,27 @@ class SimMCU:
                 self.lock_engaged = False
                 self._released(P.BY_COMMAND, msg.seq)
             self._reply(P.encode(P.Ack(seq)))
+        elif isinstance(msg, P.UnlockChannel):
+            if msg.channel not in self.channel_engaged:
+                self._reply(P.encode(P.Ack(seq, P.REFUSED, f"no lock channel {msg.channel} "
+                                           f"(this board has 1..{self.lock_channels - 1})"
+                                           if self.lock_channels > 1 else
+                                           f"no lock channel {msg.channel} on this board")))
+                return
+            if not 0 < msg.pulse_ms <= self.max_unlock_ms:
+                self._reply(P.encode(P.Ack(seq, P.REFUSED,
+                            f"pulse {msg.pulse_ms} ms is outside 1..{self.max_unlock_ms} ms")))
+                return
+            self._channel_until[msg.channel] = self.clock.monotonic() + msg.pulse_ms / 1000
+            if self.channel_engaged[msg.channel]:
+                self.channel_engaged[msg.channel] = False
+                self._event(P.ChannelLockChange(channel=msg.channel, engaged=False,
+                                                reason=P.BY_COMMAND))
+            self._reply(P.encode(P.Ack(seq)))
         elif isinstance(msg, P.Lock):
             self._relock(P.BY_COMMAND)
+            for channel in self.channel_engaged:
+                self._relock_channel(channel, P.BY_COMMAND)
             self._reply(P.encode(P.Ack(seq)))
         elif isinstance(msg, P.GetState):
             self._reply(P.encode(self._state(P.StateReply, seq), self._wire_minor))
@@ -495,6 +521,12 @@ class SimMCU:
             self.lock_engaged = True
             self._event(P.LockChange(engaged=True, reason=reason))
 
+    def _relock_channel(self, channel: int, reason: int) -> None:
+        self._channel_until[channel] = 0.0
+        if not self.channel_engaged[channel]:
+            self.channel_engaged[channel] = True
+            self._event(P.ChannelLockChange(channel=channel, engaged=True, reason=reason))
+
     def _state(self, cls: type, seq: int) -> P.Message:
         remaining = 0 if self.lock_engaged else max(0, int((self._unlock_until - self.clock.monotonic()) * 1000))
         temp = (round((self.temperature_c + self._rng.gauss(0, 0.03)) * 100)
@@ -514,6 +546,12 @@ class SimMCU:
                 self._relock(P.PULSE_END)
             elif now - self._last_host_rx > self.host_timeout_s:
                 self._relock(P.HOST_SILENT)
+        for channel, engaged in list(self.channel_engaged.items()):
+            if not engaged:
+                if now >= self._channel_until[channel]:
+                    self._relock_channel(channel, P.PULSE_END)
+                elif now - self._last_host_rx > self.host_timeout_s:
+                    self._relock_channel(channel, P.HOST_SILENT)
         if self._exclusive_held and now - self._last_host_rx > self.host_timeout_s \
                 and now >= self._exclusive_check_at:
             # the host is quiet: look (every host timeout) whether it is gone

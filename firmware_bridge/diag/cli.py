@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="test: release for a pulse and time the MCU's relock; "
                            "engage: lock now")
     lock.add_argument("--pulse-ms", type=int, default=500, help="unlock pulse (default 500)")
+    lock.add_argument("--channel", type=int, default=0,
+                      help="lock channel: 0 the main door (default), 1.. a compartment's own")
     door = command("door", C.cmd_door_watch, "stream door and lock events")
     door.add_argument("action", choices=["watch"])
     _stop_options(door)

@@ -147,8 +147,12 @@ def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
         raise DiagError(f"lock test: --pulse-ms {pulse} is outside 1..{ident.max_unlock_ms} ms, "
                         f"the longest pulse board {ident.board_serial} allows")
     was_open = board.state().door_open
+    channel = getattr(args, "channel", 0) or 0     # 1..: a compartment's own lock
     _drain(ctx.events)
-    board.unlock(pulse)
+    if channel:
+        board.unlock(pulse, channel=channel)
+    else:
+        board.unlock(pulse)
     acked = time.monotonic()
     unlocked_at = relocked_at = None
     reason, door_opened, forced = "", False, False
@@ -158,7 +162,8 @@ def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
             ev = ctx.events.get(timeout=0.05)
         except queue.Empty:
             continue
-        if isinstance(ev, E.LockChanged):
+        if isinstance(ev, E.ChannelLockChanged if channel else E.LockChanged) and \
+                getattr(ev, "channel", 0) == channel:
             if not ev.engaged and unlocked_at is None:
                 unlocked_at = ev.at
             elif ev.engaged:
@@ -181,7 +186,10 @@ def cmd_lock(ctx: Context, args: argparse.Namespace) -> int:
             "measured_pulse_ms": round(measured, 1) if measured is not None else None,
             "door_opened": door_opened, "door_was_open": was_open, "forced_door": forced,
             "ok": ok}
-    lines = [f"Lock test, pulse {pulse} ms"] + ["  " + l for l in key_values([
+    if channel:
+        data["channel"] = channel
+    title = f"Lock test, pulse {pulse} ms" + (f", lock channel {channel}" if channel else "")
+    lines = [title] + ["  " + l for l in key_values([
         ("unlocked at", clock(wall_time(unlocked_at))),
         ("relocked at", f"{clock(wall_time(relocked_at))}  (by the MCU: {reason})" if by_mcu
          else "NOT by the MCU within the pulse; the host locked it" if host_locked

@@ -97,7 +97,8 @@ def test_message_ids_and_kinds_are_the_spec():
         0x81: ("Ack", "reply"), 0x82: ("IdentifyReply", "reply"), 0x83: ("StateReply", "reply"),
         0xA0: ("Heartbeat", "heartbeat"), 0xA1: ("DoorChange", "event"),
         0xA2: ("LockChange", "event"), 0xA3: ("DoorForced", "event"),
-        0xA4: ("FaultReport", "event"), 0xA5: ("WeightBatch", "event")}
+        0xA4: ("FaultReport", "event"), 0xA5: ("WeightBatch", "event"),
+        0x09: ("UnlockChannel", "command"), 0xA6: ("ChannelLockChange", "event")}
 
 
 def test_booleans_decode_as_booleans():
