@@ -133,7 +133,11 @@ class Console:
             login = await self._login(request)
             if login is None:
                 return RedirectResponse(request.url_for("login").path, status_code=303)
-            result = await run_in_threadpool(fn, request, login)
+            try:
+                result = await run_in_threadpool(fn, request, login)
+            except CabinetError as e:    # a session, camera or file that is not there
+                return self._render(request, "result.html", login,
+                                    {"title": "Not found", "error": str(e)}, 404)
             if isinstance(result, Response):
                 return result
             return self._render(request, result[0], login, result[1])

@@ -339,3 +339,135 @@ def test_operators_add_from_a_password_file_then_the_operator_logs_in(tmp_path):
     console = Console(cfg, open_db(f"sqlite:///{tmp_path / 'cab.sqlite'}"))
     assert console.login("bob").status_code == 303
     assert console.login("bob", "not his password").status_code == 401
+
+
+# --- review: a flagged session of a simulated cabinet, refunded exactly once --------------------
+
+# Virtual seconds on the controller's ManualClock (tests/cabinet/test_controller.py's timings);
+# the simulated hardware keeps real time.
+FAST = TimeoutsConfig(face_s=3.0, auth_s=5.0, unlock_pulse_ms=1500, door_open_alarm_s=30.0,
+                      door_open_max_s=120.0, settle_s=3.0)
+TAKE_SLOT, TAKE_SKU = "A3", "water-500"     # 500 g: the basket is sure from the load cells
+
+
+async def _until(predicate, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.005)
+
+
+def _triggers(cab) -> list[str]:
+    from cabinet.journal import JournalEntry
+    sid = cab.controller.machine.session_id
+    with cab.db() as s:
+        return list(s.scalars(select(JournalEntry.trigger).where(JournalEntry.session_id == sid)))
+
+
+def flagged_session(cab) -> str:
+    """One customer takes a bottle of water and leaves the door open past the alarm: charged
+    for the bottle and flagged door_open_too_long, so the session waits for review."""
+    person = next(iter(cab.account_ids))
+    cab.face_camera.show(cab.photo_for(person, 0))
+
+    async def customer():
+        await _until(lambda: not cab.mcu.lock_engaged, "the lock released")
+        await asyncio.to_thread(cab.mcu.open_door)
+        cab.world.take(TAKE_SLOT, 1)
+        await _until(lambda: cab.controller.machine.state == "door_open"
+                     and cab.clock.sleepers() >= 1, "the controller waits for the door")
+        cab.clock.advance(FAST.door_open_alarm_s + 1)
+        await _until(lambda: "door_open_alarm" in _triggers(cab), "the door alarm journalled")
+        await asyncio.to_thread(cab.mcu.close_door)
+        cab.world.leave()
+
+    async def main():
+        frame = await cab.controller.wait_for_face(FAST.face_s)
+        assert frame is not None
+        session = asyncio.create_task(cab.controller.session(frame))
+        await asyncio.wait_for(asyncio.gather(session, customer()), 60)
+        return session.result()
+
+    try:
+        report = asyncio.run(main())
+    finally:
+        cab.face_camera.show(None)
+    assert report.outcome == "charged" and report.basket == {TAKE_SKU: 1}
+    assert "door_open_too_long" in report.flags
+    return report.session_id
+
+
+@pytest.fixture
+def reviewed(make_cabinet):
+    cab = make_cabinet(timing=FAST, clock=ManualClock(), hardware_clock=SYSTEM)
+    sid = flagged_session(cab)
+    console = Console(cab.config, cab.db, billing=cab.billing,
+                      status=lambda: live_status(cab.board, cab.planogram, {"link": "up"}))
+    console.add()
+    console.login()
+    return cab, console, sid
+
+
+def _refunds(cab, sid):
+    from billing.models import Refund
+    with cab.db() as s:
+        return [(r.amount, r.status) for r in s.scalars(select(Refund).where(
+            Refund.session_id == sid))]
+
+
+def _pixel(png: bytes, x: int, y: int) -> tuple[int, int, int]:
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a PNG"
+    return tuple(int(v) for v in image[y, x])
+
+
+def test_review_shows_the_evidence_and_a_correction_refunds_exactly_once(reviewed):
+    cab, console, sid = reviewed
+    queue = console.client.get("/console/review").text
+    assert f'href="/console/review/{sid}"' in queue
+    page = console.client.get(f"/console/review/{sid}").text
+    assert 'id="weights"' in page and "door_open_too_long" in page
+    assert re.search(r"<td>top</td><td class=\"num\">[\d.]+</td><td class=\"num\">[\d.]+</td>"
+                     r"<td class=\"num\">-5\d\d\.\d+</td>", page), "top shelf's weight change"
+    # each shelf camera's before and after image, with the slot that changed drawn in red
+    shelf = next(s for s in cab.planogram.shelves if s.id == "top")
+    slots = {s.id: s for s in cab.planogram.slots}
+    for side in ("before", "after"):
+        src = f"/console/review/{sid}/image/{shelf.camera}/{side}"
+        assert f'src="{src}"' in page
+        png = console.client.get(src)
+        assert png.headers["content-type"] == "image/png"
+        x, y, w, h = slots[TAKE_SLOT].roi
+        assert _pixel(png.content, x + w // 2, y) == (40, 40, 230), "the change is not drawn"
+        x, y, w, h = slots["A1"].roi
+        assert _pixel(png.content, x + w // 2, y) == (60, 170, 60), "an unchanged slot in red"
+    assert console.client.get(f"/console/review/{sid}/image/nope/after").status_code == 404
+    assert console.client.get("/console/review/no-such-session").status_code == 404
+
+    form = {f"qty_{sku}": "0" for sku in re.findall(r'name="qty_([^"]+)"', page)}
+    assert f"qty_{TAKE_SKU}" in form and re.search(
+        rf'name="qty_{TAKE_SKU}" value="1"', page), "the form starts from the charged basket"
+    form["reason"] = "the customer put the bottle back (camera)"
+    price = cab.catalog[TAKE_SKU].price
+    r = console.post(f"/review/{sid}/correct", form)
+    assert r.status_code == 200 and "refund" in r.text
+    assert _refunds(cab, sid) == [(price, "refunded")]
+    r = console.post(f"/review/{sid}/correct", form)      # the same form sent again
+    assert r.status_code == 200 and "none" in r.text
+    assert _refunds(cab, sid) == [(price, "refunded")], "refunded twice"
+    assert f'href="/console/review/{sid}"' not in console.client.get("/console/review").text
+    receipts = console.client.get(f"/console/sessions/{sid}").text
+    assert receipts.count('class="receipt"') >= 2 and "refund" in receipts.lower()
+    assert [(a, t, ok) for _, a, t, ok in console.audit() if a.startswith("review")] == [
+        ("review.correct", sid, True), ("review.correct", sid, True)]
+
+
+def test_status_shows_the_lock_the_door_and_the_shelves(reviewed):
+    cab, console, sid = reviewed
+    page = console.client.get("/console/").text
+    assert '<dd id="lock">engaged</dd>' in page and '<dd id="door">closed</dd>' in page
+    assert '<dd id="link">up</dd>' in page
+    for shelf in cab.planogram.shelves:
+        assert f"<td>{shelf.id}</td>" in page
+    assert f'href="/console/sessions/{sid}"' in console.client.get("/console/sessions").text
