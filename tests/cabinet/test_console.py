@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
+import cabinet.console.app
 import cabinet.console.tables  # noqa: F401  (the console's tables in the metadata)
 import cabinet.inventory  # noqa: F401
 import cabinet.journal  # noqa: F401
@@ -143,7 +144,9 @@ def test_every_route_refuses_without_login(console):
 
 def test_static_serves_only_the_stylesheet_without_login(console):
     assert console.client.get("/console/static/console.css").status_code == 200
-    assert console.client.get("/console/static/../app.py").status_code == 404
+    static = Path(cabinet.console.app.__file__).parent / "static"
+    assert sorted(p.name for p in static.iterdir()) == ["console.css"], "more than a stylesheet"
+    assert console.client.get("/console/static/").status_code == 404, "a directory listing"
     page = console.client.get("/console/login").text
     assert "http://" not in page and "https://" not in page, "an asset from elsewhere"
 
