@@ -57,12 +57,12 @@ def open_db(url: str):
 class Console:
     """A console mounted at /console over one cabinet's configuration and database."""
 
-    def __init__(self, config, db, *, billing=None, status=None, clock=None):
+    def __init__(self, config, db, *, billing=None, status=None, clock=None, deps=None):
         self.config, self.db = config, db
         self.clock = clock or ManualClock()
-        self.deps = ConsoleDeps(config=config, db=db, billing=billing, clock=self.clock,
-                                status=status, session_ttl_s=TTL_S, max_failures=3,
-                                lockout_window_s=300.0)
+        self.deps = deps or ConsoleDeps(config=config, db=db, billing=billing, clock=self.clock,
+                                        status=status, session_ttl_s=TTL_S, max_failures=3,
+                                        lockout_window_s=300.0)
         self.app = console_app(self.deps)
         self.client = TestClient(Starlette(routes=[Mount("/console", self.app)]),
                                  base_url="http://127.0.0.1")
@@ -204,6 +204,18 @@ def test_a_session_expires_ttl_after_its_last_use_on_the_console_clock(console):
     assert console.post("/restock/start").status_code == 401
     with console.db() as s:
         assert s.scalars(select(ConsoleLogin)).all() == [], "the expired session was kept"
+
+
+def test_a_session_in_constant_use_still_ends_twelve_hours_after_the_login(console):
+    console.login()
+    used = 0.0
+    while used + TTL_S - 1 < 12 * 3600:
+        console.clock.advance(TTL_S - 1)
+        used += TTL_S - 1
+        assert console.client.get("/console/inventory").status_code == 200, used
+    console.clock.advance(12 * 3600 - used)
+    r = console.client.get("/console/", follow_redirects=False)
+    assert r.status_code == 303, "a session outlived its maximum age"
 
 
 # --- lockout -----------------------------------------------------------------------------------
@@ -474,3 +486,51 @@ def test_status_shows_the_lock_the_door_and_the_shelves(reviewed):
     for shelf in cab.planogram.shelves:
         assert f"<td>{shelf.id}</td>" in page
     assert f'href="/console/sessions/{sid}"' in console.client.get("/console/sessions").text
+
+
+# --- a running cabinet: the console as `cabinet run` mounts it ----------------------------------
+
+def test_the_console_over_a_running_cabinet_shows_and_acknowledges_its_alarm(tmp_path):
+    import threading
+
+    import yaml
+
+    from cabinet.app import App
+    from cabinet.console.app import deps_from_runner
+    from cabinet.runner import Runner
+    data = yaml.safe_load((FIXTURES / "cabinet.yaml").read_text())
+    for key in ("catalog", "planogram"):
+        data[key] = str(FIXTURES / data[key])
+    data.update(accounts=None, scenarios=None, data_dir=str(tmp_path / "data"),
+                database_url=f"sqlite:///{tmp_path / 'cabinet.sqlite'}",
+                http={"host": "127.0.0.1", "port": 0})
+    (tmp_path / "cabinet.yaml").write_text(yaml.safe_dump(data))
+    app = App(tmp_path / "cabinet.yaml").start()
+    ready = threading.Event()
+    runner = Runner(app, environ={}, on_ready=lambda r: ready.set())
+    thread = threading.Thread(target=lambda: asyncio.run(runner.run()))
+    thread.start()
+    try:
+        assert ready.wait(60), "the runner did not start"
+        console = Console(app.config, app.db, deps=deps_from_runner(runner, session_ttl_s=TTL_S))
+        console.add()
+        console.login()
+        page = console.client.get("/console/").text
+        assert '<dd id="lock">engaged</dd>' in page and '<dd id="door">closed</dd>' in page
+        assert '<dd id="link">up</dd>' in page and "(in service)" in page
+        assert app.mcu.open_door(force=True)
+        deadline = time.monotonic() + 10
+        while "forced_door" not in runner.health()["alarms"]:
+            assert time.monotonic() < deadline, "no forced-door alarm"
+            time.sleep(0.02)
+        page = console.client.get("/console/").text
+        assert '<dd id="door">open</dd>' in page and "forced_door" in page
+        assert "(out of service)" in page
+        assert console.post("/alarms/forced_door/ack").status_code == 200
+        assert runner.health()["alarms"] == []
+        assert Alarms(app.db).all()[-1].cleared_by == "operator ann"
+        app.mcu.close_door()
+    finally:
+        runner.stop_from_thread()
+        thread.join(60)
+        app.close()
