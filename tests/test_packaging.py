@@ -25,6 +25,7 @@ NOT_IMPORTED = {
     "setuptools": "face_recognition_models imports pkg_resources, which setuptools 81 removes",
     "pytest-timeout": "a pytest plugin, used through the `timeout` option in pyproject.toml",
     "mutmut": "a command-line tool that `make mutation` runs",
+    "python-multipart": "Starlette's request.form() parses the console's forms and uploads with it",
 }
 
 
