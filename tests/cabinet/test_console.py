@@ -534,3 +534,21 @@ def test_the_console_over_a_running_cabinet_shows_and_acknowledges_its_alarm(tmp
         runner.stop_from_thread()
         thread.join(60)
         app.close()
+
+
+def test_a_correction_upwards_charges_the_difference_as_its_own_payment(reviewed):
+    from billing.models import Charge
+    cab, console, sid = reviewed
+    page = console.client.get(f"/console/review/{sid}").text
+    form = {f"qty_{sku}": "0" for sku in re.findall(r'name="qty_([^"]+)"', page)}
+    form.update({f"qty_{TAKE_SKU}": "2", "reason": "two bottles on the camera"})
+    r = console.post(f"/review/{sid}/correct", form)
+    assert r.status_code == 200 and "charge" in r.text
+    price = cab.catalog[TAKE_SKU].price
+    with cab.db() as s:
+        charges = [(c.kind, c.amount, c.status) for c in s.scalars(
+            select(Charge).where(Charge.session_id == sid).order_by(Charge.id))]
+    assert charges[-1] == ("correction-1", price, "captured")
+    assert _refunds(cab, sid) == []
+    r = console.post(f"/review/{sid}/correct", dict(form, **{f"qty_{TAKE_SKU}": "-1"}))
+    assert r.status_code == 409 and "below 0" in r.text
