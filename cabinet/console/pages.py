@@ -2,7 +2,6 @@
 them with the login check, CSRF and the audit row)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
