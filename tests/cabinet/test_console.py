@@ -327,7 +327,7 @@ def form_field(html: str, name: str) -> str:
 
 # --- the CLI -----------------------------------------------------------------------------------
 
-def test_operators_add_from_a_password_file_then_the_operator_logs_in(tmp_path):
+def test_operators_add_from_a_password_file_then_the_operator_logs_in(tmp_path, capsys):
     cfg_path = tmp_path / "cabinet.yaml"
     text = (FIXTURES / "cabinet.yaml").read_text()
     for key, value in (("catalog", FIXTURES / "catalog.yaml"),
@@ -350,6 +350,18 @@ def test_operators_add_from_a_password_file_then_the_operator_logs_in(tmp_path):
     assert console_cli.main(["add", "bob", "--password-file", str(tmp_path / "pw"),
                              "--config", str(cfg_path)], err=err) == 1
     assert "exists already" in err.getvalue()
+    err = io.StringIO()
+    answers = iter(["first password!", "other password!"])
+    assert console_cli.main(["add", "carl", "--config", str(cfg_path)], err=err,
+                            ask=lambda prompt: next(answers)) == 1
+    assert "the two passwords differ" in err.getvalue()
+    answers = iter([PASSWORD, PASSWORD])
+    assert console_cli.main(["add", "carl", "--config", str(cfg_path)],
+                            ask=lambda prompt: next(answers)) == 0
+    from cabinet import cli
+    capsys.readouterr()
+    assert cli.main(["operators", "list", "--config", str(cfg_path)]) == 0   # `cabinet operators`
+    assert capsys.readouterr().out.split() == ["bob", "carl"]
     cfg = load_config(cfg_path)
     console = Console(cfg, open_db(f"sqlite:///{tmp_path / 'cab.sqlite'}"))
     assert console.login("bob").status_code == 303
