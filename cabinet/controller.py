@@ -39,6 +39,7 @@ from cabinet.config import TimeoutsConfig
 from cabinet.errors import CabinetError
 from cabinet.inventory import Inventory
 from cabinet.journal import Journal
+from cabinet.kiosk import state as kiosk
 from cabinet.machine import SessionMachine
 from cabinet.planogram import load_planogram
 from cabinet.reconcile import reconcile
@@ -49,6 +50,35 @@ from vision.faces import FaceGallery
 from vision.identity import ACCEPT, DEFAULT_POLICY, SECOND_FACTOR, IdentityPolicy, identify_frames
 
 log = logging.getLogger("cabinet.controller")
+
+# The kiosk's refusal code for a standing reason (billing/standing.py's texts), by its start.
+_STANDING_CODES = (("this account is closed", "account_blocked"),
+                   ("account blocked", "account_blocked"),
+                   ("no valid payment method", "payment_method_invalid"),
+                   ("the payment method was declined", "payment_method_invalid"),
+                   ("unpaid debt", "unpaid_debt"),
+                   ("the payment for session", "unpaid_debt"))
+
+
+def standing_refusal_code(reason: str) -> str:
+    """The kiosk's reason code (cabinet.kiosk.REFUSAL_REASONS) for billing's standing text;
+    an unknown text is shown as a blocked account (the page never shows billing's words)."""
+    for start, code in _STANDING_CODES:
+        if reason.startswith(start):
+            return code
+    return "account_blocked"
+
+
+def preview_jpeg(frame) -> bytes | None:
+    """A face camera frame (BGR) as a JPEG for the kiosk's preview, at most 640 px wide."""
+    import cv2
+    if frame is None:
+        return None
+    h, w = frame.shape[:2]
+    if w > 640:
+        frame = cv2.resize(frame, (640, max(1, int(h * 640 / w))))
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return buf.tobytes() if ok else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +181,42 @@ class Controller:
         self._events_loop: asyncio.AbstractEventLoop | None = None
         self._channels = {shelf.id: shelf.channel for shelf in self.planogram.shelves}
         self.alarms: list[str] = []
+        # The touchscreen (cabinet.kiosk.KioskState): each step of a session publishes its
+        # screen there; None (the tests of the controller alone, the bench): nothing shown.
+        self.kiosk: kiosk.KioskState | None = None
+
+    # --- the touchscreen ---------------------------------------------------------------
+    def show(self, make: Callable[[], "kiosk.Screen"]) -> None:
+        """Publish the screen `make()` builds on the kiosk, if there is one. A screen that
+        will not build (a name the kiosk refuses) is logged, never a session's failure."""
+        if self.kiosk is None:
+            return
+        try:
+            self.kiosk.publish(make())
+        except kiosk.KioskError as e:
+            log.error("kiosk: screen not shown: %s", e)
+
+    async def show_preview(self, frame) -> None:
+        """A face camera frame on the kiosk's look-at-the-camera screen."""
+        if self.kiosk is None or frame is None:
+            return
+        jpeg = await self._blocking(preview_jpeg, frame)
+        if jpeg is not None:
+            try:
+                self.kiosk.publish_preview(jpeg)
+            except kiosk.KioskError as e:
+                log.error("kiosk: preview not shown: %s", e)
+
+    def first_name(self, account_id: int | None) -> str | None:
+        """The account's first name as the kiosk may show it (None when it may not)."""
+        if account_id is None:
+            return None
+        name = kiosk.first_name_of(self.account_name(account_id))
+        try:
+            kiosk.Counting(name)            # the kiosk's own check of a first name
+        except kiosk.KioskError:
+            return None
+        return name
 
     # --- helpers -----------------------------------------------------------------------
     async def _blocking(self, fn: Callable, *args, **kwargs):
@@ -237,22 +303,30 @@ class Controller:
         run = _Run(session_id, self.clock)
         self.machine.session_id = session_id
         self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
+        if not isinstance(getattr(self.kiosk, "screen", None), kiosk.LookAtCamera):
+            self.show(kiosk.LookAtCamera)
+        await self.show_preview(frame)
 
         try:
             account_id, refusal = await self.clock.wait_for(
                 self._identify(frame, run), self.timing.auth_s)
         except asyncio.TimeoutError:
             return self._deny(run, None, "identification took too long; please try again",
-                              trigger="auth_timeout")
+                              trigger="auth_timeout", code="timed_out")
         if refusal:
-            return self._deny(run, account_id, refusal)
+            code = "face_not_recognised" if account_id is None \
+                else standing_refusal_code(refusal)
+            return self._deny(run, account_id, refusal, code=code)
         # Not under the timeout: a hold the gateway is placing must be known, not abandoned
         # (the client's own timeouts and retries bound it).
         hold = await self._blocking(self.billing.place_hold, session_id, account_id,
                                     cabinet_id=self.cabinet_id)
         if not hold.ok:
-            return self._deny(run, account_id, hold.reason)
+            code = "hold_declined" if hold.code != "standing" \
+                else standing_refusal_code(hold.reason)
+            return self._deny(run, account_id, hold.reason, code=code)
         run.account_id = account_id
+        run.first_name = self.first_name(account_id)
 
         run.bundle = BundleWriter(self.bundles_dir, session_id)
         run.bundle.write_context(planogram_path=self.planogram_path,
@@ -276,6 +350,8 @@ class Controller:
             opened = None
         else:
             run.mark("unlocked")
+            self.show(lambda: kiosk.Unlocked(
+                run.first_name, max(1, min(600, round(self.timing.unlock_pulse_ms / 1000)))))
             opened = await self._wait_event((ev.DoorOpened,),
                                             self.timing.unlock_pulse_ms / 1000 + 0.5)
         if opened is None:
@@ -286,13 +362,15 @@ class Controller:
             run.mark("door_closed")
             return await self._reconcile_and_charge(run)
         self.machine.fire("door_opened")
+        self.show(lambda: kiosk.DoorOpen(run.first_name))
         return await self._after_door_opened(run)
 
     async def _after_door_opened(self, run: "_Run") -> SessionReport:
         """door_open -> door_closed -> (settle) -> reconcile -> charge."""
         if not run.recovered or await self._door_open():
-            await self._wait_door_closed(run.flags)
+            await self._wait_door_closed(run.flags, run.first_name)
         self.machine.fire("door_closed")
+        self.show(lambda: kiosk.Counting(run.first_name))
         # The MCU ends the pulse as the door shuts; lock anyway, then make sure the door did
         # not open again in between (the basket is only known once it stays shut).
         await self._blocking(self.board.lock)
@@ -300,7 +378,9 @@ class Controller:
             if "door_reopened" not in run.flags:
                 run.flags.append("door_reopened")
             if await self._door_open():
-                await self._wait_door_closed(run.flags)
+                self.show(lambda: kiosk.DoorOpen(run.first_name))
+                await self._wait_door_closed(run.flags, run.first_name)
+                self.show(lambda: kiosk.Counting(run.first_name))
             await self._blocking(self.board.lock)
         run.mark("door_closed")
         return await self._settle_and_charge(run)
@@ -351,6 +431,10 @@ class Controller:
         run.mark("charge_sent")
         self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount)
         self.machine.session_id = None
+        if receipt.outcome == "pending":
+            self.show(lambda: kiosk.PendingReview(run.first_name))
+        else:
+            self.show(lambda: kiosk.Receipt.from_billing(receipt))
         return SessionReport(run.session_id, run.account_id, self.account_name(run.account_id),
                              receipt.outcome, dict(result.basket), receipt.total.amount,
                              receipt.total.currency, tuple(run.flags), "", receipt.render_text(),
@@ -372,6 +456,7 @@ class Controller:
                 data.update(json.loads(entry.data or "{}"))
             run = _Run(session_id, self.clock, recovered=True)
             run.account_id = data.get("account_id")
+            run.first_name = self.first_name(run.account_id)
             run.flags = list(data.get("flags", [])) + ["recovered_after_restart"]
             self.machine = SessionMachine(self.journal.write, initial=state)
             self.machine.session_id = session_id
@@ -418,6 +503,7 @@ class Controller:
             more = await self._blocking(self.face_camera.capture)
             if more is not None:
                 frames.append(more)
+                await self.show_preview(more)
         decision = await self._blocking(identify_frames, frames, self.gallery,
                                         self.identity_policy, bgr=True)
         run.mark("identified")
@@ -492,7 +578,7 @@ class Controller:
         while not queue.empty():
             self.on_idle_event(queue.get_nowait())
 
-    async def _wait_door_closed(self, flags: list[str]):
+    async def _wait_door_closed(self, flags: list[str], first_name: str | None = None):
         """Wait for the door to close: a kiosk alarm after door_open_alarm_s, an operator
         alert after door_open_max_s, then keep waiting (the basket is unknown while open)."""
         closed = await self._wait_event((ev.DoorClosed,), self.timing.door_open_alarm_s)
@@ -500,6 +586,7 @@ class Controller:
             return closed
         self.machine.fire("door_open_alarm", level="kiosk", after_s=self.timing.door_open_alarm_s)
         flags.append("door_open_too_long")
+        self.show(lambda: kiosk.DoorOpen(first_name, open_too_long=True))
         log.warning("door open for %.0f s: kiosk alarm", self.timing.door_open_alarm_s)
         closed = await self._wait_event(
             (ev.DoorClosed,), max(0.0, self.timing.door_open_max_s - self.timing.door_open_alarm_s))
@@ -513,8 +600,10 @@ class Controller:
                 return closed
 
     def _deny(self, run: "_Run", account_id: int | None, reason: str,
-              trigger: str = "denied") -> SessionReport:
+              trigger: str = "denied", code: str = "timed_out") -> SessionReport:
+        """Refuse the session; `code` is the kiosk's reason (cabinet.kiosk.REFUSAL_REASONS)."""
         self.machine.fire(trigger, reason=reason, account_id=account_id, **run.identity)
+        self.show(lambda: kiosk.Refused(code))
         self._release_hold(run.session_id, account_id, reason)
         self.machine.session_id = None
         name = self.account_name(account_id) if account_id is not None else None
@@ -550,6 +639,7 @@ class _Run:
     bundle: BundleWriter | None = None
     flags: list[str] = dataclasses.field(default_factory=list)
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    first_name: str | None = None           # what the kiosk may call the customer
     marks: dict[str, float] = dataclasses.field(default_factory=dict)
     t0: float = dataclasses.field(init=False)
 

@@ -13,7 +13,11 @@ are ready (sd_notify, below). Then, until SIGTERM or Ctrl-C:
   machine's `fault`); when the last one clears it is back (`repaired`);
 - a customer starts a session by a face in front of the face camera (a frame with a face,
   after a frame without one since the last session) or by the touchscreen's start
-  (POST /api/session/start);
+  (POST /api/session/start, or the kiosk's "tap to start", POST /kiosk/start);
+- the kiosk (cabinet/kiosk, served at /kiosk/) shows each screen as it comes: the controller
+  publishes a session's screens, the runner the idle ones: Welcome in service (once the last
+  session's receipt or refusal has been on show for `screen_hold_s`), OutOfService with the
+  reason while an alarm is active or a restock visit runs;
 - a restock visit journalled by `cabinet restock start` (another process) stops customer
   sessions: the runner releases the lock for the operator and records the settled weights
   before and after the visit with the visit (cabinet/restock.py); `cabinet restock accept`
@@ -40,6 +44,8 @@ from typing import Any, Mapping
 from cabinet.app import App
 from cabinet.errors import CabinetError
 from cabinet.journal import Alarms, JournalEntry
+from cabinet.kiosk.state import (ActionRefused, KioskState, LookAtCamera, OutOfService, Refused,
+                                 Welcome)
 from cabinet.web import HttpServer, Metrics, make_asgi
 from firmware_bridge import events as ev
 
@@ -49,6 +55,9 @@ log = logging.getLogger("cabinet.runner")
 FORCED_DOOR, DOOR_LEFT_OPEN, TEMPERATURE = "forced_door", "door_left_open", "temperature"
 LINK_LOST, MCU_REBOOT, UNCOMMANDED_UNLOCK = "link_lost", "mcu_reboot", "uncommanded_unlock"
 BOARD_FAULT = "board_fault"
+# the kiosk's out-of-service reason (cabinet.kiosk.OUT_OF_SERVICE_REASONS) for an alarm
+OUT_OF_SERVICE_REASON = {FORCED_DOOR: "door_fault", DOOR_LEFT_OPEN: "door_fault",
+                         TEMPERATURE: "temperature", LINK_LOST: "link_lost"}
 
 
 def sd_notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -86,7 +95,7 @@ class Runner:
     """The loop of `cabinet run` over a started App."""
 
     def __init__(self, app: App, *, poll_s: float = 0.2, environ: Mapping[str, str] | None = None,
-                 on_ready: Any = None):
+                 on_ready: Any = None, screen_hold_s: float = 10.0):
         self.app = app
         self.controller = app.controller
         self.clock = app.clock
@@ -109,6 +118,12 @@ class Runner:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.http: HttpServer | None = None
         self.port: int | None = None
+        # the touchscreen: the controller publishes a session's screens, the runner the rest
+        self.kiosk = KioskState(clock=app.clock)
+        self.controller.kiosk = self.kiosk
+        self.kiosk.set_handlers(start=self._kiosk_start)
+        self.screen_hold_s = screen_hold_s      # a receipt or a refusal stays this long
+        self._welcome_after: float | None = None
 
     # --- what the HTTP server asks -----------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -130,6 +145,12 @@ class Runner:
         self._start_requested = True
         self._poke()
         return ""
+
+    def _kiosk_start(self) -> None:
+        """The kiosk's "tap to start": the touchscreen's start, refused (409) with its reason."""
+        refusal = self.request_start()
+        if refusal:
+            raise ActionRefused(f"start: {refusal}")
 
     def stop(self) -> None:
         """Stop between sessions (signal handler)."""
@@ -176,6 +197,7 @@ class Runner:
         finally:
             sd_notify("STOPPING=1", self._environ)
             watchdog.cancel()
+            self.kiosk.close()          # ends the kiosk's event streams, or uvicorn waits on them
             await self.http.stop()
         log.info("stopped cleanly after %d session(s)", self.sessions_run)
         return 0
@@ -196,6 +218,7 @@ class Runner:
         self._check_timers()
         await self._follow_restock()
         self._sync_service()
+        self._sync_screen()
         if self._stop:
             return
         if self.controller.machine.state == "idle" and not self.alarms.active():
@@ -220,10 +243,15 @@ class Runner:
         face has gone."""
         ctl = self.controller
         if self._start_requested:
-            self._start_requested = False
-            frame = await ctl.wait_for_face(self.app.timing.face_s)
+            ctl.show(LookAtCamera)
+            try:
+                frame = await ctl.wait_for_face(self.app.timing.face_s)
+            finally:
+                self._start_requested = False
             if frame is None:
                 log.info("touchscreen start: no face came to the camera")
+                ctl.show(lambda: Refused("timed_out"))
+                self._welcome_after = self.clock.monotonic() + self.screen_hold_s
             return frame
         frame = await ctl._blocking(ctl.face_camera.capture)
         faces = 0 if frame is None else await ctl._blocking(_faces_in, frame)
@@ -248,6 +276,7 @@ class Runner:
                 return
         finally:
             self._in_session = False
+            self._welcome_after = self.clock.monotonic() + self.screen_hold_s
             await self._after_session(self.controller.alarms[seen:])
         self.sessions_run += 1
         self.metrics.sessions.labels(report.outcome).inc()
@@ -355,6 +384,37 @@ class Runner:
         elif not active and machine.state == "out_of_service" and not self._journal_restock():
             machine.fire("repaired", by="alarms cleared")
         self.metrics.in_service.set(1 if machine.state == "idle" and not active else 0)
+
+    def out_of_service_reason(self, active: list[str] | None = None) -> str | None:
+        """Why customers cannot shop now, as the kiosk's code; None in service."""
+        active = self.alarms.active() if active is None else active
+        state = self.controller.machine.state
+        if self._restock_phase is not None or state == "restock":
+            return "restocking"
+        if active:
+            return OUT_OF_SERVICE_REASON.get(active[0], "hardware_fault")
+        if state == "out_of_service":
+            return "maintenance"
+        return None
+
+    def _sync_screen(self) -> None:
+        """The idle screens: OutOfService(reason) while out of service; else Welcome, once
+        the last session's last screen has been on show for screen_hold_s."""
+        if self._in_session or self._start_requested:
+            return
+        screen = self.kiosk.screen
+        reason = self.out_of_service_reason()
+        if reason is not None:
+            if screen != OutOfService(reason):
+                self.kiosk.publish(OutOfService(reason))
+            self._welcome_after = None
+            return
+        if isinstance(screen, Welcome):
+            return
+        if self._welcome_after is not None and self.clock.monotonic() < self._welcome_after:
+            return
+        self._welcome_after = None
+        self.kiosk.publish(Welcome())
 
     async def _startup_conditions(self) -> None:
         """Alarms left active by the last run are checked against the board now."""

@@ -1,8 +1,13 @@
 """The controller's HTTP server: health, Prometheus metrics, the touchscreen's start button.
 
 Starlette served by uvicorn inside the controller's own asyncio loop (cabinet/runner.py), so a
-request sees the runner's state without locks. The kiosk will live here; for now:
+request sees the runner's state without locks:
 
+    GET  /                    redirects to the kiosk, /kiosk/
+    /kiosk/...                the customer's touchscreen (cabinet/kiosk, docs/kiosk.md), live
+                              from the runner's KioskState; loopback clients only
+    /console/...              the operator's console (cabinet/console, docs/console.md), login
+                              required
     GET  /healthz             {"state", "link", "alarms", ...}: 200 in service, 503 out of it
     GET  /metrics             Prometheus text: cabinet_sessions_total{outcome},
                               cabinet_reconcile_seconds, cabinet_link_*_total,
@@ -30,8 +35,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 from cabinet.errors import CabinetError
 
@@ -101,8 +106,15 @@ def make_asgi(runner: Any) -> Starlette:
             return JSONResponse({"accepted": False, "reason": refusal}, status_code=409)
         return JSONResponse({"accepted": True}, status_code=202)
 
-    routes = [Route("/healthz", healthz), Route("/metrics", metrics),
-              Route("/api/session/start", start, methods=["POST"])]
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/kiosk/", status_code=307)
+
+    from cabinet.console.app import console_app, deps_from_runner
+    from cabinet.kiosk import kiosk_app
+    routes = [Route("/", root), Route("/healthz", healthz), Route("/metrics", metrics),
+              Route("/api/session/start", start, methods=["POST"]),
+              Mount("/kiosk", kiosk_app(runner.kiosk)),
+              Mount("/console", console_app(deps_from_runner(runner)))]
     app = runner.app
     if app.mcu is not None or app.world is not None:
         routes += _sim_routes(app)

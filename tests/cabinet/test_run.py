@@ -451,3 +451,98 @@ def test_the_touchscreen_start_takes_the_face_cameras_next_frame(running, tmp_pa
     with app.db() as s:
         [row] = s.scalars(select(CabinetSession)).all()
     assert (row.outcome, row.outcome_reason) == ("denied", MESSAGES[NO_FACE])
+
+
+# --- the kiosk and the console, served by the running controller -----------------------------
+
+def http(runner, path: str, body: dict | None = None, *, method: str | None = None,
+         follow: bool = True) -> tuple[int, dict, str]:
+    """(status, headers, text) of a request to the runner's own server on 127.0.0.1."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{runner.port}{path}", data=data,
+                                 method=method, headers={"content-type": "application/json"})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(*(() if follow else (NoRedirect(),)))
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def kiosk_screen(runner) -> dict:
+    status, _, text = http(runner, "/kiosk/state")
+    assert status == 200, text
+    return json.loads(text)
+
+
+def test_the_kiosk_and_the_console_are_served_by_the_running_controller(running):
+    app, runner = running
+    status, headers, _ = http(runner, "/", follow=False)
+    assert (status, headers["location"]) == (307, "/kiosk/")
+    status, _, page = http(runner, "/kiosk/")
+    assert status == 200 and "kiosk.js" in page
+    assert kiosk_screen(runner)["screen"] == "welcome"
+    # the console is mounted and asks for a login before anything else
+    status, headers, _ = http(runner, "/console/", follow=False)
+    assert status in (302, 303, 307) and "/console/login" in headers["location"]
+
+
+def test_the_kiosk_start_is_refused_with_the_reason_then_welcomes_the_next(running, tmp_path):
+    """Tap to start with nobody recognisable at the camera: the look-at-the-camera screen, the
+    refusal with its reason code, and Welcome again once it has been shown screen_hold_s."""
+    import cv2
+    import numpy as np
+    app, runner = running
+    runner.screen_hold_s = 2.0
+    blank = tmp_path / "nobody.png"
+    cv2.imwrite(str(blank), np.full((480, 640, 3), 128, np.uint8))
+    app.face_camera.show(blank)
+    seen: list[str] = []
+
+    def screen_is(name: str) -> bool:
+        screen = kiosk_screen(runner)["screen"]
+        if not seen or seen[-1] != screen:
+            seen.append(screen)
+        return screen == name
+
+    status, _, text = http(runner, "/kiosk/start", {})
+    assert status == 202, text
+    wait_until("the refusal on the kiosk", lambda: screen_is("refused"), 60)
+    assert kiosk_screen(runner)["reason"] == "face_not_recognised"
+    assert runner.health()["sessions"] == 1
+    wait_until("welcome after the hold", lambda: screen_is("welcome"), 10)
+    assert seen[-2:] == ["refused", "welcome"]
+
+
+def test_the_kiosk_start_out_of_service_is_a_409_with_the_reason_on_screen(running):
+    app, runner = running
+    app.mcu.temperature_c = 12.0
+    wait_until("the temperature alarm", lambda: out_of_service_with(runner, "temperature"), 10)
+    wait_until("the kiosk out of service",
+               lambda: kiosk_screen(runner).get("reason") == "temperature", 10)
+    assert kiosk_screen(runner)["screen"] == "out_of_service"
+    status, _, text = http(runner, "/kiosk/start", {})
+    assert status == 409 and "out_of_service" in text
+    assert runner.health()["sessions"] == 0
+    app.mcu.temperature_c = 4.0
+    wait_until("welcome back in service", lambda: kiosk_screen(runner)["screen"] == "welcome", 10)
+
+
+def test_billings_standing_texts_become_the_kiosks_refusal_codes():
+    """The kiosk's reason codes for billing's standing texts."""
+    from cabinet.controller import standing_refusal_code
+    from cabinet.kiosk.state import REFUSAL_REASONS
+    cases = {"this account is closed": "account_blocked",
+             "account blocked: fraud": "account_blocked",
+             "no valid payment method on the account": "payment_method_invalid",
+             "the payment method was declined (expired)": "payment_method_invalid",
+             "unpaid debt of EUR 3.00": "unpaid_debt",
+             "the payment for session X is still pending": "unpaid_debt"}
+    for text, code in cases.items():
+        assert standing_refusal_code(text) == code, text
+        assert code in REFUSAL_REASONS
