@@ -406,6 +406,9 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
             changes = [e.count_change for e in evs]
             count = None if any(c is None for c in changes) else int(sum(changes))
             arrived = 0 if count is None else int(sum(max(c, 0) for c in changes))
+            if count is not None:  # cells a recogniser calls not ours are no catalog item
+                foreign = sum(max(0, e.foreign_after - e.foreign_before) for e in evs)
+                count, arrived = count - foreign, max(0, arrived - foreign)
             if count is not None:
                 drops = {}
                 mixed = set()
@@ -514,9 +517,12 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
                 arrived_unexplained_g += float(c.residual[j]) + 3 * float(c.sigma[j])
         if delta is None:
             unexplained.append((shelf_id, x))
-        if sv is not None and sv.usable and sv.may_lose is not None and any(
-                -int(x[i]) > sv.may_lose.get(k, 0) for i, k in enumerate(skus)):
-            # the best explanation takes from a slot the camera saw untouched: never charged
+        if sv is not None and sv.usable and (
+                any(-int(x[i]) > (sv.may_lose or {}).get(k, 0) for i, k in enumerate(skus)
+                    if sv.may_lose is not None)
+                or (sv.count_change is not None and int(x.sum()) != sv.count_change)):
+            # the best explanation takes from a slot the camera saw untouched, or does not
+            # match the shelf's count (a foreign object, or a miscount): not charged from there
             flags.add("vision_disagrees")
             unexplained.append((shelf_id, x))
         if sv is not None and sv.usable and sv.confidence >= 0.6 and any(

@@ -516,11 +516,21 @@ def test_a_sure_camera_that_disagrees_charges_only_what_every_explanation_shares
     assert r.evidence["combinations"] == 2
 
 
-def test_an_unsure_camera_that_disagrees_is_not_a_flag():
+def test_a_camera_count_that_contradicts_the_weight_is_a_flag_however_unsure_its_names():
+    # three facings before and after: nothing left the shelf by the camera's count
     seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola"] * 3, conf=0.5))
     r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
-    assert (r.basket, r.confidence, r.flags, r.runner_up) == (
-        {"cola": 1}, 0.991304, (), ({}, 0.008696))
+    assert (r.basket, r.flags, r.best_guess) == ({}, ("vision_disagrees",), {"cola": 1})
+
+
+def test_an_unsure_camera_whose_names_disagree_is_not_a_flag():
+    # the count agrees (one facing emptied); the unsure names say a gum arrived too
+    seam, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "gum", ""], conf=0.5))
+    r = R.reconcile(deltas(-330, 0, images=IMAGES), vision=seam)
+    assert (r.basket, r.confidence, r.flags, r.runner_up) == ({"cola": 1}, 1.0, (), None)
+    assert r.evidence["shelves"]["top"]["vision_seen"] == {"cola": -2, "gum": 1}
+    sure, _ = with_camera(slot("A1", ["cola"] * 3, ["cola", "gum", ""], conf=0.6))
+    assert "vision_disagrees" in R.reconcile(deltas(-330, 0, images=IMAGES), vision=sure).flags
 
 
 def test_a_camera_at_the_confidence_bar_counts():
