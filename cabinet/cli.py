@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
                       help="configuration naming the catalog, planogram, accounts and "
                            "scenarios (default fixtures/cabinet.yaml)")
+    demo.add_argument("--serve", action="store_true",
+                      help="serve the kiosk (/kiosk/) and console on 127.0.0.1 while the "
+                           "customers shop")
+    demo.add_argument("--port", type=int, default=0,
+                      help="with --serve: the port (default 0, a free one, printed)")
+    demo.add_argument("--hold", type=float, default=3.0,
+                      help="with --serve: seconds each receipt stays on the kiosk")
 
     run = sub.add_parser("run", help="run the cabinet (real or simulated parts) until stopped")
     run.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
@@ -121,7 +128,8 @@ def _demo(args) -> int:
     from cabinet import demo
     workdir = args.workdir or ROOT / "var" / "demo" / dt.datetime.now(
         dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return demo.run(workdir, as_json=args.json, seed=args.seed, config=args.config)
+    return demo.run(workdir, as_json=args.json, seed=args.seed, config=args.config,
+                    serve=args.serve, port=args.port, hold_s=args.hold)
 
 
 def _reconcile(args) -> int:

@@ -168,13 +168,44 @@ def format_report(report: SessionReport, scenario, ok: bool) -> str:
 
 
 def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
-        config: Path = DEFAULT_CONFIG) -> int:
-    """Run every scenario once; exit 0 when every session matched its expectation."""
+        config: Path = DEFAULT_CONFIG, serve: bool = False, port: int = 0,
+        hold_s: float = 3.0, on_serving: Callable[[int], None] | None = None) -> int:
+    """Run every scenario once; exit 0 when every session matched its expectation.
+
+    `serve` (`cabinet demo --serve`): the controller's web app (cabinet/web.py: the kiosk at
+    /kiosk/, the console at /console/) on 127.0.0.1:`port` (0: a free one, printed on
+    stderr and given to `on_serving`) while the scripted customers shop; each session's last
+    screen (receipt, refusal) stays on the kiosk `hold_s` before the next customer's welcome.
+    """
     results = []
     with SimCabinet(workdir, config, seed=seed) as cab:
         async def main() -> None:
+            server = runner = None
+            if serve:
+                from cabinet.kiosk.state import Welcome
+                from cabinet.runner import Runner
+                from cabinet.web import HttpServer, make_asgi
+                runner = Runner(cab.app, environ={})
+                server = HttpServer(make_asgi(runner), "127.0.0.1", port)
+                bound = await server.start()
+                print(f"cabinet demo: the kiosk is on http://127.0.0.1:{bound}/kiosk/",
+                      file=sys.stderr, flush=True)
+                if on_serving is not None:
+                    on_serving(bound)
+            try:
+                await scenarios(runner)
+            finally:
+                if server is not None:
+                    runner.kiosk.close()
+                    await server.stop()
+
+        async def scenarios(runner) -> None:
             for scenario in cab.scenarios:
+                if runner is not None:
+                    runner.kiosk.publish(Welcome())
                 report, _truth = await cab.run_scenario(scenario)
+                if runner is not None:
+                    await cab.clock.sleep_async(hold_s)
                 results.append((scenario, report))
                 if report is None:
                     print(f"{scenario.name}: no face reached the camera", file=out)

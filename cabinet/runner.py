@@ -123,7 +123,7 @@ class Runner:
         self.controller.kiosk = self.kiosk
         self.kiosk.set_handlers(start=self._kiosk_start)
         self.screen_hold_s = screen_hold_s      # a receipt or a refusal stays this long
-        self._welcome_after: float | None = None
+        self._last_shown_at: float | None = None  # when a session's last screen came
 
     # --- what the HTTP server asks -----------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -251,7 +251,7 @@ class Runner:
             if frame is None:
                 log.info("touchscreen start: no face came to the camera")
                 ctl.show(lambda: Refused("timed_out"))
-                self._welcome_after = self.clock.monotonic() + self.screen_hold_s
+                self._last_shown_at = self.clock.monotonic()
             return frame
         frame = await ctl._blocking(ctl.face_camera.capture)
         faces = 0 if frame is None else await ctl._blocking(_faces_in, frame)
@@ -276,7 +276,7 @@ class Runner:
                 return
         finally:
             self._in_session = False
-            self._welcome_after = self.clock.monotonic() + self.screen_hold_s
+            self._last_shown_at = self.clock.monotonic()
             await self._after_session(self.controller.alarms[seen:])
         self.sessions_run += 1
         self.metrics.sessions.labels(report.outcome).inc()
@@ -407,13 +407,14 @@ class Runner:
         if reason is not None:
             if screen != OutOfService(reason):
                 self.kiosk.publish(OutOfService(reason))
-            self._welcome_after = None
+            self._last_shown_at = None
             return
         if isinstance(screen, Welcome):
             return
-        if self._welcome_after is not None and self.clock.monotonic() < self._welcome_after:
+        since = self._last_shown_at
+        if since is not None and self.clock.monotonic() - since < self.screen_hold_s:
             return
-        self._welcome_after = None
+        self._last_shown_at = None
         self.kiosk.publish(Welcome())
 
     async def _startup_conditions(self) -> None:
