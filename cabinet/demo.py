@@ -29,6 +29,7 @@ from cabinet.app import App
 from cabinet.config import Config, TimeoutsConfig, load_config
 from cabinet.controller import Controller, SessionReport
 from cabinet.errors import CabinetError
+from cabinet.kiosk.state import Welcome
 from cabinet.scenario import CloseDoor, Move, OpenDoor, Put, Take, Wait
 from firmware_bridge.clock import Clock
 from vision.faces import enrol_encodings
@@ -182,7 +183,6 @@ def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
         async def main() -> None:
             server = runner = None
             if serve:
-                from cabinet.kiosk.state import Welcome
                 from cabinet.runner import Runner
                 from cabinet.web import HttpServer, make_asgi
                 runner = Runner(cab.app, environ={})

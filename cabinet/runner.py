@@ -121,7 +121,8 @@ class Runner:
         # the touchscreen: the controller publishes a session's screens, the runner the rest
         self.kiosk = KioskState(clock=app.clock)
         self.controller.kiosk = self.kiosk
-        self.kiosk.set_handlers(start=self._kiosk_start)
+        self.kiosk.set_handlers(start=self._kiosk_start, cancel=self._kiosk_cancel)
+        self._face_wait: asyncio.Future | None = None   # a touchscreen start's wait for a face
         self.screen_hold_s = screen_hold_s      # a receipt or a refusal stays this long
         self._last_shown_at: float | None = None  # when a session's last screen came
 
@@ -151,6 +152,15 @@ class Runner:
         refusal = self.request_start()
         if refusal:
             raise ActionRefused(f"start: {refusal}")
+
+    def _kiosk_cancel(self) -> None:
+        """The kiosk's Cancel: ends a touchscreen start still waiting for a face (nothing
+        has been looked at yet); refused (409) once identification has begun."""
+        task = self._face_wait
+        if task is None or task.done():
+            raise ActionRefused("cancel: identification has begun; the session ends by itself "
+                                "in a moment")
+        task.cancel()
 
     def stop(self) -> None:
         """Stop between sessions (signal handler)."""
@@ -244,10 +254,20 @@ class Runner:
         ctl = self.controller
         if self._start_requested:
             ctl.show(LookAtCamera)
+            task = self._face_wait = asyncio.ensure_future(
+                ctl.wait_for_face(self.app.timing.face_s))
             try:
-                frame = await ctl.wait_for_face(self.app.timing.face_s)
+                await asyncio.wait({task})
             finally:
+                task.cancel()
+                self._face_wait = None
                 self._start_requested = False
+            if task.cancelled():
+                log.info("touchscreen start: cancelled on the kiosk")
+                self._last_shown_at = None
+                self.kiosk.publish(Welcome())
+                return None
+            frame = task.result()
             if frame is None:
                 log.info("touchscreen start: no face came to the camera")
                 ctl.show(lambda: Refused("timed_out"))

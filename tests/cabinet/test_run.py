@@ -546,3 +546,60 @@ def test_billings_standing_texts_become_the_kiosks_refusal_codes():
     for text, code in cases.items():
         assert standing_refusal_code(text) == code, text
         assert code in REFUSAL_REASONS
+
+
+def test_demo_serve_shows_the_scripted_customers_on_the_kiosk(tmp_path, shared_data):
+    """`cabinet demo --serve`: while the scripted customers shop, the kiosk on 127.0.0.1
+    follows them (a receipt and a refusal among the screens it showed), and the server is
+    gone when the demo ends."""
+    import io
+    from cabinet import demo
+    ports: list[int] = []
+    result: list[int] = []
+    out = io.StringIO()
+    thread = threading.Thread(target=lambda: result.append(demo.run(
+        tmp_path / "demo", out=out, serve=True, hold_s=1.5, on_serving=ports.append)))
+    thread.start()
+    seen: list[str] = []
+    try:
+        wait_until("the demo's server", lambda: ports, 240)
+        url = f"http://127.0.0.1:{ports[0]}/kiosk/state"
+
+        def watch() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    screen = json.loads(r.read())
+            except (urllib.error.URLError, ConnectionError):
+                return not thread.is_alive()
+            name = screen["screen"] + (f":{screen['reason']}" if "reason" in screen else "")
+            if not seen or seen[-1] != name:
+                seen.append(name)
+            return not thread.is_alive()
+
+        wait_until("the demo to end", watch, 600)
+    finally:
+        thread.join(600)
+    assert result == [0], out.getvalue()
+    assert "receipt" in seen and "refused:face_not_recognised" in seen, seen
+    assert seen.index("look_at_camera") < seen.index("receipt")
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/kiosk/state", timeout=5)
+
+
+def test_the_kiosk_cancel_ends_a_start_still_waiting_for_a_face(running):
+    app, runner = running
+    app.face_camera.show(None)                  # nobody at the camera
+    assert http(runner, "/kiosk/start", {})[0] == 202
+    wait_until("the look-at-the-camera screen",
+               lambda: kiosk_screen(runner)["screen"] == "look_at_camera", 10)
+    wait_until("the runner waiting for a face", lambda: runner._face_wait is not None, 10)
+    status, _, text = http(runner, "/kiosk/cancel", {})
+    assert status == 202, text
+    wait_until("welcome after the cancel", lambda: kiosk_screen(runner)["screen"] == "welcome", 10)
+    assert runner.health()["sessions"] == 0 and runner.health()["in_service"]
+    # nothing left to cancel: the kiosk refuses the tap on the welcome screen
+    assert http(runner, "/kiosk/cancel", {})[0] == 409
+    # and a new start works again
+    assert http(runner, "/kiosk/start", {})[0] == 202
+    wait_until("the look-at-the-camera screen again",
+               lambda: kiosk_screen(runner)["screen"] == "look_at_camera", 10)
