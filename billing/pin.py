@@ -88,3 +88,16 @@ def check_pin(sessions: Callable[[], Session], account_id: int, pin: str) -> boo
         row = db.get(AccountPin, account_id)
         stored = None if row is None else row.pin_hash
     return stored is not None and verify_hash(stored, pin)
+
+
+class Pins:
+    """The PINs of one database, as the controller asks: has(account), check(account, pin)."""
+
+    def __init__(self, sessions: Callable[[], Session]):
+        self._sessions = sessions
+
+    def has(self, account_id: int) -> bool:
+        return has_pin(self._sessions, account_id)
+
+    def check(self, account_id: int, pin: str) -> bool:
+        return check_pin(self._sessions, account_id, pin)

@@ -1,11 +1,13 @@
 """`cabinet`: the operator's and developer's command line.
 
     cabinet demo [--json] [--workdir DIR] [--seed N]   run the simulated cabinet's scenarios
+                 [--serve [--port P]]                  ... with the kiosk served on 127.0.0.1
     cabinet run [--config FILE]                        the cabinet's controller, forever
     cabinet sim mcu [...]                              a simulated MCU on a pty (path on line 1)
     cabinet reconcile BUNDLE [--json]                  re-run reconcile offline on a bundle
     cabinet accounts enroll NAME PHOTO... [--db URL]   enrol a customer's face
     cabinet accounts list [--db URL]
+    cabinet accounts set-pin ID [--db URL]             the customer's PIN (second factor)
     cabinet config validate FILE                       check a configuration file
     cabinet bench link [--json]                        serial link benchmark
     cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
@@ -94,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("--db", default=str(DEFAULT_DB))
     acc_sub.add_parser("verify-age", help="record an operator's ID check (report_cli.py)",
                        add_help=False)
+    sp = acc_sub.add_parser("set-pin", help="set the customer's PIN, the kiosk's second "
+                            "factor (asked twice; only its scrypt hash is kept)")
+    sp.add_argument("account_id", type=int)
+    sp.add_argument("--db", default=str(DEFAULT_DB))
+    sp.add_argument("--stdin", action="store_true", help="read the PIN from stdin (scripts)")
     kg = acc_sub.add_parser("keygen", help="write a new key file for templates and tokens")
     kg.add_argument("file", type=Path)
 
@@ -189,6 +196,19 @@ def _accounts(args) -> int:
         if not done.wiped:
             print("warning: another process holds the database open; its old pages leave the "
                   "file at the next checkpoint (stop the cabinet and run erase again to be sure)")
+        return 0
+    if args.accounts_command == "set-pin":
+        from billing.pin import set_pin
+        from cabinet.errors import CabinetError
+        if args.stdin:
+            pin = sys.stdin.readline().strip()
+        else:
+            import getpass
+            pin = getpass.getpass(f"PIN for account {args.account_id}: ")
+            if getpass.getpass("again: ") != pin:
+                raise CabinetError("set-pin: the two PINs differ; nothing changed")
+        set_pin(db, args.account_id, pin)
+        print(f"PIN set for account {args.account_id}")
         return 0
     if args.accounts_command == "enroll":
         account = accounts.enroll_offline(db, args.name, args.photos, payment_token=args.token,

@@ -184,6 +184,12 @@ class Controller:
         # The touchscreen (cabinet.kiosk.KioskState): each step of a session publishes its
         # screen there; None (the tests of the controller alone, the bench): nothing shown.
         self.kiosk: kiosk.KioskState | None = None
+        # The second factor (billing.pin.Pins: has(account), check(account, pin)); None: an
+        # uncertain face is refused. The PIN comes from the kiosk (submit_pin).
+        self.pins: Any = None
+        self.pin_attempts = 3
+        self.pin_timeout_s = 60.0
+        self._pin_future: asyncio.Future | None = None
 
     # --- the touchscreen ---------------------------------------------------------------
     def show(self, make: Callable[[], "kiosk.Screen"]) -> None:
@@ -206,6 +212,49 @@ class Controller:
                 self.kiosk.publish_preview(jpeg)
             except kiosk.KioskError as e:
                 log.error("kiosk: preview not shown: %s", e)
+
+    def submit_pin(self, pin: str | None) -> None:
+        """The PIN typed on the kiosk (None: the customer cancelled); ActionRefused when no
+        session is waiting for one."""
+        future = self._pin_future
+        if future is None or future.done():
+            raise kiosk.ActionRefused("pin: no session is waiting for a PIN")
+        future.set_result(pin)
+
+    async def _second_factor(self, run: "_Run", candidates: tuple[str, ...], message: str):
+        """(account id, refusal text, kiosk code) after the PIN pad: the accounts the face
+        was near that have a PIN; `pin_attempts` tries within `pin_timeout_s`. Code None: the
+        customer cancelled (the kiosk goes back to its welcome)."""
+        if self.pins is None or self.kiosk is None:
+            return None, message, "face_not_recognised"
+        holders = [int(c) for c in candidates if await self._blocking(self.pins.has, int(c))]
+        if not holders:
+            return None, f"{message} (no PIN set for a second factor)", "face_not_recognised"
+        # several accounts near the face: name none of them
+        name = self.first_name(holders[0]) if len(holders) == 1 else None
+        deadline = self.clock.monotonic() + self.pin_timeout_s
+        attempts = self.pin_attempts
+        loop = asyncio.get_running_loop()
+        while attempts > 0:
+            self.show(lambda: kiosk.SecondFactor(name, attempts_left=attempts))
+            future = self._pin_future = loop.create_future()
+            try:
+                pin = await self.clock.wait_for(future, max(0.0, deadline - self.clock.monotonic()))
+            except asyncio.TimeoutError:
+                return None, "no PIN was entered in time", "timed_out"
+            finally:
+                self._pin_future = None
+            if pin is None:
+                return None, "the customer cancelled at the PIN pad", None
+            for account_id in holders:
+                if await self._blocking(self.pins.check, account_id, pin):
+                    run.identity["second_factor"] = "pin"
+                    standing = await self._blocking(self.billing.standing, account_id)
+                    if not standing.ok:
+                        return account_id, standing.reason, standing_refusal_code(standing.reason)
+                    return account_id, "", ""
+            attempts -= 1
+        return None, f"wrong PIN {self.pin_attempts} times", "pin_wrong"
 
     def first_name(self, account_id: int | None) -> str | None:
         """The account's first name as the kiosk may show it (None when it may not)."""
@@ -313,7 +362,11 @@ class Controller:
         except asyncio.TimeoutError:
             return self._deny(run, None, "identification took too long; please try again",
                               trigger="auth_timeout", code="timed_out")
-        if refusal:
+        if refusal and run.candidates:
+            account_id, refusal, code = await self._second_factor(run, run.candidates, refusal)
+            if refusal:
+                return self._deny(run, account_id, refusal, code=code)
+        elif refusal:
             code = "face_not_recognised" if account_id is None \
                 else standing_refusal_code(refusal)
             return self._deny(run, account_id, refusal, code=code)
@@ -515,8 +568,9 @@ class Controller:
             else round(decision.second.distance, 4)}
         if decision.outcome != ACCEPT:
             if decision.outcome == SECOND_FACTOR:
-                log.info("session %s: second factor needed (%s); the kiosk cannot take it yet",
-                         run.session_id, decision.reason)
+                log.info("session %s: second factor needed (%s)", run.session_id,
+                         decision.reason)
+                run.candidates = tuple(decision.candidates)
             return None, decision.message
         account_id = int(decision.account_id)
         standing = await self._blocking(self.billing.standing, account_id)
@@ -600,10 +654,11 @@ class Controller:
                 return closed
 
     def _deny(self, run: "_Run", account_id: int | None, reason: str,
-              trigger: str = "denied", code: str = "timed_out") -> SessionReport:
-        """Refuse the session; `code` is the kiosk's reason (cabinet.kiosk.REFUSAL_REASONS)."""
+              trigger: str = "denied", code: str | None = "timed_out") -> SessionReport:
+        """Refuse the session; `code` is the kiosk's reason (cabinet.kiosk.REFUSAL_REASONS),
+        None when the customer cancelled (the kiosk's welcome again)."""
         self.machine.fire(trigger, reason=reason, account_id=account_id, **run.identity)
-        self.show(lambda: kiosk.Refused(code))
+        self.show(lambda: kiosk.Refused(code) if code is not None else kiosk.Welcome())
         self._release_hold(run.session_id, account_id, reason)
         self.machine.session_id = None
         name = self.account_name(account_id) if account_id is not None else None
@@ -640,6 +695,7 @@ class _Run:
     flags: list[str] = dataclasses.field(default_factory=list)
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)
     first_name: str | None = None           # what the kiosk may call the customer
+    candidates: tuple[str, ...] = ()        # second factor: the accounts the face was near
     marks: dict[str, float] = dataclasses.field(default_factory=dict)
     t0: float = dataclasses.field(init=False)
 

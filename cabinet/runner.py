@@ -121,7 +121,10 @@ class Runner:
         # the touchscreen: the controller publishes a session's screens, the runner the rest
         self.kiosk = KioskState(clock=app.clock)
         self.controller.kiosk = self.kiosk
-        self.kiosk.set_handlers(start=self._kiosk_start, cancel=self._kiosk_cancel)
+        self.kiosk.set_handlers(start=self._kiosk_start, cancel=self._kiosk_cancel,
+                                pin=self.controller.submit_pin)
+        from billing.pin import Pins
+        self.controller.pins = Pins(app.db)     # the second factor: a PIN on the kiosk's pad
         self._face_wait: asyncio.Future | None = None   # a touchscreen start's wait for a face
         self.screen_hold_s = screen_hold_s      # a receipt or a refusal stays this long
         self._last_shown_at: float | None = None  # when a session's last screen came
@@ -155,7 +158,12 @@ class Runner:
 
     def _kiosk_cancel(self) -> None:
         """The kiosk's Cancel: ends a touchscreen start still waiting for a face (nothing
-        has been looked at yet); refused (409) once identification has begun."""
+        has been looked at yet) or a session at the PIN pad; refused (409) while a face is
+        being identified."""
+        pending = self.controller._pin_future
+        if pending is not None and not pending.done():
+            self.controller.submit_pin(None)
+            return
         task = self._face_wait
         if task is None or task.done():
             raise ActionRefused("cancel: identification has begun; the session ends by itself "

@@ -195,3 +195,71 @@ def test_an_unknown_face_is_refused_and_told_why(cabinet, page, screenshots):
         rows = s.scalars(select(CabinetSession)).all()
     assert [r.outcome for r in rows[before:]] == ["denied"]
     back_to_welcome(cabinet, page)
+
+
+def test_an_uncertain_face_asks_for_the_pin_and_the_right_pin_opens_the_door(cabinet, page,
+                                                                             screenshots):
+    """A strict identity policy puts the customer's own face in the uncertain band: the PIN
+    pad, a wrong PIN (one attempt fewer), the right one (set with billing.pin), the door."""
+    from billing.models import CabinetSession
+    from billing.pin import set_pin
+    from sqlalchemy import select
+    from vision.identity import DEFAULT_POLICY, IdentityPolicy
+    app, controller = cabinet.app, cabinet.runner.controller
+    set_pin(app.db, app.account_ids[cabinet.app.scenarios[0].person_for(
+        fallback=app.fallback_faces)], "2468")
+    controller.identity_policy = IdentityPolicy(accept_distance=0.05, refuse_distance=0.60,
+                                                min_margin=0.10)
+    section = page.locator("section[data-screen]:not([hidden])")
+    try:
+        with app.db() as s:
+            before = len(s.scalars(select(CabinetSession)).all())
+        cabinet.sim("/sim/face", {"photo": str(cabinet.photo("single-purchase"))})
+        on_screen(page, "second_factor", SLOW_MS)
+        cabinet.sim("/sim/face", {"photo": None})
+        expect(section).to_contain_text(EN["common.greeting"].format(name="Barack"))
+        expect(section).to_contain_text(EN["pin.attempts"].format(n=3))
+        snap(page, screenshots, "second-factor")
+        for digit in "1111":
+            page.get_by_role("button", name=digit, exact=True).tap()
+        page.get_by_role("button", name=EN["pin.submit"]).tap()
+        expect(section).to_contain_text(EN["pin.attempts"].format(n=2))
+        page.keyboard.type("2468")
+        page.keyboard.press("Enter")
+        on_screen(page, "unlocked", SLOW_MS)
+        assert cabinet.sim("/sim/door", {"action": "open"})["open"] is True
+        on_screen(page, "door_open")
+        cabinet.sim("/sim/door", {"action": "close"})
+        on_screen(page, "receipt", SLOW_MS)
+        expect(section).to_contain_text(EN["receipt.nothing"])
+        shown = page.evaluate("window.shown")
+        assert shown == ["welcome", "look_at_camera", "second_factor", "unlocked", "door_open",
+                         "counting", "receipt"], shown
+        with app.db() as s:
+            rows = s.scalars(select(CabinetSession)).all()
+        assert [r.outcome for r in rows[before:]] == ["nothing_taken"]
+    finally:
+        controller.identity_policy = DEFAULT_POLICY
+    back_to_welcome(cabinet, page)
+
+
+def test_three_wrong_pins_refuse_with_the_reason(cabinet, page, screenshots):
+    from vision.identity import DEFAULT_POLICY, IdentityPolicy
+    controller = cabinet.runner.controller
+    controller.identity_policy = IdentityPolicy(accept_distance=0.05, refuse_distance=0.60,
+                                                min_margin=0.10)
+    try:
+        cabinet.sim("/sim/face", {"photo": str(cabinet.photo("single-purchase"))})
+        on_screen(page, "second_factor", SLOW_MS)
+        cabinet.sim("/sim/face", {"photo": None})
+        section = page.locator("section[data-screen]:not([hidden])")
+        for left in (3, 2, 1):
+            expect(section).to_contain_text(EN["pin.attempts"].format(n=left))
+            page.keyboard.type("0000")
+            page.keyboard.press("Enter")
+        on_screen(page, "refused")
+        expect(section.locator(".reason")).to_have_text(EN["refused.pin_wrong"])
+        assert cabinet.runner.app.mcu.lock_engaged
+    finally:
+        controller.identity_policy = DEFAULT_POLICY
+    back_to_welcome(cabinet, page)
