@@ -43,9 +43,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A headless Debian Chromium under Playwright, shared by the session's tests."""
+    """A headless Debian Chromium under Playwright, shared by one module's tests.
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running on the main
+    thread while it is open, and every later test that calls asyncio.run() (the controller's)
+    would fail with "cannot be called from a running event loop"."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
