@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from billing.db import (BUSY_TIMEOUT_MS, DatabaseUrlError, init_db, make_engine,
                         session_factory)
 from billing.models import Account, CabinetSession, LedgerEntry, LedgerIsAppendOnly, LineItem
+from conftest import _no_server  # billing's conftest: at import time it is the one loaded
 
 
 @pytest.fixture
@@ -232,7 +233,6 @@ def test_a_plain_postgresql_url_uses_psycopg_3():
 @pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception),
                                          ("", pytest.skip.Exception)])
 def test_a_missing_postgresql_fails_in_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
-    from conftest import _no_server
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="^PostgreSQL: no server here. Start one with `bash "
                                       "scripts/services.sh` \\(make test does\\), or set "
