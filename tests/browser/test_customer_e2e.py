@@ -244,8 +244,11 @@ def test_an_uncertain_face_asks_for_the_pin_and_the_right_pin_opens_the_door(cab
 
 
 def test_three_wrong_pins_refuse_with_the_reason(cabinet, page, screenshots):
+    from billing.pin import set_pin
     from vision.identity import DEFAULT_POLICY, IdentityPolicy
-    controller = cabinet.runner.controller
+    app, controller = cabinet.app, cabinet.runner.controller
+    set_pin(app.db, app.account_ids[app.scenarios[0].person_for(
+        fallback=app.fallback_faces)], "2468")
     controller.identity_policy = IdentityPolicy(accept_distance=0.05, refuse_distance=0.60,
                                                 min_margin=0.10)
     try:
@@ -263,3 +266,31 @@ def test_three_wrong_pins_refuse_with_the_reason(cabinet, page, screenshots):
     finally:
         controller.identity_policy = DEFAULT_POLICY
     back_to_welcome(cabinet, page)
+
+
+def test_cancel_at_the_pin_pad_ends_the_session_and_welcomes_the_next(cabinet, page):
+    from billing.models import CabinetSession
+    from sqlalchemy import select
+    from vision.identity import DEFAULT_POLICY, IdentityPolicy
+    from billing.pin import set_pin
+    app, controller = cabinet.app, cabinet.runner.controller
+    set_pin(app.db, app.account_ids[app.scenarios[0].person_for(
+        fallback=app.fallback_faces)], "2468")
+    controller.identity_policy = IdentityPolicy(accept_distance=0.05, refuse_distance=0.60,
+                                                min_margin=0.10)
+    try:
+        with app.db() as s:
+            before = len(s.scalars(select(CabinetSession)).all())
+        cabinet.sim("/sim/face", {"photo": str(cabinet.photo("single-purchase"))})
+        on_screen(page, "second_factor", SLOW_MS)
+        cabinet.sim("/sim/face", {"photo": None})
+        page.get_by_role("button", name=EN["common.cancel"]).tap()
+        on_screen(page, "welcome")                 # at once, not after the hold
+        assert page.evaluate("window.shown") == ["welcome", "look_at_camera", "second_factor",
+                                                 "welcome"]
+        with app.db() as s:
+            rows = s.scalars(select(CabinetSession)).all()
+        assert [r.outcome for r in rows[before:]] == ["denied"]
+        assert app.mcu.lock_engaged
+    finally:
+        controller.identity_policy = DEFAULT_POLICY
