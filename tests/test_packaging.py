@@ -26,6 +26,7 @@ NOT_IMPORTED = {
     "pytest-timeout": "a pytest plugin, used through the `timeout` option in pyproject.toml",
     "mutmut": "a command-line tool that `make mutation` runs",
     "python-multipart": "Starlette's request.form() parses the console's forms and uploads with it",
+    "httpx2": "starlette.testclient drives the console and kiosk apps in tests with it",
 }
 
 
