@@ -67,3 +67,26 @@ def test_a_damaged_stored_hash_never_matches():
     assert not pins.verify_hash("scrypt$bad", "1234")
     assert not pins.verify_hash("md5$1$1$1$00$00", "1234")
     assert pins.verify_hash(pins.hash_pin("4321"), "4321")
+
+
+def test_cabinet_accounts_set_pin_sets_it_and_refuses_a_bad_one(db, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    engine, sessions = db
+    url = str(engine.url)
+    root = Path(__file__).resolve().parents[2]
+
+    def set_pin(account: str, pin: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cabinet.cli", "accounts", "set-pin",
+                               account, "--stdin", "--db", url], input=pin + "\n", cwd=root,
+                              capture_output=True, text=True, timeout=120)
+
+    done = set_pin("2", "5555")
+    assert (done.returncode, done.stdout.strip()) == (0, "PIN set for account 2"), done.stderr
+    assert pins.check_pin(sessions, 2, "5555")
+    bad = set_pin("2", "55")
+    assert bad.returncode == 1 and "exactly 4 digits" in bad.stderr
+    assert pins.check_pin(sessions, 2, "5555")              # unchanged
+    unknown = set_pin("42", "1234")
+    assert unknown.returncode != 0 and "no account 42" in unknown.stderr
