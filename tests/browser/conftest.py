@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from datagate import unavailable
+
 CHROMIUM = Path(os.environ.get("CABINET_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -25,16 +27,11 @@ HERE = Path(__file__).resolve().parent
 SCREENSHOTS = HERE.parents[1] / "docs" / "screenshots"
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
 def missing(what: str) -> None:
-    if in_ci():
-        pytest.fail(f"CI=true but {what}; `make test` runs scripts/services.sh, which installs "
-                    f"Debian's chromium (apt-get install chromium), and `make setup` installs "
-                    f"playwright from the test extra", pytrace=False)
-    pytest.skip(f"browser test: {what}")
+    unavailable(f"browser test: {what}",
+                f"CI=true but {what}; `make test` runs scripts/services.sh, which installs "
+                f"Debian's chromium (apt-get install chromium), and `make setup` installs "
+                f"playwright from the test extra")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
