@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cabinet import cli, logs
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -245,11 +246,9 @@ def test_ctrl_c_exits_130(tmp_path):
     proc = subprocess.Popen([*CABINET, "demo", "--workdir", str(workdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
         # the database is created inside main's try: from then on Ctrl-C is main's to handle
-        while not (workdir / "cabinet.sqlite").exists() and proc.poll() is None:
-            assert time.monotonic() < deadline, "the demo never created its database"
-            time.sleep(0.05)
+        wait_until(lambda: (workdir / "cabinet.sqlite").exists() or proc.poll() is not None,
+                   "the demo to create its database", 60, poll_s=0.05)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -35,6 +35,7 @@ from cabinet.journal import Alarms
 from cabinet.planogram_ops import Operations
 from cabinet.restock import RestockVisits
 from firmware_bridge.clock import SYSTEM, ManualClock
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
@@ -531,10 +532,7 @@ def test_the_console_over_a_running_cabinet_shows_and_acknowledges_its_alarm(tmp
         assert '<dd id="lock">engaged</dd>' in page and '<dd id="door">closed</dd>' in page
         assert '<dd id="link">up</dd>' in page and "(in service)" in page
         assert app.mcu.open_door(force=True)
-        deadline = time.monotonic() + 10
-        while "forced_door" not in runner.health()["alarms"]:
-            assert time.monotonic() < deadline, "no forced-door alarm"
-            time.sleep(0.02)
+        wait_until(lambda: "forced_door" in runner.health()["alarms"], "the forced-door alarm", 10)
         page = console.client.get("/console/").text
         assert '<dd id="door">open</dd>' in page and "forced_door" in page
         assert "(out of service)" in page

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import waiting
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
@@ -50,14 +51,7 @@ def write_config(folder: Path, **changes) -> Path:
 
 def wait_until(what: str, predicate, timeout_s: float):
     """Poll `predicate` until it returns a truthy value; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+    return waiting.wait_until(predicate, what, timeout_s, poll_s=0.05)
 
 
 class Controller:

@@ -12,6 +12,7 @@ from firmware_bridge.clock import ManualClock
 from firmware_bridge.device import Board
 from firmware_bridge.ports import RegistryPortFinder
 from firmware_bridge.simulator import SimMCU
+from waiting import wait_until
 
 FAST = dict(timeout_s=1.0, heartbeat_s=0.1, mcu_heartbeat_s=0.2, missed_heartbeats=4,
             host_timeout_s=1.0, reconnect_max_s=0.4, stable_window_s=0.5)
@@ -68,13 +69,7 @@ def board(sim, make_board):
 
 
 def _wait_for(cond: Callable[[], object], timeout_s: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_until(cond, what, timeout_s)
 
 
 @pytest.fixture
@@ -101,10 +96,8 @@ class ClockedRig:
             if self.clock.monotonic() - start > most_s or time.monotonic() > give_up:
                 raise AssertionError(f"no {what} within {most_s} s of clock time")
             now = self.clock.advance(self.step)
-            while self.sim.ticked_at < now:
-                if time.monotonic() > give_up:
-                    raise AssertionError("the simulated MCU stopped following the clock")
-                time.sleep(0.0005)
+            wait_until(lambda: self.sim.ticked_at >= now, "the simulated MCU to follow the clock",
+                       max(0.0, give_up - time.monotonic()), poll_s=0.0005)
 
     def call(self, fn: Callable[[], object], most_s: float = 10.0):
         """Run fn (which waits on the clock) in a thread while time moves; its result or error."""

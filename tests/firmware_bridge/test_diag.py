@@ -21,6 +21,7 @@ import pytest
 from firmware_bridge import protocol as P
 from firmware_bridge.ports import RegistryPortFinder
 from firmware_bridge.simulator import SimMCU
+from waiting import wait_until
 
 BIN = Path(sys.executable).parent
 DIAG = [str(BIN / "cabinet-diag")] if (BIN / "cabinet-diag").exists() else \
@@ -134,9 +135,8 @@ def test_lock_test_refuses_a_pulse_longer_than_the_board_allows(port):
 def test_lock_test_sees_the_door_open_during_the_pulse():
     with SimMCU(board_serial=f"{SERIAL}-door") as sim:
         def customer() -> None:
-            deadline = time.monotonic() + 20
-            while sim.lock_engaged and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_until(lambda: not sim.lock_engaged, "the diag pulse to release the lock", 20,
+                       poll_s=0.005)
             sim.open_door()                 # events arrive in order however short the visit
             sim.close_door()
         t = threading.Thread(target=customer, daemon=True)

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from firmware_bridge import events as E
 from firmware_bridge import protocol as P
 from firmware_bridge.errors import CommandRefused
+from waiting import wait_until
 
 BIN = Path(sys.executable).parent
 DIAG = [str(BIN / "cabinet-diag")] if (BIN / "cabinet-diag").exists() else \
@@ -22,13 +22,7 @@ DIAG = [str(BIN / "cabinet-diag")] if (BIN / "cabinet-diag").exists() else \
 
 
 def _wait_for(cond, timeout_s: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_until(cond, what, timeout_s)
 
 
 def test_the_unlock_channel_message_round_trips():
