@@ -140,6 +140,31 @@ def database_url(cfg: Config) -> str:
     return url
 
 
+def open_engine(cfg: Config):
+    """The configuration's database engine, migrated to the current tables (journal, alarms,
+    inventory, billing); a relative SQLite file's folder is made. One opener for `cabinet run`,
+    the demo and the operators' commands."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    import cabinet.inventory  # noqa: F401  (tables on the shared metadata)
+    import cabinet.journal  # noqa: F401
+    from billing.db import init_db, make_engine
+    url = database_url(cfg)
+    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = None
+    try:
+        engine = make_engine(url)
+        init_db(engine)
+    except SQLAlchemyError as e:
+        if engine is not None:
+            engine.dispose()
+        raise CabinetError(f"{cfg.source}: database_url = {cfg.database_url!r}: "
+                           f"{type(e.__cause__ or e).__name__}: "
+                           f"{str(e.__cause__ or e).splitlines()[0]}") from None
+    return engine
+
+
 def is_sim(source: Any) -> bool:
     return source == "sim"
 
@@ -305,24 +330,12 @@ class App:
     def open_database(self) -> None:
         """6. The database, migrated to the current tables (journal, alarms, billing)."""
         from sqlalchemy import func, select
-        from sqlalchemy.exc import SQLAlchemyError
 
-        import cabinet.inventory  # noqa: F401  (tables on the shared metadata)
-        import cabinet.journal  # noqa: F401
-        from billing.db import init_db, make_engine, session_factory
+        from billing.db import session_factory
         from billing.service import Billing
         from cabinet.inventory import Inventory
-        url = database_url(self.config)
-        if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.engine = make_engine(url)
-            self._stack.callback(self.engine.dispose)
-            init_db(self.engine)
-        except SQLAlchemyError as e:
-            raise CabinetError(f"{self.config.source}: database_url = "
-                               f"{self.config.database_url!r}: "
-                               f"{str(e.__cause__ or e).splitlines()[0]}") from None
+        self.engine = open_engine(self.config)
+        self._stack.callback(self.engine.dispose)
         self.db = session_factory(self.engine)
         from cabinet.tax_config import tax_setup   # issue 11: taxed receipts
         self.billing = Billing(self.db, self.gateway_client, currency=self.catalog.currency,

@@ -80,35 +80,11 @@ def _parser() -> argparse.ArgumentParser:
 
 # --- the cabinet a command works on --------------------------------------------------------
 
-def database_url(cfg: Config) -> str:
-    """The configuration's database URL; a relative SQLite path is taken relative to the
-    configuration file's folder, like every other path in it."""
-    url = cfg.database_url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") \
-            and url[len(prefix):] not in ("", ":memory:"):
-        path = cfg.resolve(url[len(prefix):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
-    return url
-
-
 def open_db(cfg: Config):
     """The cabinet's database (tables created if new): journal, inventory, billing."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    import cabinet.inventory  # noqa: F401  (its tables are part of the metadata)
-    import cabinet.journal  # noqa: F401
-    from billing.db import init_db, make_engine, session_factory
-    url = database_url(cfg)
-    try:
-        engine = make_engine(url)
-        init_db(engine)
-    except SQLAlchemyError as e:
-        raise CabinetError(f"{cfg.source}: database_url = {cfg.database_url!r}: "
-                           f"{type(e.__cause__ or e).__name__}: "
-                           f"{str(e.__cause__ or e).splitlines()[0]}") from None
-    return session_factory(engine)
+    from billing.db import session_factory
+    from cabinet.app import open_engine
+    return session_factory(open_engine(cfg))
 
 
 class Cabinet:
