@@ -338,13 +338,13 @@ def test_a_drop_does_the_work_but_never_answers(gateway):
 
 def test_a_timeout_loses_the_request_after_its_delay(gateway):
     waits: list[float] = []
-    gateway._sleep = waits.append   # the shared server's sleep, restored below
+    original, gateway._sleep = gateway._sleep, waits.append   # the shared server's, restored
     try:
         gateway.fail_next(1, "timeout", delay_s=7.5)
         with pytest.raises(requests.ConnectionError):
             hold(gateway, key="k")
     finally:
-        gateway._sleep = time.sleep
+        gateway._sleep = original
     assert waits == [7.5] and gateway.intents() == []
     assert hold(gateway, key="k").ok and gateway.effects()["authorize"] == 1
 

@@ -16,6 +16,7 @@ import pytest
 
 from firmware_bridge import events as E
 from firmware_bridge.clock import ManualClock
+from waiting import wait_until
 
 
 def step_until(clock: ManualClock, done: Callable[[], bool], waiters: int,
@@ -138,10 +139,8 @@ def run_clock(clock: ManualClock, sim, until: Callable[[], bool], step: float = 
             raise AssertionError(f"not done after {clock.monotonic() - start:.2f} s of clock "
                                  f"time")
         now = clock.advance(step)
-        while sim.ticked_at < now:
-            if time.monotonic() > give_up:
-                raise AssertionError("the simulated MCU's loop stopped following the clock")
-            time.sleep(0.0005)
+        wait_until(lambda: sim.ticked_at >= now, "the simulated MCU's loop to follow the clock",
+                   max(0.0, give_up - time.monotonic()), poll_s=0.0005)
     return clock.monotonic()
 
 
