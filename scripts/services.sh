@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts the services the tests need: a throwaway PostgreSQL cluster for the billing tests.
+# Starts the services the tests need: a throwaway PostgreSQL cluster for the billing and fleet
+# tests, and a throwaway Mosquitto broker for the fleet tests (start_mosquitto below).
 #
 # Installs Debian's postgresql where no server is found (apt-get update once, then
 # apt-get install -y --no-install-recommends postgresql), makes a cluster in .cache/pg/data
@@ -38,6 +39,10 @@ as_pg() {  # run a PostgreSQL program as the cluster's owner
 }
 
 if [ "${1:-}" = "stop" ]; then
+  if [ -f "$ROOT/.cache/mqtt/pid" ]; then
+    kill "$(cat "$ROOT/.cache/mqtt/pid")" 2>/dev/null || true
+    rm -f "$ROOT/.cache/mqtt/pid" "$ROOT/.cache/mqtt.url"
+  fi
   BIN=$(pg_bin) || exit 0
   [ -f "$PG_DIR/data/postmaster.pid" ] && as_pg "$BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop
   rm -f "$URL_FILE"
@@ -58,6 +63,60 @@ if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=ja 2>/dev/null | grep -q .; the
     echo "services.sh: /usr/bin/chromium or a CJK font is missing and not root to install them" >&2
   fi
 fi
+
+# The fleet tests (tests/fleet, docs/fleet.md) need an MQTT broker: Debian's mosquitto, on
+# 127.0.0.1 on a free port, persistence in .cache/mqtt, its URL in .cache/mqtt.url. Where none
+# can be had the fleet tests skip (fail in CI=true, and so does this script).
+start_mosquitto() {
+  local dir="$ROOT/.cache/mqtt" url_file="$ROOT/.cache/mqtt.url" bin=/usr/sbin/mosquitto port
+  mqtt_fail() {
+    echo "services.sh: $*" >&2
+    rm -f "$url_file"
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+    echo "services.sh: the fleet tests will skip (they fail in CI)" >&2
+  }
+  if [ ! -x "$bin" ]; then
+    [ "$(id -u)" = 0 ] || { mqtt_fail "no mosquitto and not root to install it (apt-get install mosquitto)"; return 0; }
+    echo "services.sh: installing Debian's mosquitto (once)"
+    export DEBIAN_FRONTEND=noninteractive
+    { [ -n "${APT_UPDATED:-}" ] || apt-get update -q >/dev/null; } \
+      && apt-get install -y -q --no-install-recommends mosquitto >/dev/null \
+      || { mqtt_fail "apt-get install mosquitto failed"; return 0; }
+    APT_UPDATED=1
+  fi
+  mkdir -p "$dir"
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null && [ -f "$dir/port" ]; then
+    port=$(cat "$dir/port")
+  else
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # Unlimited queues: a persistent session's backlog (a cabinet back from an hour offline, a
+    # back-office slot being restarted) must never be dropped by the broker.
+    cat >"$dir/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $dir/
+autosave_interval 1
+max_queued_messages 0
+max_inflight_messages 0
+user $(id -un)
+log_dest file $dir/mosquitto.log
+pid_file $dir/pid
+CONF
+    "$bin" -c "$dir/mosquitto.conf" -d || { mqtt_fail "mosquitto did not start: see $dir/mosquitto.log"; return 0; }
+    for _ in $(seq 100); do
+      python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+      sleep 0.05
+    done
+    [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null \
+      || { mqtt_fail "mosquitto exited: see $dir/mosquitto.log"; return 0; }
+    echo "$port" >"$dir/port"
+  fi
+  echo "mqtt://127.0.0.1:$port" >"$url_file"
+  echo "services.sh: mosquitto on 127.0.0.1:$port ($url_file)"
+}
+
+start_mosquitto
 
 if [ -n "${CABINET_TEST_PG_URL:-}" ]; then
   echo "services.sh: using CABINET_TEST_PG_URL"
