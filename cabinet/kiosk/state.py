@@ -157,10 +157,13 @@ class Unlocked(Screen):
     name: ClassVar[str] = "unlocked"
     first_name: str | None
     open_within_s: int = 10
+    age_notice: bool = False    # restricted goods share the door and are not for this customer
 
     def __post_init__(self) -> None:
         _check_name(self.name, self.first_name)
         _check_count(self.name, "open_within_s", self.open_within_s, 1, 600)
+        if not isinstance(self.age_notice, bool):
+            raise KioskError("kiosk screen 'unlocked': age_notice must be True or False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,9 +248,13 @@ class PendingReview(Screen):
 
     name: ClassVar[str] = "pending_review"
     first_name: str | None = None
+    age_restricted: bool = False    # age-restricted items were taken and not charged
 
     def __post_init__(self) -> None:
         _check_name(self.name, self.first_name)
+        if not isinstance(self.age_restricted, bool):
+            raise KioskError("kiosk screen 'pending_review': age_restricted must be True or "
+                             "False")
 
 
 @dataclasses.dataclass(frozen=True)
