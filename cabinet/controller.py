@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 from billing.errors import BillingError
 from billing.service import Billing, Line
+from cabinet import age
 from cabinet.bundle import BundleWriter, load_bundle
 from cabinet.catalog import load_catalog
 from cabinet.config import TimeoutsConfig
@@ -67,6 +68,18 @@ def standing_refusal_code(reason: str) -> str:
         if reason.startswith(start):
             return code
     return "account_blocked"
+
+
+# Names in Controller.alarms that cabinet run turns into cabinet_alarms rows (runner.py).
+AGE_RESTRICTED_TAKEN = "AgeRestrictedTaken"
+COMPARTMENT_UNLOCK = "ChannelUncommandedUnlock"
+
+
+def uncommanded_channel_release(event: Any) -> bool:
+    """A compartment's lock (channel 1..) released by anything but a command: the manual key,
+    a power glitch, unknown. This host's UnlockChannel releases report `command`."""
+    return isinstance(event, ev.ChannelLockChanged) and not event.engaged \
+        and event.reason != "command"
 
 
 def preview_jpeg(frame) -> bytes | None:
@@ -181,6 +194,7 @@ class Controller:
         self._events_loop: asyncio.AbstractEventLoop | None = None
         self._channels = {shelf.id: shelf.channel for shelf in self.planogram.shelves}
         self.alarms: list[str] = []
+        self.alarm_detail: dict[str, str] = {}      # alarm name -> what the latest one said
         # The touchscreen (cabinet.kiosk.KioskState): each step of a session publishes its
         # screen there; None (the tests of the controller alone, the bench): nothing shown.
         self.kiosk: kiosk.KioskState | None = None
@@ -300,6 +314,16 @@ class Controller:
                               ev.UncommandedUnlock)):
             self.alarms.append(type(event).__name__)
             log.warning("board event during session: %s", event)
+        elif uncommanded_channel_release(event):
+            self._compartment_tamper(event)
+
+    def _compartment_tamper(self, event: Any) -> None:
+        """A compartment's lock released without a command: a tamper alarm, as the main
+        lock's UncommandedUnlock (cabinet run records it, runner.py)."""
+        self.alarms.append(COMPARTMENT_UNLOCK)
+        self.alarm_detail[COMPARTMENT_UNLOCK] = (f"compartment lock channel {event.channel} "
+                                                 f"released without a command ({event.reason})")
+        log.error("tamper: %s", self.alarm_detail[COMPARTMENT_UNLOCK])
 
     async def _snapshot(self, *, settled_now: bool = False) -> tuple[dict, dict]:
         """Settled weights per shelf id and one image per shelf camera.
@@ -335,8 +359,9 @@ class Controller:
             await self.clock.sleep_async(min(poll_s, deadline - self.clock.monotonic()))
         return None
 
-    async def session(self, frame) -> SessionReport:
-        """Run one customer session for a face frame, from idle back to idle."""
+    async def _open(self, **entry: str) -> "_Run":
+        """A new session from idle (in service, the door shut), journalled as begun; `entry`
+        says how the customer came when it was not their face (entry="qr_kiosk")."""
         self.poll_idle_events()
         if self.machine.state != "idle":
             raise CabinetError(f"cabinet {self.cabinet_id} is {self.machine.state.replace('_', ' ')}"
@@ -351,7 +376,12 @@ class Controller:
         session_id = now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         run = _Run(session_id, self.clock)
         self.machine.session_id = session_id
-        self.machine.fire("face_seen", cabinet_id=self.cabinet_id)
+        self.machine.fire("face_seen", cabinet_id=self.cabinet_id, **entry)
+        return run
+
+    async def session(self, frame) -> SessionReport:
+        """Run one customer session for a face frame, from idle back to idle."""
+        run = await self._open()
         if not isinstance(getattr(self.kiosk, "screen", None), kiosk.LookAtCamera):
             self.show(kiosk.LookAtCamera)
         await self.show_preview(frame)
@@ -370,6 +400,31 @@ class Controller:
             code = "face_not_recognised" if account_id is None \
                 else standing_refusal_code(refusal)
             return self._deny(run, account_id, refusal, code=code)
+        return await self._admit(run, account_id)
+
+    async def session_for_account(self, account_id: int, *, entry: str,
+                                  on_admission: Callable[[str, str, str], None] | None = None
+                                  ) -> SessionReport:
+        """Run one session for an account that proved itself another way than its face (a
+        kiosk QR code its phone app claimed, an entry code the face camera read; cabinet/qr.py):
+        its standing, then exactly the face's path from the hold on (`_admit`).
+        `on_admission(outcome, reason, code)` hears "unlocked" or "refused" as soon as known."""
+        run = await self._open(entry=entry)
+        run.identity = {"entry": entry}
+        run.on_admission = on_admission
+        try:
+            standing = await self._blocking(self.billing.standing, account_id)
+        except BillingError as e:
+            return self._deny(run, None, str(e), code="account_blocked")
+        if not standing.ok:
+            return self._deny(run, account_id, standing.reason,
+                              code=standing_refusal_code(standing.reason))
+        return await self._admit(run, account_id)
+
+    async def _admit(self, run: "_Run", account_id: int) -> SessionReport:
+        """An account identified and in good standing: hold, before-snapshot, unlock, then the
+        door, reconcile and charge; one path for every way in (face, PIN, QR)."""
+        session_id = run.session_id
         # Not under the timeout: a hold the gateway is placing must be known, not abandoned
         # (the client's own timeouts and retries bound it).
         hold = await self._blocking(self.billing.place_hold, session_id, account_id,
@@ -380,6 +435,9 @@ class Controller:
             return self._deny(run, account_id, hold.reason, code=code)
         run.account_id = account_id
         run.first_name = self.first_name(account_id)
+        # Age-restricted goods (cabinet/age.py): the lock channels this customer may open.
+        plan = age.door_plan(self.planogram, self.catalog,
+                             await self._blocking(self.billing.age_verification, account_id))
 
         run.bundle = BundleWriter(self.bundles_dir, session_id)
         run.bundle.write_context(planogram_path=self.planogram_path,
@@ -394,17 +452,21 @@ class Controller:
         run.mark("before_snapshot")
 
         self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id,
-                          **run.identity)
+                          lock_channels=list(plan.channels), **run.identity)
         try:
             await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms)
         except LinkError as e:
             log.error("session %s: unlock failed: %s", session_id, e)
             run.flags.append("unlock_failed")
+            run.admitted("unlock_failed", str(e), "")
             opened = None
         else:
             run.mark("unlocked")
+            run.admitted("unlocked", "", "")
+            await self._unlock_compartments(run, plan)
             self.show(lambda: kiosk.Unlocked(
-                run.first_name, max(1, min(600, round(self.timing.unlock_pulse_ms / 1000)))))
+                run.first_name, max(1, min(600, round(self.timing.unlock_pulse_ms / 1000))),
+                age_notice=plan.notice is not None))
             opened = await self._wait_event((ev.DoorOpened,),
                                             self.timing.unlock_pulse_ms / 1000 + 0.5)
         if opened is None:
@@ -417,6 +479,22 @@ class Controller:
         self.machine.fire("door_opened")
         self.show(lambda: kiosk.DoorOpen(run.first_name))
         return await self._after_door_opened(run)
+
+    async def _unlock_compartments(self, run: "_Run", plan: age.DoorPlan) -> None:
+        """Release each compartment the door plan opens for this customer (the restricted
+        goods' own lock, only for a verified adult) with the main door's pulse; a compartment
+        that stays shut is flagged, the session goes on behind the main door."""
+        for channel in plan.channels:
+            if channel == 0:
+                continue
+            try:
+                await self._blocking(self.board.unlock, self.timing.unlock_pulse_ms,
+                                     channel=channel)
+            except LinkError as e:          # CommandRefused too: the board lacks the channel
+                log.error("session %s: compartment lock channel %d not released: %s",
+                          run.session_id, channel, e)
+                if "compartment_unlock_failed" not in run.flags:
+                    run.flags.append("compartment_unlock_failed")
 
     async def _after_door_opened(self, run: "_Run") -> SessionReport:
         """door_open -> door_closed -> (settle) -> reconcile -> charge."""
@@ -477,15 +555,27 @@ class Controller:
         return await self._charge(run, result)
 
     async def _charge(self, run: "_Run", result) -> SessionReport:
+        # Restricted goods an unverified customer took are not sold silently (cabinet/age.py):
+        # left out of the charge, the session flagged for the review queue, an alarm raised.
+        verification = None if run.account_id is None else \
+            await self._blocking(self.billing.age_verification, run.account_id)
+        decision = age.restricted_lines(result.basket, self.catalog, verification)
+        if decision.withheld:
+            run.flags.extend(f for f in decision.flags if f not in run.flags)
+            self.alarms.append(AGE_RESTRICTED_TAKEN)
+            self.alarm_detail[AGE_RESTRICTED_TAKEN] = f"session {run.session_id}: {decision.alarm}"
+            log.error("session %s: %s", run.session_id, decision.alarm)
         lines = [Line(sku, self.catalog[sku].name, qty, self.catalog[sku].price)
-                 for sku, qty in sorted(result.basket.items()) if qty > 0]
+                 for sku, qty in sorted(decision.sell.items())]
         receipt = await self._blocking(self.billing.settle, run.session_id, lines,
                                        flags=tuple(run.flags))
         run.mark("charge_sent")
-        self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount)
+        self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount,
+                          **({"withheld": decision.withheld} if decision.withheld else {}))
         self.machine.session_id = None
-        if receipt.outcome == "pending":
-            self.show(lambda: kiosk.PendingReview(run.first_name))
+        if receipt.outcome == "pending" or decision.withheld:
+            self.show(lambda: kiosk.PendingReview(run.first_name,
+                                                  age_restricted=bool(decision.withheld)))
         else:
             self.show(lambda: kiosk.Receipt.from_billing(receipt))
         return SessionReport(run.session_id, run.account_id, self.account_name(run.account_id),
@@ -621,6 +711,8 @@ class Controller:
         elif isinstance(event, ev.LinkRestored) and self.machine.state == "out_of_service" \
                 and self.alarms and self.alarms[-1] == "LinkLost":
             self.machine.fire("repaired", by="link restored")
+        elif uncommanded_channel_release(event):
+            self._compartment_tamper(event)
 
     def repair(self, operator: str) -> None:
         """An operator (or technician) puts the cabinet back in service."""
@@ -658,6 +750,7 @@ class Controller:
         """Refuse the session; `code` is the kiosk's reason (cabinet.kiosk.REFUSAL_REASONS),
         None when the customer cancelled (the kiosk's welcome again)."""
         self.machine.fire(trigger, reason=reason, account_id=account_id, **run.identity)
+        run.admitted("refused", reason, code or "cancelled")
         self.show(lambda: kiosk.Refused(code) if code is not None else kiosk.Welcome())
         self._release_hold(run.session_id, account_id, reason)
         self.machine.session_id = None
@@ -696,11 +789,18 @@ class _Run:
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)
     first_name: str | None = None           # what the kiosk may call the customer
     candidates: tuple[str, ...] = ()        # second factor: the accounts the face was near
+    on_admission: Callable[[str, str, str], None] | None = None   # QR entry: told once
     marks: dict[str, float] = dataclasses.field(default_factory=dict)
     t0: float = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.t0 = self.clock.monotonic()
+
+    def admitted(self, outcome: str, reason: str, code: str) -> None:
+        """Tell whoever waits on the door (a QR claim) how it went, once."""
+        tell, self.on_admission = self.on_admission, None
+        if tell is not None:
+            tell(outcome, reason, code)
 
     def mark(self, name: str) -> None:
         """Seconds since the session started, by the controller's clock (real time with
