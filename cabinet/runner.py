@@ -42,6 +42,9 @@ import sys
 from typing import Any, Mapping
 
 from cabinet.app import App
+from cabinet.controller import AGE_RESTRICTED_TAKEN as AGE_RESTRICTED_NOTED
+from cabinet.controller import COMPARTMENT_UNLOCK as COMPARTMENT_UNLOCK_NOTED
+from cabinet.controller import uncommanded_channel_release
 from cabinet.errors import CabinetError
 from cabinet.journal import Alarms, JournalEntry
 from cabinet.kiosk.state import (ActionRefused, KioskState, LookAtCamera, OutOfService, Refused,
@@ -55,6 +58,7 @@ log = logging.getLogger("cabinet.runner")
 FORCED_DOOR, DOOR_LEFT_OPEN, TEMPERATURE = "forced_door", "door_left_open", "temperature"
 LINK_LOST, MCU_REBOOT, UNCOMMANDED_UNLOCK = "link_lost", "mcu_reboot", "uncommanded_unlock"
 BOARD_FAULT = "board_fault"
+AGE_RESTRICTED, COMPARTMENT_UNLOCK = "age_restricted_taken", "compartment_unlock"
 # the kiosk's out-of-service reason (cabinet.kiosk.OUT_OF_SERVICE_REASONS) for an alarm
 OUT_OF_SERVICE_REASON = {FORCED_DOOR: "door_fault", DOOR_LEFT_OPEN: "door_fault",
                          TEMPERATURE: "temperature", LINK_LOST: "link_lost"}
@@ -325,6 +329,12 @@ class Runner:
                         "session", review=True)
         if "ForcedDoor" in noted:
             self._raise(FORCED_DOOR, "the door was forced during a session", review=True)
+        detail = self.controller.alarm_detail
+        if COMPARTMENT_UNLOCK_NOTED in noted:
+            self._raise(COMPARTMENT_UNLOCK, detail[COMPARTMENT_UNLOCK_NOTED], review=True)
+        if AGE_RESTRICTED_NOTED in noted:     # a record for review; the cabinet sells on
+            self._raise(AGE_RESTRICTED, detail[AGE_RESTRICTED_NOTED], review=True)
+            self._clear(AGE_RESTRICTED, "recorded; the session is in the review queue")
         try:
             state = await self.controller._blocking(self.app.board.state)
         except Exception as e:           # the link: its own events say so
@@ -335,6 +345,8 @@ class Runner:
             self._clear(FORCED_DOOR, "door closed after the session")
             if state.lock_engaged:
                 self._clear(UNCOMMANDED_UNLOCK, "lock engaged, door closed after the session")
+                # the controller's Lock at the door's close engages every channel
+                self._clear(COMPARTMENT_UNLOCK, "locks engaged, door closed after the session")
 
     # --- alarms --------------------------------------------------------------------------
     def _raise(self, kind: str, detail: str, *, review: bool = False) -> None:
@@ -365,6 +377,11 @@ class Runner:
         elif isinstance(event, ev.UncommandedUnlock):
             self._raise(UNCOMMANDED_UNLOCK, f"the lock released without a command (cause "
                         f"{event.cause}, {event.source})", review=True)
+        elif uncommanded_channel_release(event):
+            self._raise(COMPARTMENT_UNLOCK, f"compartment lock channel {event.channel} released "
+                        f"without a command ({event.reason})", review=True)
+        elif isinstance(event, ev.ChannelLockChanged) and event.engaged:
+            self._clear(COMPARTMENT_UNLOCK, f"compartment lock channel {event.channel} engaged")
         elif isinstance(event, ev.LockChanged):
             self._lock_engaged = event.engaged
             if event.engaged and not self._door_open:
