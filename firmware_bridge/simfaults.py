@@ -37,7 +37,8 @@ FAULTS: dict[str, tuple[str, object, str]] = {
     "forced_door": ("on", 1, "force the door open while locked"),
     "no_door_open": ("on", 1, "nothing: unlocks are simply not followed by a door opening"),
     "uncommanded_unlock": ("cause", "unknown", "the lock releases with no Unlock: cause "
-                           "manual_key, power_glitch or unknown (duration_s: how long)"),
+                           "manual_key, power_glitch or unknown (duration_s: how long; channel: a "
+                           "compartment's lock 1.., 0 the main door)"),
 }
 COUNTED = {"lose_command", "lose_ack", "lose_event", "late_reply"}
 RELEASE_CAUSES = ("manual_key", "power_glitch", "unknown")   # protocol.RELEASE_CAUSES' names

@@ -107,6 +107,7 @@ class SimMCU:
         self._exclusive_check_at = 0.0
         self.unlocks_executed = 0
         self.uncommanded_releases = 0
+        self.channel_unlocks: Counter[int] = Counter()   # compartment channel -> UnlockChannels run
         self.commands_executed = 0
         self.executed: Counter[tuple[int, int]] = Counter()     # (boot id, seq) -> runs
         self.duplicates_dropped = 0
@@ -263,7 +264,8 @@ class SimMCU:
             elif fault == "uncommanded_unlock":
                 self.faults.clear("uncommanded_unlock")
                 self._uncommanded_release(str(params.get("cause", "unknown")),
-                                          float(params.get("duration_s", 1.0)))
+                                          float(params.get("duration_s", 1.0)),
+                                          int(params.get("channel", 0)))
             elif fault == "busy":
                 self._hold_busy()
             elif fault == "port_vanish":
@@ -276,7 +278,7 @@ class SimMCU:
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
 
-    def _uncommanded_release(self, cause: str, duration_s: float) -> None:
+    def _uncommanded_release(self, cause: str, duration_s: float, channel: int = 0) -> None:
         """The lock releases without an Unlock: the manual override key, a brown-out of the
         lock driver, or a release the firmware cannot explain. It stays released for
         ``duration_s`` (the key turned back, the coil recovered), then relocks as a pulse does;
@@ -288,6 +290,16 @@ class SimMCU:
                              f"{', '.join(sorted(P.RELEASE_CAUSES))}")
         if self.protocol_version & 0xFF < 1:
             code = P.BY_COMMAND
+        if channel:     # a compartment's own lock (channel 1..), e.g. its manual key
+            if channel not in self.channel_engaged:
+                raise ValueError(f"SimMCU: uncommanded_unlock channel {channel}: this board "
+                                 f"has lock channels 0..{self.lock_channels - 1}")
+            self.uncommanded_releases += 1
+            self._channel_until[channel] = self.clock.monotonic() + max(0.0, duration_s)
+            if self.channel_engaged[channel]:
+                self.channel_engaged[channel] = False
+                self._event(P.ChannelLockChange(channel=channel, engaged=False, reason=code))
+            return
         self.uncommanded_releases += 1
         self._unlock_until = self.clock.monotonic() + max(0.0, duration_s)
         if self.lock_engaged:
@@ -485,6 +497,7 @@ class SimMCU:
                             f"pulse {msg.pulse_ms} ms is outside 1..{self.max_unlock_ms} ms")))
                 return
             self._channel_until[msg.channel] = self.clock.monotonic() + msg.pulse_ms / 1000
+            self.channel_unlocks[msg.channel] += 1
             if self.channel_engaged[msg.channel]:
                 self.channel_engaged[msg.channel] = False
                 self._event(P.ChannelLockChange(channel=msg.channel, engaged=False,
