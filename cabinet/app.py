@@ -140,22 +140,48 @@ def database_url(cfg: Config) -> str:
     return url
 
 
-def open_engine(cfg: Config):
+class KeyFileError(CabinetError):
+    """The configuration's encryption_key_file is not there or cannot be read (exit 2)."""
+
+
+def secrets_of(cfg: Config):
+    """The SecretBox of the configuration's `encryption_key_file` (billing/crypto.py), or None
+    when it names none (then $CABINET_KEY_FILE, else `<database file>.key`). A missing or
+    unreadable file is a KeyFileError, a malformed one a CabinetError, both naming the key and
+    the path; read before anything is written."""
+    if cfg.encryption_key_file is None:
+        return None
+    from billing.crypto import SecretError, load_key_file
+    path = cfg.resolve(cfg.encryption_key_file)
+    where = f"{cfg.source or 'configuration'}: encryption_key_file = {cfg.encryption_key_file}"
+    if not path.is_file() or not os.access(path, os.R_OK):
+        why = "not found" if not path.exists() else "cannot be read"
+        raise KeyFileError(f"{where}: {path}: {why}; make one with `cabinet accounts keygen "
+                           f"{path}` or fix the path (nothing was written)")
+    try:
+        return load_key_file(path)
+    except SecretError as e:
+        raise CabinetError(f"{where}: {e}") from None
+
+
+def open_engine(cfg: Config, *, secrets: Any = None):
     """The configuration's database engine, migrated to the current tables (journal, alarms,
     inventory, billing); a relative SQLite file's folder is made. One opener for `cabinet run`,
-    the demo and the operators' commands."""
+    the demo and the operators' commands. `secrets`: the key a migration seals old plain-text
+    values with (default: the configuration's encryption_key_file, if any)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     import cabinet.inventory  # noqa: F401  (tables on the shared metadata)
     import cabinet.journal  # noqa: F401
     from billing.db import init_db, make_engine
+    secrets = secrets if secrets is not None else secrets_of(cfg)   # before anything is made
     url = database_url(cfg)
     if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     engine = None
     try:
         engine = make_engine(url)
-        init_db(engine)
+        init_db(engine, secrets=secrets)
     except SQLAlchemyError as e:
         if engine is not None:
             engine.dispose()
@@ -186,6 +212,7 @@ class App:
         self._hold_photos = scenarios_hold_photos
         self._stack = contextlib.ExitStack()
         self.files: CabinetFiles | None = None
+        self.secrets: Any = None            # billing.crypto.SecretBox of encryption_key_file
         self.world = self.mcu = self.gateway = self.board = self.engine = self.db = None
         self.billing = self.inventory = self.controller = self.identity = None
         self.bridge = None
@@ -224,6 +251,7 @@ class App:
     def check_configuration(self) -> None:
         """1. Every file read and checked; nothing has been written yet."""
         self.files = check_files(self.config, in_force=True)
+        self.secrets = secrets_of(self.config)      # the key file named, read now
         self.catalog, self.planogram = self.files.catalog, self.files.planogram
         self.scenarios = list(self.files.scenarios or [])
         self.accounts = list(self.files.accounts or [])
@@ -260,7 +288,8 @@ class App:
         from billing.gateway import GatewayClient
         if self.config.gateway_url == "sim":
             from billing.gateway_server import SandboxGateway
-            self.gateway = SandboxGateway()
+            # kept under data_dir: a restart (`cabinet recover`) finds every intent and key
+            self.gateway = SandboxGateway(data_dir=self.data_path / "gateway")
             self.gateway_url = self.gateway.start()
             self._stack.callback(self.gateway.stop)
             self.gateway_client = GatewayClient(self.gateway_url, api_key=self.gateway.api_key,
@@ -334,11 +363,12 @@ class App:
         from billing.db import session_factory
         from billing.service import Billing
         from cabinet.inventory import Inventory
-        self.engine = open_engine(self.config)
+        self.engine = open_engine(self.config, secrets=self.secrets)
         self._stack.callback(self.engine.dispose)
         self.db = session_factory(self.engine)
         from cabinet.tax_config import tax_setup   # issue 11: taxed receipts
         self.billing = Billing(self.db, self.gateway_client, currency=self.catalog.currency,
+                               secrets=self.secrets,
                                cabinet_id=self.planogram.cabinet_id,
                                tax=tax_setup(self.config.tax, self.catalog,
                                              f"{self.config.source}: tax"))
@@ -451,7 +481,8 @@ class App:
             cabinet_id=self.config.cabinet_id or self.planogram.cabinet_id, board=self.board,
             bridge=self.bridge, face_camera=self.face_camera, shelf_cameras=self.shelf_cameras,
             billing=self.billing,
-            gallery=accounts_mod.load_gallery(self.db, self.config.thresholds.face_distance),
+            gallery=accounts_mod.load_gallery(self.db, self.config.thresholds.face_distance,
+                                              secrets=self.secrets),
             accounts=lambda aid: accounts_mod.name_of(self.db, aid),
             planogram_path=self.planogram_path, catalog_path=self.catalog_path,
             journal=Journal(self.db), inventory=self.inventory,

@@ -3,6 +3,7 @@
     cabinet demo [--json] [--workdir DIR] [--seed N]   run the simulated cabinet's scenarios
                  [--serve [--port P]]                  ... with the kiosk served on 127.0.0.1
     cabinet run [--config FILE]                        the cabinet's controller, forever
+    cabinet recover [--config FILE] [--workdir DIR]    finish sessions a crash left open
     cabinet sim mcu [...]                              a simulated MCU on a pty (path on line 1)
     cabinet reconcile BUNDLE [--json]                  re-run reconcile offline on a bundle
     cabinet accounts enroll NAME PHOTO... [--db URL]   enrol a customer's face
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
                      help="the cabinet's configuration (default: the simulated cabinet of "
                           "fixtures/cabinet.yaml)")
+
+    sub.add_parser("recover", help="finish the sessions a crash left open, drain the payment "
+                   "outbox, relock (cabinet/recover_cli.py)", add_help=False)
 
     sim = sub.add_parser("sim", help="simulated hardware")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
@@ -236,6 +240,7 @@ EXIT_CODES: tuple[tuple[str, str, int], ...] = (
     ("firmware_bridge.errors", "LinkError", EXIT_ERROR),          # e.g. CommandRefused
     ("billing.gateway", "GatewayUnavailable", EXIT_CONNECTION),
     ("billing.gateway", "GatewayError", EXIT_ERROR),              # declined, conflict, refused
+    ("cabinet.app", "KeyFileError", EXIT_CONNECTION),             # encryption_key_file not there
     ("cabinet.errors", "CabinetError", EXIT_ERROR),               # files, bundles, configuration
     ("vision.faces", "FaceError", EXIT_ERROR),
     ("vision.cameras", "CameraError", EXIT_ERROR),
@@ -264,6 +269,9 @@ def _run(args, rest: list[str]) -> int:
     if args.command == "vision":
         from cabinet import vision_cli
         return vision_cli.main(rest)
+    if args.command == "recover":
+        from cabinet import recover_cli
+        return recover_cli.main(rest)
     if args.command in ("planogram", "catalog", "restock", "inventory"):
         from cabinet import ops_cli
         return ops_cli.main([args.command, *rest])

@@ -120,6 +120,10 @@ class Config(_Section):
     gateway_url: str = Field(default="sim", description='"sim" starts the sandbox on loopback')
     gateway_api_key_file: str | None = Field(default=None, description="The real gateway's "
                                              "API key, one line (required unless sim)")
+    encryption_key_file: str | None = Field(default=None, description="The key sealing face "
+                                            "templates and payment tokens (billing/crypto.py; "
+                                            "`cabinet accounts keygen FILE`); none: "
+                                            "$CABINET_KEY_FILE, else <database file>.key")
     data_dir: str = Field(default="var", description="Session bundles, logs, the database")
     catalog: str = Field(default="catalog.yaml")
     planogram: str = Field(default="planogram.yaml")
