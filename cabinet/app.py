@@ -289,6 +289,7 @@ class App:
         if self.config.gateway_url == "sim":
             from billing.gateway_server import SandboxGateway
             # kept under data_dir: a restart (`cabinet recover`) finds every intent and key
+            (self.data_path / "gateway").mkdir(parents=True, exist_ok=True)
             self.gateway = SandboxGateway(data_dir=self.data_path / "gateway")
             self.gateway_url = self.gateway.start()
             self._stack.callback(self.gateway.stop)
