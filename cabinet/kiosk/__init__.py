@@ -9,7 +9,8 @@ anything from elsewhere. Routes (relative to the mount point):
     GET  /               the page              GET /events     server-sent events (state)
     GET  /state          the state as JSON     GET /i18n/{lang}.json   a string catalog
     GET  /preview.jpg    the face camera frame (404 when none)
-    GET  /qr.png         the QR alternative (404 when not on the QR screen)
+    GET  /qr.svg         the QR alternative, drawn by segno (404 when not on the QR screen;
+                         /qr.png the same as a PNG)
     POST /start /use-qr /cancel    a tap (JSON body {}), 202 when the controller took it
     POST /pin            {"pin": "1234"} on the second-factor screen
 
@@ -130,6 +131,16 @@ def kiosk_app(state: KioskState, *, default_language: str = "en",
         segno.make(code, error="m").save(out, kind="png", scale=10, border=4)
         return Response(out.getvalue(), media_type="image/png", headers=NO_STORE)
 
+    async def qr_svg(request: Request) -> Response:
+        code = state.qr_code()
+        if code is None:
+            return PlainTextResponse("no QR code on the screen now", status_code=404,
+                                     headers=NO_STORE)
+        out = io.BytesIO()
+        segno.make(code, error="m").save(out, kind="svg", scale=10, border=4, xmldecl=False,
+                                         dark="#000", light="#fff")
+        return Response(out.getvalue(), media_type="image/svg+xml", headers=NO_STORE)
+
     def action(name: str):
         async def endpoint(request: Request) -> Response:
             problem = _check_post(request)
@@ -163,6 +174,7 @@ def kiosk_app(state: KioskState, *, default_language: str = "en",
         Route("/i18n/{lang}.json", catalog),
         Route("/preview.jpg", preview),
         Route("/qr.png", qr_png),
+        Route("/qr.svg", qr_svg),
         Route("/start", action("start"), methods=["POST"]),
         Route("/use-qr", action("use_qr"), methods=["POST"]),
         Route("/cancel", action("cancel"), methods=["POST"]),

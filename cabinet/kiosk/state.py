@@ -35,7 +35,7 @@ from firmware_bridge.clock import Clock, clock_or_system
 
 # Why a customer was turned away; the page shows the catalog's `refused.<code>`.
 REFUSAL_REASONS = ("face_not_recognised", "account_blocked", "unpaid_debt",
-                   "payment_method_invalid", "hold_declined", "pin_wrong", "qr_expired",
+                   "payment_method_invalid", "hold_declined", "pin_wrong", "qr_expired", "qr_used", "qr_invalid",
                    "timed_out", "age_restricted")
 # Why the cabinet does not sell; the page shows the catalog's `out_of_service.<code>`.
 OUT_OF_SERVICE_REASONS = ("hardware_fault", "link_lost", "door_fault", "temperature",

@@ -147,7 +147,7 @@ function render(next) {
     for (const section of document.querySelectorAll("section[data-screen]")) {
       section.hidden = section.dataset.screen !== next.screen;
     }
-    if (next.screen === "qr") document.getElementById("qr").src = "qr.png?v=" + next.seq;
+    if (next.screen === "qr") document.getElementById("qr").src = "qr.svg?v=" + next.seq;
     translate();
   }
   const preview = document.getElementById("preview");
