@@ -1,0 +1,279 @@
+"""Age-restricted goods in the running controller (issue 11, items 2 and 4).
+
+Each test runs `cabinet run`'s loop (cabinet.runner.Runner) in a thread over a fresh simulated
+cabinet (make_cabinet: the simulated MCU on a real pty, SQLite, the sandbox gateway), and plays
+the customer from the test's thread: the face at the camera starts the session, the customer
+waits for the lock, opens the door, takes from the slots and closes it. What the controller
+decided is read where it is kept: billing's session, lines, tax entries and stored receipt,
+the journal, the alarms table, the kiosk's screen, and what the simulated MCU itself did with
+its compartment lock channel.
+
+Real time, on purpose: the MCU times the unlock pulse, the load cells settle by themselves and
+the runner polls the face camera; every wait for them is a bounded condition wait
+(tests/waiting.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from billing.models import CabinetSession, Charge, Hold, LineItem, TaxEntry
+from cabinet.age import FLAG
+from cabinet.config import load_config
+from cabinet.journal import Alarms, JournalEntry
+from cabinet.kiosk.state import PendingReview, Receipt, Unlocked
+from cabinet.runner import Runner
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+FIX = Path(__file__).resolve().parents[2] / "fixtures"
+PERSON = "obama"            # an enrolled face with the shared photos and without them
+BOUND_S = 60.0              # real-time bound on any one wait (a session takes a few seconds)
+COMPARTMENT = {"id": "bar", "lock_channel": 1, "shelves": ["middle"], "age_restricted": True}
+
+
+def config_for(tmp_path: Path, name: str, *, compartment: bool = False):
+    """The fixture's configuration, HTTP on a free port; with the middle shelf (the lager)
+    behind compartment 'bar' on lock channel 1 when asked."""
+    cfg = load_config(FIX / name)
+    update = {"http": cfg.http.model_copy(update={"port": 0})}
+    if compartment:
+        data = yaml.safe_load(cfg.planogram_path.read_text(encoding="utf-8"))
+        data["compartments"] = [COMPARTMENT]
+        path = tmp_path / "planogram-bar.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        update["planogram"] = str(path)
+    return cfg.model_copy(update=update)
+
+
+class Running:
+    """A SimCabinet with its Runner looping in a thread; `stop()` ends it cleanly."""
+
+    def __init__(self, cab):
+        self.cab = cab
+        self.runner = Runner(cab.app, environ={})
+        self.result: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(
+            asyncio.run(self.runner.run())), daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.runner.port is not None or not self.thread.is_alive(),
+                   "the runner to serve", BOUND_S)
+        assert self.thread.is_alive(), "the runner stopped while starting"
+
+    @property
+    def account(self) -> int:
+        return self.cab.account_ids[PERSON]
+
+    def shop(self, *slots: str, at_the_door=None) -> str:
+        """One customer session: show the face, wait for the lock, call `at_the_door()` with
+        the door still shut (the kiosk says the door is unlocked), open the door, take one
+        item from each slot, close the door; the session id once the runner has finished it."""
+        cab, runner = self.cab, self.runner
+        before = runner.sessions_run
+        cab.face_camera.show(cab.photo_for(PERSON, 0))
+        try:
+            wait_until(lambda: isinstance(runner.kiosk.screen, Unlocked),
+                       "the kiosk to say the door is unlocked", BOUND_S)
+        finally:
+            cab.face_camera.show(None)
+        if at_the_door is not None:
+            at_the_door()
+        assert cab.mcu.open_door(), "the lock held the door shut"
+        for slot in slots:
+            cab.world.take(slot, 1)
+        cab.mcu.close_door()
+        cab.world.leave()
+        wait_until(lambda: runner.sessions_run > before, "the session to end", BOUND_S)
+        return self.last_session()
+
+    def last_session(self) -> str:
+        with self.cab.db() as s:
+            return s.scalars(select(CabinetSession.id)
+                             .order_by(CabinetSession.opened_at.desc())).first()
+
+    def stop(self) -> None:
+        self.runner.stop_from_thread()
+        self.thread.join(BOUND_S)
+        assert not self.thread.is_alive(), "the runner did not stop"
+        assert self.result == [0]
+
+
+@pytest.fixture
+def run_cabinet(make_cabinet, tmp_path):
+    """Factory: `run_cabinet(config_name, compartment=False)` -> Running; stopped at teardown."""
+    started: list[Running] = []
+
+    def start(name: str = "cabinet.yaml", *, compartment: bool = False) -> Running:
+        cab = make_cabinet(config=config_for(tmp_path, name, compartment=compartment))
+        started.append(Running(cab))
+        return started[-1]
+    yield start
+    for r in started:
+        r.stop()
+
+
+# --- reading back what happened --------------------------------------------------------------
+def session_row(cab, sid: str) -> CabinetSession:
+    with cab.db() as s:
+        return s.get(CabinetSession, sid)
+
+
+def lines(cab, sid: str) -> list[tuple[str, int, int, int, int, int]]:
+    """(sku, qty, amount, rate bp, net, tax) of each charged line."""
+    with cab.db() as s:
+        return [(x.sku, x.qty, x.amount, x.tax_rate_bp, x.net, x.tax) for x in s.scalars(
+            select(LineItem).where(LineItem.session_id == sid).order_by(LineItem.position))]
+
+
+def captured(cab, sid: str) -> int:
+    with cab.db() as s:
+        return sum(c.amount for c in s.scalars(select(Charge).where(
+            Charge.session_id == sid, Charge.status == "succeeded")))
+
+
+def journal(cab, sid: str, trigger: str) -> dict:
+    with cab.db() as s:
+        entry = s.scalars(select(JournalEntry).where(JournalEntry.session_id == sid,
+                                                     JournalEntry.trigger == trigger)).one()
+        return json.loads(entry.data or "{}")
+
+
+def alarm_rows(cab) -> list[tuple[str, bool, bool]]:
+    """(kind, cleared, review) of every alarm row, oldest first."""
+    return [(a.kind, a.cleared_at is not None, a.review) for a in Alarms(cab.db).all()]
+
+
+def verify_age(cab, account_id: int) -> None:
+    cab.billing.verify_age(account_id, by="op-anna", method="id_card")
+
+
+# --- the scenarios ---------------------------------------------------------------------------
+def test_an_unverified_customer_who_takes_the_lager_is_flagged_alarmed_and_not_charged_for_it(
+        run_cabinet):
+    running = run_cabinet("cabinet.yaml")          # EUR; the lager shares the main door
+    cab = running.cab
+    at_door: list = []
+    sid = running.shop("B4", "A3", at_the_door=lambda: at_door.append(running.runner.kiosk.screen))
+
+    # told at the door that the restricted goods are not for them
+    assert at_door[0].age_notice is True
+    # reconcile saw the lager leave; it was withheld, the water charged
+    assert journal(cab, sid, "reconciled")["basket"] == {"lager-330": 1, "water-500": 1}
+    assert journal(cab, sid, "finished")["withheld"] == {"lager-330": 1}
+    row = session_row(cab, sid)
+    assert row.outcome == "charged" and row.total == 120
+    assert FLAG in row.flags                      # the console's review queue lists it
+    assert [x[0] for x in lines(cab, sid)] == ["water-500"]
+    assert captured(cab, sid) == 120
+    receipt = cab.billing.stored_receipts(sid)[-1]
+    assert "Lager" not in receipt and "Still water 500 ml bottle" in receipt
+    # an alarm in cabinet_alarms for review; a record, so the cabinet stays in service
+    assert alarm_rows(cab) == [("age_restricted_taken", True, True)]
+    assert running.runner.health()["in_service"]
+    # the customer sees the pending-review screen, saying the restricted items were not charged
+    screen = running.runner.kiosk.screen
+    assert isinstance(screen, PendingReview) and screen.age_restricted is True
+    assert cab.mcu.channel_unlocks[1] == 0
+
+
+def test_an_unverified_customer_who_takes_only_the_lager_pays_nothing_and_is_reviewed(
+        run_cabinet):
+    running = run_cabinet("cabinet.yaml")
+    cab = running.cab
+    sid = running.shop("B4")
+    row = session_row(cab, sid)
+    assert row.outcome == "nothing_taken" and row.total == 0 and FLAG in row.flags
+    assert captured(cab, sid) == 0 and lines(cab, sid) == []
+    with cab.db() as s:
+        hold = s.scalars(select(Hold).where(Hold.session_id == sid)).one()
+    assert hold.status == "voided"
+    assert alarm_rows(cab) == [("age_restricted_taken", True, True)]
+    assert isinstance(running.runner.kiosk.screen, PendingReview)
+
+
+def test_a_verified_adult_is_charged_for_the_lager_with_a_10_percent_line(run_cabinet):
+    running = run_cabinet("cabinet-jp.yaml")       # JPY: alcohol at 10%, floor per rate
+    cab = running.cab
+    verify_age(cab, running.account)
+    at_door: list = []
+    sid = running.shop("B4", at_the_door=lambda: at_door.append(running.runner.kiosk.screen))
+    assert at_door[0].age_notice is False
+    row = session_row(cab, sid)
+    assert row.outcome == "charged" and row.total == 248 and FLAG not in (row.flags or [])
+    # 248 yen at 10% included: tax floor(248 * 10 / 110) = 22, net 226
+    assert lines(cab, sid) == [("lager-330", 1, 248, 1000, 226, 22)]
+    assert captured(cab, sid) == 248
+    receipt = cab.billing.stored_receipts(sid)[-1]
+    assert "(10%)" in receipt and "10% on JPY 248: net JPY 226, tax JPY 22" in receipt
+    assert "Tax reg.  T1234567890123" in receipt
+    assert alarm_rows(cab) == []
+    assert isinstance(running.runner.kiosk.screen, Receipt)
+
+
+def test_a_mixed_basket_in_yen_carries_both_rates_adding_up_to_the_charge(run_cabinet):
+    running = run_cabinet("cabinet-jp.yaml")
+    cab = running.cab
+    verify_age(cab, running.account)
+    sid = running.shop("B4", "A3", "C3")           # lager 248 (10%), water 110 + sour cream 298 (8%)
+    row = session_row(cab, sid)
+    assert row.outcome == "charged" and row.total == 656 == captured(cab, sid)
+    assert {x[0]: x[3] for x in lines(cab, sid)} == {
+        "lager-330": 1000, "sour-cream-300": 800, "water-500": 800}
+    with cab.db() as s:
+        rates = {t.rate_bp: (t.gross, t.net, t.tax) for t in s.scalars(
+            select(TaxEntry).where(TaxEntry.session_id == sid, TaxEntry.kind == "sale"))}
+    # rounded once per rate: 8% of 408 included -> floor(30.2) = 30; 10% of 248 -> 22
+    assert rates == {800: (408, 378, 30), 1000: (248, 226, 22)}
+    assert sum(g for g, _, _ in rates.values()) == row.total
+    assert all(g == n + t for g, n, t in rates.values())
+    receipt = cab.billing.stored_receipts(sid)[-1]
+    assert "8% on JPY 408: net JPY 378, tax JPY 30" in receipt
+    assert "10% on JPY 248: net JPY 226, tax JPY 22" in receipt
+
+
+def test_the_compartment_opens_only_for_a_verified_adult(run_cabinet):
+    running = run_cabinet("cabinet-jp.yaml", compartment=True)
+    cab = running.cab
+    seen: list = []
+
+    def minor_at_the_door():        # the compartment would be released before this screen
+        seen.append((running.runner.kiosk.screen, dict(cab.mcu.channel_engaged)))
+
+    def adult_at_the_door():
+        wait_until(lambda: not cab.mcu.channel_engaged[1], "the compartment's lock to release",
+                   BOUND_S)
+        seen.append((running.runner.kiosk.screen, dict(cab.mcu.channel_engaged)))
+
+    first = running.shop(at_the_door=minor_at_the_door)
+    assert cab.mcu.channel_unlocks[1] == 0 and seen[0][1] == {1: True}
+    assert journal(cab, first, "authorized")["lock_channels"] == [0]
+    assert seen[0][0].age_notice is False          # the lager is behind its own door
+    assert session_row(cab, first).outcome == "nothing_taken"
+
+    verify_age(cab, running.account)
+    second = running.shop(at_the_door=adult_at_the_door)
+    assert seen[1][1] == {1: False}
+    assert cab.mcu.channel_unlocks[1] == 1
+    assert journal(cab, second, "authorized")["lock_channels"] == [0, 1]
+    # the controller's Lock at the door's close engages the compartment again
+    assert cab.mcu.channel_engaged[1] is True
+    # a release this host commanded is no tamper
+    assert alarm_rows(cab) == []
+
+
+def test_an_uncommanded_compartment_release_is_a_tamper_alarm_until_it_relocks(run_cabinet):
+    running = run_cabinet("cabinet-jp.yaml", compartment=True)
+    cab, runner = running.cab, running.runner
+    cab.mcu.inject("uncommanded_unlock", cause="manual_key", duration_s=0.5, channel=1)
+    wait_until(lambda: runner.health()["alarms"] == ["compartment_unlock"]
+               and not runner.health()["in_service"], "the tamper alarm", BOUND_S)
+    wait_until(lambda: runner.health()["in_service"], "the compartment to relock", BOUND_S)
+    assert alarm_rows(cab) == [("compartment_unlock", True, True)]
+    assert cab.mcu.channel_unlocks[1] == 0 and cab.mcu.uncommanded_releases == 1
