@@ -147,3 +147,4 @@ class Alarms:
 # The operator console keeps its tables (operators, logins, audit) on the same metadata: importing
 # them here puts them in every migration check and `new_revision` that imports the journal.
 import cabinet.console.tables  # noqa: E402,F401
+import cabinet.fleet.tables  # noqa: E402,F401  (the fleet outbox, migration 0009)
