@@ -663,8 +663,30 @@ class Controller:
                 run.candidates = tuple(decision.candidates)
             return None, decision.message
         account_id = int(decision.account_id)
-        standing = await self._blocking(self.billing.standing, account_id)
-        return account_id, ("" if standing.ok else standing.reason)
+        admission = await self._blocking(self.billing.admission, account_id)
+        if not admission.allowed:
+            return account_id, admission.reason
+        if admission.entry == "second_factor":
+            return await self._trust_second_factor(run, account_id, admission)
+        return account_id, ""
+
+    async def _trust_second_factor(self, run: "_Run", account_id: int, admission):
+        """A confident face whose account's trust asks for a second factor (billing/standing.py,
+        docs/identity.md): the PIN pad, for this account only. Low trust (code
+        low_trust_second_factor) is refused where no PIN can be typed; the middle band (a new
+        account) is asked where the cabinet has a pad and the account a PIN, else its face and
+        the hold admit it, as customers.md's band allows the QR code instead of the digits."""
+        run.identity["trust_entry"] = admission.code
+        can_ask = self.pins is not None and self.kiosk is not None \
+            and await self._blocking(self.pins.has, account_id)
+        if can_ask:
+            run.candidates = (str(account_id),)
+            return None, admission.reason
+        if admission.code == "low_trust_second_factor":
+            return account_id, ("this account must confirm with a PIN and none can be typed "
+                                "here: set a PIN in the app or use the QR code")
+        run.identity["trust_entry"] = "second_factor_unavailable"
+        return account_id, ""
 
     # --- operator restock ---------------------------------------------------------------
     async def restock(self, operator: str, levels: Mapping[str, int] | None = None,

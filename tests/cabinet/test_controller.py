@@ -267,10 +267,10 @@ class _SlowStanding:
         self.asked = threading.Event()
         self.release = threading.Event()
 
-    def standing(self, account_id):
+    def admission(self, account_id):
         self.asked.set()
         assert self.release.wait(REAL_BOUND_S), "the test never released the standing check"
-        return self._billing.standing(account_id)
+        return self._billing.admission(account_id)
 
     def __getattr__(self, name):
         return getattr(self._billing, name)
