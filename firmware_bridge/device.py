@@ -84,7 +84,8 @@ class Board:
                  host_timeout_s: float = 3.0, missed_heartbeats: int = 3,
                  reconnect: bool = True, reconnect_max_s: float = 2.0, sample_hz: int = 25,
                  stable_window_s: float = 1.0, stable_band_g: float = 2.0,
-                 zero_hold_s: float = 3.0, clock: Clock | None = None) -> None:
+                 zero_hold_s: float = 3.0, clock: Clock | None = None,
+                 settle_samples: int = 10) -> None:
         self.port = port
         self.clock = clock_or_system(clock)
         self.timeout_s = timeout_s
@@ -93,7 +94,8 @@ class Board:
         self.sample_hz = sample_hz
         self._cal = calibration or Calibration({})
         self._filter_opts = dict(sample_hz=sample_hz, window_s=stable_window_s,
-                                 stable_band_g=stable_band_g, zero_hold_s=zero_hold_s)
+                                 stable_band_g=stable_band_g, zero_hold_s=zero_hold_s,
+                                 settle_samples=settle_samples)
         self._link = Link(port, self, finder=finder, timeout_s=timeout_s,
                           heartbeat_s=heartbeat_s, mcu_heartbeat_s=mcu_heartbeat_s,
                           host_timeout_s=host_timeout_s, missed_heartbeats=missed_heartbeats,
@@ -299,6 +301,19 @@ class Board:
                 break
             clock.sleep(0.02)
         return {s: out.get(s) or self._filters[s].reading() for s in wanted}
+
+    def samples(self, shelf: int, reading: ShelfReading | None = None) -> tuple[float, ...]:
+        """The raw samples (grams, oldest first, before any filtering) of the window `reading`
+        rests on (a reading of this shelf from ``weights()`` or ``wait_stable()``; default: the
+        shelf's reading now): for a settled reading, the samples its settle test passed on.
+        The filter keeps about two stability windows of samples, so ask soon after the
+        reading; older samples are gone and fewer come back. Safe from any thread."""
+        f = self._filter(shelf)
+        r = f.reading() if reading is None else reading
+        if r.shelf != shelf:
+            raise ValueError(f"{self._who()}: a reading of shelf {r.shelf} asked for the "
+                             f"samples of shelf {shelf}")
+        return f.raw_samples(r.since, r.at)
 
     def baseline(self) -> dict[int, ShelfReading]:
         """The last stable reading of each shelf before the most recent unlock."""

@@ -2,16 +2,34 @@
 
 Per shelf, each raw sample goes through a 5-sample median (kills single spikes), then a
 trimmed moving average over 8 medians (drops the highest and lowest), giving filtered counts.
-grams = (filtered - tare_counts) / counts_per_gram. A reading is *stable* when the filtered
-value moved less than ``stable_band_g`` over the last ``window_s`` (about a second) and the
-window is full; otherwise it is *dynamic*. Tare averages the stable window and refuses
-saturated, not-ready or stuck cells; calibrate refuses when the counts barely moved. While the
+grams = (filtered - tare_counts) / counts_per_gram. A reading is *stable* when either test
+passes, otherwise it is *dynamic*:
+
+- the fixed window: the filtered value moved less than ``stable_band_g`` over the last
+  ``window_s`` (about a second) and the window is full;
+- the statistical test, on the last ``settle_samples`` raw samples (0.4 s at 25 Hz): their
+  robust scatter (1.4826 x MAD) is within ``stable_band_g / 2`` with at most one sample (a
+  spike) further than three times that from their median, their trend
+  (the median pairwise slope, Theil-Sen) moves the load by no more than that across the window
+  (no creep, no slow swing), and the filtered value agrees with their median as closely (the
+  filter's lag has passed). A
+  damped swing passes once its amplitude is down to about the noise band, usually long before
+  a one-second window of the filtered value is quiet (tests/firmware_bridge/
+  test_device_samples.py).
+
+Every raw sample is also kept (bounded: about two windows) so that ``raw_samples(since, until)``
+can hand out, in grams, the window a reading rests on: ``ShelfReading.since`` is the time of
+its oldest sample (the settle window's for a stable reading, the last ``settle_samples``
+otherwise). Tare averages the window the stable reading rests on and refuses saturated,
+not-ready or stuck cells; calibrate refuses when the counts barely moved. While the
 door has been closed for ``zero_hold_s`` and the shelf is stable, nothing can really change on
 it, so slow movement is drift: the tare follows it at most ``zero_rate_g_per_s``.
 """
 from __future__ import annotations
 
 import json
+import statistics
+import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +54,7 @@ class ShelfReading:
     ready: bool = True
     stuck: bool = False
     at: float = 0.0                     # host monotonic time of the newest sample
+    since: float = 0.0                  # ... and of the oldest sample the reading rests on
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,10 @@ class ShelfFilter:
 
     def __init__(self, shelf: int, calibration: ShelfCalibration, *, sample_hz: float = 25.0,
                  window_s: float = 1.0, stable_band_g: float = 2.0, zero_hold_s: float = 3.0,
-                 zero_rate_g_per_s: float = 0.2) -> None:
+                 zero_rate_g_per_s: float = 0.2, settle_samples: int = 10) -> None:
+        if settle_samples < 6:
+            raise ValueError(f"shelf {shelf}: settle_samples = {settle_samples}; the settle test "
+                             f"needs at least 6 samples to tell a swing from noise")
         self.shelf = shelf
         self.tare_counts = calibration.tare_counts
         self.counts_per_gram = calibration.counts_per_gram
@@ -105,6 +127,12 @@ class ShelfFilter:
         self._raw: deque[int] = deque(maxlen=5)
         self._medians: deque[int] = deque(maxlen=8)
         self._window: deque[tuple[float, float]] = deque()
+        self.settle_samples = settle_samples
+        # raw samples, (time, counts), for raw_samples(); read from other threads
+        self._raw_c: deque[tuple[float, int]] = deque(
+            maxlen=int(2 * window_s * sample_hz) + 2 * settle_samples)
+        self._raw_lock = threading.Lock()
+        self._fresh = 0                         # samples since the cell was last not ready
         self._same_raw = 0
         self._door_closed_since: float | None = 0.0
         self._zero_ref: float | None = None
@@ -125,9 +153,10 @@ class ShelfFilter:
     def not_ready(self, now: float) -> None:
         self.not_ready_batches += 1
         self._window.clear()
+        self._fresh = 0
         r = self._reading
         self._reading = ShelfReading(self.shelf, r.grams, False, r.raw_counts, r.saturated,
-                                     False, r.stuck, now)
+                                     False, r.stuck, now, now)
 
     def door(self, closed: bool, now: float) -> None:
         self._door_closed_since = now if closed else None
@@ -140,6 +169,9 @@ class ShelfFilter:
         prev = self._raw[-1] if self._raw else None
         self._same_raw = self._same_raw + 1 if c == prev else 0
         self._raw.append(c)
+        with self._raw_lock:
+            self._raw_c.append((t, c))
+        self._fresh += 1
         med = sorted(self._raw)[len(self._raw) // 2]
         if med != c:
             band = self.stable_band_g * abs(self.counts_per_gram) * 10
@@ -152,12 +184,18 @@ class ShelfFilter:
         win.append((t, value))
         while win and win[0][0] < t - self.window_s:
             win.popleft()
+        grams = (value - self.tare_counts) / self.counts_per_gram
         stable = self._stable(t)
+        since = win[0][0]
+        if not stable:
+            recent = self._recent()
+            since = recent[0][0] if recent else t
+            stable = self._settled(recent, grams)
         if stable:
             self._track_zero(value, t)
-        grams = (value - self.tare_counts) / self.counts_per_gram
+            grams = (value - self.tare_counts) / self.counts_per_gram
         self._reading = ShelfReading(self.shelf, grams, stable, c, saturated, True,
-                                     self._same_raw >= STUCK_SAMPLES, t)
+                                     self._same_raw >= STUCK_SAMPLES, t, since)
         if stable:
             self.last_stable = self._reading
 
@@ -168,6 +206,42 @@ class ShelfFilter:
         lo = min(v for _, v in win)
         hi = max(v for _, v in win)
         return (hi - lo) <= self.stable_band_g * abs(self.counts_per_gram)
+
+    def _recent(self) -> list[tuple[float, float]]:
+        """The last settle_samples raw samples (time, grams) since the cell was last ready."""
+        n = min(self.settle_samples, self._fresh)
+        tare, cpg = self.tare_counts, self.counts_per_gram
+        with self._raw_lock:
+            raw = self._raw_c
+            return [(raw[i][0], (raw[i][1] - tare) / cpg)
+                    for i in range(len(raw) - min(n, len(raw)), len(raw))]
+
+    def _settled(self, recent: list[tuple[float, float]], grams: float) -> bool:
+        """The statistical settle test (module doc) on the recent raw samples."""
+        if len(recent) < self.settle_samples or self._same_raw >= STUCK_SAMPLES:
+            return False
+        ys = [g for _, g in recent]
+        mid = statistics.median(ys)
+        limit = self.stable_band_g / 2
+        devs = [abs(y - mid) for y in ys]
+        if 1.4826 * statistics.median(devs) > limit or sum(d > 3 * limit for d in devs) > 1:
+            return False        # the scatter, or more than one sample far out (a spike is one)
+        # the trend across the window, by the median of the pairwise slopes (Theil-Sen: a
+        # spike among the samples does not tilt it)
+        slope = statistics.median((ys[j] - ys[i]) / (recent[j][0] - recent[i][0])
+                                  for i in range(len(ys)) for j in range(i + 1, len(ys))
+                                  if recent[j][0] > recent[i][0])
+        if abs(slope) * (recent[-1][0] - recent[0][0]) > limit:
+            return False
+        return abs(grams - mid) <= limit
+
+    def raw_samples(self, since: float, until: float) -> tuple[float, ...]:
+        """The raw samples (grams, oldest first) taken from `since` to `until` (host times, as
+        in ShelfReading.since/at) that are still kept; safe to call from any thread."""
+        tare, cpg = self.tare_counts, self.counts_per_gram
+        with self._raw_lock:
+            counts = [c for t, c in self._raw_c if since <= t <= until]
+        return tuple(round((c - tare) / cpg, 3) for c in counts)
 
     def _track_zero(self, value: float, t: float) -> None:
         since = self._door_closed_since
@@ -187,8 +261,17 @@ class ShelfFilter:
         return self._reading
 
     def window_mean(self) -> float:
-        win = list(self._window)
-        return sum(v for _, v in win) / len(win) if win else 0.0
+        """Counts of the window the current reading rests on: the mean filtered value over the
+        fixed window when that is quiet, else the trimmed mean of the raw samples the settle
+        test passed on (the filtered values there still carry the filter's lag)."""
+        r = self._reading
+        if self._stable(r.at) or not r.stable:
+            win = list(self._window)
+            return sum(v for _, v in win) / len(win) if win else 0.0
+        with self._raw_lock:
+            counts = sorted(c for t, c in self._raw_c if r.since <= t <= r.at)
+        trimmed = counts[1:-1] if len(counts) > 4 else counts
+        return sum(trimmed) / len(trimmed)
 
     def calibration(self) -> ShelfCalibration:
         return ShelfCalibration(self.tare_counts, self.counts_per_gram)
