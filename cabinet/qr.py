@@ -361,3 +361,167 @@ class QrEntry:
         self.signer = QrSigner(key, cabinet_id, now=now, ttl_s=ttl_s)
         self.used = UsedCodes(sessions, now=now)
         self.tokens = AppTokens(sessions)
+
+
+# --- the runner's side ------------------------------------------------------------------------
+_REFUSAL_CODE = {409: "qr_used", 410: "qr_expired"}      # kiosk codes; anything else qr_invalid
+
+
+class QrDoor:
+    """QR entry in `cabinet run` (cabinet/runner.py), on the runner's event loop:
+
+    - the kiosk's "Use a QR code instead" shows a kiosk code (`show_kiosk_code`) until it is
+      claimed, cancelled (withdrawn: a later claim is a 409) or expired (the kiosk says so);
+    - `claim(code, app_token)`: the phone app's POST; the answer waits for the door: 200
+      unlocked, 403 refused with the standing's reason, or the code's own 400/401/409/410;
+    - `entry_code(app_token)`: the code the app shows to the face camera; `at_camera(frame)`
+      reads one and starts the session (a code still held up is not read twice).
+    A session a code starts is the controller's `session_for_account`: the same standing
+    check, hold, unlock, reconcile and charge as a face.
+    """
+
+    def __init__(self, runner: Any, entry: QrEntry, *, admission_timeout_s: float = 30.0):
+        self.runner = runner
+        self.entry = entry
+        self.admission_timeout_s = admission_timeout_s
+        self.shown: tuple[str, QrClaim] | None = None    # the kiosk code on the screen
+        self.pending: tuple[int, str, Callable[[str, str, str], None]] | None = None
+        self.last_seen: str | None = None                # the camera's code still in view
+        self.refusals: list[tuple[int, str]] = []        # (status, message), newest last
+
+    # -- the kiosk's code ----------------------------------------------------------------
+    def show_kiosk_code(self) -> None:
+        from cabinet.kiosk.state import QrCode
+        code, claim = self.entry.signer.issue(KIOSK)
+        self.shown = (code, claim)
+        self.runner.kiosk.publish(QrCode(code, self.entry.signer.ttl_s))
+
+    def withdraw(self) -> bool:
+        """The customer cancelled on the QR screen: the code on show can no longer be used."""
+        shown, self.shown = self.shown, None
+        if shown is None:
+            return False
+        try:
+            self.entry.used.consume(shown[1], outcome="withdrawn")
+        except QrRefused:
+            pass                      # claimed at that very moment: the claim won
+        return True
+
+    def check_expiry(self) -> None:
+        """The kiosk code's time is up: the kiosk says so (and welcomes the next customer
+        after the runner's screen_hold_s)."""
+        from cabinet.kiosk.state import Refused
+        shown = self.shown
+        if shown is not None and self.entry.signer._now() >= shown[1].expires_at:
+            self.shown = None
+            self.runner.kiosk.publish(Refused("qr_expired"))
+            self.runner._last_shown_at = self.runner.clock.monotonic()
+
+    # -- the phone app's requests --------------------------------------------------------
+    def busy(self) -> str:
+        """Why no session can start now ("" when one can)."""
+        r = self.runner
+        if r._in_session or r._start_requested or self.pending is not None:
+            return "a session is already running: one customer at a time"
+        active = r.alarms.active()
+        if active or r.controller.machine.state != "idle":
+            return f"out of service ({', '.join(active) or r.controller.machine.state})"
+        return ""
+
+    async def claim(self, code: Any, app_token: Any) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) for a kiosk code and an app token."""
+        try:
+            claim = self.entry.signer.verify(code, kind=KIOSK)
+            account_id = self.entry.tokens.account_for(app_token)
+        except QrRefused as e:
+            return e.status, e.body()
+        refusal = self.busy()
+        if refusal:
+            return 409, {"error": refusal, "field": None}
+        try:
+            self.entry.used.consume(claim, account_id=account_id)
+        except QrRefused as e:
+            return e.status, e.body()
+        if self.shown is not None and self.shown[1].nonce == claim.nonce:
+            self.shown = None
+        return await self._start(account_id, "qr_kiosk")
+
+    def entry_code(self, app_token: Any) -> tuple[int, dict[str, Any]]:
+        try:
+            account_id = self.entry.tokens.account_for(app_token)
+        except QrRefused as e:
+            return e.status, e.body()
+        code, claim = self.entry.signer.issue(ENTRY, account_id)
+        return 201, {"code": code, "expires_in_s": self.entry.signer.ttl_s,
+                     "expires_at": claim.expires_at}
+
+    async def _start(self, account_id: int, how: str) -> tuple[int, dict[str, Any]]:
+        import asyncio
+        loop = asyncio.get_running_loop()
+        told: asyncio.Future = loop.create_future()
+
+        def tell(outcome: str, reason: str, code: str) -> None:
+            if not told.done():
+                told.set_result((outcome, reason, code))
+        self.pending = (account_id, how, tell)
+        self.runner._poke()
+        try:
+            outcome, reason, code = await self.runner.clock.wait_for(
+                asyncio.shield(told), self.admission_timeout_s)
+        except asyncio.TimeoutError:
+            return 202, {"status": "pending", "error": "the session started; the door's answer "
+                                                      "did not come in time, see the kiosk"}
+        if outcome == "unlocked":
+            return 200, {"status": "unlocked"}
+        if outcome == "refused":
+            return 403, {"status": "refused", "reason": code, "error": reason}
+        return 503, {"status": outcome, "error": reason or "the lock did not release"}
+
+    async def run_pending(self) -> bool:
+        """Start the session a code asked for (the runner's loop, when idle); False: none."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return False
+        account_id, how, tell = pending
+        try:
+            await self.runner._session(None, account_id=account_id, entry=how, on_admission=tell)
+        finally:
+            tell("refused", "the session could not start (out of service)", "")
+        return True
+
+    def drop_pending(self, why: str) -> None:
+        """The cabinet went out of service before a claimed session could start."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending[2]("refused", why, "")
+
+    # -- the face camera -----------------------------------------------------------------
+    async def at_camera(self, frame) -> bool:
+        """An entry code in the face camera's frame: True when the frame was one (a session
+        asked for, or refused on the kiosk), False to look for a face in it."""
+        text = await self.runner.controller._blocking(read_qr, frame)
+        if text is None:
+            self.last_seen = None
+            return False
+        if text == self.last_seen:
+            return True                    # still held up: handled when it came
+        self.last_seen = text
+        try:
+            claim = self.entry.signer.verify(text, kind=ENTRY)
+            if self.busy():
+                self.last_seen = None      # read it again once the cabinet is free
+                return True
+            self.entry.used.consume(claim)
+        except QrRefused as e:
+            self._refuse(e)
+            return True
+        self.pending = (int(claim.account_id), "qr_camera", lambda *told: None)
+        return True
+
+    def _refuse(self, error: QrRefused) -> None:
+        from cabinet.kiosk.state import Refused
+        import logging
+        logging.getLogger("cabinet.qr").warning("QR code at the camera refused: %s", error)
+        self.refusals.append((error.status, str(error)))
+        self.runner.kiosk.publish(Refused(_REFUSAL_CODE.get(error.status, "qr_invalid")))
+        self.runner._last_shown_at = self.runner.clock.monotonic()

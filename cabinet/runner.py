@@ -126,7 +126,11 @@ class Runner:
         self.kiosk = KioskState(clock=app.clock)
         self.controller.kiosk = self.kiosk
         self.kiosk.set_handlers(start=self._kiosk_start, cancel=self._kiosk_cancel,
-                                pin=self.controller.submit_pin)
+                                pin=self.controller.submit_pin, use_qr=self._kiosk_use_qr)
+        # QR entry (cabinet/qr.py): the kiosk's code, the phone app's claim, the camera's code
+        from cabinet.qr import QrDoor, QrEntry, key_for_cabinet
+        self.qr = QrDoor(self, QrEntry(app.db, key_for_cabinet(app.data_path),
+                                       self.controller.cabinet_id, now=app.clock.time))
         from billing.pin import Pins
         self.controller.pins = Pins(app.db)     # the second factor: a PIN on the kiosk's pad
         self._face_wait: asyncio.Future | None = None   # a touchscreen start's wait for a face
@@ -168,10 +172,24 @@ class Runner:
         if pending is not None and not pending.done():
             self.controller.submit_pin(None)
             return
+        if self.qr.withdraw():              # the QR screen: its code can no longer be used
+            self._last_shown_at = None
+            self.kiosk.publish(Welcome())
+            return
         task = self._face_wait
         if task is None or task.done():
             raise ActionRefused("cancel: identification has begun; the session ends by itself "
                                 "in a moment")
+        task.cancel()
+
+    def _kiosk_use_qr(self) -> None:
+        """The kiosk's "Use a QR code instead" while a touchscreen start waits for a face: a
+        signed code for the phone app instead (cabinet/qr.py); refused once a face is in."""
+        task = self._face_wait
+        if task is None or task.done():
+            raise ActionRefused("use_qr: identification has begun; the session ends by itself "
+                                "in a moment")
+        self.qr.show_kiosk_code()
         task.cancel()
 
     def stop(self) -> None:
@@ -238,13 +256,19 @@ class Runner:
         while not queue.empty():
             await self._on_event(queue.get_nowait())
         self._check_timers()
+        self.qr.check_expiry()
         await self._follow_restock()
         self._sync_service()
         self._sync_screen()
+        if self.qr.pending and (self._stop or self.controller.machine.state != "idle"
+                                or self.alarms.active()):
+            self.qr.drop_pending("the cabinet is out of service now; try again later")
         if self._stop:
             return
         if self.controller.machine.state == "idle" and not self.alarms.active():
-            frame = await self._customer_frame()
+            frame = None if self.qr.pending else await self._customer_frame()
+            if await self.qr.run_pending():
+                return
             if frame is not None:
                 await self._session(frame)
                 return
@@ -274,6 +298,9 @@ class Runner:
                 task.cancel()
                 self._face_wait = None
                 self._start_requested = False
+            if task.cancelled() and self.qr.shown is not None:
+                log.info("touchscreen start: the customer chose the QR code")
+                return None
             if task.cancelled():
                 log.info("touchscreen start: cancelled on the kiosk")
                 self._last_shown_at = None
@@ -284,8 +311,12 @@ class Runner:
                 log.info("touchscreen start: no face came to the camera")
                 ctl.show(lambda: Refused("timed_out"))
                 self._last_shown_at = self.clock.monotonic()
+            elif await self.qr.at_camera(frame):
+                return None
             return frame
         frame = await ctl._blocking(ctl.face_camera.capture)
+        if frame is not None and await self.qr.at_camera(frame):
+            return None                     # a phone's entry code, not a face
         faces = 0 if frame is None else await ctl._blocking(_faces_in, frame)
         if faces == 0:
             self._face_away = True
@@ -294,13 +325,16 @@ class Runner:
             return None
         return frame
 
-    async def _session(self, frame) -> None:
+    async def _session(self, frame, **by_account: Any) -> None:
+        """A session for a face frame, or (`by_account`: account_id, entry, on_admission) for
+        an account a QR code named (Controller.session_for_account)."""
         self._in_session = True
         self._face_away = False
         seen = len(self.controller.alarms)
         try:
             try:
-                report = await self.controller.session(frame)
+                report = await (self.controller.session_for_account(**by_account) if by_account
+                                else self.controller.session(frame))
             except CabinetError as e:       # the door was open at the start: out of service
                 log.error("%s", e)
                 self.alarms.raise_(DOOR_LEFT_OPEN, str(e))
@@ -450,11 +484,12 @@ class Runner:
         screen = self.kiosk.screen
         reason = self.out_of_service_reason()
         if reason is not None:
+            self.qr.withdraw()
             if screen != OutOfService(reason):
                 self.kiosk.publish(OutOfService(reason))
             self._last_shown_at = None
             return
-        if isinstance(screen, Welcome):
+        if isinstance(screen, Welcome) or self.qr.shown is not None:
             return
         since = self._last_shown_at
         if since is not None and self.clock.monotonic() - since < self.screen_hold_s:

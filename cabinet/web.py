@@ -13,6 +13,11 @@ request sees the runner's state without locks:
                               cabinet_reconcile_seconds, cabinet_link_*_total,
                               cabinet_alarms_active, cabinet_alarms_total{kind}, cabinet_in_service
     POST /api/session/start   the touchscreen's start: 202, or 409 with the reason
+    POST /api/qr/claim        the phone app's {"code", "app_token"} for the kiosk's QR code:
+                              200 unlocked, 403 refused (standing), 400 naming the field, 401
+                              unknown token, 409 used or busy, 410 expired (cabinet/qr.py)
+    POST /api/qr/entry-code   {"app_token"}: 201 {"code", "expires_in_s"}, the account's code
+                              the app shows to the face camera
 
 With simulated parts (only then) the simulator's side is here too, for tests and the demo
 screen: POST /sim/face {"photo": PATH|null}, /sim/door {"action": "open"|"close"|"force"},
@@ -26,6 +31,7 @@ never cuts a session short.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from typing import Any
 
@@ -109,16 +115,65 @@ def make_asgi(runner: Any) -> Starlette:
     async def root(request: Request) -> Response:
         return RedirectResponse("/kiosk/", status_code=307)
 
+    async def qr_claim(request: Request) -> JSONResponse:
+        body = await _api_body(request, ("code", "app_token"))
+        if isinstance(body, JSONResponse):
+            return body
+        status, out = await runner.qr.claim(body.get("code"), body.get("app_token"))
+        return JSONResponse(out, status_code=status)
+
+    async def qr_entry_code(request: Request) -> JSONResponse:
+        body = await _api_body(request, ("app_token",))
+        if isinstance(body, JSONResponse):
+            return body
+        status, out = runner.qr.entry_code(body.get("app_token"))
+        return JSONResponse(out, status_code=status)
+
     from cabinet.console.app import console_app, deps_from_runner
     from cabinet.kiosk import kiosk_app
     routes = [Route("/", root), Route("/healthz", healthz), Route("/metrics", metrics),
               Route("/api/session/start", start, methods=["POST"]),
+              Route("/api/qr/claim", qr_claim, methods=["POST"]),
+              Route("/api/qr/entry-code", qr_entry_code, methods=["POST"]),
               Mount("/kiosk", kiosk_app(runner.kiosk)),
               Mount("/console", console_app(deps_from_runner(runner)))]
     app = runner.app
     if app.mcu is not None or app.world is not None:
         routes += _sim_routes(app)
     return Starlette(routes=routes)
+
+
+MAX_API_BODY = 4096
+
+
+async def _api_body(request: Request, fields: tuple[str, ...]) -> dict | JSONResponse:
+    """A phone app's JSON object with only `fields` (at most MAX_API_BODY bytes), or the
+    error response naming what is wrong."""
+    def bad(status: int, field: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": f"{request.url.path}: {message}", "field": field},
+                            status_code=status)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        return bad(415, "content-type", "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_API_BODY:
+        return bad(413, "body", f"the body is over {MAX_API_BODY} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_API_BODY:
+            return bad(413, "body", f"the body is over {MAX_API_BODY} bytes")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError:
+        return bad(400, "body", "the body is not JSON")
+    if not isinstance(data, dict):
+        return bad(400, "body", f"send a JSON object with {', '.join(fields)}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        return bad(400, unknown[0], f"unknown field(s) {', '.join(unknown)}; send "
+                                    f"{', '.join(fields)} only")
+    return data
 
 
 def _sim_routes(app: Any) -> list[Route]:
