@@ -9,6 +9,7 @@
     cabinet accounts enroll NAME PHOTO... [--db URL]   enrol a customer's face
     cabinet accounts list [--db URL]
     cabinet accounts set-pin ID [--db URL]             the customer's PIN (second factor)
+    cabinet accounts app-token ID [--db URL]           the phone app's token for QR entry
     cabinet config validate FILE                       check a configuration file
     cabinet bench link [--json]                        serial link benchmark
     cabinet bench session [--rounds N] [--json]        time to unlock and to receipt
@@ -105,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("account_id", type=int)
     sp.add_argument("--db", default=str(DEFAULT_DB))
     sp.add_argument("--stdin", action="store_true", help="read the PIN from stdin (scripts)")
+    at = acc_sub.add_parser("app-token", help="issue the phone app's token for QR entry "
+                            "(printed once; only its hash is kept; a new one replaces the old)")
+    at.add_argument("account_id", type=int)
+    at.add_argument("--db", default=str(DEFAULT_DB))
     kg = acc_sub.add_parser("keygen", help="write a new key file for templates and tokens")
     kg.add_argument("file", type=Path)
 
@@ -213,6 +218,12 @@ def _accounts(args) -> int:
                 raise CabinetError("set-pin: the two PINs differ; nothing changed")
         set_pin(db, args.account_id, pin)
         print(f"PIN set for account {args.account_id}")
+        return 0
+    if args.accounts_command == "app-token":
+        from cabinet.qr import AppTokens
+        token = AppTokens(db).issue(args.account_id)
+        print(f"app token for account {args.account_id} (shown once; the cabinet keeps only "
+              f"its hash):\n{token}")
         return 0
     if args.accounts_command == "enroll":
         account = accounts.enroll_offline(db, args.name, args.photos, payment_token=args.token,

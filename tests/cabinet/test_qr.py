@@ -460,3 +460,16 @@ def test_a_kiosk_code_withdrawn_by_cancel_no_longer_opens_the_door(running):
     got = post(runner, "/api/qr/claim", {"code": code, "app_token": token})
     assert got.status_code == 409 and "withdrawn" in got.json()["error"]
     assert runner.health()["sessions"] == 0 and cab.mcu.lock_engaged
+
+
+def test_cabinet_accounts_app_token_prints_a_token_once_that_names_the_account(db, capsys):
+    from cabinet.cli import main
+    url, sessions = db
+    assert main(["accounts", "app-token", "2", "--db", url]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert AppTokens(sessions).account_for(token) == 2
+    assert main(["accounts", "app-token", "2", "--db", url]) == 0        # a new one
+    assert capsys.readouterr().out.strip().splitlines()[-1] != token
+    assert refused(AppTokens(sessions).account_for, token).status == 401
+    assert main(["accounts", "app-token", "9", "--db", url]) == 1
+    assert "no account 9" in capsys.readouterr().err
