@@ -135,7 +135,7 @@ def lines(cab, sid: str) -> list[tuple[str, int, int, int, int, int]]:
 def captured(cab, sid: str) -> int:
     with cab.db() as s:
         return sum(c.amount for c in s.scalars(select(Charge).where(
-            Charge.session_id == sid, Charge.status == "succeeded")))
+            Charge.session_id == sid, Charge.status == "captured")))
 
 
 def journal(cab, sid: str, trigger: str) -> dict:
