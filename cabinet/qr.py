@@ -499,7 +499,8 @@ class QrDoor:
     async def at_camera(self, frame) -> bool:
         """An entry code in the face camera's frame: True when the frame was one (a session
         asked for, or refused on the kiosk), False to look for a face in it."""
-        text = await self.runner.controller._blocking(read_qr, frame)
+        text = None if frame is None else \
+            await self.runner.controller._blocking(read_qr, frame)
         if text is None:
             self.last_seen = None
             return False

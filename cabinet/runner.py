@@ -315,7 +315,7 @@ class Runner:
                 return None
             return frame
         frame = await ctl._blocking(ctl.face_camera.capture)
-        if frame is not None and await self.qr.at_camera(frame):
+        if await self.qr.at_camera(frame):
             return None                     # a phone's entry code, not a face
         faces = 0 if frame is None else await ctl._blocking(_faces_in, frame)
         if faces == 0:
