@@ -14,7 +14,8 @@ run stops naming the photo), then, with the door's policy (vision/identity.py):
 - matching time in galleries of 10k, 100k and 1M templates: the real templates plus synthetic
   ones (random around the real templates' mean, spread so two synthetic templates are as far
   apart as the median impostor pair), plain float32 search against vision.face_index.FaceIndex,
-  and every trial decided again inside each gallery by both: `decisions_differ` must be 0.
+  and every trial decided again inside each gallery by both: `decisions_differ` (outcome,
+  account, candidates, best and second-best account) must be 0.
 
 Prints a table; with --json prints the JSON object; --out writes it to a file.
 """
@@ -162,6 +163,14 @@ def synthetic_gallery(encodings: dict[str, list[np.ndarray]], size: int, imposto
     return matrix, ids, len(real)
 
 
+def decision_key(d, policy: IdentityPolicy) -> tuple:
+    """What two searches must agree on: outcome, account, candidates, and the best and
+    second-best ACCOUNTS (within refuse_distance: a FaceIndex reports nothing beyond it)."""
+    def near(a):
+        return None if a is None or a.distance > policy.refuse_distance else a.account_id
+    return d.outcome, d.account_id, d.candidates, near(d.best), near(d.second)
+
+
 def match_timing(encodings: dict[str, list[np.ndarray]], sizes: list[int], policy: IdentityPolicy,
                  impostor_median: float, seed: int) -> list[dict]:
     rows = []
@@ -189,10 +198,12 @@ def match_timing(encodings: dict[str, list[np.ndarray]], sizes: list[int], polic
             candidates.append(index.candidates_last)
             a = decide(exact, policy, frames_seen=1, frames_used=1)
             b = decide(fast, policy, frames_seen=1, frames_used=1)
-            if (a.outcome, a.account_id, a.candidates) != (b.outcome, b.account_id, b.candidates):
+            if decision_key(a, policy) != decision_key(b, policy):
                 differ += 1
+        index.close()
         rows.append({
             "templates": len(matrix), "real_templates": n_real, "trials": len(trials),
+            "index_threads": len(index._parts),
             "exact_float32_p50_ms": round(percentile(exact_ms, 0.5), 2),
             "exact_float32_p95_ms": round(percentile(exact_ms, 0.95), 2),
             "index_p50_ms": round(percentile(index_ms, 0.5), 2),
