@@ -97,6 +97,8 @@ def erase(db: sessionmaker, account_id: int, *, gallery: FaceGallery | None = No
             conn.exec_driver_sql("PRAGMA secure_delete=ON")
         templates = s.execute(delete(FaceTemplate)
                               .where(FaceTemplate.account_id == account_id)).rowcount
+        from cabinet.qr import AppToken      # the phone app's token for QR entry goes too
+        s.execute(delete(AppToken).where(AppToken.account_id == account_id))
         had_token = account.payment_token is not None
         account.payment_token, account.faces_erased_at = None, now()
     engine, wiped = db.kw["bind"], True

@@ -473,3 +473,18 @@ def test_cabinet_accounts_app_token_prints_a_token_once_that_names_the_account(d
     assert refused(AppTokens(sessions).account_for, token).status == 401
     assert main(["accounts", "app-token", "9", "--db", url]) == 1
     assert "no account 9" in capsys.readouterr().err
+
+
+def test_erasing_an_account_removes_its_app_token_from_the_file(db, tmp_path):
+    import hashlib
+    from cabinet.accounts import erase
+    url, sessions = db
+    token = AppTokens(sessions).issue(1)
+    digest = hashlib.sha256(token.encode()).hexdigest().encode()
+    files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("qr.sqlite*"))  # noqa: E731
+    with sessions() as s:                       # the hash is there before (a real check)
+        s.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert digest in files()
+    erase(sessions, 1)
+    assert refused(AppTokens(sessions).account_for, token).status == 401
+    assert digest not in files()
