@@ -23,17 +23,19 @@ cabinet back from a long outage publishes an hour of facts at once.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Engine, Index, Integer,
-                        LargeBinary, String, Text, text)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+                        LargeBinary, String, Text, and_, case, func, or_, text)
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from cabinet.errors import CabinetError
+from cabinet.fleet import messages
 
 TS = DateTime(timezone=True)
 JSONDOC = JSON().with_variant(JSONB(), "postgresql")
@@ -206,3 +208,213 @@ def open_fleet_db(url: str, *, pool_size: int = 5) -> tuple[Engine, sessionmaker
         raise FleetDbError(f"fleet database {engine.url.render_as_string()}: does not answer "
                            f"({first}); is PostgreSQL running and the database created?") from None
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+# --- ingest: a batch of deliveries in one transaction ---------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One message as the broker handed it over (`mid`/`qos`/`generation` are for the ack)."""
+    topic: str
+    payload: bytes
+    mid: int = 0
+    qos: int = 1
+    generation: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """What one batch did: new rows, duplicates (already stored, or twice in the batch),
+    status updates, dead letters."""
+    new: int
+    duplicates: int
+    statuses: int
+    dead: int
+
+
+_RETRY_PGCODES = {"40P01", "40001"}   # deadlock detected, serialization failure
+
+
+class Ingest:
+    """Stores deliveries: decode, insert the new ids, derive from those alone, commit.
+
+    `store(batch)` is one transaction; it raises (and stores nothing) when the database fails,
+    so the caller must not ack. A deadlock between instances is retried here."""
+
+    def __init__(self, sessions: sessionmaker, instance: str, *, now=utcnow, retries: int = 5):
+        self.sessions, self.instance, self.now, self.retries = sessions, instance, now, retries
+
+    def store(self, batch: list[Delivery]) -> Stored:
+        ups: dict[str, messages.UpMessage] = {}
+        statuses: dict[str, messages.StatusMessage] = {}
+        dead: list[dict[str, Any]] = []
+        received = self.now()
+        decoded = 0
+        for d in batch:
+            try:
+                if d.topic.endswith("/status"):
+                    cabinet = messages.parse_status_topic(d.topic)
+                    status = messages.decode_status(d.payload)
+                    old = statuses.get(cabinet)
+                    if old is None or status.at >= old.at:
+                        statuses[cabinet] = status
+                else:
+                    up = messages.decode_up(d.payload, d.topic)
+                    ups.setdefault(up.id, up)
+                    decoded += 1
+            except messages.MessageError as e:
+                dead.append({"topic": d.topic[:1000], "payload": bytes(d.payload), "error": str(e),
+                             "received_at": received, "instance": self.instance})
+        repeated = decoded - len(ups)
+        for attempt in range(self.retries + 1):
+            try:
+                with self.sessions.begin() as s:
+                    new = self._insert(s, list(ups.values()))
+                    _derive(s, new, statuses)
+                    if dead:
+                        s.execute(insert(FleetDeadLetter), dead)
+                return Stored(len(new), repeated + len(ups) - len(new), len(statuses), len(dead))
+            except DBAPIError as e:
+                code = getattr(e.orig, "sqlstate", None)
+                if code not in _RETRY_PGCODES or attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _insert(self, s: Session, ups: list[messages.UpMessage]) -> list[messages.UpMessage]:
+        if not ups:
+            return []
+        stored_at = self.now()
+        rows = [{"id": m.id, "cabinet_id": m.cabinet, "kind": m.kind, "seq": m.seq, "at": m.at,
+                 "stored_at": stored_at, "instance": self.instance, "body": m.body}
+                for m in sorted(ups, key=lambda m: m.id)]
+        stmt = (insert(FleetMessage).values(rows)
+                .on_conflict_do_nothing(index_elements=["id"]).returning(FleetMessage.id))
+        added = set(s.scalars(stmt))
+        return [m for m in ups if m.id in added]
+
+
+def receipt_correction(msg: messages.UpMessage) -> int:
+    """0 for a session's receipt, n for its n-th correction (id `<cab>/receipt/<sid>.<n>`)."""
+    key = msg.id.split("/", 2)[2]
+    sid = str(msg.body["session_id"])
+    if key == sid:
+        return 0
+    tail = key[len(sid) + 1:] if key.startswith(sid + ".") else ""
+    return int(tail) if tail.isdigit() else 0
+
+
+def _derive(s: Session, new: list[messages.UpMessage],
+            statuses: dict[str, messages.StatusMessage]) -> None:
+    """Every derived table from the newly inserted messages (each applied exactly once)."""
+    cabinets: dict[str, dict[str, Any]] = {}
+
+    def cab(cid: str) -> dict[str, Any]:
+        return cabinets.setdefault(cid, {"cabinet_id": cid, "status": "unknown",
+                                         "status_at": None, "last_seen": None, "last_seq": 0,
+                                         "in_service": None, "health_at": None, "messages": 0})
+
+    receipts: dict[tuple, dict] = {}
+    stock: dict[tuple, dict] = {}
+    alarms: dict[tuple, dict] = {}
+    reviews: dict[tuple, dict] = {}
+    for m in new:
+        c = cab(m.cabinet)
+        c["messages"] += 1
+        c["last_seq"] = max(c["last_seq"], m.seq)
+        c["last_seen"] = m.at if c["last_seen"] is None else max(c["last_seen"], m.at)
+        b = m.body
+        if m.kind == "health" and (c["health_at"] is None or m.at >= c["health_at"]):
+            c["in_service"], c["health_at"] = bool(b["in_service"]), m.at
+        elif m.kind == "receipt":
+            n = receipt_correction(m)
+            key = (m.cabinet, str(b["session_id"]))
+            old = receipts.get(key)
+            day = m.at.astimezone(dt.timezone.utc).date()
+            if old is None or n > old["correction"]:
+                receipts[key] = {"cabinet_id": key[0], "session_id": key[1], "correction": n,
+                                 "total": int(b["total"]), "currency": str(b["currency"])[:3],
+                                 "day": min(day, old["day"]) if old else day,
+                                 "at": min(m.at, old["at"]) if old else m.at}
+            else:
+                old["day"], old["at"] = min(day, old["day"]), min(m.at, old["at"])
+            if n > 0:
+                _review(reviews, key, resolved_at=m.at)
+        elif m.kind == "inventory":
+            key = (m.cabinet, str(b["slot"]))
+            row = stock.setdefault(key, {"cabinet_id": key[0], "slot": key[1], "sku": b["sku"],
+                                         "qty": 0, "par": None, "updated_at": m.at})
+            row["qty"] += int(b["qty"])
+            if m.at >= row["updated_at"]:
+                row["sku"], row["updated_at"] = str(b["sku"]), m.at
+            if isinstance(b.get("par"), int) and not isinstance(b.get("par"), bool):
+                row["par"] = b["par"]
+        elif m.kind == "alarm":
+            key = (m.cabinet, int(b["alarm_id"]))
+            row = alarms.setdefault(key, {"cabinet_id": key[0], "alarm_id": key[1],
+                                          "alarm": str(b["alarm"])[:100], "raised_at": None,
+                                          "cleared_at": None})
+            field = "raised_at" if b["transition"] == "raise" else "cleared_at"
+            row[field] = m.at if row[field] is None else min(row[field], m.at)
+        elif m.kind == "session":
+            flags = b.get("flags") if isinstance(b.get("flags"), list) else []
+            key = (m.cabinet, str(b["session_id"]))
+            if b["outcome"] == "pending" or flags:
+                _review(reviews, key, flagged=True, outcome=str(b["outcome"])[:32],
+                        flags=[str(f) for f in flags], at=m.at)
+            if b.get("reviewed") is True:
+                _review(reviews, key, resolved_at=m.at)
+    for cid, st in statuses.items():
+        c = cab(cid)
+        c["status"], c["status_at"] = st.status, st.at
+    _upsert_cabinets(s, cabinets)
+    _upsert(s, FleetReceipt, receipts, ["cabinet_id", "session_id"], lambda t, x: {
+        "total": case((x.correction > t.correction, x.total), else_=t.total),
+        "currency": case((x.correction > t.correction, x.currency), else_=t.currency),
+        "correction": func.greatest(t.correction, x.correction),
+        "day": func.least(t.day, x.day), "at": func.least(t.at, x.at)})
+    _upsert(s, FleetStock, stock, ["cabinet_id", "slot"], lambda t, x: {
+        "qty": t.qty + x.qty, "par": func.coalesce(x.par, t.par),
+        "sku": case((x.updated_at >= t.updated_at, x.sku), else_=t.sku),
+        "updated_at": func.greatest(t.updated_at, x.updated_at)})
+    _upsert(s, FleetAlarm, alarms, ["cabinet_id", "alarm_id"], lambda t, x: {
+        "alarm": x.alarm, "raised_at": func.least(t.raised_at, x.raised_at),
+        "cleared_at": func.least(t.cleared_at, x.cleared_at)})
+    _upsert(s, FleetReview, reviews, ["cabinet_id", "session_id"], lambda t, x: {
+        "flagged": t.flagged | x.flagged, "outcome": func.coalesce(x.outcome, t.outcome),
+        "flags": case((x.flagged, x.flags), else_=t.flags), "at": func.coalesce(t.at, x.at),
+        "resolved_at": func.greatest(t.resolved_at, x.resolved_at)})
+
+
+def _review(reviews: dict, key: tuple, **values: Any) -> None:
+    row = reviews.setdefault(key, {"cabinet_id": key[0], "session_id": key[1], "flagged": False,
+                                   "outcome": None, "flags": [], "at": None,
+                                   "resolved_at": None})
+    for name, value in values.items():
+        if name == "resolved_at" and row["resolved_at"] is not None:
+            value = max(value, row["resolved_at"])
+        row[name] = value
+
+
+def _upsert(s: Session, model: type, rows: dict[tuple, dict], keys: list[str], updates) -> None:
+    """One INSERT ... ON CONFLICT DO UPDATE, rows in key order (instances lock rows in the same
+    order, so two batches touching the same cabinets queue instead of deadlocking)."""
+    if not rows:
+        return
+    stmt = insert(model).values([rows[k] for k in sorted(rows)])
+    s.execute(stmt.on_conflict_do_update(index_elements=keys,
+                                         set_=updates(model.__table__.c, stmt.excluded)))
+
+
+def _upsert_cabinets(s: Session, cabinets: dict[str, dict]) -> None:
+    def updates(t, x):
+        newer_status = and_(x.status_at.is_not(None),
+                            or_(t.status_at.is_(None), x.status_at >= t.status_at))
+        newer_health = and_(x.health_at.is_not(None),
+                            or_(t.health_at.is_(None), x.health_at >= t.health_at))
+        return {"status": case((newer_status, x.status), else_=t.status),
+                "status_at": func.greatest(t.status_at, x.status_at),
+                "last_seen": func.greatest(t.last_seen, x.last_seen),
+                "last_seq": func.greatest(t.last_seq, x.last_seq),
+                "in_service": case((newer_health, x.in_service), else_=t.in_service),
+                "health_at": func.greatest(t.health_at, x.health_at),
+                "messages": t.messages + x.messages}
+    _upsert(s, FleetCabinet, {(k,): v for k, v in cabinets.items()}, ["cabinet_id"], updates)

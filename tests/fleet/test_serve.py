@@ -1,0 +1,359 @@
+"""`cabinet fleet serve` against real Mosquitto and PostgreSQL, as real processes.
+
+Each test drives simulated cabinets (cabinet/fleet/sim_fleet.py: the contract's ids, seqs,
+persistent sessions, last will) through a broker into back-office subprocesses and then reads
+the fleet database as committed: every fact stored once, every derived figure (stock per slot,
+sales per day, open alarms, review queue, status, last seen) exactly what the cabinets did,
+whatever the broker, the network or a killed instance did meanwhile.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import threading
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy import func, select
+
+from cabinet.errors import CabinetError
+from cabinet.fleet import messages, serve as serve_mod
+from cabinet.fleet.serve import BrokerError, mqtt_client, parse_broker
+from cabinet.fleet.sim_fleet import SimCabinet, fleet
+from cabinet.fleet.store import (FleetAlarm, FleetCabinet, FleetDeadLetter, FleetDown,
+                                 FleetMessage, FleetReceipt, FleetReview, FleetStock,
+                                 FleetDbError, open_fleet_db)
+from conftest import unique
+from waiting import wait_until
+
+
+def stored(view, cabinets: list[SimCabinet], timeout_s: float = 30.0) -> None:
+    """Wait until every fact the cabinets made is in fleet_messages."""
+    want = {i for c in cabinets for i in c.expected.ids}
+    prefix = _common_prefix([c.id for c in cabinets])
+    wait_until(lambda: want <= set(view.ids(prefix)),
+               f"{len(want)} messages stored", timeout_s=timeout_s, poll_s=0.05)
+
+
+def _common_prefix(names: list[str]) -> str:
+    first, last = min(names), max(names)
+    i = 0
+    while i < min(len(first), len(last)) and first[i] == last[i]:
+        i += 1
+    return first[:i]
+
+
+def assert_derived(view, cab: SimCabinet) -> None:
+    """The fleet database says exactly what this cabinet did."""
+    e = cab.expected
+    assert sorted(view.ids_of(cab.id)) == sorted(e.ids)     # no loss, no extra
+    [row] = view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)
+    assert row.messages == len(e.ids), "a message was applied twice (or not at all)"
+    assert row.last_seq == e.last_seq and row.last_seen == e.last_at
+    stock = {r.slot: r.qty for r in view.all(FleetStock, FleetStock.cabinet_id == cab.id)}
+    assert stock == {slot: q for slot, q in e.stock.items()}
+    with view.sessions() as s:
+        sales = dict(((d, cur), tot) for d, cur, tot in s.execute(
+            select(FleetReceipt.day, FleetReceipt.currency, func.sum(FleetReceipt.total))
+            .where(FleetReceipt.cabinet_id == cab.id)
+            .group_by(FleetReceipt.day, FleetReceipt.currency)))
+    assert sales == dict(e.sales)
+    alarms = view.all(FleetAlarm, FleetAlarm.cabinet_id == cab.id)
+    assert {a.alarm_id for a in alarms if a.open} == e.open_alarms
+    reviews = view.all(FleetReview, FleetReview.cabinet_id == cab.id)
+    assert {r.session_id for r in reviews if r.flagged and r.resolved_at is None} == e.review
+
+
+def shop(cab: SimCabinet, sales: int = 3) -> None:
+    cab.restock(6)
+    for i in range(sales):
+        cab.sale(flagged=(i == 1))
+    a = cab.raise_alarm()
+    cab.raise_alarm("temperature_high")
+    cab.clear_alarm(a)
+    cab.health(True)
+
+
+# --- one cabinet, one instance -----------------------------------------------------------------
+def test_every_fact_is_stored_once_and_derived(broker, serve, fleet_view):
+    group = unique("g")
+    serve.start(broker.url, slot="a", group=group)
+    cab = SimCabinet(unique("one"))
+    cab.connect(broker.broker)
+    shop(cab, sales=4)
+    first = cab.sale(flagged=True)
+    cab.correct(first, total=0)          # reviewed: refunded in full
+    assert cab.flush() == len(cab.expected.ids)
+    stored(fleet_view, [cab])
+    assert_derived(fleet_view, cab)
+    [row] = fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)
+    assert row.status == "online" and row.in_service is True
+    assert len(cab.expected.review) == 1 and len(cab.expected.open_alarms) == 1
+    cab.close()
+    wait_until(lambda: fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)[0]
+               .status == "offline", "the cabinet's goodbye stored as offline")
+
+
+def test_duplicate_deliveries_change_nothing(mqtt_url, serve, fleet_view):
+    """On the services.sh broker: every fact published again (an outbox that crashed before
+    it recorded the PUBACKs), and twice more in one burst; nothing changes."""
+    serve.start(mqtt_url, slot="a", group=unique("g"))
+    cab = SimCabinet(unique("dup"))
+    cab.connect(parse_broker(mqtt_url))
+    shop(cab)
+    cab.flush()
+    stored(fleet_view, [cab])
+    assert_derived(fleet_view, cab)
+    delivered = cab.outbox_history()
+    cab.publish_again(delivered)
+    cab.publish_again(delivered + delivered)
+    cab.sale()                           # published after the duplicates, on the same session:
+    cab.flush()                          # stored means the duplicates before it were handled
+    stored(fleet_view, [cab])
+    assert_derived(fleet_view, cab)
+    cab.close()
+
+
+def test_malformed_messages_are_dead_lettered_named_and_acked(broker, serve, fleet_view):
+    group = unique("g")
+    first = serve.start(broker.url, slot="a", group=group)
+    cab = SimCabinet(unique("bad"))
+    cab.connect(broker.broker)
+    pub = cab.client
+    good = messages.UpMessage(id=f"{cab.id}/health/x1", cabinet=cab.id, kind="health", seq=1,
+                              at=dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc),
+                              body={"in_service": True})
+    envelope = json.loads(messages.encode_up(good))
+    no_seq = {k: v for k, v in envelope.items() if k != "seq"}
+    other = dict(envelope, cabinet="someone-else", id="someone-else/health/x1")
+    for topic, payload in ((f"cabinet/{cab.id}/up/health", b"\xff not json"),
+                           (f"cabinet/{cab.id}/up/health", json.dumps(no_seq).encode()),
+                           (f"cabinet/{cab.id}/up/health", json.dumps(other).encode()),
+                           (f"cabinet/{cab.id}/status", b'{"status": "asleep", "at": "x"}')):
+        pub.publish(topic, payload, qos=1).wait_for_publish(5)
+    cab.sale()
+    cab.flush()
+    stored(fleet_view, [cab])
+    where = FleetDeadLetter.topic.startswith(f"cabinet/{cab.id}/")
+    dead = wait_until(lambda: len(fleet_view.all(FleetDeadLetter, where)) == 4
+                      and fleet_view.all(FleetDeadLetter, where), "4 dead letters")
+    errors = sorted(d.error for d in dead)
+    assert any("field 'payload'" in e and "not UTF-8 JSON" in e for e in errors), errors
+    assert any("field 'seq': missing" in e for e in errors), errors
+    assert any("field 'cabinet'" in e and "came on" in e for e in errors), errors
+    assert any("status message field 'status'" in e for e in errors), errors
+    assert sorted(fleet_view.ids_of(cab.id)) == sorted(cab.expected.ids)
+    # acked: a new instance on the same slot (the same session) gets none of them again
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    serve.start(broker.url, slot="a", group=group)
+    cab.sale()
+    cab.flush()
+    stored(fleet_view, [cab])
+    assert fleet_view.count(FleetDeadLetter, where) == 4
+    cab.close()
+
+
+# --- the broker restarts -----------------------------------------------------------------------
+def test_a_broker_restart_loses_nothing_queued_for_a_stopped_back_office(broker, serve,
+                                                                          fleet_view):
+    group = unique("g")
+    office = serve.start(broker.url, slot="a", group=group)
+    cab = SimCabinet(unique("rst"))
+    cab.connect(broker.broker)
+    shop(cab)
+    cab.flush()
+    stored(fleet_view, [cab])
+    office.send_signal(signal.SIGKILL)          # the back office is gone (its session stays)
+    office.wait(10)
+    for _ in range(5):
+        cab.sale()
+    assert cab.flush() == 15                    # the broker holds them for the slot's session
+    broker.restart()                            # ... on disk, across its own restart
+    serve.start(broker.url, slot="a", group=group)   # the slot's session resumed
+    wait_until(lambda: cab._connected.is_set(), "the cabinet reconnected after the restart",
+               timeout_s=15)
+    for _ in range(3):                          # and sells on after the restart
+        cab.sale()
+    assert cab.flush() == 9
+    stored(fleet_view, [cab])
+    assert_derived(fleet_view, cab)
+    cab.close()
+
+
+def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(broker, serve, fleet_view):
+    group = unique("g")
+    serve.start(broker.url, slot="a", group=group)
+    cabs = fleet(5, prefix=unique("mid"))
+    for c in cabs:
+        c.connect(broker.broker)
+        shop(c, sales=10)
+    flushing = [threading.Thread(target=c.flush, kwargs={"timeout_s": 5}) for c in cabs]
+    for t in flushing:
+        t.start()
+    broker.restart()
+    for t in flushing:
+        t.join(30)
+    wait_until(lambda: all(c._connected.is_set() for c in cabs), "cabinets reconnected",
+               timeout_s=15)
+    for c in cabs:          # what the restart interrupted is still in the outbox: again
+        wait_until(lambda: c.flush(timeout_s=5) >= 0 and not c.outbox,
+                   f"{c.id} outbox empty", timeout_s=30, poll_s=0.2)
+    stored(fleet_view, cabs)
+    for c in cabs:
+        assert_derived(fleet_view, c)
+        c.close()
+
+
+# --- instances ---------------------------------------------------------------------------------
+def test_an_instance_killed_mid_stream_is_taken_over_without_loss_or_duplicates(
+        broker, serve, fleet_view):
+    group = unique("g")
+    a = serve.start(broker.url, slot="a", group=group, batch=20)
+    serve.start(broker.url, slot="b", group=group, batch=20)
+    cabs = fleet(20, prefix=unique("kill"))
+    for c in cabs:
+        c.connect(broker.broker)
+        c.restock(10)
+        for _ in range(15):
+            c.sale()
+    total = sum(len(c.expected.ids) for c in cabs)
+    flushing = [threading.Thread(target=c.flush) for c in cabs]
+    for t in flushing:
+        t.start()
+    a_id = serve_mod.slot_client_id(group, "a")
+    wait_until(lambda: fleet_view.count(FleetMessage, FleetMessage.instance == a_id) >= 40,
+               "instance a storing", timeout_s=30, poll_s=0.01)
+    a.send_signal(signal.SIGKILL)                # mid-stream: batches in flight, unacked
+    a.wait(10)
+    before = fleet_view.count(FleetMessage, FleetMessage.cabinet_id.startswith(cabs[0].id[:-3]))
+    assert before < total, "the stream was over before the kill; nothing was tested"
+    for t in flushing:
+        t.join(60)
+    serve.start(broker.url, slot="a", group=group)   # the slot's session taken over
+    stored(fleet_view, cabs, timeout_s=60)
+    for c in cabs:
+        assert_derived(fleet_view, c)
+    by_instance = Counter(m.instance for m in fleet_view.all(
+        FleetMessage, FleetMessage.cabinet_id.startswith(cabs[0].id[:-3])))
+    assert sum(by_instance.values()) == total and by_instance[a_id] > 0
+    for c in cabs:
+        c.close()
+
+
+def test_a_burst_from_200_cabinets_is_stored_once(broker, serve, fleet_view):
+    group = unique("g")
+    serve.start(broker.url, slot="a", group=group)
+    serve.start(broker.url, slot="b", group=group)
+    cabs = fleet(200, prefix=unique("burst"))
+    for c in cabs:
+        c.connect(broker.broker)
+        c.sale()
+        c.health(True)
+    flushing = [threading.Thread(target=c.flush) for c in cabs]
+    for t in flushing:
+        t.start()
+    for t in flushing:
+        t.join(60)
+    stored(fleet_view, cabs, timeout_s=60)
+    for c in cabs:
+        assert_derived(fleet_view, c)
+        c.close()
+
+
+def test_a_cabinet_offline_for_an_hour_catches_up(broker, serve, fleet_view):
+    serve.start(broker.url, slot="a", group=unique("g"))
+    cab = SimCabinet(unique("off"), step_s=60)
+    cab.connect(broker.broker)
+    cab.restock(20)
+    cab.sale()
+    cab.flush()
+    stored(fleet_view, [cab])
+    seen_before = cab.expected.last_at
+    cab.drop()                                   # the network goes; the broker sends the will
+    wait_until(lambda: fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)[0]
+               .status == "offline", "the last will stored as offline")
+    for _ in range(60):                          # an hour of sales, one a minute, offline
+        cab.sale()
+    cab.health(True)
+    assert cab.expected.last_at - seen_before >= dt.timedelta(hours=1)
+    assert fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)[0].last_seen == \
+        seen_before
+    cab.connect(broker.broker)
+    assert cab.flush() == 60 * 3 + 1
+    stored(fleet_view, [cab])
+    assert_derived(fleet_view, cab)
+    [row] = fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)
+    assert row.status == "online"
+    seqs = sorted(m.seq for m in fleet_view.all(FleetMessage, FleetMessage.cabinet_id == cab.id))
+    assert seqs == list(range(1, cab.seq + 1))
+    cab.close()
+
+
+# --- down: signed, expiring orders --------------------------------------------------------------
+def test_send_signs_a_command_the_cabinet_verifies_and_records_it(broker, fleet_db, fleet_view,
+                                                                  tmp_path, capsys):
+    key_file = tmp_path / "signing.pem"
+    assert serve_mod.main(["keygen", str(key_file)]) == 0
+    public = messages.load_public_key(capsys.readouterr().out.encode(), "stdout")
+    cabinet_id = unique("cmd")
+    got: list[mqtt.MQTTMessage] = []
+    client, props = mqtt_client(messages.cabinet_client_id(cabinet_id), broker.broker)
+    client.on_message = lambda c, u, m: got.append(m)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    serve_mod.connect_blocking(client, broker.broker, props, clean_start=False)
+    client.subscribe(messages.cabinet_down_subscription(cabinet_id), qos=1)
+    assert subscribed.wait(5), "no SUBACK"
+    client.disconnect()                          # offline: the broker queues the order
+    client.loop_stop()
+    assert serve_mod.main(["send", cabinet_id, "command", "out_of_service", "door", "jammed",
+                           "--signing-key", str(key_file), "--ttl", "600", "--db", fleet_db,
+                           "--broker", broker.url]) == 0
+    sent = json.loads(capsys.readouterr().out)
+    serve_mod.connect_blocking(client, broker.broker, props, clean_start=False)
+    wait_until(lambda: got, "the queued order delivered on reconnect")
+    client.disconnect()
+    client.loop_stop()
+    msg = messages.decode_down(got[0].payload, got[0].topic)
+    assert msg.id == sent["sent"] and msg.body == {"command": "out_of_service",
+                                                  "reason": "door jammed"}
+    assert got[0].topic == f"cabinet/{cabinet_id}/down/command"
+    messages.check_down(msg, public, msg.issued_at, applied=())       # signature good
+    assert msg.expires_at - msg.issued_at == dt.timedelta(seconds=600)
+    with pytest.raises(messages.DownRefused, match="expired"):
+        messages.check_down(msg, public, msg.expires_at, applied=())
+    forged = messages.DownMessage(**{**msg.__dict__, "body": {"command": "back_in_service"}})
+    with pytest.raises(messages.DownRefused, match="bad_signature"):
+        messages.check_down(forged, public, msg.issued_at, applied=())
+    [row] = fleet_view.all(FleetDown, FleetDown.id == msg.id)
+    assert row.published_at is not None and row.topic == got[0].topic
+
+
+def test_send_refuses_a_bad_body_and_a_missing_key_naming_them(broker, fleet_db, tmp_path):
+    with pytest.raises(CabinetError, match=r"signing key .*missing.pem: not found"):
+        serve_mod.main(["send", "c1", "command", "out_of_service", "--signing-key",
+                        str(tmp_path / "missing.pem"), "--db", fleet_db, "--broker", broker.url])
+    key_file = tmp_path / "k.pem"
+    serve_mod.main(["keygen", str(key_file)])
+    with pytest.raises(messages.MessageError, match=r"field 'body.command': 'explode'"):
+        serve_mod.main(["send", "c1", "command", "explode", "--signing-key", str(key_file),
+                        "--db", fleet_db, "--broker", broker.url])
+    with pytest.raises(CabinetError, match="fleet keygen .*exists"):
+        serve_mod.main(["keygen", str(key_file)])
+
+
+def test_bad_broker_and_database_urls_are_refused_with_what_to_do(tmp_path):
+    with pytest.raises(BrokerError, match=r"give mqtt://HOST:PORT"):
+        parse_broker("http://127.0.0.1:1883")
+    with pytest.raises(BrokerError, match="the port is not a number"):
+        parse_broker("mqtt://127.0.0.1:99999")
+    with pytest.raises(BrokerError, match="TLS ca file .*nope.pem: not found"):
+        parse_broker("mqtts://broker.example", ca=str(tmp_path / "nope.pem"))
+    b = parse_broker("mqtts://cab-7:s%40cret@broker.example", ca=None)
+    assert (b.host, b.port, b.tls, b.username, b.password) == ("broker.example", 8883, True,
+                                                               "cab-7", "s@cret")
+    with pytest.raises(FleetDbError, match="the fleet database is PostgreSQL"):
+        open_fleet_db(f"sqlite:///{tmp_path / 'fleet.db'}")
