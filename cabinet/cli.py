@@ -20,6 +20,8 @@
     cabinet planogram|catalog validate|diff|apply|rollback ...   operator's file changes
     cabinet restock start|count|accept, cabinet inventory        restock visits, stock per slot
     cabinet operators add NAME [--password-file F] | list        who may log into the console
+    cabinet fleet serve|send|keygen ...                fleet back office (cabinet/fleet/serve.py)
+    cabinet bench fleet [--cabinets N] [--json]        fleet messages/s, lag, lost, duplicated
     cabinet report sales|stock, cabinet receipt SESSION, cabinet accounts verify-age ID
                                                        (cabinet/report_cli.py)
 
@@ -129,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                          add_help=False)
     bench_sub.add_parser("accuracy", help="basket accuracy per tier on synthesised bundles",
                          add_help=False)
+    bench_sub.add_parser("fleet", help="fleet back office: messages/s into PostgreSQL, lag, "
+                         "lost, duplicated", add_help=False)
     sub.add_parser("vision", help="product recogniser: train, enroll (cabinet/vision_cli.py)",
                    add_help=False)
     for name in ("planogram", "catalog", "restock", "inventory"):   # cabinet/ops_cli.py
@@ -136,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("report", "receipt"):   # cabinet/report_cli.py
         sub.add_parser(name, help=f"operator: {name} (cabinet/report_cli.py)", add_help=False)
     sub.add_parser("operators", help="console operators: add, list (cabinet/console/cli.py)",
+                   add_help=False)
+    sub.add_parser("fleet", help="fleet back office: serve, send, keygen (cabinet/fleet/serve.py)",
                    add_help=False)
     return p
 
@@ -291,6 +297,9 @@ def _run(args, rest: list[str]) -> int:
         from cabinet import report_cli
         return report_cli.main([args.command if args.command != "accounts" else "verify-age",
                                 *rest])
+    if args.command == "fleet":
+        from cabinet.fleet import serve as fleet_serve
+        return fleet_serve.main(rest)
     if args.command == "operators":
         from cabinet.console import cli as console_cli
         return console_cli.main(rest)
@@ -307,6 +316,9 @@ def _run(args, rest: list[str]) -> int:
         if args.bench_command == "accuracy":
             from cabinet import bench_accuracy
             return bench_accuracy.main(rest)
+        if args.bench_command == "fleet":
+            from cabinet.fleet import bench as fleet_bench
+            return fleet_bench.main(rest)
         from cabinet import bench as session_bench
         return session_bench.main(rest)
     if rest:
