@@ -26,6 +26,8 @@ are ready (sd_notify, below). Then, until SIGTERM or Ctrl-C:
 A stop request is only looked at between sessions: a session under way is finished first, so
 a SIGTERM never leaves a customer's session open; the exit code is 0.
 
+The payment outbox is drained every `outbox_s` (30 s) between sessions, not only at start.
+
 Waits go through the Clock port (the face poll, the door-left-open alarm, the watchdog ping),
 so tests can drive them with a ManualClock.
 """
@@ -99,7 +101,7 @@ class Runner:
     """The loop of `cabinet run` over a started App."""
 
     def __init__(self, app: App, *, poll_s: float = 0.2, environ: Mapping[str, str] | None = None,
-                 on_ready: Any = None, screen_hold_s: float = 10.0):
+                 on_ready: Any = None, screen_hold_s: float = 10.0, outbox_s: float = 30.0):
         self.app = app
         self.controller = app.controller
         self.clock = app.clock
@@ -136,6 +138,11 @@ class Runner:
         self._face_wait: asyncio.Future | None = None   # a touchscreen start's wait for a face
         self.screen_hold_s = screen_hold_s      # a receipt or a refusal stays this long
         self._last_shown_at: float | None = None  # when a session's last screen came
+        # the payment outbox, retried every outbox_s between sessions (recover() drained it
+        # at start): a capture the gateway did not answer is not left until the next restart
+        self.outbox_s = outbox_s
+        self._next_outbox_at = self.clock.monotonic() + outbox_s
+        self.outbox_drains = 0
 
     # --- what the HTTP server asks -----------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -256,6 +263,7 @@ class Runner:
         while not queue.empty():
             await self._on_event(queue.get_nowait())
         self._check_timers()
+        await self._drain_outbox_when_due()
         self.qr.check_expiry()
         await self._follow_restock()
         self._sync_service()
@@ -452,6 +460,19 @@ class Runner:
                 and self.clock.monotonic() - since >= self.app.timing.door_open_alarm_s:
             self._raise(DOOR_LEFT_OPEN, f"the door has been open for "
                         f"{self.app.timing.door_open_alarm_s:g} s")
+
+    async def _drain_outbox_when_due(self) -> None:
+        """Every `outbox_s` by the Clock port, between sessions: the outbox's due payment calls
+        (billing/outbox.py; a gateway still silent leaves them to their back-off)."""
+        now = self.clock.monotonic()
+        if self._in_session or now < self._next_outbox_at:
+            return
+        self._next_outbox_at = now + self.outbox_s
+        report = await self.controller._blocking(self.app.billing.drain_outbox)
+        self.outbox_drains += 1
+        if report.steps:
+            log.info("outbox: %d payment call(s) answered, %d still pending", report.done,
+                     report.pending)
 
     def _sync_service(self) -> None:
         """Out of service while an alarm is active; back in service when the last clears."""
