@@ -488,3 +488,46 @@ def test_erasing_an_account_removes_its_app_token_from_the_file(db, tmp_path):
     erase(sessions, 1)
     assert refused(AppTokens(sessions).account_for, token).status == 401
     assert digest not in files()
+
+
+def test_the_kiosk_code_expires_on_the_controllers_clock_and_the_kiosk_says_so(make_cabinet):
+    """The controller on a ManualClock (the hardware on real time): the QR screen stays until
+    its 60 s pass on that clock, then the kiosk says the code expired, and a claim of it is a
+    410; Welcome comes back after screen_hold_s."""
+    from cabinet.config import HttpConfig
+    from cabinet.runner import Runner
+    from firmware_bridge.clock import SYSTEM
+    clock = ManualClock()
+    cab = make_cabinet(clock=clock, hardware_clock=SYSTEM)
+    cab.app.config = cab.app.config.model_copy(update={"http": HttpConfig(port=0)})
+    ready = threading.Event()
+    runner = Runner(cab.app, environ={}, on_ready=lambda r: ready.set(), screen_hold_s=5.0)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(runner.run())))
+    thread.start()
+    try:
+        assert ready.wait(60), "the runner did not start"
+        _, token = customer(cab, runner, "Grace Hopper")
+        cab.face_camera.show(None)
+        assert post(runner, "/kiosk/start", {}).status_code == 202
+        waiting.wait_until(lambda: runner._face_wait is not None, "the wait for a face", 10)
+        assert post(runner, "/kiosk/use-qr", {}).status_code == 202
+        waiting.wait_until(lambda: runner.qr.shown is not None, "the QR code on screen", 10)
+        code = runner.qr.shown[0]
+        clock.advance(59)
+        waiting.wait_until(lambda: clock.sleepers() > 0, "the runner's next wait", 10)
+        assert screen(runner)["screen"] == "qr"
+        clock.advance(1)
+        waiting.wait_until(lambda: screen(runner)["screen"] == "refused", "the expiry", 10)
+        assert screen(runner)["reason"] == "qr_expired"
+        got = post(runner, "/api/qr/claim", {"code": code, "app_token": token})
+        assert (got.status_code, got.json()["field"]) == (410, "code.expires")
+        waiting.wait_until(lambda: clock.sleepers() > 0, "the runner's next wait", 10)
+        clock.advance(5)
+        waiting.wait_until(lambda: screen(runner)["screen"] == "welcome", "welcome", 10)
+        assert runner.health()["sessions"] == 0 and cab.mcu.lock_engaged
+    finally:
+        runner.stop_from_thread()
+        clock.advance(1)                       # wakes the runner's wait so it sees the stop
+        thread.join(60)
+    assert result == [0]
