@@ -7,6 +7,7 @@
         planogram.yaml
         images/<camera>_before.png, images/<camera>_after.png
         calibration/<camera>_empty.png, calibration/<camera>_full.png   (when calibrated)
+        recognizer/gallery.json   the enrolled SKUs the recognizer used (when it had any)
         result.json        what reconcile decided (ReconcileResult.to_json)
 
 The format, field by field, with its JSON Schema: docs/session-bundle.md. A bundle carries or
@@ -14,12 +15,16 @@ names by content hash everything reconcile reads, so it replays on any machine: 
 strict finite numbers (a numeric string, NaN or a load far below zero is refused naming the
 field), and a bundle without its after-snapshot is "interrupted", which reconcile refuses.
 
-`BundleWriter` writes it step by step as the session goes (context, before-snapshot, after,
-result); every file is written to a temporary name, fsynced and renamed, so a crash leaves the
+`BundleWriter` writes it step by step as the session goes (context, vision, before-snapshot,
+after-images, after, result); every file is written to a temporary name, fsynced and renamed, so a crash leaves the
 old or the new file, never half of one. The before-snapshot is written once and never replaced
 (invariant 5). `load_bundle` reads a bundle back, checking bundle.json against its schema
 (cabinet/schemas/bundle.schema.json) and the copies of catalog and planogram, and raises a
-`BundleError` naming the file and what is wrong. Times are UTC ISO 8601 strings.
+`BundleError` naming the file and what is wrong; `load_bundle(path, like=earlier)` reuses the
+images an earlier load of the same bundle decoded when their hashes are unchanged (the
+controller decodes them once for the vision it runs while the shelves settle).
+`load_recognizer` loads the recognizer a bundle names, with its gallery, or says what is
+missing. Times are UTC ISO 8601 strings.
 """
 from __future__ import annotations
 
@@ -95,6 +100,9 @@ class RecognizerRecord(_Strict):
     version: str = Field(min_length=1, description="vision.recognizer.Recognizer.version: a "
                          "hash of the model, its prototypes and the product gallery")
     model_sha256: str | None = Field(default=None, pattern=SHA256)
+    gallery: str | None = Field(default=None, description="Path inside the bundle of a copy "
+                                "of the product gallery (the SKUs enrolled without "
+                                "retraining) the recognizer used; null: none")
 
 
 class BundleRecord(_Strict):
@@ -147,6 +155,8 @@ class Bundle:
     inventory_before: Mapping[str, tuple[str, ...]]
     result: dict[str, Any] | None = None
     calibration: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # camera -> CameraCalibration
+    decoded: Mapping[str, tuple[str, np.ndarray]] = dataclasses.field(
+        default_factory=dict, repr=False)   # image path -> (sha256, pixels), for load(like=)
 
     @property
     def session_id(self) -> str:
@@ -303,7 +313,15 @@ class BundleWriter:
         if recognizer is not None:
             card = getattr(recognizer, "card", None)
             rec["recognizer"] = {"version": str(recognizer.version),
-                                 "model_sha256": getattr(card, "model_sha256", None)}
+                                 "model_sha256": getattr(card, "model_sha256", None),
+                                 "gallery": None}
+            gallery = getattr(recognizer, "gallery", None)
+            if gallery is not None:
+                name = "recognizer/gallery.json"
+                gallery.save(self.dir / name)
+                rec["recognizer"]["gallery"] = name
+                rec.setdefault("files", {})[name] = hashlib.sha256(
+                    (self.dir / name).read_bytes()).hexdigest()
         self._save()
 
     def _write_side(self, side: str, weights: Mapping[str, Any],
@@ -341,11 +359,22 @@ class BundleWriter:
         rec["timings"]["before_at"] = _iso(at)
         self._save()
 
+    def write_after_images(self, images: Mapping[str, np.ndarray | None]) -> None:
+        """The after images alone, as soon as the door is shut (the shelves may still swing):
+        vision can read them while the load cells settle. The bundle stays interrupted
+        (closed_at null) until write_after() adds the settled weights."""
+        rec = self._need_context()
+        if "before_at" not in rec["timings"]:
+            raise BundleError(self.dir, "write_before() must come before the after images")
+        self._write_side("after", {}, images)
+        self._save()
+
     def write_after(self, weights: Mapping[str, tuple[float | None, bool, Any]],
                     images: Mapping[str, np.ndarray | None], *,
                     closed_at: dt.datetime | str | None = None,
                     timings: Mapping[str, float | str] | None = None) -> None:
-        """The after-snapshot (settled weights after the door closed, images)."""
+        """The after-snapshot (settled weights after the door closed, images; `images` may be
+        empty when write_after_images() wrote them)."""
         rec = self._need_context()
         if "before_at" not in rec["timings"]:
             raise BundleError(self.dir, "write_before() must come before write_after()")
@@ -384,20 +413,33 @@ def _read_file(bundle_dir: Path, name: str, files: Mapping[str, str], field: str
 
 
 def _read_image(bundle_dir: Path, name: str | None, files: Mapping[str, str] = {},
-                field: str = "cameras") -> np.ndarray | None:
+                field: str = "cameras", decoded: dict | None = None,
+                known: Mapping[str, tuple[str, np.ndarray]] = {}) -> np.ndarray | None:
+    """The image `name` of the bundle; with `known` (path -> (sha256, pixels) of an earlier
+    load), one whose recorded sha256 is unchanged is not read again. Every image read is
+    noted in `decoded`."""
     if name is None:
         return None
-    import cv2
-    path = bundle_dir / name
-    data = _read_file(bundle_dir, name, files, field)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BundleError(path, "image is damaged (not a readable PNG)")
+    want = files.get(name)
+    if want is not None and known.get(name, ("",))[0] == want:
+        image = known[name][1]
+    else:
+        import cv2
+        path = bundle_dir / name
+        data = _read_file(bundle_dir, name, files, field)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise BundleError(path, "image is damaged (not a readable PNG)")
+        want = hashlib.sha256(data).hexdigest()
+    if decoded is not None:
+        decoded[name] = (want, image)
     return image
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read a session bundle; BundleError (file + what is wrong) when it is damaged."""
+def load_bundle(path: str | Path, *, like: Bundle | None = None) -> Bundle:
+    """Read a session bundle; BundleError (file + what is wrong) when it is damaged. `like`:
+    an earlier load of this bundle whose decoded images are reused where bundle.json records
+    the same sha256 for them (the images are immutable once written)."""
     bdir = Path(path)
     if not bdir.is_dir():
         raise BundleError(bdir, "no such session bundle directory")
@@ -444,10 +486,13 @@ def load_bundle(path: str | Path) -> Bundle:
     for cam in record.cameras:
         if cam not in cameras:
             raise BundleError(bjson, f"cameras.{cam}: not a camera of the bundle's planogram")
-    images = {cam: CameraImages(_read_image(bdir, c.before, record.files, f"cameras.{cam}.before"),
-                                _read_image(bdir, c.after, record.files, f"cameras.{cam}.after"))
+    decoded: dict[str, tuple[str, np.ndarray]] = {}
+    known = like.decoded if like is not None and like.path == bdir else {}
+    images = {cam: CameraImages(
+                  _read_image(bdir, c.before, record.files, f"cameras.{cam}.before", decoded, known),
+                  _read_image(bdir, c.after, record.files, f"cameras.{cam}.after", decoded, known))
               for cam, c in record.cameras.items()}
-    calibration = _load_calibration(bdir, record, cameras)
+    calibration = _load_calibration(bdir, record, cameras, decoded, known)
     result = None
     rpath = bdir / RESULT_JSON
     if rpath.exists():
@@ -457,10 +502,12 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(rpath, f"damaged JSON: {e}") from None
     inventory = {k: tuple(v) for k, v in record.inventory_before.items()}
     return Bundle(bdir, record, catalog, planogram, shelves, images, inventory, result,
-                  calibration)
+                  calibration, decoded)
 
 
-def _load_calibration(bdir: Path, record: BundleRecord, cameras: set[str]) -> dict[str, Any]:
+def _load_calibration(bdir: Path, record: BundleRecord, cameras: set[str],
+                      decoded: dict | None = None,
+                      known: Mapping[str, tuple[str, np.ndarray]] = {}) -> dict[str, Any]:
     if record.calibration is None:
         return {}
     from vision.calibration import CalibrationError, CameraCalibration
@@ -469,11 +516,41 @@ def _load_calibration(bdir: Path, record: BundleRecord, cameras: set[str]) -> di
         where = f"calibration.cameras.{cam}"
         if cam not in cameras:
             raise BundleError(bdir / BUNDLE_JSON, f"{where}: not a camera of the bundle's planogram")
-        empty = _read_image(bdir, c.empty, record.files, f"{where}.empty")
-        full = _read_image(bdir, c.full, record.files, f"{where}.full")
+        empty = _read_image(bdir, c.empty, record.files, f"{where}.empty", decoded, known)
+        full = _read_image(bdir, c.full, record.files, f"{where}.full", decoded, known)
         try:
             out[cam] = CameraCalibration(cam, empty, full)
         except CalibrationError as e:
             raise BundleError(bdir / c.empty, f"{where}: {e}") from None
     return out
 
+
+
+def load_recognizer(bundle: Bundle, model_dir: str | Path | None = None) -> Any:
+    """The recognizer `bundle` was read with: the model in `model_dir` (default: the committed
+    models/) with the bundle's own copy of its product gallery; None when it names none.
+    BundleError naming the missing model by its version and sha256, and what to do, when this
+    machine does not have it."""
+    named = bundle.record.recognizer
+    if named is None:
+        return None
+    from vision.recognizer import Recognizer, RecognizerError
+    where = bundle.path / BUNDLE_JSON
+    want = f"{named.version}" + (f" (model file sha256 {named.model_sha256})"
+                                 if named.model_sha256 else "")
+    gallery = None
+    if named.gallery is not None:
+        _read_file(bundle.path, named.gallery, bundle.record.files, "recognizer.gallery")
+        gallery = bundle.path / named.gallery
+    try:
+        recognizer = Recognizer.load(None if model_dir is None else Path(model_dir),
+                                     gallery=gallery)
+    except RecognizerError as e:
+        raise BundleError(where, f"recognizer: model {want} not found on this machine ({e}): "
+                          f"install models/ at that version or pass --model DIR") from None
+    if recognizer.version != named.version:
+        raise BundleError(where, f"recognizer: the bundle was read with model {want}, the one "
+                          f"here is {recognizer.version} (model file sha256 "
+                          f"{recognizer.card.model_sha256}): install models/ at that version "
+                          f"or pass --model DIR")
+    return recognizer

@@ -43,7 +43,7 @@ from cabinet.journal import Journal
 from cabinet.kiosk import state as kiosk
 from cabinet.machine import SessionMachine
 from cabinet.planogram import load_planogram
-from cabinet.reconcile import reconcile
+from cabinet.reconcile import reconcile, slot_vision
 from firmware_bridge import events as ev
 from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import LinkError
@@ -158,7 +158,8 @@ class Controller:
                  inventory: Inventory, bundles_dir: Path, timing: TimeoutsConfig = TimeoutsConfig(),
                  load_cell_noise_g: float = 2.0, min_confidence: float = 0.95,
                  clock: Clock | None = None, identity_policy: IdentityPolicy = DEFAULT_POLICY,
-                 identity_frames: int = 3):
+                 identity_frames: int = 3, shelf_calibration: Any = None,
+                 recognizer: Any = None):
         self.cabinet_id = cabinet_id
         self.clock = clock_or_system(clock)
         self.board = board
@@ -183,6 +184,11 @@ class Controller:
         self.min_confidence = min_confidence
         self.identity_policy = identity_policy
         self.identity_frames = max(1, int(identity_frames))
+        # What the reader knows of the shelf cameras (vision.calibration.Calibration) and of the
+        # products (vision.recognizer.Recognizer); None: not used. Every bundle carries both
+        # (frames copied, recognizer and gallery named by hash), so its replay reads the same.
+        self.shelf_calibration = shelf_calibration
+        self.recognizer = recognizer
         max_pulse = getattr(getattr(board, "identity", None), "max_unlock_ms", None)
         if max_pulse is not None and not 0 < timing.unlock_pulse_ms <= max_pulse:
             raise CabinetError(f"timeouts.unlock_pulse_ms = {timing.unlock_pulse_ms}: the board "
@@ -331,18 +337,29 @@ class Controller:
         `settled_now`: the door has been shut and locked since the last session, so a shelf
         whose filter already reads stable is settled (no need to wait for a fresh window).
         """
+        weights = await self._settle_weights(settled_now=settled_now)
+        return weights, await self._capture_shelves()
+
+    async def _settle_weights(self, *, settled_now: bool = False) -> dict:
+        """Shelf id -> (grams, stable, the raw samples the reading rests on): the bundle keeps
+        the measured window (>= 10 samples once settled), so reconcile estimates the noise."""
         channels = list(self._channels.values())
         readings = self.board.weights() if settled_now else {}
         if not readings or not all(readings[c].stable for c in channels):
             readings = await self._blocking(self.board.wait_stable, channels,
                                             self.timing.settle_s)
+        samples_of = getattr(self.board, "samples", None)
         weights = {}
         for shelf_id, channel in self._channels.items():
             r = readings[channel]
-            weights[shelf_id] = (float(r.grams), bool(r.stable), [float(r.grams)])
+            samples = list(samples_of(channel, r)) if samples_of is not None else []
+            weights[shelf_id] = (float(r.grams), bool(r.stable), samples or [float(r.grams)])
+        return weights
+
+    async def _capture_shelves(self) -> dict:
         frames = await asyncio.gather(*(self._blocking(camera.capture)
                                         for camera in self.shelf_cameras.values()))
-        return weights, dict(zip(self.shelf_cameras, frames))
+        return dict(zip(self.shelf_cameras, frames))
 
     # --- one session -------------------------------------------------------------------
     async def wait_for_face(self, timeout_s: float, poll_s: float = 0.1):
@@ -446,6 +463,9 @@ class Controller:
                                  min_confidence=self.min_confidence, planogram=self.planogram)
         # session() checked the door shut and the lock holds it: the shelves' filter reading
         # is the settled baseline, no fresh stability window needed.
+        if self.shelf_calibration is not None or self.recognizer is not None:
+            run.bundle.write_vision(calibration=self.shelf_calibration,
+                                    recognizer=self.recognizer)
         weights, images = await self._snapshot(settled_now=True)
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
@@ -533,19 +553,42 @@ class Controller:
         return seen
 
     async def _settle_and_charge(self, run: "_Run") -> SessionReport:
-        weights, images = await self._snapshot()
+        # The door is shut, so the shelves' images are final while the load cells still swing:
+        # the cameras are read, stored and looked at (vision on every shelf camera) meanwhile.
+        settle = asyncio.ensure_future(self._settle_weights())
+        settle.add_done_callback(lambda _: run.mark("settled"))
+        await self._blocking(run.bundle.write_after_images, await self._capture_shelves())
+        look = asyncio.ensure_future(self._blocking(self._look, run.bundle.path))
+        look.add_done_callback(lambda _: run.mark("looked"))
+        try:
+            weights = await settle
+        finally:
+            seen = await look
         settled = all(stable for _, stable, _ in weights.values())
-        run.bundle.write_after(weights=weights, images=images)
+        run.bundle.write_after(weights=weights, images={})
         self.machine.fire("settled" if settled else "settle_timeout")
         if not settled:
             run.flags.append("shelf_unsettled")
-        run.mark("settled")
-        return await self._reconcile_and_charge(run)
+        return await self._reconcile_and_charge(run, seen)
 
-    async def _reconcile_and_charge(self, run: "_Run") -> SessionReport:
-        # Reconcile reads the bundle as stored (PNGs included, ~40 ms) rather than the frames
-        # in memory, so `cabinet reconcile BUNDLE` reproduces exactly what was charged.
-        result = await self._blocking(lambda: reconcile(load_bundle(run.bundle.path)))
+    def _look(self, path: Path) -> tuple:
+        """The bundle as stored so far and what vision reads in its images (the same
+        function reconcile runs on a replay)."""
+        bundle = load_bundle(path)
+        return bundle, slot_vision(bundle, self.recognizer)
+
+    async def _reconcile_and_charge(self, run: "_Run", seen: tuple | None = None
+                                    ) -> SessionReport:
+        # Reconcile reads the bundle as stored (PNGs included) rather than the frames in
+        # memory, so `cabinet reconcile BUNDLE` reproduces exactly what was charged; `seen`:
+        # the vision already read from these same stored images while the shelves settled.
+        def decide():
+            if seen is None:
+                return reconcile(load_bundle(run.bundle.path), recognizer=self.recognizer)
+            earlier, evidence = seen
+            return reconcile(load_bundle(run.bundle.path, like=earlier),
+                             recognizer=self.recognizer, vision=lambda _b, _r: evidence)
+        result = await self._blocking(decide)
         run.mark("reconciled")
         run.bundle.write_result(result)
         run.flags.extend(f for f in result.flags if f not in run.flags)
