@@ -155,20 +155,11 @@ def _demo(args) -> int:
 
 
 def _reconcile(args) -> int:
-    from cabinet.bundle import load_bundle
+    from cabinet.bundle import load_bundle, load_recognizer
     from cabinet.reconcile import reconcile
-    from cabinet.errors import BundleError
     bundle = load_bundle(args.bundle)
-    recognizer = None
-    if bundle.record.recognizer is not None:  # the bundle was read with one: so is its replay
-        from vision.recognizer import Recognizer, RecognizerError
-        try:
-            recognizer = Recognizer.load(args.model)
-        except RecognizerError as e:
-            raise BundleError(bundle.path / "bundle.json", f"recognizer: model "
-                              f"{bundle.record.recognizer.version} not found ({e}): install "
-                              f"models/ at that version or pass --model") from None
-    result = reconcile(bundle, recognizer=recognizer)
+    # the bundle was read with a recognizer (its gallery copied in): so is its replay
+    result = reconcile(bundle, recognizer=load_recognizer(bundle, args.model))
     if args.json:
         print(result.to_json())
     else:
