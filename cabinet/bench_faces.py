@@ -130,6 +130,49 @@ def run_trials(encodings: dict[str, list[np.ndarray]], policy: IdentityPolicy) -
     return tally
 
 
+def leave_person_out_lines(encodings: dict[str, list[np.ndarray]]) -> list[dict]:
+    """Would a line fitted without a person have kept them out? Per person left out: the most
+    permissive zero-false-accept line the others allow (their closest pair of different people)
+    and the held-out person's nearest stranger; `admitted` when that stranger is closer than
+    the line, i.e. the line fitted on the others takes the person for someone else."""
+    rows = []
+    for person in encodings:
+        rest = [(p, e) for p, encs in encodings.items() if p != person for e in encs]
+        pairs = [float(np.linalg.norm(a - b)) for k, (p, a) in enumerate(rest)
+                 for q, b in rest[k + 1:] if p != q]
+        nearest = min(float(np.linalg.norm(a - b)) for a in encodings[person] for _, b in rest) \
+            if rest else None
+        line = min(pairs) if pairs else None
+        rows.append({"person": person, "line_from_others": None if line is None else round(line, 4),
+                     "nearest_stranger": None if nearest is None else round(nearest, 4),
+                     "admitted": line is not None and nearest is not None and nearest < line})
+    return rows
+
+
+def pair_statistics(encodings: dict[str, list[np.ndarray]]) -> dict:
+    """Same-person and different-person pair distances (mean, sd, extremes), and where a
+    normal fit of the different-person distances puts the nearest stranger in a gallery of N
+    accounts (the 1/N quantile): how close strangers come as the gallery grows."""
+    from statistics import NormalDist
+    flat = [(p, e) for p, encs in encodings.items() for e in encs]
+    same, other = [], []
+    for k, (p, a) in enumerate(flat):
+        for q, b in flat[k + 1:]:
+            (same if p == q else other).append(float(np.linalg.norm(a - b)))
+    out: dict = {}
+    for name, values in (("same_person", same), ("different_people", other)):
+        out[name] = None if len(values) < 2 else {
+            "pairs": len(values), "mean": round(float(np.mean(values)), 4),
+            "sd": round(float(np.std(values, ddof=1)), 4),
+            "min": round(min(values), 4), "max": round(max(values), 4)}
+    if out["different_people"] is not None:
+        m, sd = out["different_people"]["mean"], out["different_people"]["sd"]
+        out["nearest_stranger_normal_fit"] = {
+            str(n): round(m - sd * NormalDist().inv_cdf(1 - 1 / n), 3)
+            for n in (1_000, 10_000, 100_000, 1_000_000)}
+    return out
+
+
 def identify_timing(people: dict[str, list[Path]], encodings: dict[str, list[np.ndarray]],
                     policy: IdentityPolicy) -> dict:
     """One frame per photo through detect + encode + decide against the whole gallery."""
@@ -227,6 +270,9 @@ def run(root: Path, sizes: list[int], policy: IdentityPolicy = DEFAULT_POLICY, s
                          "refuse_distance": policy.refuse_distance,
                          "min_margin": policy.min_margin, "min_frames": policy.min_frames}}
     result.update(run_trials(encodings, policy))
+    result["leave_person_out"] = leave_person_out_lines(encodings)
+    result["leave_person_out_admitted"] = sum(r["admitted"] for r in result["leave_person_out"])
+    result["pairs"] = pair_statistics(encodings)
     result.update(identify_timing(people, encodings, policy))
     all_encs = [(p, e) for p, encs in encodings.items() for e in encs]
     impostor_pairs = [float(np.linalg.norm(a - b)) for k, (p, a) in enumerate(all_encs)
@@ -259,12 +305,18 @@ def render(r: dict) -> str:
            f"{'largest genuine / smallest impostor dist.':<44}{r['genuine_max_distance']!s:>10} / "
            f"{r['impostor_min_distance']}",
            f"{'identify one frame p50 / p95 ms':<44}{r['identify_p50_ms']:>10} / {r['identify_p95_ms']}",
+           f"{'line fitted without a person admits them':<44}{r['leave_person_out_admitted']:>10}"
+           f"  of {len(r['leave_person_out'])} people left out",
            f"{'templates':>10}{'float32 p50':>13}{'index p50':>11}{'index p95':>11}"
            f"{'MB f32+u8':>11}{'cands':>7}{'differ':>8}"]
     for m in r["matching"]:
         out.append(f"{m['templates']:>10,}{m['exact_float32_p50_ms']:>13}{m['index_p50_ms']:>11}"
                    f"{m['index_p95_ms']:>11}{m['index_mb']:>11}{m['index_candidates_max']:>7}"
                    f"{m['decisions_differ']:>8}")
+    fit = (r["pairs"] or {}).get("nearest_stranger_normal_fit")
+    if fit:
+        out.append("nearest stranger (normal fit) in a gallery of " + ", ".join(
+            f"{int(n):,}: {d}" for n, d in fit.items()))
     for t in r["notable_trials"]:
         out.append(f"  {t['trial']} {t['person']} photo {t['photo']}: {t['result']} "
                    f"({t['outcome']}, {t['reason']}, nearest {t['best']})")

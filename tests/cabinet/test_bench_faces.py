@@ -65,6 +65,9 @@ def test_cabinet_bench_faces_json_counts_every_trial_it_should_run(small_faces, 
     assert (row["templates"], row["real_templates"], row["trials"]) == (2000, 5, 9)
     assert row["decisions_differ"] == 0 and result["decisions_differ"] == 0
     assert result["match_ms_1m"] is None  # no gallery of a million was asked for
+    assert sorted(r["person"] for r in result["leave_person_out"]) == sorted(counts)
+    assert result["leave_person_out_admitted"] == sum(r["admitted"] for r in result["leave_person_out"])
+    assert result["pairs"]["different_people"]["pairs"] == 8   # 2*2 + 2*1 + 2*1 across people
 
 
 def test_a_missing_folder_is_one_line_naming_it(tmp_path, capsys):
@@ -111,3 +114,41 @@ def test_an_out_file_that_cannot_be_written_is_named(small_faces, tmp_path, caps
     assert bench_faces.main(["--data", str(root), "--sizes", "", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"--out {out}: cannot write it" in err
+
+
+def _on_axes(*points: tuple[str, float, int]) -> dict[str, list[np.ndarray]]:
+    """Person -> encodings at `distance` along an axis (distances between axes by Pythagoras)."""
+    people: dict[str, list[np.ndarray]] = {}
+    for person, distance, axis in points:
+        v = np.zeros(128, dtype=np.float32)
+        v[axis] = distance
+        people.setdefault(person, []).append(v)
+    return people
+
+
+def test_a_line_fitted_without_a_look_alike_admits_them():
+    # ann and bea are look-alikes (0.5 apart); cy and dan are far from everyone
+    encodings = _on_axes(("ann", 0.0, 0), ("bea", 0.5, 0), ("cy", 0.9, 1), ("dan", 0.9, 2))
+    rows = {r["person"]: r for r in bench_faces.leave_person_out_lines(encodings)}
+    # without ann the closest strangers are bea-cy and bea-dan (hypot(0.5, 0.9) = 1.03) or
+    # cy-dan (0.9 * sqrt 2 = 1.27): a line at 1.03 takes ann (0.5 from bea) for bea
+    assert rows["ann"]["line_from_others"] == pytest.approx(np.hypot(0.5, 0.9), abs=1e-4)
+    assert rows["ann"]["nearest_stranger"] == pytest.approx(0.5, abs=1e-4)
+    assert rows["ann"]["admitted"] and rows["bea"]["admitted"]
+    # without cy the line is ann-bea's 0.5, and cy's nearest stranger (ann, 0.9) is beyond it
+    assert rows["cy"]["line_from_others"] == pytest.approx(0.5, abs=1e-4)
+    assert not rows["cy"]["admitted"] and not rows["dan"]["admitted"]
+
+
+def test_pair_statistics_split_same_person_from_different_people():
+    encodings = _on_axes(("ann", 0.0, 0), ("ann", 0.3, 0), ("bea", 0.9, 1), ("bea", 0.8, 1))
+    stats = bench_faces.pair_statistics(encodings)
+    assert stats["same_person"]["pairs"] == 2
+    assert stats["same_person"]["mean"] == pytest.approx(0.2, abs=1e-4)      # 0.3 and 0.1
+    assert stats["different_people"]["pairs"] == 4
+    assert stats["different_people"]["min"] == pytest.approx(0.8, abs=1e-4)
+    fit = stats["nearest_stranger_normal_fit"]
+    # the more accounts, the nearer the expected nearest stranger, below the mean
+    values = [fit[n] for n in ("1000", "10000", "100000", "1000000")]
+    assert values == sorted(values, reverse=True)
+    assert values[0] < stats["different_people"]["mean"]
