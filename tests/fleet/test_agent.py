@@ -1,0 +1,466 @@
+"""The cabinet's fleet agent against a real Mosquitto broker on loopback.
+
+A paho subscriber stands in for the back office. The cabinet's parts are the real ones on a
+SQLite file (billing with the sandbox gateway, alarms, inventory moves); the agent's time (the
+collect and health cadence, reconnect back-off, expiry) is a ManualClock, so an hour offline
+takes a second. What runs in real time is the broker and the sockets, waited on with
+tests/waiting.wait_until.
+
+Until the back-office engineer's broker fixture lands in tests/fleet/conftest.py, this module
+starts its own `mosquitto -c <conf>` on a free 127.0.0.1 port (with persistence, so a restart
+keeps the subscriber's session as a production broker would).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import update
+
+from billing import Billing, GatewayClient, init_db, make_engine, session_factory
+from billing.crypto import SecretBox
+from billing.gateway_server import SandboxGateway
+from billing.records import Line
+from cabinet.fleet import messages as m
+from cabinet.fleet.actions import REMOTE_OUT_OF_SERVICE, CabinetActions
+from cabinet.fleet.agent import AgentSettings, BrokerSettings, FleetAgent
+from cabinet.fleet.down import DownHandler
+from cabinet.fleet.outbox import FleetOutbox
+from cabinet.fleet.tables import OutboxRow
+from cabinet.inventory import InventoryMove
+from cabinet.journal import Alarms
+from datagate import unavailable
+from firmware_bridge.clock import ManualClock
+from waiting import wait_until
+
+CAB = "cab-1"
+KEY = SecretBox(bytes(range(32)), origin="the fleet tests' key")
+ROOT = Path(__file__).resolve().parents[2]
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A Mosquitto process on a free loopback port; stop() is SIGTERM (it saves its sessions
+    and queued messages), start() again on the same port."""
+
+    def __init__(self, folder: Path):
+        if not os.path.exists(MOSQUITTO):
+            unavailable("needs Mosquitto (apt-get install mosquitto; make test installs it)")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.conf = folder / "mosquitto.conf"
+        # user: run as root, mosquitto would switch to its own user, which cannot write here;
+        # max_queued_messages 0: no cap on a session's queue (the default 1000 drops more)
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence true\npersistence_location {folder}/\n"
+                             f"log_dest file {folder}/mosquitto.log\n"
+                             f"user {'root' if os.geteuid() == 0 else 'mosquitto'}\n"
+                             f"max_queued_messages 0\n")
+        self.proc: subprocess.Popen | None = None
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._accepts, f"mosquitto listening on 127.0.0.1:{self.port}", 10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+class BackOffice:
+    """The back office's stand-in: a persistent-session paho subscriber on the up and status
+    topics that keeps every delivery, duplicates included."""
+
+    def __init__(self, port: int):
+        self.deliveries: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=m.backoffice_client_id("test-" + uuid.uuid4().hex),
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [("cabinet/+/up/#", 1), ("cabinet/+/status", 1)])
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.2)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.deliveries.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def ups(self) -> list[m.UpMessage]:
+        with self._lock:
+            got = [d for d in self.deliveries if "/up/" in d[0]]
+        return [m.decode_up(payload, topic=topic) for topic, payload, _ in got]
+
+    def statuses(self) -> list[str]:
+        with self._lock:
+            got = [d for d in self.deliveries if d[0].endswith("/status")]
+        return [m.decode_status(payload).status for _, payload, _ in got]
+
+    def send(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    gw = SandboxGateway()
+    url = gw.start()
+    yield gw, url
+    gw.stop()
+
+
+class Cabinet:
+    """The parts of one cabinet the agent reads and acts on, on one SQLite file."""
+
+    def __init__(self, folder: Path, clock: ManualClock, gateway: tuple[SandboxGateway, str]):
+        self.folder = folder
+        self.url = f"sqlite:///{folder}/cabinet.db"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(self.url)
+        init_db(self.engine)
+        InventoryMove.metadata.create_all(self.engine)
+        self.db = session_factory(self.engine)
+        self.clock = clock
+        self.billing = Billing(self.db, GatewayClient(gateway[1], api_key=gateway[0].api_key),
+                               cabinet_id=CAB, clock=self.now, secrets=KEY)
+        self.account = self.billing.open_account("Ann", "tok_visa_ok").id
+        self.alarms = Alarms(self.db, now=self.now)
+        self.outbox = FleetOutbox(self.db, CAB, self.now)
+        self.sold: list[str] = []
+        self.moves = 0
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock.time(), dt.timezone.utc)
+
+    def sell(self) -> str:
+        """A session that sells one can: its hold, its capture, its stock move."""
+        sid = f"s-{len(self.sold) + 1}"
+        self.billing.place_hold(sid, self.account)
+        self.billing.settle(sid, [Line("cola-330", "Cola", 1, 180)])
+        self.move(sid)
+        self.sold.append(sid)
+        return sid
+
+    def move(self, ref: str = "count") -> None:
+        with self.db.begin() as s:
+            s.add(InventoryMove(at=self.now(), slot_id="A1", sku="cola-330", qty=-1,
+                                kind="sale", ref=ref))
+        self.moves += 1
+
+    def agent(self, port: int, *, max_inflight: int = 20, signing=None) -> FleetAgent:
+        actions = CabinetActions(db=self.db, billing=self.billing, operations=None,
+                                 alarms=self.alarms, incoming_dir=self.folder / "incoming",
+                                 now=self.now)
+        self.down = DownHandler(self.db, (signing or SIGNING).public_key(), actions,
+                                now=self.now)
+        settings = AgentSettings(cabinet_id=CAB, broker=BrokerSettings("127.0.0.1", port),
+                                 collect_every_s=1.0, health_every_s=60.0,
+                                 reconnect_first_s=1.0, reconnect_max_s=8.0,
+                                 max_inflight=max_inflight)
+        return FleetAgent(settings, self.outbox, self.down, clock=self.clock,
+                          health=lambda: {"in_service": not self.alarms.active()},
+                          jitter=lambda: 0.0)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+SIGNING = m.new_signing_key()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def cabinet(tmp_path, clock, gateway):
+    cab = Cabinet(tmp_path / "cabinet", clock, gateway)
+    yield cab
+    cab.close()
+
+
+@pytest.fixture
+def running(request):
+    """Stops every agent and back office a test started, even when it fails."""
+    things: list = []
+    yield things
+    for thing in reversed(things):
+        thing.stop() if isinstance(thing, FleetAgent) else thing.close()
+
+
+def _ids(messages) -> list[str]:
+    return [msg.id for msg in messages]
+
+
+# --- up ----------------------------------------------------------------------------------
+def test_an_hour_offline_is_caught_up_every_message_once_in_order(broker, cabinet, clock,
+                                                                  running):
+    """The broker is down for an hour of sales; when it is back, the back office gets every
+    fact of the hour exactly once, in the outbox's order, and every row is marked sent."""
+    agent = cabinet.agent(broker.port)
+    running.append(agent.start())
+    t0 = clock.time()
+    expected_health = []
+    for minute in range(60):
+        clock.wait_until_idle(1)                       # the agent waits on the clock
+        if minute % 5 == 0:
+            cabinet.sell()
+        if minute == 20:
+            cabinet.alarms.raise_("temperature", "9.5 C")
+        if minute == 35:
+            cabinet.alarms.clear("temperature", "back to 4 C")
+        clock.advance(60)
+    clock.wait_until_idle(1)
+    assert not agent.connected.is_set() and agent.connects == 0
+    hour = [dt.datetime.fromtimestamp(t0 + 60 * k, dt.timezone.utc) for k in range(61)]
+    expected_health = [m.health_message_id(CAB, at) for at in hour]
+    assert cabinet.outbox.unsent_count() == 12 * 3 + 2 + 61   # all kept while offline
+
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    clock.advance(8)                                   # the longest back-off
+    total = 12 * 3 + 2 + 61
+    wait_until(lambda: len(office.ups()) >= total, f"{total} up messages at the back office", 20)
+    wait_until(lambda: cabinet.outbox.unsent_count() == 0, "every outbox row marked sent", 10)
+    got = office.ups()
+    assert len(got) == total                            # nothing twice
+    assert [msg.seq for msg in got] == list(range(1, total + 1))   # in order, none missing
+    expected = ([m.session_message_id(CAB, s) for s in cabinet.sold]
+                + [m.receipt_message_id(CAB, s) for s in cabinet.sold]
+                + [m.inventory_message_id(CAB, i) for i in range(1, 13)]
+                + [m.alarm_message_id(CAB, 1, "raise"), m.alarm_message_id(CAB, 1, "clear")]
+                + expected_health)
+    assert sorted(_ids(got)) == sorted(expected)
+    # each session's stock move, outcome and receipt go out in that order
+    ids = _ids(got)
+    for i, sid in enumerate(cabinet.sold, start=1):
+        assert ids.index(m.inventory_message_id(CAB, i)) < ids.index(
+            m.session_message_id(CAB, sid)) < ids.index(m.receipt_message_id(CAB, sid))
+    receipt = next(msg for msg in got if msg.id == m.receipt_message_id(CAB, "s-1"))
+    assert (receipt.body["total"], receipt.body["currency"], receipt.body["charged"]) == \
+        (180, "EUR", 180)
+    assert "online" in office.statuses()
+
+
+def test_a_broker_restart_mid_publish_loses_nothing_and_redelivers_the_same_ids(
+        broker, cabinet, clock, running):
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    agent = cabinet.agent(broker.port, max_inflight=5)
+    running.append(agent.start())
+    wait_until(agent.connected.is_set, "the agent connected")
+    total = 1500
+    for _ in range(total):
+        cabinet.move()
+    clock.advance(1)                                   # the next collect takes them all
+    wait_until(lambda: len(office.ups()) >= 100, "the first 100 messages", 20)
+    broker.stop()
+    unsent_at_restart = cabinet.outbox.unsent_count()
+    assert unsent_at_restart > 0                        # it really was mid-stream
+    wait_until(lambda: not agent.connected.is_set(), "the agent seeing the broker go")
+    broker.start()
+    clock.wait_for_sleepers(1)
+    clock.advance(8)                                   # past the back-off
+    wait_until(agent.connected.is_set, "the agent reconnected", 10)
+    wait_until(lambda: cabinet.outbox.unsent_count() == 0, "every row acknowledged", 30)
+    expected = {m.inventory_message_id(CAB, i) for i in range(1, total + 1)}
+    wait_until(lambda: expected <= set(_ids(office.ups())), "every move at the back office", 20)
+    got = [msg for msg in office.ups() if msg.kind == "inventory"]
+    by_id: dict[str, set[bytes]] = {}
+    for msg in got:
+        by_id.setdefault(msg.id, set()).add(m.encode_up(msg))
+    assert set(by_id) == expected                       # nothing lost
+    assert all(len(versions) == 1 for versions in by_id.values())  # a redelivery is identical
+    first_seen = sorted({msg.seq for msg in got})
+    assert first_seen == sorted(row.seq for row in cabinet.outbox.rows()
+                                if row.kind == "inventory")
+    assert agent.connects == 2
+
+
+def test_a_redelivery_after_a_lost_acknowledgement_carries_the_same_ids(broker, cabinet, clock,
+                                                                       running):
+    """A crash between the PUBACK and its commit: the restarted agent sends those rows again,
+    byte for byte, so the back office's ON CONFLICT (id) DO NOTHING keeps one of each."""
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    for _ in range(3):
+        cabinet.sell()
+    agent = cabinet.agent(broker.port)
+    running.append(agent.start())
+    rows = 3 * 3 + 1                           # 3 sessions, receipts, moves; one health
+    wait_until(lambda: len(cabinet.outbox.rows()) == rows and cabinet.outbox.unsent_count() == 0,
+               "the first run's rows collected and sent", 10)
+    wait_until(lambda: len(office.ups()) == rows, "the first run at the back office", 10)
+    agent.stop()
+    first = {msg.id: m.encode_up(msg) for msg in office.ups()}
+    with cabinet.db.begin() as s:            # the acknowledgements never reached the disk
+        s.execute(update(OutboxRow).where(OutboxRow.kind == "receipt").values(sent_at=None))
+    again = cabinet.agent(broker.port)
+    running.append(again.start())
+    wait_until(lambda: cabinet.outbox.unsent_count() == 0, "the second run's rows sent", 10)
+    wait_until(lambda: len(office.ups()) == len(first) + 3, "the 3 receipts a second time", 10)
+    repeats = office.ups()[len(first):]
+    assert [msg.kind for msg in repeats] == ["receipt"] * 3
+    assert all(first[msg.id] == m.encode_up(msg) for msg in repeats)
+
+
+def test_the_last_will_says_offline_when_the_cabinet_dies(broker, cabinet, running, tmp_path):
+    """A cabinet process killed outright: the broker publishes its retained `offline` will."""
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    script = (
+        "import sys, threading\n"
+        "from billing import make_engine, session_factory\n"
+        "from cabinet.fleet import messages as m\n"
+        "from cabinet.fleet.agent import AgentSettings, BrokerSettings, FleetAgent\n"
+        "from cabinet.fleet.outbox import FleetOutbox\n"
+        "from firmware_bridge.clock import SYSTEM\n"
+        "import datetime as dt\n"
+        "db = session_factory(make_engine(sys.argv[1]))\n"
+        "now = lambda: dt.datetime.now(dt.timezone.utc)\n"
+        "agent = FleetAgent(AgentSettings(cabinet_id='cab-1', broker=BrokerSettings("
+        "'127.0.0.1', int(sys.argv[2]))), FleetOutbox(db, 'cab-1', now), None, clock=SYSTEM,"
+        " health=lambda: {'in_service': True}).start()\n"
+        "agent.connected.wait(20)\n"
+        "print('connected', flush=True)\n"
+        "threading.Event().wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, cabinet.url, str(broker.port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "connected"
+        wait_until(lambda: "online" in office.statuses(), "the cabinet's online status", 10)
+        assert "offline" not in office.statuses()
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: office.statuses()[-1:] == ["offline"], "the last will", 10)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    # retained: a back office that starts later still learns the cabinet is offline
+    late = BackOffice(broker.port)
+    running.append(late)
+    wait_until(lambda: late.statuses() == ["offline"], "the retained offline status", 10)
+    assert late.deliveries[0][2] is True
+
+
+def test_a_clean_stop_publishes_offline_itself(broker, cabinet, clock, running):
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    agent = cabinet.agent(broker.port)
+    running.append(agent.start())
+    wait_until(lambda: "online" in office.statuses(), "online", 10)
+    agent.stop()
+    wait_until(lambda: office.statuses()[-1:] == ["offline"], "offline after the stop", 10)
+
+
+# --- down --------------------------------------------------------------------------------
+def _command(clock, command: str, id: str, *, key=SIGNING, issued_ago_s: float = 0,
+             ttl_s: float = 300) -> bytes:
+    issued = dt.datetime.fromtimestamp(clock.time() - issued_ago_s, dt.timezone.utc)
+    return m.encode_down(m.sign_down(key, id=id, kind="command", body={"command": command},
+                                     issued_at=issued, ttl_s=ttl_s))
+
+
+def test_signed_commands_apply_once_and_replayed_expired_or_forged_ones_are_refused(
+        broker, cabinet, clock, running):
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    agent = cabinet.agent(broker.port)
+    running.append(agent.start())
+    wait_until(agent.connected.is_set, "the agent connected")
+    topic = m.down_topic(CAB, "command")
+    handled = lambda n: lambda: len(cabinet.down.outcomes) >= n  # noqa: E731
+
+    off = _command(clock, "out_of_service", "cmd-1")
+    office.send(topic, off)
+    wait_until(handled(1), "the out_of_service command handled", 10)
+    assert cabinet.alarms.active() == [REMOTE_OUT_OF_SERVICE]
+    office.send(topic, _command(clock, "back_in_service", "cmd-2"))
+    wait_until(handled(2), "the back_in_service command handled", 10)
+    assert cabinet.alarms.active() == []
+
+    office.send(topic, off)                                  # the same message again
+    wait_until(handled(3), "the replay handled", 10)
+    office.send(topic, _command(clock, "out_of_service", "cmd-3", issued_ago_s=600))
+    wait_until(handled(4), "the expired command handled", 10)
+    office.send(topic, _command(clock, "out_of_service", "cmd-4", key=m.new_signing_key()))
+    wait_until(handled(5), "the forged command handled", 10)
+    office.send(m.down_topic(CAB, "command"), b'{"v": 1, "id": "cmd-5"}')
+    wait_until(handled(6), "the malformed command handled", 10)
+
+    assert [(o.message_id, o.outcome, o.reason) for o in cabinet.down.outcomes] == [
+        ("cmd-1", "applied", ""), ("cmd-2", "applied", ""), ("cmd-1", "refused", "replay"),
+        ("cmd-3", "refused", "expired"), ("cmd-4", "refused", "bad_signature"),
+        (None, "refused", "malformed")]
+    assert cabinet.alarms.active() == []                     # none of the refused did a thing
+    assert cabinet.down.applied() == ["cmd-1", "cmd-2"]
+
+
+def test_an_order_sent_while_the_cabinet_is_away_is_applied_when_it_is_back(
+        broker, cabinet, clock, running):
+    """The persistent session: the broker queues the order for the absent cabinet."""
+    broker.start()
+    office = BackOffice(broker.port)
+    running.append(office)
+    agent = cabinet.agent(broker.port)
+    running.append(agent.start())
+    wait_until(agent.connected.is_set, "the agent connected")
+    agent.stop()
+    office.send(m.down_topic(CAB, "command"), _command(clock, "out_of_service", "cmd-away"))
+    assert cabinet.alarms.active() == []
+    back = cabinet.agent(broker.port)
+    running.append(back.start())
+    wait_until(lambda: cabinet.down.applied() == ["cmd-away"], "the queued order applied", 10)
+    assert cabinet.alarms.active() == [REMOTE_OUT_OF_SERVICE]
