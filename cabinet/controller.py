@@ -520,6 +520,7 @@ class Controller:
         """door_open -> door_closed -> (settle) -> reconcile -> charge."""
         if not run.recovered or await self._door_open():
             await self._wait_door_closed(run.flags, run.first_name)
+        run.mark("door_shut")               # the DoorClosed event is here: time to receipt starts
         self.machine.fire("door_closed")
         self.show(lambda: kiosk.Counting(run.first_name))
         # The MCU ends the pulse as the door shuts; lock anyway, then make sure the door did
