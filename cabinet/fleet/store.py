@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Engine, Index, Integer,
-                        LargeBinary, String, Text, and_, case, func, or_, text)
-from sqlalchemy.dialects.postgresql import JSONB, insert
+                        LargeBinary, String, Text, insert, text)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -282,14 +283,91 @@ class Ingest:
     def _insert(self, s: Session, ups: list[messages.UpMessage]) -> list[messages.UpMessage]:
         if not ups:
             return []
-        stored_at = self.now()
-        rows = [{"id": m.id, "cabinet_id": m.cabinet, "kind": m.kind, "seq": m.seq, "at": m.at,
-                 "stored_at": stored_at, "instance": self.instance, "body": m.body}
-                for m in sorted(ups, key=lambda m: m.id)]
-        stmt = (insert(FleetMessage).values(rows)
-                .on_conflict_do_nothing(index_elements=["id"]).returning(FleetMessage.id))
-        added = set(s.scalars(stmt))
+        ups = sorted(ups, key=lambda m: m.id)
+        added = set(s.scalars(_INSERT_MESSAGES, {
+            "id": [m.id for m in ups], "cabinet_id": [m.cabinet for m in ups],
+            "kind": [m.kind for m in ups], "seq": [m.seq for m in ups],
+            "at": [m.at for m in ups], "body": [json.dumps(m.body) for m in ups],
+            "stored_at": self.now(), "instance": self.instance}))
         return [m for m in ups if m.id in added]
+
+
+# One fixed statement per table whatever the batch size: the rows travel as one array per
+# column and unnest() turns them back into rows (no per-batch SQL to build, parse or plan).
+_INSERT_MESSAGES = text(
+    "INSERT INTO fleet_messages (id, cabinet_id, kind, seq, at, stored_at, instance, body) "
+    "SELECT u.id, u.cabinet_id, u.kind, u.seq, u.at, :stored_at, :instance, u.body::jsonb "
+    "FROM unnest(CAST(:id AS text[]), CAST(:cabinet_id AS text[]), CAST(:kind AS text[]), "
+    "CAST(:seq AS bigint[]), CAST(:at AS timestamptz[]), CAST(:body AS text[])) "
+    "AS u(id, cabinet_id, kind, seq, at, body) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id")
+
+
+def _upsert_statement(table: str, columns: dict[str, str], keys: tuple[str, ...],
+                      sets: dict[str, str]) -> Any:
+    """INSERT INTO table AS t (...) SELECT FROM unnest(arrays) ON CONFLICT (keys) DO UPDATE;
+    `columns` maps each column to its PostgreSQL type (jsonb travels as text)."""
+    names = list(columns)
+    arrays = ", ".join(f"CAST(:{c} AS {'text' if t == 'jsonb' else t}[])"
+                       for c, t in columns.items())
+    picks = ", ".join(f"u.{c}::jsonb" if t == "jsonb" else f"u.{c}" for c, t in columns.items())
+    updates = ", ".join(f"{c} = {expr}" for c, expr in sets.items())
+    return text(f"INSERT INTO {table} AS t ({', '.join(names)}) SELECT {picks} "
+                f"FROM unnest({arrays}) AS u({', '.join(names)}) "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
+
+
+_UPSERTS = {
+    "cabinets": _upsert_statement(
+        "fleet_cabinets",
+        {"cabinet_id": "text", "status": "text", "status_at": "timestamptz",
+         "last_seen": "timestamptz", "last_seq": "bigint", "in_service": "boolean",
+         "health_at": "timestamptz", "messages": "bigint"}, ("cabinet_id",),
+        {"status": "CASE WHEN EXCLUDED.status_at IS NOT NULL AND (t.status_at IS NULL OR "
+                   "EXCLUDED.status_at >= t.status_at) THEN EXCLUDED.status ELSE t.status END",
+         "status_at": "GREATEST(t.status_at, EXCLUDED.status_at)",
+         "last_seen": "GREATEST(t.last_seen, EXCLUDED.last_seen)",
+         "last_seq": "GREATEST(t.last_seq, EXCLUDED.last_seq)",
+         "in_service": "CASE WHEN EXCLUDED.health_at IS NOT NULL AND (t.health_at IS NULL OR "
+                       "EXCLUDED.health_at >= t.health_at) THEN EXCLUDED.in_service "
+                       "ELSE t.in_service END",
+         "health_at": "GREATEST(t.health_at, EXCLUDED.health_at)",
+         "messages": "t.messages + EXCLUDED.messages"}),
+    "receipts": _upsert_statement(
+        "fleet_receipts",
+        {"cabinet_id": "text", "session_id": "text", "correction": "integer",
+         "total": "bigint", "currency": "text", "day": "date", "at": "timestamptz"},
+        ("cabinet_id", "session_id"),
+        {"total": "CASE WHEN EXCLUDED.correction > t.correction THEN EXCLUDED.total "
+                  "ELSE t.total END",
+         "currency": "CASE WHEN EXCLUDED.correction > t.correction THEN EXCLUDED.currency "
+                     "ELSE t.currency END",
+         "correction": "GREATEST(t.correction, EXCLUDED.correction)",
+         "day": "LEAST(t.day, EXCLUDED.day)", "at": "LEAST(t.at, EXCLUDED.at)"}),
+    "stock": _upsert_statement(
+        "fleet_stock",
+        {"cabinet_id": "text", "slot": "text", "sku": "text", "qty": "integer",
+         "par": "integer", "updated_at": "timestamptz"}, ("cabinet_id", "slot"),
+        {"qty": "t.qty + EXCLUDED.qty", "par": "COALESCE(EXCLUDED.par, t.par)",
+         "sku": "CASE WHEN EXCLUDED.updated_at >= t.updated_at THEN EXCLUDED.sku ELSE t.sku END",
+         "updated_at": "GREATEST(t.updated_at, EXCLUDED.updated_at)"}),
+    "alarms": _upsert_statement(
+        "fleet_alarms",
+        {"cabinet_id": "text", "alarm_id": "bigint", "alarm": "text",
+         "raised_at": "timestamptz", "cleared_at": "timestamptz"}, ("cabinet_id", "alarm_id"),
+        {"alarm": "EXCLUDED.alarm", "raised_at": "LEAST(t.raised_at, EXCLUDED.raised_at)",
+         "cleared_at": "LEAST(t.cleared_at, EXCLUDED.cleared_at)"}),
+    "reviews": _upsert_statement(
+        "fleet_reviews",
+        {"cabinet_id": "text", "session_id": "text", "flagged": "boolean", "outcome": "text",
+         "flags": "jsonb", "at": "timestamptz", "resolved_at": "timestamptz"},
+        ("cabinet_id", "session_id"),
+        {"flagged": "t.flagged OR EXCLUDED.flagged",
+         "outcome": "COALESCE(EXCLUDED.outcome, t.outcome)",
+         "flags": "CASE WHEN EXCLUDED.flagged THEN EXCLUDED.flags ELSE t.flags END",
+         "at": "COALESCE(t.at, EXCLUDED.at)",
+         "resolved_at": "GREATEST(t.resolved_at, EXCLUDED.resolved_at)"}),
+}
 
 
 def receipt_correction(msg: messages.UpMessage) -> int:
@@ -308,7 +386,7 @@ def _derive(s: Session, new: list[messages.UpMessage],
     cabinets: dict[str, dict[str, Any]] = {}
 
     def cab(cid: str) -> dict[str, Any]:
-        return cabinets.setdefault(cid, {"cabinet_id": cid, "status": "unknown",
+        return cabinets.setdefault((cid,), {"cabinet_id": cid, "status": "unknown",
                                          "status_at": None, "last_seen": None, "last_seq": 0,
                                          "in_service": None, "health_at": None, "messages": 0})
 
@@ -365,23 +443,11 @@ def _derive(s: Session, new: list[messages.UpMessage],
     for cid, st in statuses.items():
         c = cab(cid)
         c["status"], c["status_at"] = st.status, st.at
-    _upsert_cabinets(s, cabinets)
-    _upsert(s, FleetReceipt, receipts, ["cabinet_id", "session_id"], lambda t, x: {
-        "total": case((x.correction > t.correction, x.total), else_=t.total),
-        "currency": case((x.correction > t.correction, x.currency), else_=t.currency),
-        "correction": func.greatest(t.correction, x.correction),
-        "day": func.least(t.day, x.day), "at": func.least(t.at, x.at)})
-    _upsert(s, FleetStock, stock, ["cabinet_id", "slot"], lambda t, x: {
-        "qty": t.qty + x.qty, "par": func.coalesce(x.par, t.par),
-        "sku": case((x.updated_at >= t.updated_at, x.sku), else_=t.sku),
-        "updated_at": func.greatest(t.updated_at, x.updated_at)})
-    _upsert(s, FleetAlarm, alarms, ["cabinet_id", "alarm_id"], lambda t, x: {
-        "alarm": x.alarm, "raised_at": func.least(t.raised_at, x.raised_at),
-        "cleared_at": func.least(t.cleared_at, x.cleared_at)})
-    _upsert(s, FleetReview, reviews, ["cabinet_id", "session_id"], lambda t, x: {
-        "flagged": t.flagged | x.flagged, "outcome": func.coalesce(x.outcome, t.outcome),
-        "flags": case((x.flagged, x.flags), else_=t.flags), "at": func.coalesce(t.at, x.at),
-        "resolved_at": func.greatest(t.resolved_at, x.resolved_at)})
+    _upsert(s, "cabinets", cabinets)
+    _upsert(s, "receipts", receipts)
+    _upsert(s, "stock", stock)
+    _upsert(s, "alarms", alarms)
+    _upsert(s, "reviews", reviews)
 
 
 def _review(reviews: dict, key: tuple, **values: Any) -> None:
@@ -394,27 +460,13 @@ def _review(reviews: dict, key: tuple, **values: Any) -> None:
         row[name] = value
 
 
-def _upsert(s: Session, model: type, rows: dict[tuple, dict], keys: list[str], updates) -> None:
-    """One INSERT ... ON CONFLICT DO UPDATE, rows in key order (instances lock rows in the same
-    order, so two batches touching the same cabinets queue instead of deadlocking)."""
+def _upsert(s: Session, table: str, rows: dict) -> None:
+    """One upsert of every row, in key order (instances lock rows in the same order, so two
+    batches touching the same cabinets queue instead of deadlocking)."""
     if not rows:
         return
-    stmt = insert(model).values([rows[k] for k in sorted(rows)])
-    s.execute(stmt.on_conflict_do_update(index_elements=keys,
-                                         set_=updates(model.__table__.c, stmt.excluded)))
-
-
-def _upsert_cabinets(s: Session, cabinets: dict[str, dict]) -> None:
-    def updates(t, x):
-        newer_status = and_(x.status_at.is_not(None),
-                            or_(t.status_at.is_(None), x.status_at >= t.status_at))
-        newer_health = and_(x.health_at.is_not(None),
-                            or_(t.health_at.is_(None), x.health_at >= t.health_at))
-        return {"status": case((newer_status, x.status), else_=t.status),
-                "status_at": func.greatest(t.status_at, x.status_at),
-                "last_seen": func.greatest(t.last_seen, x.last_seen),
-                "last_seq": func.greatest(t.last_seq, x.last_seq),
-                "in_service": case((newer_health, x.in_service), else_=t.in_service),
-                "health_at": func.greatest(t.health_at, x.health_at),
-                "messages": t.messages + x.messages}
-    _upsert(s, FleetCabinet, {(k,): v for k, v in cabinets.items()}, ["cabinet_id"], updates)
+    ordered = [rows[k] for k in sorted(rows)]
+    params = {c: [r[c] for r in ordered] for c in ordered[0]}
+    if "flags" in params:
+        params["flags"] = [json.dumps(f) for f in params["flags"]]
+    s.execute(_UPSERTS[table], params)
