@@ -6,19 +6,13 @@ collect and health cadence, reconnect back-off, expiry) is a ManualClock, so an 
 takes a second. What runs in real time is the broker and the sockets, waited on with
 tests/waiting.wait_until.
 
-Until the back-office engineer's broker fixture lands in tests/fleet/conftest.py, this module
-starts its own `mosquitto -c <conf>` on a free 127.0.0.1 port (with persistence, so a restart
-keeps the subscriber's session as a production broker would).
+The broker is tests/fleet/conftest.py's `broker`: a Mosquitto of the test's own on a free
+loopback port, with persistence, so a restart keeps the subscriber's session as a production
+broker would.
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,65 +38,12 @@ from cabinet.fleet.outbox import FleetOutbox
 from cabinet.fleet.tables import OutboxRow
 from cabinet.inventory import InventoryMove
 from cabinet.journal import Alarms
-from datagate import unavailable
 from firmware_bridge.clock import ManualClock
 from waiting import wait_until
 
 CAB = "cab-1"
 KEY = SecretBox(bytes(range(32)), origin="the fleet tests' key")
 ROOT = Path(__file__).resolve().parents[2]
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A Mosquitto process on a free loopback port; stop() is SIGTERM (it saves its sessions
-    and queued messages), start() again on the same port."""
-
-    def __init__(self, folder: Path):
-        if not os.path.exists(MOSQUITTO):
-            unavailable("needs Mosquitto (apt-get install mosquitto; make test installs it)")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.conf = folder / "mosquitto.conf"
-        # user: run as root, mosquitto would switch to its own user, which cannot write here;
-        # max_queued_messages 0: no cap on a session's queue (the default 1000 drops more)
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"persistence true\npersistence_location {folder}/\n"
-                             f"log_dest file {folder}/mosquitto.log\n"
-                             f"user {'root' if os.geteuid() == 0 else 'mosquitto'}\n"
-                             f"max_queued_messages 0\n")
-        self.proc: subprocess.Popen | None = None
-
-    def _accepts(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._accepts, f"mosquitto listening on 127.0.0.1:{self.port}", 10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-        self.proc = None
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 class BackOffice:
@@ -243,6 +184,7 @@ def test_an_hour_offline_is_caught_up_every_message_once_in_order(broker, cabine
                                                                   running):
     """The broker is down for an hour of sales; when it is back, the back office gets every
     fact of the hour exactly once, in the outbox's order, and every row is marked sent."""
+    broker.stop()                                      # the cabinet starts offline
     agent = cabinet.agent(broker.port)
     running.append(agent.start())
     t0 = clock.time()
@@ -291,7 +233,6 @@ def test_an_hour_offline_is_caught_up_every_message_once_in_order(broker, cabine
 
 def test_a_broker_restart_mid_publish_loses_nothing_and_redelivers_the_same_ids(
         broker, cabinet, clock, running):
-    broker.start()
     office = BackOffice(broker.port)
     running.append(office)
     agent = cabinet.agent(broker.port, max_inflight=5)
@@ -329,7 +270,6 @@ def test_a_redelivery_after_a_lost_acknowledgement_carries_the_same_ids(broker, 
                                                                        running):
     """A crash between the PUBACK and its commit: the restarted agent sends those rows again,
     byte for byte, so the back office's ON CONFLICT (id) DO NOTHING keeps one of each."""
-    broker.start()
     office = BackOffice(broker.port)
     running.append(office)
     for _ in range(3):
@@ -355,7 +295,6 @@ def test_a_redelivery_after_a_lost_acknowledgement_carries_the_same_ids(broker, 
 
 def test_the_last_will_says_offline_when_the_cabinet_dies(broker, cabinet, running, tmp_path):
     """A cabinet process killed outright: the broker publishes its retained `offline` will."""
-    broker.start()
     office = BackOffice(broker.port)
     running.append(office)
     script = (
@@ -394,7 +333,6 @@ def test_the_last_will_says_offline_when_the_cabinet_dies(broker, cabinet, runni
 
 
 def test_a_clean_stop_publishes_offline_itself(broker, cabinet, clock, running):
-    broker.start()
     office = BackOffice(broker.port)
     running.append(office)
     agent = cabinet.agent(broker.port)
@@ -414,7 +352,6 @@ def _command(clock, command: str, id: str, *, key=SIGNING, issued_ago_s: float =
 
 def test_signed_commands_apply_once_and_replayed_expired_or_forged_ones_are_refused(
         broker, cabinet, clock, running):
-    broker.start()
     office = BackOffice(broker.port)
     running.append(office)
     agent = cabinet.agent(broker.port)
@@ -451,7 +388,6 @@ def test_signed_commands_apply_once_and_replayed_expired_or_forged_ones_are_refu
 def test_an_order_sent_while_the_cabinet_is_away_is_applied_when_it_is_back(
         broker, cabinet, clock, running):
     """The persistent session: the broker queues the order for the absent cabinet."""
-    broker.start()
     office = BackOffice(broker.port)
     running.append(office)
     agent = cabinet.agent(broker.port)
