@@ -139,6 +139,7 @@ def key_for_cabinet(data_dir: str | Path, environ: dict[str, str] | None = None)
     from billing.crypto import SecretError, write_key_file
     path = Path(data_dir) / "qr.key"
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_key_file(path)
         except SecretError as e:

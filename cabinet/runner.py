@@ -510,8 +510,8 @@ class Runner:
                 self.kiosk.publish(OutOfService(reason))
             self._last_shown_at = None
             return
-        if isinstance(screen, Welcome) or self.qr.shown is not None:
-            return
+        if isinstance(screen, Welcome) or self.qr.shown is not None or self.qr.pending:
+            return                          # a QR code on show, or its session about to start
         since = self._last_shown_at
         if since is not None and self.clock.monotonic() - since < self.screen_hold_s:
             return
