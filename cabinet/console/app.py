@@ -55,6 +55,7 @@ class ConsoleDeps:
     max_failures: int = 5
     lockout_window_s: float = 300.0
     secure_cookies: bool = False
+    fleet_db: Any = None        # the fleet database's sessions: the fleet pages (fleet.py)
 
 
 def live_status(board: Any, planogram: Any, health: dict | None = None) -> dict:
@@ -211,7 +212,7 @@ class Console:
 
     # --- routes ------------------------------------------------------------------------------
     def routes(self) -> list:
-        from cabinet.console import pages
+        from cabinet.console import fleet as fleet_pages, pages
         p = pages.Pages(self)
         return [
             Route("/login", self.login, methods=["GET"], name="login"),
@@ -249,6 +250,7 @@ class Console:
             Route("/alarms/{target}/ack", self.action("alarm.ack", p.alarm_ack),
                   methods=["POST"], name="alarm_ack"),
             Route("/audit", self.page(p.audit), name="audit"),
+            *fleet_pages.routes(self),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
 
