@@ -17,6 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from cabinet.errors import ConfigError, FormatError
+from cabinet.fleet.config import FleetConfig, check_fleet
 from cabinet.tax_config import TaxConfig
 from cabinet.yamlsrc import load_yaml, pydantic_errors
 
@@ -134,6 +135,9 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     tax: TaxConfig | None = Field(default=None, description="Tax rates, rounding, registration "
                                   "(cabinet/tax_config.py); none: receipts show no tax")
+    fleet: FleetConfig | None = Field(default=None, description="The fleet broker and the "
+                                      "back office's key (cabinet/fleet/config.py); none: "
+                                      "the cabinet runs alone")
 
     source: Path | None = Field(default=None, exclude=True, description="(set by the loader)")
 
@@ -220,7 +224,7 @@ FACE_ACCEPT_DISTANCE, FACE_MIN_MARGIN = 0.45, 0.10
 
 
 CROSS_CHECKS = (check_cameras_distinct, check_door_timeouts, check_gateway_key,
-                check_identity_policy)
+                check_identity_policy, check_fleet)
 
 
 def load_config(path: str | Path) -> Config:
