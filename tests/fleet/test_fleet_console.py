@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,17 @@ DAY = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.timezone.utc)     # SimCabinet's f
 
 
 class Console:
-    def __init__(self, tmp_path: Path, fleet_db=None):
+    def __init__(self, tmp_path: Path, fleet_db=None, template: Path | None = None):
         cfg = load_config(ROOT / "fixtures" / "cabinet.yaml").model_copy(update={
             "data_dir": str(tmp_path / "data"),
             "database_url": f"sqlite:///{tmp_path / 'cabinet.sqlite'}"})
-        engine = make_engine(cfg.database_url)
+        if template is not None:      # migrated, with the operator: copying beats migrating
+            shutil.copyfile(template, tmp_path / "cabinet.sqlite")
+        self.engine = engine = make_engine(cfg.database_url)
         init_db(engine)
         self.db = session_factory(engine)
-        Operators(self.db).add("ann", PASSWORD)
+        if template is None:
+            Operators(self.db).add("ann", PASSWORD)
         self.clock = ManualClock(wall_start=(DAY + dt.timedelta(hours=10)).timestamp())
         self.app = console_app(ConsoleDeps(config=cfg, db=self.db, clock=self.clock,
                                            fleet_db=fleet_db))
@@ -80,10 +84,17 @@ def cells(row: str) -> list[str]:
     return [c.strip() for c in row.split("|") if c.strip()]
 
 
+@pytest.fixture(scope="module")
+def cabinet_db(tmp_path_factory) -> Path:
+    """A cabinet database at head with the operator ann, made once for the module."""
+    folder = tmp_path_factory.mktemp("console-template")
+    Console(folder, None).engine.dispose()      # checkpoints the WAL into the one file
+    return folder / "cabinet.sqlite"
+
+
 @pytest.fixture
-def console(tmp_path, fleet_view):
-    c = Console(tmp_path, fleet_view.sessions)
-    return c
+def console(tmp_path, fleet_view, cabinet_db):
+    return Console(tmp_path, fleet_view.sessions, cabinet_db)
 
 
 def test_every_fleet_page_refuses_without_login_and_answers_with_one(console, fleet_view):
@@ -186,8 +197,8 @@ def test_an_unknown_or_malformed_cabinet_is_a_404_naming_it(console):
     assert r.status_code == 404 and "field &#39;cabinet&#39;" in r.text
 
 
-def test_a_console_without_a_fleet_database_says_so(tmp_path):
-    c = Console(tmp_path, None)
+def test_a_console_without_a_fleet_database_says_so(tmp_path, cabinet_db):
+    c = Console(tmp_path, None, cabinet_db)
     c.login()
     for path in ("/fleet", "/fleet/review"):
         r = c.get(path)
