@@ -123,11 +123,13 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
               "the back-office instances to subscribe")
         cabs = [SimCabinet(f"{prefix}-{i:04d}", seed=i, now=utcnow) for i in range(cabinets)]
         _parallel([lambda c=c: c.connect(broker) for c in cabs], 16)
-        published, dups, started = _publish(cabs, messages_total, rate, publishers, duplicates)
+        published, dups, started, publish_s = _publish(cabs, messages_total, rate, publishers,
+                                                       duplicates)
         _wait(lambda: _count(sessions, prefix) >= len(published), timeout_s,
               f"{len(published)} messages in the database")
         return _measure(sessions, prefix, published, started) | {
             "cabinets": cabinets, "messages": len(published), "duplicates_sent": dups,
+            "published_per_s": round(len(published) / publish_s, 1) if publish_s else 0.0,
             "instances": instances, "offered_rate": rate, "batch": batch}
     finally:
         _parallel([c.close for c in cabs if c.client is not None], 16)
@@ -187,9 +189,10 @@ def _parallel(jobs, width: int) -> None:
 
 
 def _publish(cabs: list[SimCabinet], total: int, rate: float, publishers: int,
-             duplicates: float) -> tuple[set[str], int, float]:
+             duplicates: float) -> tuple[set[str], int, float, float]:
     """Publishes `total` facts (sales: session, receipt, move; a restock first) round-robin over
-    the cabinets, paced to `rate`; waits for every PUBACK. -> (ids, duplicates sent, start)."""
+    the cabinets, paced to `rate`; waits for every PUBACK.
+    -> (ids, duplicates sent, start as epoch seconds, seconds until the last PUBACK)."""
     per_thread = [cabs[i::publishers] for i in range(publishers)]
     quota = [total // publishers + (1 if i < total % publishers else 0)
              for i in range(publishers)]
@@ -234,7 +237,8 @@ def _publish(cabs: list[SimCabinet], total: int, rate: float, publishers: int,
         t.start()
     for t in threads:
         t.join()
-    return {i for chunk in ids for i in chunk}, sum(dup_counts), start_wall
+    return ({i for chunk in ids for i in chunk}, sum(dup_counts), start_wall,
+            time.monotonic() - started)
 
 
 def _measure(sessions, prefix: str, published_ids: set[str], started: float) -> dict:
