@@ -10,8 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Engine, Integer, Table, select, text
 
+import billing.pin  # noqa: F401  (every module declaring tables, so the check sees them all)
 import cabinet.inventory  # noqa: F401  (the controller's tables share the metadata)
 import cabinet.journal  # noqa: F401
+import cabinet.qr  # noqa: F401
 from billing import Billing, init_db, make_engine, session_factory
 from billing.base import Base
 from billing.crypto import SecretBox, SecretError
