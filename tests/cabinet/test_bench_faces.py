@@ -64,6 +64,7 @@ def test_cabinet_bench_faces_json_counts_every_trial_it_should_run(small_faces, 
     (row,) = result["matching"]
     assert (row["templates"], row["real_templates"], row["trials"]) == (2000, 5, 9)
     assert row["decisions_differ"] == 0 and result["decisions_differ"] == 0
+    assert row["index_cpu_p50_ms"] > 0 and len(result["machine"]["load_average_1m"]) == 2
     assert result["match_ms_1m"] is None  # no gallery of a million was asked for
     assert sorted(r["person"] for r in result["leave_person_out"]) == sorted(counts)
     assert result["leave_person_out_admitted"] == sum(r["admitted"] for r in result["leave_person_out"])
