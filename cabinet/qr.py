@@ -163,7 +163,7 @@ class QrSigner:
         self._key = bytes(key)
         self.cabinet_id = cabinet_id
         self.ttl_s = ttl_s
-        self._now = now
+        self.now = now                  # epoch seconds (a Clock's time)
 
     def __repr__(self) -> str:   # never the key
         return f"QrSigner({self.cabinet_id!r}, ttl_s={self.ttl_s})"
@@ -178,7 +178,7 @@ class QrSigner:
         if (kind == ENTRY) != (account_id is not None):
             raise CabinetError("QR issue: an entry code names its account, a kiosk code none")
         claim = QrClaim(kind, self.cabinet_id, _b64(secrets.token_bytes(NONCE_BYTES)),
-                        int(self._now()) + self.ttl_s, account_id)
+                        int(self.now()) + self.ttl_s, account_id)
         body = _b64(json.dumps({"k": claim.kind, "c": claim.cabinet_id, "n": claim.nonce,
                                 "e": claim.expires_at, "a": claim.account_id},
                                separators=(",", ":")).encode("utf-8"))
@@ -219,9 +219,9 @@ class QrSigner:
         if not hmac.compare_digest(signature, self._mac(f"{PREFIX}.{parts[1]}")):
             raise QrRefused(400, "code.signature", "code.signature: does not match; the code "
                                                    "was altered or not made by this cabinet")
-        if self._now() >= claim.expires_at:
+        if self.now() >= claim.expires_at:
             raise QrRefused(410, "code.expires", f"code.expires: the code expired "
-                                                 f"{int(self._now()) - claim.expires_at} s ago; "
+                                                 f"{int(self.now()) - claim.expires_at} s ago; "
                                                  f"ask for a new one")
         return claim
 
@@ -413,7 +413,7 @@ class QrDoor:
         after the runner's screen_hold_s)."""
         from cabinet.kiosk.state import Refused
         shown = self.shown
-        if shown is not None and self.entry.signer._now() >= shown[1].expires_at:
+        if shown is not None and self.entry.signer.now() >= shown[1].expires_at:
             self.shown = None
             self.runner.kiosk.publish(Refused("qr_expired"))
             self.runner._last_shown_at = self.runner.clock.monotonic()

@@ -243,7 +243,9 @@ def a_face_photo() -> np.ndarray:
     from vision.data import people
     photos = [p for ps in people().values() for p in ps]
     if not photos:
-        pytest.skip("no face photos (../shared/data/faces or .cache/faces)")
+        from datagate import unavailable
+        unavailable("no face photos (../shared/data/faces or .cache/faces) for the camera "
+                    "frame", "CI=true but no face photos: make setup fetches .cache/faces")
     return cv2.imread(str(photos[0]), cv2.IMREAD_COLOR)
 
 
@@ -360,11 +362,11 @@ def test_bad_claims_are_refused_naming_what_is_wrong_and_start_nothing(running):
     qr = runner.qr.entry.signer
     code, _ = qr.issue(KIOSK)
     prefix, body, sig = code.split(".")
-    past = ManualClock(wall_start=qr._now() - 120)                 # issued two minutes ago
+    past = ManualClock(wall_start=qr.now() - 120)                 # issued two minutes ago
     expired, _ = QrSigner(key_for_cabinet(cab.app.data_path), qr.cabinet_id,
                           now=past.time).issue(KIOSK)
     elsewhere, _ = QrSigner(key_for_cabinet(cab.app.data_path), "cab-elsewhere",
-                            now=qr._now).issue(KIOSK)
+                            now=qr.now).issue(KIOSK)
     cases = [
         ({"code": f"{prefix}.{body}.{sig[::-1]}", "app_token": token}, 400, "code.signature"),
         ({"code": elsewhere, "app_token": token}, 400, "code.cabinet"),
