@@ -20,9 +20,10 @@ after-images, after, result); every file is written to a temporary name, fsynced
 old or the new file, never half of one. The before-snapshot is written once and never replaced
 (invariant 5). `load_bundle` reads a bundle back, checking bundle.json against its schema
 (cabinet/schemas/bundle.schema.json) and the copies of catalog and planogram, and raises a
-`BundleError` naming the file and what is wrong; `load_bundle(path, like=earlier)` reuses the
-images an earlier load of the same bundle decoded when their hashes are unchanged (the
-controller decodes them once for the vision it runs while the shelves settle).
+`BundleError` naming the file and what is wrong; `load_bundle(path, known=...)` takes an image
+from `known` (path -> (sha256, pixels): an earlier load's `decoded`, or the writer's own, which
+holds exactly the pixels it encoded losslessly) instead of decoding it again when bundle.json
+records that same sha256 for it: the controller reads its bundle without decoding a PNG.
 `load_recognizer` loads the recognizer a bundle names, with its gallery, or says what is
 missing. Times are UTC ISO 8601 strings.
 """
@@ -237,6 +238,9 @@ class BundleWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._record: dict[str, Any] | None = None
         self._planogram: Planogram | None = None
+        # image path -> (sha256 of its PNG, the BGR pixels encoded): what load_bundle would
+        # decode from that file, for load_bundle(known=)
+        self.decoded: dict[str, tuple[str, np.ndarray]] = {}
         if (self.dir / BUNDLE_JSON).exists():  # resuming after a restart
             self._record = json.loads((self.dir / BUNDLE_JSON).read_text("utf-8"))
             catalog = load_catalog(self.dir / "catalog.yaml")
@@ -246,10 +250,16 @@ class BundleWriter:
     def path(self) -> Path:
         return self.dir
 
-    def _put(self, name: str, data: bytes) -> None:
-        """A file of the bundle, with its sha256 in bundle.json's `files`."""
+    def _put(self, name: str, data: bytes, pixels: np.ndarray | None = None) -> None:
+        """A file of the bundle, with its sha256 in bundle.json's `files`; `pixels`: the BGR
+        image `data` encodes losslessly (kept in `decoded`)."""
         atomic_write(self.dir / name, data)
-        self._need_context().setdefault("files", {})[name] = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
+        self._need_context().setdefault("files", {})[name] = digest
+        if pixels is not None and pixels.ndim == 3 and pixels.shape[2] == 3:
+            kept = pixels.copy()
+            kept.flags.writeable = False   # shared by every load that takes it: never changed
+            self.decoded[name] = (digest, kept)
 
     def _save(self) -> None:
         BundleRecord.model_validate(self._record)  # never write what load_bundle would refuse
@@ -304,10 +314,12 @@ class BundleWriter:
                     raise BundleError(self.dir, f"calibration camera '{camera}' is not in the "
                                       f"planogram")
                 entry = {"empty": f"calibration/{camera}_empty.png", "full": None}
-                self._put(entry["empty"], _png(cal.empty, str(self.dir / entry["empty"])))
+                self._put(entry["empty"], _png(cal.empty, str(self.dir / entry["empty"])),
+                          cal.empty)
                 if cal.full is not None:
                     entry["full"] = f"calibration/{camera}_full.png"
-                    self._put(entry["full"], _png(cal.full, str(self.dir / entry["full"])))
+                    self._put(entry["full"], _png(cal.full, str(self.dir / entry["full"])),
+                              cal.full)
                 cams[camera] = entry
             rec["calibration"] = {"content_hash": str(calibration.content_hash), "cameras": cams}
         if recognizer is not None:
@@ -342,7 +354,7 @@ class BundleWriter:
             name = None
             if image is not None:
                 name = f"images/{camera}_{side}.png"
-                self._put(name, _png(image, str(self.dir / name)))
+                self._put(name, _png(image, str(self.dir / name)), image)
             rec["cameras"].setdefault(camera, {"before": None, "after": None})[side] = name
 
     def write_before(self, weights: Mapping[str, tuple[float | None, bool, Any]],
@@ -436,10 +448,11 @@ def _read_image(bundle_dir: Path, name: str | None, files: Mapping[str, str] = {
     return image
 
 
-def load_bundle(path: str | Path, *, like: Bundle | None = None) -> Bundle:
-    """Read a session bundle; BundleError (file + what is wrong) when it is damaged. `like`:
-    an earlier load of this bundle whose decoded images are reused where bundle.json records
-    the same sha256 for them (the images are immutable once written)."""
+def load_bundle(path: str | Path, *,
+                known: Mapping[str, tuple[str, np.ndarray]] | None = None) -> Bundle:
+    """Read a session bundle; BundleError (file + what is wrong) when it is damaged. `known`:
+    image path -> (sha256, pixels) of this bundle's images already in memory (an earlier
+    load's `decoded`, its writer's); one whose sha256 bundle.json records is not decoded again."""
     bdir = Path(path)
     if not bdir.is_dir():
         raise BundleError(bdir, "no such session bundle directory")
@@ -487,7 +500,7 @@ def load_bundle(path: str | Path, *, like: Bundle | None = None) -> Bundle:
         if cam not in cameras:
             raise BundleError(bjson, f"cameras.{cam}: not a camera of the bundle's planogram")
     decoded: dict[str, tuple[str, np.ndarray]] = {}
-    known = like.decoded if like is not None and like.path == bdir else {}
+    known = known or {}
     images = {cam: CameraImages(
                   _read_image(bdir, c.before, record.files, f"cameras.{cam}.before", decoded, known),
                   _read_image(bdir, c.after, record.files, f"cameras.{cam}.after", decoded, known))

@@ -559,7 +559,7 @@ class Controller:
         settle = asyncio.ensure_future(self._settle_weights())
         settle.add_done_callback(lambda _: run.mark("settled"))
         await self._blocking(run.bundle.write_after_images, await self._capture_shelves())
-        look = asyncio.ensure_future(self._blocking(self._look, run.bundle.path))
+        look = asyncio.ensure_future(self._look(run.bundle.path, dict(run.bundle.decoded)))
         look.add_done_callback(lambda _: run.mark("looked"))
         try:
             weights = await settle
@@ -572,11 +572,21 @@ class Controller:
             run.flags.append("shelf_unsettled")
         return await self._reconcile_and_charge(run, seen)
 
-    def _look(self, path: Path) -> tuple:
-        """The bundle as stored so far and what vision reads in its images (the same
-        function reconcile runs on a replay)."""
-        bundle = load_bundle(path)
-        return bundle, slot_vision(bundle, self.recognizer)
+    async def _look(self, path: Path, known: dict) -> tuple:
+        """The bundle as stored so far (its images from `known`, the very pixels the writer
+        encoded losslessly, so no PNG is decoded) and what vision reads in its images: the
+        function reconcile runs on a replay, one camera per worker thread at once."""
+        bundle = await self._blocking(load_bundle, path, known=known)
+        cameras = sorted(bundle.images)
+        seen = await asyncio.gather(*(
+            self._blocking(slot_vision, dataclasses.replace(bundle, images={c: bundle.images[c]}),
+                           self.recognizer) for c in cameras))
+        per_slot: dict = {}
+        notes: dict = {}
+        for slots, note in seen:
+            per_slot.update(slots)
+            notes.update(note)
+        return bundle, (per_slot, notes)
 
     async def _reconcile_and_charge(self, run: "_Run", seen: tuple | None = None
                                     ) -> SessionReport:
@@ -587,7 +597,7 @@ class Controller:
             if seen is None:
                 return reconcile(load_bundle(run.bundle.path), recognizer=self.recognizer)
             earlier, evidence = seen
-            return reconcile(load_bundle(run.bundle.path, like=earlier),
+            return reconcile(load_bundle(run.bundle.path, known=earlier.decoded),
                              recognizer=self.recognizer, vision=lambda _b, _r: evidence)
         result = await self._blocking(decide)
         run.mark("reconciled")

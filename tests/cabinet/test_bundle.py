@@ -237,3 +237,38 @@ def test_the_same_bundle_gives_the_same_answer_without_the_shared_photos(tmp_pat
     monkeypatch.setenv("CABINET_DATA", str(tmp_path / "no-shared-data"))
     there = reconcile(load_bundle(moved))
     assert there.to_json() == here and there.basket == {"orange-juice-1l": 1} == world.basket()
+
+
+def test_the_writer_keeps_the_pixels_it_encoded_and_a_load_takes_them(tmp_path, world_files):
+    """load_bundle(known=) takes an image only where bundle.json records its sha256: the
+    controller's own load then decodes no PNG and still reads exactly what is stored."""
+    world = World(*world_files, seed=5)
+    w = BundleWriter(tmp_path, "s-known")
+    w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    w.write_before(world.readings(1.0), {"cam_top": frame}, world.inventory())
+    with pytest.raises(BundleError, match="write_before\\(\\) must come before the after images"):
+        _no_before_after_images(tmp_path)
+    w.write_after_images({"cam_top": frame[::-1].copy()})
+    assert load_bundle(w.path).complete is False          # interrupted until the weights come
+    w.write_after(world.readings(1.0), {})
+    name = "images/cam_top_before.png"
+    digest, kept = w.decoded[name]
+    from_disk = load_bundle(w.path)
+    assert np.array_equal(from_disk.images["cam_top"].before, kept)   # lossless: the same pixels
+    assert from_disk.decoded[name][0] == digest
+    with pytest.raises(ValueError):
+        kept[0, 0, 0] = 1                                  # shared, so never changed
+    fast = load_bundle(w.path, known=w.decoded)
+    assert fast.images["cam_top"].before is kept           # taken, not decoded again
+    # a stale entry (another sha256) is not taken: the file is decoded
+    stale = {name: ("0" * 64, np.zeros_like(kept))}
+    again = load_bundle(w.path, known=stale)
+    assert np.array_equal(again.images["cam_top"].before, from_disk.images["cam_top"].before)
+
+
+def _no_before_after_images(tmp_path):
+    w = BundleWriter(tmp_path, "s-empty")
+    w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
+    w.write_after_images({})
