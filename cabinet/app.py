@@ -492,6 +492,12 @@ class App:
             min_confidence=self.config.thresholds.reconcile_min_confidence, clock=self.clock,
             identity_policy=policy)
 
+    def new_fleet_agent(self, **hooks: Any):
+        """The fleet agent (not started) when `fleet:` is configured, else None; `cabinet run`
+        starts it with its hooks (cabinet/fleet/wiring.py)."""
+        from cabinet.fleet.wiring import agent_for
+        return agent_for(self, **hooks)
+
     def close(self) -> None:
         self._stack.close()
 

@@ -63,7 +63,8 @@ BOARD_FAULT = "board_fault"
 AGE_RESTRICTED, COMPARTMENT_UNLOCK = "age_restricted_taken", "compartment_unlock"
 # the kiosk's out-of-service reason (cabinet.kiosk.OUT_OF_SERVICE_REASONS) for an alarm
 OUT_OF_SERVICE_REASON = {FORCED_DOOR: "door_fault", DOOR_LEFT_OPEN: "door_fault",
-                         TEMPERATURE: "temperature", LINK_LOST: "link_lost"}
+                         TEMPERATURE: "temperature", LINK_LOST: "link_lost",
+                         "remote_out_of_service": "maintenance"}   # cabinet/fleet/actions.py
 
 
 def sd_notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -138,6 +139,8 @@ class Runner:
         self._face_wait: asyncio.Future | None = None   # a touchscreen start's wait for a face
         self.screen_hold_s = screen_hold_s      # a receipt or a refusal stays this long
         self._last_shown_at: float | None = None  # when a session's last screen came
+        self.fleet = None                       # the fleet agent, with a `fleet:` section
+        self._between: list = []                # (callable, future): run between sessions
         # the payment outbox, retried every outbox_s between sessions (recover() drained it
         # at start): a capture the gateway did not answer is not left until the next restart
         self.outbox_s = outbox_s
@@ -215,6 +218,48 @@ class Runner:
         if self._wake is not None:
             self._wake.set()
 
+    # --- the fleet agent's calls (cabinet/fleet), from its own thread --------------------
+    def between_sessions(self, fn: Any, timeout_s: float = 600.0) -> Any:
+        """Run `fn` on the loop between customer sessions; its result or its exception.
+        CabinetError when no pause between sessions came within timeout_s, or on stop."""
+        import concurrent.futures
+        import threading
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        done = threading.Event()
+        fut.add_done_callback(lambda _: done.set())
+        self.loop.call_soon_threadsafe(self._queue_between, fn, fut)
+        if not self.clock.wait(done, timeout_s):
+            fut.cancel()
+            raise CabinetError(f"not done: no pause between sessions within {timeout_s:g} s")
+        return fut.result()
+
+    def _queue_between(self, fn: Any, fut: Any) -> None:
+        self._between.append((fn, fut))
+        self._poke()
+
+    async def _run_between(self) -> None:
+        while self._between:
+            fn, fut = self._between.pop(0)
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(await self.controller._blocking(fn))
+                except Exception as e:
+                    fut.set_exception(e)
+
+    def _reload_faces(self) -> None:
+        from cabinet import accounts as accounts_mod
+        gallery = accounts_mod.load_gallery(self.app.db, self.app.config.thresholds.face_distance,
+                                            secrets=getattr(self.app, "secrets", None))
+        self.between_sessions(lambda: setattr(self.controller, "gallery", gallery))
+
+    async def _stop_fleet(self) -> None:
+        for _, fut in self._between:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(CabinetError("not done: the cabinet is stopping"))
+        self._between.clear()
+        if self.fleet is not None:
+            await asyncio.to_thread(self.fleet.stop)
+
     # --- the loop ------------------------------------------------------------------------
     async def run(self) -> int:
         loop = self.loop = asyncio.get_running_loop()
@@ -228,6 +273,11 @@ class Runner:
             log.warning("recovered session %s: %s", report.session_id, report.outcome)
             self.metrics.sessions.labels(report.outcome).inc()
         await self._startup_conditions()
+        self.fleet = self.app.new_fleet_agent(health=self.health, between=self.between_sessions,
+                                              reboot_mcu=lambda: self.app.board.reboot(30.0),
+                                              reload_faces=self._reload_faces)
+        if self.fleet is not None:
+            self.fleet.start()
         http = self.app.config.http
         self.http = HttpServer(make_asgi(self), http.host, http.port)
         self.port = await self.http.start()
@@ -244,6 +294,7 @@ class Runner:
         finally:
             sd_notify("STOPPING=1", self._environ)
             watchdog.cancel()
+            await self._stop_fleet()
             self.kiosk.close()          # ends the kiosk's event streams, or uvicorn waits on them
             await self.http.stop()
         log.info("stopped cleanly after %d session(s)", self.sessions_run)
@@ -263,6 +314,7 @@ class Runner:
         while not queue.empty():
             await self._on_event(queue.get_nowait())
         self._check_timers()
+        await self._run_between()
         await self._drain_outbox_when_due()
         self.qr.check_expiry()
         await self._follow_restock()

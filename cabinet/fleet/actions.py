@@ -150,5 +150,9 @@ class CabinetActions:
             sid, state = open_sessions[0]
             raise ActionRefused(f"reboot_mcu refused: session {sid} is open ({state}); send "
                                 f"it again once the session has ended")
-        self._reboot()
+        try:
+            self._reboot()
+        except Exception as e:      # the board's own errors (firmware_bridge.errors)
+            raise ActionRefused(f"reboot_mcu failed: {type(e).__name__}: {e}; the link's "
+                                f"alarms say when the board is back") from None
         return "board rebooted"

@@ -13,6 +13,8 @@ broker would.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import signal
 import subprocess
 import sys
 import threading
@@ -400,3 +402,87 @@ def test_an_order_sent_while_the_cabinet_is_away_is_applied_when_it_is_back(
     running.append(back.start())
     wait_until(lambda: cabinet.down.applied() == ["cmd-away"], "the queued order applied", 10)
     assert cabinet.alarms.active() == [REMOTE_OUT_OF_SERVICE]
+
+
+# --- cabinet run -------------------------------------------------------------------------
+def _run_config(folder: Path, port: int, public_key: Path) -> Path:
+    """fixtures/cabinet.yaml with its data under `folder`, no accounts to enrol (no faces
+    needed here), HTTP on any port, and a fleet section for this test's broker."""
+    import yaml
+    fixtures = ROOT / "fixtures"
+    data = yaml.safe_load((fixtures / "cabinet.yaml").read_text())
+    for key in ("catalog", "planogram", "scenarios"):
+        data[key] = str(fixtures / data[key])
+    data["accounts"] = None
+    data["data_dir"] = str(folder / "data")
+    data["database_url"] = f"sqlite:///{folder / 'data' / 'cabinet.sqlite'}"
+    data["http"] = {"host": "127.0.0.1", "port": 0}
+    data["fleet"] = {"broker": f"mqtt://127.0.0.1:{port}", "public_key": str(public_key),
+                     "collect_every_s": 0.2, "health_every_s": 1,
+                     "reconnect_first_s": 0.2, "reconnect_max_s": 1}
+    path = folder / "cabinet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_cabinet_run_with_a_fleet_section_reports_and_obeys_the_back_office(broker, tmp_path,
+                                                                            running):
+    """`cabinet run` as the product runs: online, health, an order to go out of service and
+    back, a board reboot between sessions (its alarm reported up), offline at SIGTERM."""
+    import urllib.error
+    import urllib.request
+    from firmware_bridge.clock import SYSTEM
+    key_file = tmp_path / "fleet.pub"
+    key_file.write_bytes(m.public_key_pem(SIGNING))
+    cfg = _run_config(tmp_path, broker.port, key_file)
+    office = BackOffice(broker.port)
+    running.append(office)
+    proc = subprocess.Popen([sys.executable, "-m", "cabinet.cli", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            stderr=open(tmp_path / "stderr.log", "wb"))
+
+    def health() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def order(command: str, id: str) -> None:
+        office.send(m.down_topic(cab_id, "command"), _command(SYSTEM, command, id))
+
+    def alarms_up(kind: str) -> list[str]:
+        return [msg.body["transition"] for msg in office.ups()
+                if msg.kind == "alarm" and msg.body["alarm"] == kind]
+
+    try:
+        line = proc.stdout.readline()
+        assert "serving on http://127.0.0.1:" in line, (line, (tmp_path / "stderr.log")
+                                                         .read_text()[-2000:])
+        port = int(line.rsplit(":", 1)[1])
+        cab_id = line.split()[2]
+        wait_until(lambda: "online" in office.statuses(), "the cabinet online", 30)
+        wait_until(lambda: any(msg.kind == "health" for msg in office.ups()), "a health report",
+                   30)
+        assert health()[0] == 200
+
+        order("out_of_service", "run-1")
+        status, body = wait_until(lambda: (h := health())[0] == 503 and h, "503 by order", 30)
+        assert body["alarms"] == ["remote_out_of_service"]
+        wait_until(lambda: alarms_up("remote_out_of_service") == ["raise"],
+                   "the order's alarm reported up", 30)
+        order("back_in_service", "run-2")
+        wait_until(lambda: health()[0] == 200, "200 by order", 30)
+
+        order("reboot_mcu", "run-3")
+        wait_until(lambda: alarms_up("mcu_reboot") == ["raise", "clear"],
+                   "the board's reboot reported up, raised and cleared", 30)
+        assert health()[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    wait_until(lambda: office.statuses()[-1:] == ["offline"], "offline after SIGTERM", 10)
+    log = (tmp_path / "stderr.log").read_text()
+    for id in ("run-1", "run-2", "run-3"):
+        assert f"fleet: applied command {id}" in log
