@@ -32,7 +32,7 @@ from sqlalchemy import func, select, text
 from cabinet.errors import CabinetError
 from cabinet.fleet import messages
 from cabinet.fleet.serve import parse_broker, slot_client_id
-from cabinet.fleet.sim_fleet import SimCabinet
+from cabinet.fleet.sim_fleet import SimCabinet, close_all, connect_all
 from cabinet.fleet.store import FleetCabinet, FleetInstance, FleetMessage, open_fleet_db, utcnow
 from firmware_bridge.clock import SYSTEM
 
@@ -122,7 +122,7 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
         _wait(lambda: _subscribed(sessions, group, instances, procs), timeout_s,
               "the back-office instances to subscribe")
         cabs = [SimCabinet(f"{prefix}-{i:04d}", seed=i, now=utcnow) for i in range(cabinets)]
-        _parallel([lambda c=c: c.connect(broker) for c in cabs], 16)
+        connect_all(cabs, broker)
         published, dups, started, publish_s = _publish(cabs, messages_total, rate, publishers,
                                                        duplicates)
         _wait(lambda: _count(sessions, prefix) >= len(published), timeout_s,
@@ -132,7 +132,7 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
             "published_per_s": round(len(published) / publish_s, 1) if publish_s else 0.0,
             "instances": instances, "offered_rate": rate, "batch": batch}
     finally:
-        _parallel([c.close for c in cabs if c.client is not None], 16)
+        close_all(cabs)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -168,24 +168,6 @@ def _count(sessions, prefix: str) -> int:
     with sessions() as s:
         return s.scalar(select(func.count()).select_from(FleetMessage)
                         .where(FleetMessage.cabinet_id.startswith(prefix + "-")))
-
-
-def _parallel(jobs, width: int) -> None:
-    errors: list[BaseException] = []
-
-    def worker(chunk):
-        for job in chunk:
-            try:
-                job()
-            except BaseException as e:   # reported below, after every thread finished
-                errors.append(e)
-    threads = [threading.Thread(target=worker, args=(jobs[i::width],)) for i in range(width)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def _publish(cabs: list[SimCabinet], total: int, rate: float, publishers: int,

@@ -243,3 +243,35 @@ class SimCabinet:
 def fleet(n: int, *, prefix: str = "cab", **kw) -> list[SimCabinet]:
     """`n` cabinets named <prefix>-000 ..., each with its own seed."""
     return [SimCabinet(f"{prefix}-{i:03d}", seed=i, **kw) for i in range(n)]
+
+
+def in_parallel(jobs: list[Callable[[], object]], width: int = 16) -> None:
+    """Run the jobs on `width` threads (200 cabinets connect in a fraction of the serial time);
+    the first error is raised once every thread is done."""
+    errors: list[BaseException] = []
+
+    def worker(chunk: list[Callable[[], object]]) -> None:
+        for job in chunk:
+            try:
+                job()
+            except BaseException as e:     # re-raised below, after every thread finished
+                errors.append(e)
+    threads = [threading.Thread(target=worker, args=(jobs[i::width],)) for i in range(width)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def connect_all(cabinets: list[SimCabinet], broker: Broker) -> None:
+    in_parallel([lambda c=c: c.connect(broker) for c in cabinets])
+
+
+def flush_all(cabinets: list[SimCabinet], timeout_s: float = 30.0) -> None:
+    in_parallel([lambda c=c: c.flush(timeout_s) for c in cabinets])
+
+
+def close_all(cabinets: list[SimCabinet]) -> None:
+    in_parallel([c.close for c in cabinets if c.client is not None])
