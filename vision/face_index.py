@@ -47,8 +47,15 @@ class FaceIndex:
             raise ValueError("face index: no templates; enrol someone first")
         if not np.isfinite(matrix).all():
             raise ValueError("face index: a template holds a non-finite value")
+        threads = min(2, os.cpu_count() or 1) if threads is None else threads
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"face index: threads {threads!r} must be a whole number >= 1")
         self.matrix = matrix
-        self.account_ids = np.asarray([str(a) for a in account_ids], dtype=object)
+        # one int32 per template, one string per account (not a string object per template)
+        numbers: dict[str, int] = {}
+        self.account_of = np.fromiter((numbers.setdefault(str(a), len(numbers))
+                                       for a in account_ids), dtype=np.int32, count=len(matrix))
+        self.accounts = np.asarray(list(numbers), dtype=object)
         self.centre = matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
         spread = float(np.abs(matrix - self.centre).max()) if len(matrix) < 200_000 else \
             max(float(np.abs(chunk - self.centre).max()) for chunk in np.array_split(matrix, 16))
@@ -63,9 +70,6 @@ class FaceIndex:
             err_max = max(err_max, float(err.max()))
         self.err_max = err_max
         self.candidates_last = 0  # how many templates the last search re-measured (for benches)
-        threads = min(2, os.cpu_count() or 1) if threads is None else threads
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"face index: threads {threads!r} must be a whole number >= 1")
         # contiguous row ranges, one per worker: each pass is one SIMD call per range
         bounds = np.linspace(0, len(matrix), min(threads, len(matrix)) + 1).astype(int)
         self._parts = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
@@ -77,7 +81,10 @@ class FaceIndex:
 
     @property
     def nbytes(self) -> int:
-        return self.matrix.nbytes + self.codes.nbytes + self.account_ids.nbytes
+        """The arrays' bytes (float32 templates, uint8 codes, account numbers, the account
+        table's pointers); the account id strings come on top, one per account."""
+        return self.matrix.nbytes + self.codes.nbytes + self.account_of.nbytes + \
+            self.accounts.nbytes
 
     def _code(self, x: np.ndarray) -> np.ndarray:
         return np.clip(np.rint((x - self.centre) / self.step) + 128.0, 0, 255).astype(np.uint8)
@@ -132,7 +139,7 @@ class FaceIndex:
         found: dict[str, np.ndarray] = {}
         for j, enc in enumerate(encodings):
             rows, dist = self.near(enc, within, skip)
-            for account_id, d in zip(self.account_ids[rows], dist):
+            for account_id, d in zip(self.accounts[self.account_of[rows]], dist):
                 per_frame = found.setdefault(account_id, np.full(len(encodings), np.inf))
                 per_frame[j] = min(per_frame[j], float(d))
         return found
