@@ -12,6 +12,7 @@ broker would.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import signal
@@ -486,3 +487,175 @@ def test_cabinet_run_with_a_fleet_section_reports_and_obeys_the_back_office(brok
     log = (tmp_path / "stderr.log").read_text()
     for id in ("run-1", "run-2", "run-3"):
         assert f"fleet: applied command {id}" in log
+
+
+# --- what each order does (the DownHandler and CabinetActions, no broker needed) ----------
+class Orders:
+    """A cabinet's down path with its files in force (the demo's catalog and planogram under
+    its own data_dir), signed orders handed straight to the DownHandler."""
+
+    def __init__(self, cabinet: Cabinet, clock: ManualClock):
+        from cabinet.inforce import InForce
+        from cabinet.planogram_ops import Operations
+        fixtures = ROOT / "fixtures"
+        self.cabinet, self.clock = cabinet, clock
+        self.ops = Operations(InForce(cabinet.folder / "data", {
+            "catalog": fixtures / "catalog.yaml", "planogram": fixtures / "planogram.yaml"}),
+            lambda: cabinet.db)
+        self.reboots = self.reloads = 0
+        actions = CabinetActions(db=cabinet.db, billing=cabinet.billing, operations=self.ops,
+                                 alarms=cabinet.alarms, incoming_dir=cabinet.folder / "fleet",
+                                 now=cabinet.now, reboot_mcu=self._reboot,
+                                 reload_faces=self._reload)
+        self.down = DownHandler(cabinet.db, SIGNING.public_key(), actions, now=cabinet.now)
+        self.n = 0
+
+    def _reboot(self) -> None:
+        self.reboots += 1
+
+    def _reload(self) -> None:
+        self.reloads += 1
+
+    def send(self, kind: str, body: dict, id: str | None = None):
+        self.n += 1
+        msg = m.sign_down(SIGNING, id=id or f"{kind}-{self.n}", kind=kind, body=body,
+                          issued_at=self.cabinet.now(), ttl_s=60)
+        return self.down.handle(m.down_topic(CAB, kind), m.encode_down(msg))
+
+    def open_session(self, sid: str = "s-open") -> None:
+        from cabinet.journal import Journal
+        from cabinet.machine import TransitionRecord
+        Journal(self.cabinet.db).write(TransitionRecord(sid, "face_seen", "idle", "face_auth",
+                                                        self.cabinet.now(), {}))
+
+
+@pytest.fixture
+def orders(cabinet, clock):
+    return Orders(cabinet, clock)
+
+
+def _account(cabinet: Cabinet, account_id: int):
+    from billing.models import Account
+    with cabinet.db() as s:
+        return s.get(Account, account_id)
+
+
+def test_standing_orders_block_unblock_and_name_an_unknown_account(orders, cabinet):
+    ann = cabinet.account
+    done = orders.send("standing", {"account_id": ann, "action": "block", "reason": "fraud"})
+    assert (done.outcome, _account(cabinet, ann).status) == ("applied", "blocked")
+    assert _account(cabinet, ann).blocked_reason == "fraud"
+    assert orders.send("standing", {"account_id": ann, "action": "unblock"}).outcome == "applied"
+    assert _account(cabinet, ann).status == "active"
+    done = orders.send("standing", {"account_id": 999, "action": "close"})
+    assert (done.outcome, done.reason) == ("refused", "refused") and "999" in done.detail
+    assert orders.reloads == 2                    # the gallery follows the standing
+
+
+def test_face_templates_sealed_for_the_account_replace_its_own(orders, cabinet):
+    from billing.models import FaceTemplate
+    from cabinet.accounts import load_gallery
+    enc = [bytes(range(i, i + 16)) * 32 for i in (1, 2)]       # 512 bytes: 128 float32
+    sealed = [base64.b64encode(KEY.seal(e, account_id=7, purpose="face_template")).decode()
+              for e in enc]
+    done = orders.send("faces", {"account_id": 7, "name": "Bo", "templates": sealed})
+    assert done.outcome == "applied" and "(new)" in done.detail
+    assert _account(cabinet, 7).name == "Bo"
+    with cabinet.db() as s:
+        rows = s.query(FaceTemplate).filter_by(account_id=7).order_by(FaceTemplate.id).all()
+        assert [base64.b64encode(r.encoding).decode() for r in rows] == sealed  # as received
+    assert len(load_gallery(cabinet.db, secrets=KEY)) == 2 and orders.reloads == 1
+
+    # sealed for account 8: it must not open as account 7's face; nothing changes
+    wrong = base64.b64encode(KEY.seal(enc[0], account_id=8, purpose="face_template")).decode()
+    done = orders.send("faces", {"account_id": 7, "name": "Bo", "templates": [wrong]})
+    assert (done.outcome, done.reason) == ("refused", "refused")
+    assert "template 0 does not open" in done.detail
+    with cabinet.db() as s:
+        assert s.query(FaceTemplate).filter_by(account_id=7).count() == 2
+
+
+def test_prices_go_in_force_through_the_catalog_apply_and_wait_for_an_open_session(orders):
+    catalog, _ = orders.ops.in_force()
+    assert catalog["cola-330"].price == 180
+    orders.open_session()
+    done = orders.send("prices", {"prices": {"cola-330": 199}})
+    assert (done.outcome, done.reason) == ("refused", "refused")
+    assert "session s-open is open" in done.detail
+    assert orders.ops.in_force()[0]["cola-330"].price == 180          # nothing changed
+
+    from cabinet.journal import Journal
+    from cabinet.machine import TransitionRecord
+    Journal(orders.cabinet.db).write(TransitionRecord("s-open", "done", "face_auth", "idle",
+                                                      orders.cabinet.now(), {}))
+    done = orders.send("prices", {"prices": {"cola-330": 199, "energy-250": 230}})
+    assert done.outcome == "applied", done.detail
+    catalog = orders.ops.in_force()[0]
+    assert (catalog["cola-330"].price, catalog["energy-250"].price) == (199, 230)
+    done = orders.send("prices", {"prices": {"caviar": 9999}})
+    assert done.outcome == "refused" and "caviar" in done.detail
+
+
+def test_a_planogram_with_errors_is_refused_at_its_line_and_a_good_one_applied(orders):
+    text = (ROOT / "fixtures" / "planogram.yaml").read_text()
+    bad = text.replace("sku: cola-330", "sku: caviar-50", 1)
+    done = orders.send("planogram", {"planogram": bad})
+    assert done.outcome == "refused" and "caviar-50" in done.detail
+    assert orders.ops.in_force()[1].slot("A1").sku == "cola-330"
+    good = text.replace("sku: cola-330, capacity: 6, par: 2", "sku: cola-330, capacity: 6, "
+                        "par: 3", 1)
+    assert good != text
+    done = orders.send("planogram", {"planogram": good})
+    assert done.outcome == "applied", done.detail
+    assert orders.ops.in_force()[1].slot("A1").par == 3
+
+
+def test_reboot_waits_for_no_open_session_and_runs_once(orders):
+    orders.open_session("s-9")
+    done = orders.send("command", {"command": "reboot_mcu"}, id="r-1")
+    assert done.outcome == "refused" and "session s-9 is open" in done.detail
+    assert orders.reboots == 0
+    from cabinet.journal import Journal
+    from cabinet.machine import TransitionRecord
+    Journal(orders.cabinet.db).write(TransitionRecord("s-9", "done", "face_auth", "idle",
+                                                      orders.cabinet.now(), {}))
+    assert orders.send("command", {"command": "reboot_mcu"}, id="r-2").outcome == "applied"
+    assert orders.reboots == 1
+    again = orders.send("command", {"command": "reboot_mcu"}, id="r-2")
+    assert (again.outcome, again.reason, orders.reboots) == ("refused", "replay", 1)
+
+
+def test_applied_ids_survive_a_restart(orders, cabinet):
+    assert orders.send("command", {"command": "out_of_service"}, id="x-1").outcome == "applied"
+    fresh = Orders(cabinet, orders.clock)             # a new process on the same database
+    assert fresh.send("command", {"command": "out_of_service"}, id="x-1").reason == "replay"
+
+
+# --- the outbox ----------------------------------------------------------------------------
+def test_collecting_twice_adds_nothing_and_later_facts_follow(cabinet):
+    cabinet.sell()
+    assert cabinet.outbox.collect() == 3
+    assert cabinet.outbox.collect() == 0
+    cabinet.alarms.raise_("forced_door", "forced")
+    assert cabinet.outbox.collect() == 1
+    cabinet.alarms.clear("forced_door", "door closed")
+    assert cabinet.outbox.collect() == 1
+    cabinet.billing.refund("s-1", 180, "goodwill")   # a new receipt version
+    assert cabinet.outbox.collect() == 1
+    rows = cabinet.outbox.rows()
+    assert [r.message_id for r in rows] == [
+        "cab-1/inventory/1", "cab-1/session/s-1", "cab-1/receipt/s-1", "cab-1/alarm/1.raise",
+        "cab-1/alarm/1.clear", "cab-1/receipt/s-1.1"]
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+    last = cabinet.outbox.pending(after_seq=rows[-2].seq)
+    assert [msg.body["refunded"] for msg in last] == [180]
+
+
+def test_a_health_report_is_one_per_second(cabinet, clock):
+    assert cabinet.outbox.add_health({"in_service": True, "alarms": []}) is True
+    assert cabinet.outbox.add_health({"in_service": True}) is False
+    clock.advance(1)
+    assert cabinet.outbox.add_health({"in_service": False}) is True
+    bodies = [msg.body for msg in cabinet.outbox.pending()]
+    assert [b["in_service"] for b in bodies] == [True, False]
+    assert bodies[1]["outbox_unsent"] == 1
