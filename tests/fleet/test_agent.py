@@ -659,3 +659,63 @@ def test_a_health_report_is_one_per_second(cabinet, clock):
     bodies = [msg.body for msg in cabinet.outbox.pending()]
     assert [b["in_service"] for b in bodies] == [True, False]
     assert bodies[1]["outbox_unsent"] == 1
+
+
+# --- configuration -------------------------------------------------------------------------
+def _config(tmp_path: Path, fleet: dict) -> Path:
+    import yaml
+    path = tmp_path / "cabinet.yaml"
+    path.write_text(yaml.safe_dump({"fleet": fleet}, sort_keys=False))
+    return path
+
+
+def test_a_fleet_section_becomes_the_agents_settings(tmp_path):
+    from cabinet.config import load_config
+    from cabinet.fleet.wiring import settings_for
+    (tmp_path / "fleet.pub").write_bytes(m.public_key_pem(SIGNING))
+    (tmp_path / "pw").write_text("s3cret\n")
+    cfg = load_config(_config(tmp_path, {
+        "broker": "mqtts://broker.example.com", "public_key": "fleet.pub", "region": "tokyo",
+        "username": "cab-0042", "password_file": "pw", "tls_ca_file": "ca.pem",
+        "health_every_s": 30}))
+    settings, key = settings_for(cfg, "cab-0042")
+    assert m.public_key_pem(key) == m.public_key_pem(SIGNING)
+    b = settings.broker
+    assert (b.host, b.port, b.tls, b.username, b.password) == (
+        "broker.example.com", 8883, True, "cab-0042", "s3cret")
+    assert b.ca_file == str(tmp_path / "ca.pem")
+    assert (settings.region, settings.health_every_s) == ("tokyo", 30.0)
+    assert "s3cret" not in repr(b)
+
+
+@pytest.mark.parametrize("fleet, where", [
+    ({"broker": "http://b", "public_key": "k"}, "fleet.broker"),
+    ({"broker": "mqtt://user:pw@b", "public_key": "k"}, "fleet.broker"),
+    ({"broker": "mqtt://b:99999", "public_key": "k"}, "fleet.broker"),
+    ({"broker": "mqtt://b"}, "fleet.public_key"),
+    ({"broker": "mqtt://b", "public_key": "k", "tls_ca_file": "ca"}, "fleet.tls_ca_file"),
+    ({"broker": "mqtts://b", "public_key": "k", "tls_cert_file": "c"}, "fleet.tls_key_file"),
+    ({"broker": "mqtt://b", "public_key": "k", "password_file": "p"}, "fleet.password_file"),
+    ({"broker": "mqtt://b", "public_key": "k", "region": "a/b"}, "fleet.region"),
+    ({"broker": "mqtt://b", "public_key": "k", "pasword": "x"}, "fleet.pasword"),
+    ({"broker": "mqtt://b", "public_key": "k", "reconnect_first_s": 90}, "fleet.reconnect_first_s"),
+])
+def test_a_bad_fleet_section_is_an_error_at_its_key(tmp_path, fleet, where):
+    from cabinet.config import load_config
+    from cabinet.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        load_config(_config(tmp_path, fleet))
+    assert any(where in str(err) for err in e.value.errors), [str(x) for x in e.value.errors]
+
+
+def test_an_unreadable_public_key_names_the_key_and_the_file(tmp_path):
+    from cabinet.config import load_config
+    from cabinet.errors import CabinetError
+    from cabinet.fleet.wiring import settings_for
+    cfg = load_config(_config(tmp_path, {"broker": "mqtt://b", "public_key": "missing.pub"}))
+    with pytest.raises(CabinetError, match=r"fleet.public_key = 'missing.pub': cannot read the "
+                                           r"public key .*missing.pub"):
+        settings_for(cfg, "cab-1")
+    (tmp_path / "missing.pub").write_text("not a key")
+    with pytest.raises(CabinetError, match="fleet.public_key.*not a PEM public key"):
+        settings_for(cfg, "cab-1")
