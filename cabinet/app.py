@@ -490,7 +490,20 @@ class App:
             bundles_dir=self.data_path / "sessions", timing=self.timing,
             load_cell_noise_g=self.config.thresholds.load_cell_noise_g,
             min_confidence=self.config.thresholds.reconcile_min_confidence, clock=self.clock,
-            identity_policy=policy)
+            identity_policy=policy, shelf_calibration=self.shelf_calibration())
+
+    def shelf_calibration(self):
+        """The shelf cameras' calibration frames `cabinet vision calibrate` saved in
+        <data_dir>/calibration (its default folder), checked against their hashes; None when
+        the cameras were never calibrated (the reader then works without them)."""
+        folder = self.data_path / "calibration"
+        if not (folder / "calibration.json").is_file():
+            return None
+        from vision.calibration import CalibrationError, load_calibration
+        try:
+            return load_calibration(folder)
+        except CalibrationError as e:
+            raise CabinetError(f"{self.config.source}: data_dir: {e}") from None
 
     def new_fleet_agent(self, **hooks: Any):
         """The fleet agent (not started) when `fleet:` is configured, else None; `cabinet run`

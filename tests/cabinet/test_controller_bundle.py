@@ -143,3 +143,23 @@ def test_a_machine_without_the_model_is_told_which_one_and_what_to_do(session, t
     assert f"recognizer: model {version} (model file sha256 {sha}) not found on this " \
            f"machine" in out.stderr
     assert "install models/ at that version or pass --model DIR" in out.stderr
+
+
+def test_the_app_hands_the_controller_the_calibration_saved_in_data_dir(tmp_path, make_cabinet):
+    """`cabinet vision calibrate` saves to <data_dir>/calibration: the controller uses it (and
+    so every bundle carries it); a damaged one stops the start, naming the file."""
+    import numpy as np
+
+    from cabinet.errors import CabinetError
+    from vision.calibration import save_calibration
+    workdir = tmp_path / "cab"
+    frames = {cam: np.full((48, 64, 3), 90 + i, np.uint8)
+              for i, cam in enumerate(("cam_top", "cam_middle", "cam_bottom"))}
+    saved = save_calibration(workdir / "calibration", "empty", frames)
+    cab = make_cabinet(workdir=workdir)
+    assert cab.controller.shelf_calibration.content_hash == saved.content_hash
+    assert cab.new_controller().shelf_calibration.content_hash == saved.content_hash
+    cab.close()
+    (workdir / "calibration" / "cam_top" / "empty.png").write_bytes(b"not the frame")
+    with pytest.raises(CabinetError, match=r"data_dir: .*cam_top/empty.png: content differs"):
+        make_cabinet(workdir=workdir)
