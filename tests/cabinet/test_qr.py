@@ -340,10 +340,19 @@ def test_a_kiosk_code_claimed_by_the_phone_app_opens_the_door_and_a_replay_is_40
     claim = threading.Thread(target=lambda: answer.append(
         post(runner, "/api/qr/claim", {"code": code, "app_token": token})))
     claim.start()
-    shop_one_item(cab, runner, slot.id)
+    waiting.wait_until(lambda: not cab.mcu.lock_engaged, "the lock to release", 60)
+    assert cab.mcu.open_door(), "the door did not open while unlocked"
     claim.join(60)
     assert answer[0].status_code == 200, answer[0].text
     assert answer[0].json() == {"status": "unlocked"}
+    # another phone while this customer shops: one customer at a time, its code kept
+    _, other_token = customer(cab, runner, "Alan Turing")
+    other, other_claim = runner.qr.entry.signer.issue(KIOSK)
+    busy = post(runner, "/api/qr/claim", {"code": other, "app_token": other_token})
+    assert busy.status_code == 409 and "one customer at a time" in busy.json()["error"]
+    assert not runner.qr.entry.used.used(other_claim.nonce)
+    cab.world.take(slot.id, 1)
+    cab.mcu.close_door()
     waiting.wait_until(lambda: runner.health()["sessions"] == 1, "the session to end", 60)
     [row] = sessions_of(cab)
     assert (row.account_id, row.outcome) == (account_id, "charged")
