@@ -332,6 +332,8 @@ class Runner:
             if frame is not None:
                 await self._session(frame)
                 return
+        if self._stop:      # asked while the camera was read: keep its wake-up, stop now
+            return
         self._wake.clear()
         get = asyncio.ensure_future(queue.get())
         wake = asyncio.ensure_future(self._wake.wait())
