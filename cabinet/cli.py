@@ -16,6 +16,7 @@
     cabinet bench faces [--data DIR] [--json]          false accepts, second factor, match time
     cabinet bench vision [--photos DIR] [--json]       product recognition: top-1, new SKUs, time
     cabinet bench accuracy [--tier T] [--sessions N]   basket accuracy per tier (docs/benchmarks.md)
+    cabinet bench crash [--kills N] [--json]           SIGKILL the controller; nothing lost
     cabinet vision train|enroll ...                    train the product recogniser, enrol a SKU
     cabinet planogram|catalog validate|diff|apply|rollback ...   operator's file changes
     cabinet restock start|count|accept, cabinet inventory        restock visits, stock per slot
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --serve: the port (default 0, a free one, printed)")
     demo.add_argument("--hold", type=float, default=3.0,
                       help="with --serve: seconds each receipt stays on the kiosk")
+    demo.add_argument("--recover", action="store_true",
+                      help="finish the sessions an interrupted demo left in --workdir first "
+                           "(as `cabinet recover --workdir DIR`)")
 
     run = sub.add_parser("run", help="run the cabinet (real or simulated parts) until stopped")
     run.add_argument("--config", type=Path, default=ROOT / "fixtures" / "cabinet.yaml",
@@ -133,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
                          add_help=False)
     bench_sub.add_parser("fleet", help="fleet back office: messages/s into PostgreSQL, lag, "
                          "lost, duplicated", add_help=False)
+    bench_sub.add_parser("crash", help="SIGKILL the controller at random moments: nothing "
+                         "lost, nothing charged twice", add_help=False)
     sub.add_parser("vision", help="product recogniser: train, enroll (cabinet/vision_cli.py)",
                    add_help=False)
     for name in ("planogram", "catalog", "restock", "inventory"):   # cabinet/ops_cli.py
@@ -151,7 +157,7 @@ def _demo(args) -> int:
     workdir = args.workdir or ROOT / "var" / "demo" / dt.datetime.now(
         dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     return demo.run(workdir, as_json=args.json, seed=args.seed, config=args.config,
-                    serve=args.serve, port=args.port, hold_s=args.hold)
+                    serve=args.serve, port=args.port, hold_s=args.hold, recover=args.recover)
 
 
 def _reconcile(args) -> int:
@@ -310,6 +316,9 @@ def _run(args, rest: list[str]) -> int:
         if args.bench_command == "fleet":
             from cabinet.fleet import bench as fleet_bench
             return fleet_bench.main(rest)
+        if args.bench_command == "crash":
+            from cabinet import bench_crash
+            return bench_crash.main(rest)
         from cabinet import bench as session_bench
         return session_bench.main(rest)
     if rest:

@@ -148,6 +148,37 @@ class SimCabinet:
             self.face_camera.show(None)
 
 
+def left_open(workdir: Path) -> str:
+    """What an interrupted demo left in `workdir` ("" when nothing): sessions the journal
+    shows open and payment calls the outbox still owes. Reads the folder's database only if
+    it is there, and writes nothing."""
+    database = Path(workdir) / "cabinet.sqlite"
+    if not database.is_file():
+        return ""
+    from sqlalchemy import inspect
+
+    from billing.db import make_engine, session_factory
+    from billing.outbox import pending_rows
+    from cabinet.journal import Journal
+    engine = make_engine(f"sqlite:///{database}")
+    try:
+        tables = set(inspect(engine).get_table_names())
+        db = session_factory(engine)
+        sessions = Journal(db).open_sessions() if "journal" in tables else []
+        with db() as s:
+            pending = pending_rows(s) if "payment_outbox" in tables else []
+        owed = sorted({row.session_id for row in pending} - {sid for sid, _ in sessions})
+    finally:
+        engine.dispose()
+    parts = []
+    if sessions:
+        named = ", ".join(f"{sid} in {state}" for sid, state in sessions)
+        parts.append(f"{len(sessions)} open session(s) ({named})")
+    if owed:
+        parts.append(f"unanswered payment calls of {len(owed)} session(s) ({', '.join(owed)})")
+    return " and ".join(parts)
+
+
 def as_expected(report: SessionReport | None, scenario) -> bool:
     """Whether a session ended with the scenario's outcome and exact basket."""
     return (report is not None and report.outcome == scenario.expect.outcome
@@ -170,8 +201,14 @@ def format_report(report: SessionReport, scenario, ok: bool) -> str:
 
 def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
         config: Path = DEFAULT_CONFIG, serve: bool = False, port: int = 0,
-        hold_s: float = 3.0, on_serving: Callable[[int], None] | None = None) -> int:
+        hold_s: float = 3.0, on_serving: Callable[[int], None] | None = None,
+        recover: bool = False) -> int:
     """Run every scenario once; exit 0 when every session matched its expectation.
+
+    A folder an interrupted demo left with open sessions or unanswered payment calls is
+    refused (CabinetError naming them and `cabinet recover --workdir DIR`), unless `recover`
+    (`--recover`): then they are finished first, as `cabinet recover` does. Accounts already
+    enrolled in the folder are never enrolled again (cabinet/app.py looks them up).
 
     `serve` (`cabinet demo --serve`): the controller's web app (cabinet/web.py: the kiosk at
     /kiosk/, the console at /console/) on 127.0.0.1:`port` (0: a free one, printed on
@@ -179,7 +216,18 @@ def run(workdir: Path, *, as_json: bool = False, seed: int = 0, out=sys.stdout,
     screen (receipt, refusal) stays on the kiosk `hold_s` before the next customer's welcome.
     """
     results = []
+    left = left_open(workdir)
+    if left and not recover:
+        raise CabinetError(
+            f"{workdir}: an interrupted demo left {left}; finish it first with `cabinet "
+            f"recover --workdir {workdir}`, or run the demo again with --recover")
     with SimCabinet(workdir, config, seed=seed) as cab:
+        if left:
+            from cabinet.recover_cli import print_report, recover_app
+            recovered = recover_app(cab.app)
+            print_report(recovered, sys.stderr if as_json else out)
+            if recovered.exit_code != 0:
+                return recovered.exit_code
         async def main() -> None:
             server = runner = None
             if serve:

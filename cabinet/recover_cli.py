@@ -50,7 +50,7 @@ class Pending:
 @dataclasses.dataclass(frozen=True)
 class RecoveryReport:
     sessions: tuple[Any, ...]          # cabinet.controller.SessionReport, one per finished
-    payments_done: int                 # outbox calls answered in this run
+    payments_done: int                 # payment calls (outbox rows) answered in this run
     pending: tuple[Pending, ...]       # outbox calls still without an answer
     still_open: tuple[str, ...]        # sessions the journal still shows open (a bug)
     lock_engaged: bool | None          # None: the board did not answer
@@ -68,8 +68,9 @@ class RecoveryReport:
 def recover_app(app) -> RecoveryReport:
     """Steps 1-3 on a started App (cabinet/app.py); what the command prints comes from this."""
     from billing.outbox import pending_rows
-    sessions = asyncio.run(app.controller.recover())
-    drained = app.billing.drain_outbox(force=True)
+    done_before = _calls_answered(app.db)
+    sessions = asyncio.run(app.controller.recover())      # its last step drains the outbox
+    app.billing.drain_outbox(force=True)                  # and what finishing them queued
     with app.db() as db:
         pending = tuple(Pending(r.session_id, r.step, r.attempts, r.last_error or "")
                         for r in pending_rows(db))
@@ -83,8 +84,18 @@ def recover_app(app) -> RecoveryReport:
         from firmware_bridge.device import LinkError
         if not isinstance(e, LinkError):
             raise
-    return RecoveryReport(tuple(sessions), drained.done, pending, still_open, lock_engaged,
-                          door_open)
+    return RecoveryReport(tuple(sessions), _calls_answered(app.db) - done_before, pending,
+                          still_open, lock_engaged, door_open)
+
+
+def _calls_answered(db) -> int:
+    """Outbox rows (payment calls) that have their answer recorded."""
+    from sqlalchemy import func, select
+
+    from billing.outbox_models import PaymentOutbox
+    with db() as s:
+        return s.scalar(select(func.count()).select_from(PaymentOutbox)
+                        .where(PaymentOutbox.done_at.is_not(None))) or 0
 
 
 def session_line(report) -> str:
