@@ -10,7 +10,8 @@ between rounds) through every real part, and reports, per BENCHMARKS.md section 
 - its parts: settle (door closed to every shelf settled: the simulated cells keep their damped
   swing, the board's settle test decides when it is over), vision (door closed to the after
   images captured, stored and read against the before images and calibration frames; it runs
-  while the cells settle), reconcile (from the later of the two to the basket decided: the
+  while the cells settle; `capture` is its first part, the simulated cameras drawing the
+  shelves and the PNGs stored, which a real camera's frame grab mostly is not), reconcile (from the later of the two to the basket decided: the
   bundle read back, the weights search) and charge (the capture over HTTP and the receipt).
 
 The shelf cameras are calibrated first (empty and full frames captured through them, as
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +35,7 @@ from cabinet.demo import DEFAULT_CONFIG, SimCabinet, as_expected
 from firmware_bridge.bench import machine_facts, percentile
 
 
-PARTS = ("door_closed_to_charge", "settle", "vision", "reconcile", "charge")
+PARTS = ("door_closed_to_charge", "settle", "vision", "capture", "reconcile", "charge")
 
 
 def parts_ms(t: dict[str, float]) -> dict[str, float] | None:
@@ -45,6 +47,7 @@ def parts_ms(t: dict[str, float]) -> dict[str, float] | None:
     looked = t.get("looked", t["settled"])
     return {"door_closed_to_charge": t["charge_sent"] - closed,
             "settle": t["settled"] - closed, "vision": looked - closed,
+            "capture": t.get("captured", looked) - closed,
             "reconcile": t["reconciled"] - max(t["settled"], looked),
             "charge": t["charge_sent"] - t["reconciled"]}
 
@@ -64,6 +67,7 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
     unlock_ms: list[float] = []
     parts: dict[str, list[float]] = {k: [] for k in PARTS}
     sessions = wrong = 0
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cabinet-bench-") as tmp:
         with SimCabinet(Path(tmp), config, seed=seed) as cab:
             levels = cab.planogram.initial_stock()
@@ -109,6 +113,9 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
         "face_to_unlock": stats(unlock_ms),
         **{k: stats(v) for k, v in parts.items()},
         "machine": machine_facts(),
+        # other programs' load on this machine (1-minute load average) at start and end: on a
+        # shared machine the wall times above grow with it
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -117,6 +124,7 @@ def render(result: dict) -> str:
             ("door closed to charge (all included)", result["door_closed_to_charge"]),
             ("  settle (load cells)", result["settle"]),
             ("  vision (during the settle)", result["vision"]),
+            ("    of which capture + store", result["capture"]),
             ("  reconcile (after both)", result["reconcile"]),
             ("  charge", result["charge"])]
     out = [f"{result['sessions']} sessions ({result['rounds']} rounds of the demo scenarios), "
@@ -128,6 +136,7 @@ def render(result: dict) -> str:
     for name, s in rows:
         out.append(f"{name:<40}{s['n']:>5}{s['p50_ms']:>10}{s['p95_ms']:>10}{s['max_ms']:>10}")
     out.append(f"sessions not as their scenario expected: {result['sessions_not_as_expected']}")
+    out.append(f"load average at start and end: {result['load_average']}")
     return "\n".join(out)
 
 

@@ -559,6 +559,7 @@ class Controller:
         settle = asyncio.ensure_future(self._settle_weights())
         settle.add_done_callback(lambda _: run.mark("settled"))
         await self._blocking(run.bundle.write_after_images, await self._capture_shelves())
+        run.mark("captured")
         look = asyncio.ensure_future(self._look(run.bundle.path, dict(run.bundle.decoded)))
         look.add_done_callback(lambda _: run.mark("looked"))
         try:
