@@ -284,3 +284,18 @@ def test_an_uncommanded_compartment_release_is_a_tamper_alarm_until_it_relocks(r
     wait_until(lambda: runner.health()["in_service"], "the compartment to relock", BOUND_S)
     assert alarm_rows(cab) == [("compartment_unlock", True, True)]
     assert cab.mcu.channel_unlocks[1] == 0 and cab.mcu.uncommanded_releases == 1
+
+
+def test_a_compartment_released_without_a_command_during_a_session_is_recorded_for_review(
+        run_cabinet):
+    running = run_cabinet("cabinet-jp.yaml", compartment=True)
+    cab = running.cab
+    # an unverified customer: the compartment stays shut, until its manual key is turned
+    sid = running.shop(at_the_door=lambda: cab.mcu.inject(
+        "uncommanded_unlock", cause="manual_key", duration_s=30.0, channel=1))
+    assert journal(cab, sid, "authorized")["lock_channels"] == [0]
+    assert cab.mcu.channel_unlocks[1] == 0
+    assert "ChannelUncommandedUnlock" in cab.controller.alarms
+    # recorded for review; the controller's Lock at the door's close engaged it again
+    assert alarm_rows(cab) == [("compartment_unlock", True, True)]
+    assert cab.mcu.channel_engaged[1] is True
