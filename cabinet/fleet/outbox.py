@@ -25,7 +25,7 @@ import datetime as dt
 import json
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import exists, func, inspect, select, update
+from sqlalchemy import exists, func, inspect, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.models import CabinetSession
@@ -36,6 +36,9 @@ from cabinet.fleet.tables import OutboxRow
 from cabinet.inventory import InventoryMove
 from cabinet.journal import AlarmRow
 
+# a session closed this long before the latest one collected is still looked for (a clock
+# stepped back, a slow writer); older ones were seen by the process's first, full pass
+SESSION_LOOKBACK = dt.timedelta(days=1)
 # the order facts of one pass take in the stream when they happened at the same instant
 _KIND_ORDER = {kind: i for i, kind in enumerate(("inventory", "session", "receipt", "alarm",
                                                  "health"))}
@@ -54,6 +57,9 @@ class FleetOutbox:
         self.cabinet_id = m.check_name(cabinet_id, "fleet outbox", "cabinet_id")
         self._now = now
         self._moves_table: bool | None = None   # inventory_moves exists (Inventory makes it)
+        # the latest closed_at seen: later passes look at sessions closed since it (less
+        # SESSION_LOOKBACK), the first pass of a process at all of them
+        self._closed_watermark: dt.datetime | None = None
 
     # --- collecting ----------------------------------------------------------------------
     def collect(self) -> int:
@@ -79,13 +85,21 @@ class FleetOutbox:
                         .where(OutboxRow.kind == kind)) or 0
 
     def _sessions(self, s: Session) -> list[tuple]:
-        rows = s.scalars(select(CabinetSession)
-                         .where(CabinetSession.outcome.is_not(None),
-                                self._not_collected("session", CabinetSession.id))
-                         .order_by(CabinetSession.closed_at, CabinetSession.id))
+        query = select(CabinetSession).where(CabinetSession.outcome.is_not(None),
+                                             self._not_collected("session", CabinetSession.id))
+        if self._closed_watermark is not None:  # after the first, full pass: recent ones only
+            query = query.where(or_(CabinetSession.closed_at.is_(None),
+                                    CabinetSession.closed_at
+                                    >= self._closed_watermark - SESSION_LOOKBACK))
+        else:
+            self._closed_watermark = s.scalar(select(func.max(CabinetSession.closed_at)))
+        rows = s.scalars(query.order_by(CabinetSession.closed_at, CabinetSession.id))
         facts = []
         for r in rows:
             at = r.closed_at or r.opened_at
+            if r.closed_at is not None and (self._closed_watermark is None
+                                            or r.closed_at > self._closed_watermark):
+                self._closed_watermark = r.closed_at
             facts.append(("session", r.id, at, None,
                           m.session_message_id(self.cabinet_id, r.id),
                           {"session_id": r.id, "outcome": r.outcome,

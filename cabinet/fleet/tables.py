@@ -13,6 +13,7 @@ from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.base import Base, UTCDateTime
+from billing.models import CabinetSession
 
 
 class OutboxRow(Base):
@@ -38,3 +39,8 @@ class AppliedDown(Base):
     kind: Mapped[str] = mapped_column(String(16))
     applied_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# The outbox looks for sessions closed since its last pass (cabinet/fleet/outbox.py): without
+# this index that is a scan of every session the cabinet ever had, once a second.
+Index("ix_cabinet_sessions_closed_at", CabinetSession.closed_at)

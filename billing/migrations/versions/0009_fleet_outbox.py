@@ -1,5 +1,6 @@
-"""Fleet sync (cabinet/fleet): the cabinet's durable outbox of facts to publish, and the down
-messages it applied (replay refusal across restarts).
+"""Fleet sync (cabinet/fleet): the cabinet's durable outbox of facts to publish, the down
+messages it applied (replay refusal across restarts), and an index on the sessions' closing
+time (the outbox's look for newly closed sessions).
 
 Revision ID: 0009
 Revises: 0008
@@ -40,9 +41,13 @@ def upgrade() -> None:
     with op.batch_alter_table("fleet_outbox", schema=None) as batch_op:
         batch_op.create_index("ix_fleet_outbox_kind_source", ["kind", "source_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_fleet_outbox_sent_at"), ["sent_at"], unique=False)
+    # the outbox's look for sessions closed since its last pass (cabinet/fleet/tables.py)
+    op.create_index("ix_cabinet_sessions_closed_at", "cabinet_sessions", ["closed_at"],
+                    unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cabinet_sessions_closed_at", table_name="cabinet_sessions")
     with op.batch_alter_table("fleet_outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_fleet_outbox_sent_at"))
         batch_op.drop_index("ix_fleet_outbox_kind_source")
