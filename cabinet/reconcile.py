@@ -71,6 +71,7 @@ TOUCH_COST = 20.0      # vision: nats per item leaving an untouched slot or arri
 COUNT_COST = 4.5       # vision: nats per item of disagreement with the occupied-facing counts (~1% of slots miscount)
 OUTLIER_RANGE_G = 2000.0  # a foreign object or a fault: any residual in +-1 kg equally likely
 OUTLIER_COST = 8.0     # prior against that explanation (about the Gaussian's at 5 sigma)
+LENIENT_OUTLIER_COST = 4.0  # ... in the look that charges only what survives rare events being common
 OUTLIER_Z = 5.0        # a residual beyond this many sigmas is not explained by the items
 UNSETTLED_FACTOR = 5.0 # noise multiplier for a shelf that did not settle
 CERTAIN_MASS = 0.99
@@ -90,6 +91,7 @@ class ShelfVision:
     count_change: int | None = None            # occupied facings after minus before, whole shelf
     arrived: int = 0                           # items seen arriving: sum of slots' count gains
     drops: Mapping[str, int] | None = None     # SKU -> items seen leaving its own slots
+    hideable: int | None = None  # arrivals the counts could hide: cells filled or changed while occupied, beyond the counts' rises
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,17 +160,34 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
         term = term - TOUCH_COST * np.clip(removed - bound, 0, None).sum(axis=1)
     if vision.touched is False:      # and nothing arrived on a shelf nobody touched
         term = term - TOUCH_COST * np.clip(x, 0, None).sum(axis=1)
+    # facing counts: each slot's count that a candidate contradicts is a miscount (COUNT_COST
+    # each). The shelf's net count and the per-SKU counts of one-SKU slots are two lower
+    # bounds of how many slots miscounted; the larger is charged (one miscount is not paid twice)
+    miscounts = np.zeros(len(x))
     if vision.count_change is not None:
-        term = term - COUNT_COST * np.abs(x.sum(axis=1) - vision.count_change)
+        miscounts = np.abs(x.sum(axis=1) - vision.count_change).astype(np.float64)
         # a slot whose count rose received something: a move, a return or a foreign object
         term = term - COUNT_COST * np.clip(vision.arrived - np.clip(x, 0, None).sum(axis=1),
                                            0, None)
     if vision.drops:
         # a slot holding one SKU that lost n facings lost n of that SKU, unless items seen
-        # arriving on the shelf were of it: x_k <= -drops_k + arrived
+        # arriving on the shelf were of it: x_k <= -drops_k + arrived ...
         drops = np.array([vision.drops.get(k, 0) for k in skus], dtype=np.int64)
         bound = np.where(drops > 0, -drops + vision.arrived, np.iinfo(np.int64).max // 2)
-        term = term - COUNT_COST * np.clip(x - bound, 0, None).sum(axis=1)
+        fewer = np.clip(x - bound, 0, None).sum(axis=1)
+        # ... and no more of it than that: each further loss needs an arrival the camera did
+        # not see to hide it (a swap in the slot, which the misplaced prior prices), else it
+        # is a miscount
+        held = np.array([k in vision.drops for k in skus])
+        excess = np.clip(-x - drops, 0, None)[:, held].sum(axis=1)
+        hidden = np.clip(np.clip(x, 0, None).sum(axis=1) - vision.arrived, 0, None)
+        miscounts = np.maximum(miscounts, fewer + np.clip(excess - hidden, 0, None))
+    term = term - COUNT_COST * miscounts
+    if vision.hideable is not None:
+        # an arrival the counts did not see went into a cell whose pixels changed: where none
+        # did, it is all but impossible, as on an untouched shelf
+        hidden = np.clip(np.clip(x, 0, None).sum(axis=1) - vision.arrived, 0, None)
+        term = term - TOUCH_COST * np.clip(hidden - vision.hideable, 0, None)
     return term
 
 
@@ -201,17 +220,29 @@ class _ShelfCandidates:
     outlier: np.ndarray    # (n,) the flat term explains the weight better than the Gaussian
 
 
-def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[str],
-                      stock: np.ndarray, addable: np.ndarray, w: np.ndarray, var1: np.ndarray,
-                      vision: ShelfVision | None,
-                      misplaced: tuple[float, float] = (MISPLACED_COST, MISPLACED_GROWTH)
-                      ) -> _ShelfCandidates:
+@dataclasses.dataclass(frozen=True)
+class _ShelfSpace:
+    """Every candidate of one shelf, scored once without the misplaced-item prior (which each
+    look adds): the weight and vision terms are the costly part and do not depend on it."""
+    shelf: str
+    x: np.ndarray          # (n, len(skus)) net change per SKU
+    base: np.ndarray       # (n,) weight + vision + items-taken prior
+    weight_ll: np.ndarray
+    residual: np.ndarray
+    var: np.ndarray
+    outlier: np.ndarray
+    added: np.ndarray      # (n,) arrivals beyond those the camera saw
+    counted: bool          # the camera counted the shelf: the nominal misplaced prior holds
+    flat: np.ndarray | None = None  # (n,) the "something else" term, for the outlier look
+
+
+def _shelf_space(shelf: str, delta: float | None, noise: float, skus: list[str],
+                 stock: np.ndarray, addable: np.ndarray, w: np.ndarray, var1: np.ndarray,
+                 vision: ShelfVision | None) -> _ShelfSpace:
     removable = [i for i in range(len(skus)) if stock[i] > 0]
     gainable = [i for i in range(len(skus)) if addable[i]]
     max_removed, max_added = _limits(vision)
-    if vision is not None and vision.usable and vision.count_change is not None:
-        # the camera counted what arrived: the lenient look is for shelves only weighed
-        misplaced = (MISPLACED_COST, MISPLACED_GROWTH)
+    counted = vision is not None and vision.usable and vision.count_change is not None
     rem = _bounded_vectors([int(stock[i]) for i in removable], max_removed)
     add = _bounded_vectors([max_added] * len(gainable), max_added)
     x = np.zeros((len(rem) * len(add), len(skus)), dtype=np.int64)
@@ -227,6 +258,7 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
         if both:
             x = x[~((rem[rr][:, lost] > 0) & (add[aa][:, both] > 0)).any(axis=1)]
     var = noise ** 2 + np.abs(x) @ var1
+    flat = None
     if delta is None:
         weight_ll = np.zeros(len(x))
         residual = np.zeros(len(x))
@@ -241,20 +273,46 @@ def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[
         # beyond OUTLIER_Z sigmas the heavy tail still ranks candidates, but the weight is
         # not explained: flagged, and what that shelf lost is not charged
         outlier = (gauss < flat) | (np.abs(residual) > OUTLIER_Z * np.sqrt(var))
+        flat = np.logaddexp(gauss, flat + OUTLIER_COST - LENIENT_OUTLIER_COST)
     added = np.clip(x, 0, None).sum(axis=1)
-    if vision is not None and vision.usable and vision.count_change is not None:
+    if counted:
         # arrivals the camera saw are evidence, not the rare misplaced return the prior is about
         added = np.clip(added - vision.arrived, 0, None)
-    prior = -ITEM_COST * np.clip(-x, 0, None).sum(axis=1) \
-        - misplaced[0] * added - misplaced[1] * added * (added - 1) / 2
-    score = weight_ll + prior + vision_term(x, skus, vision)
+    vis = vision_term(x, skus, vision)
+    items = -ITEM_COST * np.clip(-x, 0, None).sum(axis=1)
+    base = weight_ll + items + vis
+    if flat is not None:
+        flat = flat + items + vis
+    return _ShelfSpace(shelf, x, base, weight_ll, residual, var, outlier, added, counted, flat)
+
+
+def _select(space: _ShelfSpace, misplaced: tuple[float, float] = (MISPLACED_COST, MISPLACED_GROWTH),
+            lenient_outlier: bool = False) -> _ShelfCandidates:
+    """The shelf's TOP_K candidates within WINDOW of its best under one look's priors (and
+    the best candidate that needs no other shelf, always)."""
+    if space.counted:
+        # the camera counted what arrived: the lenient look is for shelves only weighed
+        misplaced = (MISPLACED_COST, MISPLACED_GROWTH)
+    added = space.added
+    base = space.flat if lenient_outlier and space.flat is not None else space.base
+    score = base - misplaced[0] * added - misplaced[1] * added * (added - 1) / 2
     keep = np.argsort(-score, kind="stable")[:TOP_K]
     keep = keep[score[keep] >= score[keep[0]] - WINDOW]
-    only_removals = np.flatnonzero((x <= 0).all(axis=1))
+    x = space.x
     if not (x[keep] <= 0).all(axis=1).any():  # keep one candidate that needs no other shelf
+        only_removals = np.flatnonzero((x <= 0).all(axis=1))
         keep = np.append(keep, only_removals[np.argmax(score[only_removals])])
-    return _ShelfCandidates(shelf, x[keep], score[keep], weight_ll[keep], residual[keep],
-                            np.sqrt(var[keep]), outlier[keep])
+    return _ShelfCandidates(space.shelf, x[keep], score[keep], space.weight_ll[keep],
+                            space.residual[keep], np.sqrt(space.var[keep]), space.outlier[keep])
+
+
+def _shelf_candidates(shelf: str, delta: float | None, noise: float, skus: list[str],
+                      stock: np.ndarray, addable: np.ndarray, w: np.ndarray, var1: np.ndarray,
+                      vision: ShelfVision | None,
+                      misplaced: tuple[float, float] = (MISPLACED_COST, MISPLACED_GROWTH)
+                      ) -> _ShelfCandidates:
+    return _select(_shelf_space(shelf, delta, noise, skus, stock, addable, w, var1, vision),
+                   misplaced)
 
 
 def _combine(cands: list[_ShelfCandidates], nskus: int) -> list[tuple[float, tuple[int, ...]]]:
@@ -287,12 +345,14 @@ def _combine(cands: list[_ShelfCandidates], nskus: int) -> list[tuple[float, tup
     return [f for f in found if f[0] >= best[0] - WINDOW]
 
 
-def _posterior(shelf_args: list[tuple], skus: list[str], misplaced: tuple[float, float]
+def _posterior(shelf_args: list, skus: list[str], misplaced: tuple[float, float],
+               lenient_outlier: bool = False
                ) -> tuple[list[_ShelfCandidates], list[tuple[tuple, float]], dict, int]:
     """Candidates per shelf, baskets ranked by probability (basket as sorted (sku, n) pairs),
     the best combination (index per shelf) of each basket, and how many combinations were kept,
     under the given misplaced-item prior (cost of the first, growth with each further one)."""
-    cands = [_shelf_candidates(*args, misplaced=misplaced) for args in shelf_args]
+    cands = [_select(a if isinstance(a, _ShelfSpace) else _shelf_space(*a), misplaced,
+                     lenient_outlier) for a in shelf_args]
     combos = _combine(cands, len(skus))
     top = max(sc for sc, _ in combos)
     weights = np.exp(np.array([sc for sc, _ in combos]) - top)
@@ -349,6 +409,13 @@ def _unsettled_noise(shelf: Any, noise: float) -> float:
     return max(noise, math.sqrt(sum(v * v for v in sigmas)))
 
 
+def _swing_measured(shelf: Any) -> bool:
+    """Whether every unsettled side of a shelf has the MIN_SAMPLES its scatter needs."""
+    return all(len(samples) >= MIN_SAMPLES for samples, stable in (
+        (shelf.samples_before, shelf.before_stable), (shelf.samples_after, shelf.after_stable))
+        if not stable)
+
+
 def slot_vision(bundle: Bundle, recognizer: Any = None) -> tuple[dict, dict]:
     """Per-slot evidence from vision.diff for every camera with images (against the bundle's
     own calibration frames when it carries them; identities when a recognizer is given), and
@@ -396,6 +463,7 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
         count = None
         arrived = 0
         drops = None
+        hideable = None
         if usable:
             may_lose = {}
             for e in evs:
@@ -416,14 +484,17 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
                     held = set(inventory.get(e.slot_id, ()))
                     if len(held) > 1:
                         mixed |= held
-                    elif len(held) == 1 and e.count_change < 0:
+                    elif len(held) == 1:  # facings lost (0 when none were)
                         k = next(iter(held))
-                        drops[k] = drops.get(k, 0) - e.count_change
+                        drops[k] = drops.get(k, 0) + max(0, -e.count_change)
                 drops = {k: n for k, n in drops.items() if k not in mixed}
+                per_slot_hide = [(e.filled, e.swappable, e.count_change) for e in evs]
+                if all(f is not None and w is not None for f, w, _ in per_slot_hide):
+                    hideable = sum(max(0, f + w - max(c, 0)) for f, w, c in per_slot_hide)
         out[shelf.id] = ShelfVision(
             {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
             sum(max(0, e.foreign_after - e.foreign_before) for e in evs),
-            usable, may_lose, touched, count, arrived, drops)
+            usable, may_lose, touched, count, arrived, drops, hideable)
     return out
 
 
@@ -487,7 +558,10 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             delta = rec.after_g - rec.before_g
             noise = _noise(rec, params.load_cell_noise_g)
             if not (rec.before_stable and rec.after_stable):
-                flags.add("shelf_unsettled")
+                # a swing its samples measure is noise like any other (the posterior says
+                # whether the answer survives it); one they cannot measure is a flag
+                if not _swing_measured(rec):
+                    flags.add("shelf_unsettled")
                 noise = _unsettled_noise(rec, noise)
         sv = shelf_vis.get(shelf.id)
         if sv is not None and sv.foreign_added:
@@ -496,13 +570,14 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         shelf_args.append((shelf.id, delta, noise, skus, stock[shelf.id], addable, w, var1, sv))
         shelf_info[shelf.id] = (delta, noise, sv)
 
-    cands, ranked, best_pick, ncombos = _posterior(shelf_args, skus, (MISPLACED_COST, MISPLACED_GROWTH))
+    spaces = [_shelf_space(*a) for a in shelf_args]
+    cands, ranked, best_pick, ncombos = _posterior(spaces, skus, (MISPLACED_COST, MISPLACED_GROWTH))
     best_key, confidence = ranked[0]
     picks = best_pick[best_key]
     # The same evidence under a lenient prior on misplaced items: how much of the answer rests
     # on "customers rarely put things back in the wrong place"? Where a move-based explanation
     # fits the evidence about as well, the top basket is not sure, whatever the nominal prior says.
-    _, ranked_lenient, _, _ = _posterior(shelf_args, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH))
+    _, ranked_lenient, _, _ = _posterior(spaces, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH))
     lenient = dict(ranked_lenient).get(best_key, 0.0)
 
     shelves_ev, unexplained, arrived_unexplained_g = {}, [], 0.0
@@ -549,7 +624,11 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         # charge only what every plausible explanation agrees on; when the cameras contradict
         # the best explanation, every explanation kept counts as plausible
         mass = 1.0 if "vision_disagrees" in flags else CERTAIN_MASS
-        basket = _certain([ranked, ranked_lenient], skus, unexplained, mass)
+        # and under priors that make rare events common: misplaced items and weight from
+        # something else on or off a shelf (a spike, a phone, a leaning hand)
+        _, ranked_rare, _, _ = _posterior(spaces, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH),
+                                          lenient_outlier=True)
+        basket = _certain([ranked, ranked_lenient, ranked_rare], skus, unexplained, mass)
         if arrived_unexplained_g > 0:
             # weight arrived on a shelf from nowhere known: any item light enough to be part
             # of it may have been moved there rather than taken

@@ -119,6 +119,25 @@ class SlotEvidence:
     identities_after: tuple[tuple[tuple[str, float], ...], ...] = ()
     identified: bool = True
     flags: tuple[str, ...] = ()
+    cells_changed: tuple[float, ...] = ()  # per facing cell: share of it in the before/after mask
+
+    @property
+    def swappable(self) -> int | None:
+        """Cells occupied before and after whose pixels changed (at least the area that makes a
+        slot touched): each may now hold another item than before. None: cannot say."""
+        if not self.usable or not self.cells_changed or not self.occupied_before \
+                or not self.occupied_after:
+            return None
+        bar = TOUCHED_CHANGE * len(self.cells_changed)
+        return sum(b and a and c >= bar for b, a, c in
+                   zip(self.occupied_before, self.occupied_after, self.cells_changed))
+
+    @property
+    def filled(self) -> int | None:
+        """Cells empty before and occupied after: where something may have arrived."""
+        if not self.usable or not self.occupied_before or not self.occupied_after:
+            return None
+        return sum(a and not b for b, a in zip(self.occupied_before, self.occupied_after))
 
     @property
     def touched(self) -> bool | None:
@@ -556,6 +575,8 @@ class ShelfDiff:
                     fill = round(occupancy / ref, 3) if ref > 0.02 else None
                 per[side] = (occ, ids, tuple(lab for lab, _ in labels), [c for _, c in labels], occupancy, fill)
             change = round(_share(change_mask_, spec.roi), 4) if change_mask_ is not None else 0.0
+            cells_changed = () if change_mask_ is None else tuple(
+                round(_share(change_mask_, c), 4) for c in facing_cells(spec.roi, spec.capacity))
             area = int(round(change * spec.roi[2] * spec.roi[3]))
             sure = per["before"][3] + per["after"][3]
             confidence = 0.0 if (reason or not identified) else round(min(sure) if sure else 1.0, 3)
@@ -567,7 +588,8 @@ class ShelfDiff:
                 occupancy_before=per["before"][4], occupancy_after=per["after"][4],
                 fill_before=per["before"][5], fill_after=per["after"][5],
                 identities_before=per["before"][1], identities_after=per["after"][1],
-                identified=identified, flags=tuple(dict.fromkeys(flags)))
+                identified=identified, flags=tuple(dict.fromkeys(flags)),
+                cells_changed=cells_changed)
         return out
 
 
