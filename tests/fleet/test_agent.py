@@ -719,3 +719,25 @@ def test_an_unreadable_public_key_names_the_key_and_the_file(tmp_path):
     (tmp_path / "missing.pub").write_text("not a key")
     with pytest.raises(CabinetError, match="fleet.public_key.*not a PEM public key"):
         settings_for(cfg, "cab-1")
+
+
+def test_a_session_closed_behind_the_latest_is_collected_within_the_lookback(cabinet, clock):
+    """Later passes look only at sessions closed since the latest one collected, less
+    SESSION_LOOKBACK; a process's first pass looks at them all."""
+    from billing.models import CabinetSession
+    from cabinet.fleet.outbox import SESSION_LOOKBACK
+
+    def closed(sid: str, ago: dt.timedelta) -> None:
+        with cabinet.db.begin() as s:
+            s.add(CabinetSession(id=sid, cabinet_id=CAB, state="closed", outcome="denied",
+                                 opened_at=cabinet.now() - ago, closed_at=cabinet.now() - ago,
+                                 currency="EUR", flags=[]))
+
+    closed("s-now", dt.timedelta(0))
+    assert cabinet.outbox.collect() == 1
+    closed("s-hour-ago", dt.timedelta(hours=1))                       # within the lookback
+    closed("s-long-ago", SESSION_LOOKBACK + dt.timedelta(hours=1))    # behind it
+    assert len(cabinet.outbox.rows()) == 1 and cabinet.outbox.collect() == 1
+    assert cabinet.outbox.rows()[-1].ref == "s-hour-ago"
+    restarted = FleetOutbox(cabinet.db, CAB, cabinet.now)              # a full first pass
+    assert restarted.collect() == 1 and restarted.rows()[-1].ref == "s-long-ago"
