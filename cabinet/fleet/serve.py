@@ -129,7 +129,7 @@ class BackOffice:
         self.broker, self.group, self.slot, self.batch_max = broker, group, slot, batch_max
         self.clock, self.now = clock, now
         self.client_id = slot_client_id(group, slot)
-        self.engine, self.sessions = open_fleet_db(db_url)
+        self.engine, self.sessions = open_fleet_db(db_url, application_name=self.client_id)
         self.ingest = Ingest(self.sessions, self.client_id, now=now)
         self.inbox: queue.Queue[Delivery] = queue.Queue()
         self.generation = 0                 # bumps on every (re)connect: old mids are void

@@ -190,10 +190,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(_alembic_config(conn), "head")
 
 
-def open_fleet_db(url: str, *, pool_size: int = 5) -> tuple[Engine, sessionmaker]:
-    """An engine on the fleet's PostgreSQL database, migrated to head, and its sessions."""
+def open_fleet_db(url: str, *, application_name: str | None = None
+                  ) -> tuple[Engine, sessionmaker]:
+    """An engine on the fleet's PostgreSQL database, migrated to head, and its sessions.
+    `application_name` names the connections in pg_stat_activity (a back-office instance's
+    client id)."""
     from billing.db import DatabaseUrlError, make_engine
+    from sqlalchemy.engine import make_url
     try:
+        if application_name and "://" in url:
+            url = make_url(url).update_query_dict({"application_name": application_name}) \
+                .render_as_string(hide_password=False)
         engine = make_engine(url)
     except DatabaseUrlError as e:
         raise FleetDbError(f"fleet database: {e}") from None

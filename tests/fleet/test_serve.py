@@ -16,7 +16,7 @@ from collections import Counter
 
 import paho.mqtt.client as mqtt
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cabinet.errors import CabinetError
 from cabinet.fleet import messages, serve as serve_mod
@@ -87,6 +87,14 @@ def assert_derived_all(view, cabs: list[SimCabinet]) -> None:
                        for c in cabs}, "a message applied twice, or not at all"
     assert stock == {(c.id, slot): q for c in cabs for slot, q in c.expected.stock.items()}
     assert sales == {(c.id, d, cur): t for c in cabs for (d, cur), t in c.expected.sales.items()}
+
+
+def blocked(view, client_id: str) -> bool:
+    """Is this back-office instance's connection waiting for a lock (inside its batch)?"""
+    with view.engine.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+            "wait_event_type = 'Lock' AND application_name = :name"), {"name": client_id}))
 
 
 def shop(cab: SimCabinet, sales: int = 3) -> None:
@@ -249,8 +257,14 @@ def test_an_instance_killed_mid_stream_is_taken_over_without_loss_or_duplicates(
     a_id = serve_mod.slot_client_id(group, "a")
     wait_until(lambda: fleet_view.count(FleetMessage, FleetMessage.instance == a_id) >= 40,
                "instance a storing", timeout_s=30, poll_s=0.01)
-    a.send_signal(signal.SIGKILL)                # mid-stream: batches in flight, unacked
-    a.wait(10)
+    with fleet_view.engine.connect() as lock:    # hold the instances inside a transaction:
+        tx = lock.begin()                        # a batch inserted, not committed
+        lock.execute(text("LOCK TABLE fleet_cabinets IN SHARE ROW EXCLUSIVE MODE"))
+        wait_until(lambda: blocked(fleet_view, a_id), "instance a blocked mid-batch",
+                   timeout_s=30)
+        a.send_signal(signal.SIGKILL)            # mid-stream: a batch received, unacked
+        a.wait(10)
+        tx.rollback()
     before = fleet_view.count(FleetMessage, FleetMessage.cabinet_id.startswith(cabs[0].id[:-3]))
     assert before < total, "the stream was over before the kill; nothing was tested"
     for t in flushing:
