@@ -58,6 +58,7 @@ def write_config(folder: Path, **changes) -> Path:
     data["data_dir"] = str(folder / "data")
     data["database_url"] = f"sqlite:///{folder / 'data' / 'cabinet.sqlite'}"
     data["http"] = {"host": "127.0.0.1", "port": 0}
+    data["timeouts"]["auth_s"] = 60      # three dlib encodings on a loaded machine
     data.update(changes)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cabinet.yaml"
@@ -227,8 +228,9 @@ def test_demo_refuses_a_folder_with_an_open_session_and_recover_finishes_it_firs
     assert "1/1 sessions ended as the scenarios expected" in text
 
     # again on the same folder: nothing to recover, nobody enrolled a second time
-    code = demo.run(workdir, config=config, out=io.StringIO())
-    assert code == 0
+    out = io.StringIO()
+    code = demo.run(workdir, config=config, out=out)
+    assert code == 0, out.getvalue()
     cab = make_cabinet(config=config, workdir=workdir)
     assert _counts(cab.db) == (accounts, templates)
     assert Journal(cab.db).open_sessions() == []
