@@ -23,7 +23,8 @@ old or the new file, never half of one. The before-snapshot is written once and 
 `BundleError` naming the file and what is wrong; `load_bundle(path, known=...)` takes an image
 from `known` (path -> (sha256, pixels): an earlier load's `decoded`, or the writer's own, which
 holds exactly the pixels it encoded losslessly) instead of decoding it again when bundle.json
-records that same sha256 for it: the controller reads its bundle without decoding a PNG.
+records that same sha256 for it, and likewise the parsed catalog and planogram: the controller
+reads its bundle without decoding a PNG or parsing YAML.
 `load_recognizer` loads the recognizer a bundle names, with its gallery, or says what is
 missing. Times are UTC ISO 8601 strings.
 """
@@ -274,11 +275,13 @@ class BundleWriter:
     def write_context(self, planogram_path: str | Path, catalog_path: str | Path,
                       account_id: str | None, *, opened_at: dt.datetime | str | None = None,
                       load_cell_noise_g: float = 2.0, min_confidence: float = 0.95,
-                      planogram: Planogram | None = None) -> None:
+                      planogram: Planogram | None = None,
+                      catalog: Catalog | None = None) -> None:
         """Copy the catalog and planogram in force and start bundle.json. Both files are
         validated first (a FormatError leaves the bundle without them), unless the caller
         passes the `planogram` it already loaded from these same, unchanging files (the
-        controller does, to keep ~10 ms of YAML parsing off the path to the unlock)."""
+        controller does, to keep ~10 ms of YAML parsing off the path to the unlock); with the
+        `catalog` too, both are kept in `decoded` for load_bundle(known=)."""
         if self._record is not None:
             raise BundleError(self.dir / BUNDLE_JSON, "the context is already written")
         if planogram is None:
@@ -297,6 +300,10 @@ class BundleWriter:
             "files": {}}
         self._put("catalog.yaml", catalog_bytes)
         self._put("planogram.yaml", planogram_bytes)
+        if catalog is not None:
+            files = self._record["files"]
+            self.decoded["catalog.yaml"] = (files["catalog.yaml"], catalog)
+            self.decoded["planogram.yaml"] = (files["planogram.yaml"], planogram)
         self._save()
 
     def write_vision(self, calibration: Any = None, recognizer: Any = None) -> None:
@@ -473,14 +480,23 @@ def load_bundle(path: str | Path, *,
             parts.append(f"{key} = {err.get('input')!r}: {err['msg']}")
         more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
         raise BundleError(bjson, "; ".join(parts) + more) from None
-    for name in ("catalog.yaml", "planogram.yaml"):
-        if (bdir / name).is_file():
-            _read_file(bdir, name, record.files, "files")
-    try:
-        catalog = load_catalog(bdir / "catalog.yaml")
-        planogram = load_planogram(bdir / "planogram.yaml", catalog)
-    except CabinetError as e:
-        raise BundleError(bdir, f"the bundle's catalog or planogram copy is bad: {e}") from None
+    known = known or {}
+    decoded: dict[str, tuple[str, Any]] = {}
+    names = ("catalog.yaml", "planogram.yaml")
+    if all(record.files.get(n) and known.get(n, ("",))[0] == record.files[n] for n in names):
+        catalog, planogram = known["catalog.yaml"][1], known["planogram.yaml"][1]
+    else:
+        for name in names:
+            if (bdir / name).is_file():
+                _read_file(bdir, name, record.files, "files")
+        try:
+            catalog = load_catalog(bdir / "catalog.yaml")
+            planogram = load_planogram(bdir / "planogram.yaml", catalog)
+        except CabinetError as e:
+            raise BundleError(bdir, f"the bundle's catalog or planogram copy is bad: {e}") from None
+    if all(record.files.get(n) for n in names):
+        decoded.update({"catalog.yaml": (record.files["catalog.yaml"], catalog),
+                        "planogram.yaml": (record.files["planogram.yaml"], planogram)})
     shelf_ids = {s.id for s in planogram.shelves}
     for shelf_id in record.shelves:
         if shelf_id not in shelf_ids:
@@ -499,8 +515,6 @@ def load_bundle(path: str | Path, *,
     for cam in record.cameras:
         if cam not in cameras:
             raise BundleError(bjson, f"cameras.{cam}: not a camera of the bundle's planogram")
-    decoded: dict[str, tuple[str, np.ndarray]] = {}
-    known = known or {}
     images = {cam: CameraImages(
                   _read_image(bdir, c.before, record.files, f"cameras.{cam}.before", decoded, known),
                   _read_image(bdir, c.after, record.files, f"cameras.{cam}.after", decoded, known))

@@ -460,7 +460,8 @@ class Controller:
         run.bundle.write_context(planogram_path=self.planogram_path,
                                  catalog_path=self.catalog_path, account_id=str(account_id),
                                  load_cell_noise_g=self.load_cell_noise_g,
-                                 min_confidence=self.min_confidence, planogram=self.planogram)
+                                 min_confidence=self.min_confidence, planogram=self.planogram,
+                                 catalog=self.catalog)
         # session() checked the door shut and the lock holds it: the shelves' filter reading
         # is the settled baseline, no fresh stability window needed.
         if self.shelf_calibration is not None or self.recognizer is not None:

@@ -272,3 +272,21 @@ def _no_before_after_images(tmp_path):
     w = BundleWriter(tmp_path, "s-empty")
     w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a")
     w.write_after_images({})
+
+
+def test_a_load_takes_the_parsed_catalog_and_planogram_only_for_the_same_bytes(tmp_path):
+    from cabinet.catalog import load_catalog
+    from cabinet.planogram import load_planogram
+    catalog = load_catalog(FIXTURES / "catalog.yaml")
+    planogram = load_planogram(FIXTURES / "planogram.yaml", catalog)
+    w = BundleWriter(tmp_path, "s-parsed")
+    w.write_context(FIXTURES / "planogram.yaml", FIXTURES / "catalog.yaml", "a",
+                    planogram=planogram, catalog=catalog)
+    fast = load_bundle(w.path, known=w.decoded)
+    assert fast.catalog is catalog and fast.planogram is planogram
+    assert load_bundle(w.path, known=fast.decoded).planogram is planogram
+    # another catalog's bytes: parsed from the bundle's copy, not taken
+    stale = dict(w.decoded, **{"catalog.yaml": ("0" * 64, catalog)})
+    slow = load_bundle(w.path, known=stale)
+    assert slow.catalog is not catalog and slow.planogram is not planogram
+    assert slow.planogram.cabinet_id == planogram.cabinet_id
