@@ -147,19 +147,25 @@ class FleetAgent:
                     self.clock.wait(self._stop, max(0.0, min(next_attempt, next_collect,
                                                              next_health) - now))
                 continue
-            rc = self._client.loop(timeout=s.io_poll_s)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost:
-                self._drop(f"connection lost ({mqtt.error_string(rc)})")
+            try:
+                rc = self._client.loop(timeout=s.io_poll_s)
+                lost = f"connection lost ({mqtt.error_string(rc)})" \
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._lost else None
+                if lost is None:
+                    if self._acked:
+                        self.outbox.mark_sent(self._acked)
+                        self._acked.clear()
+                    if self.connected.is_set() and self._more:
+                        self._publish_more()
+            except Exception as e:      # the database or the socket: start again afresh
+                log.exception("fleet: %s", e)
+                lost = f"{type(e).__name__}: {e}"
+            if lost is not None:
+                self._drop(lost)
                 next_attempt = self.clock.monotonic() + backoff(
                     self._attempt, first_s=s.reconnect_first_s, max_s=s.reconnect_max_s,
                     jitter=self._jitter())
                 self._attempt += 1
-                continue
-            if self._acked:
-                self.outbox.mark_sent(self._acked)
-                self._acked.clear()
-            if self.connected.is_set() and self._more:
-                self._publish_more()
         self._close()
 
     # --- connection ----------------------------------------------------------------------
@@ -171,7 +177,12 @@ class FleetAgent:
         if b.username is not None:
             client.username_pw_set(b.username, b.password)
         if b.tls:
-            client.tls_set(ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file)
+            try:
+                client.tls_set(ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file)
+            except (OSError, ValueError) as e:    # a missing or bad file: say which, retry
+                log.error("fleet: TLS files (ca %s, cert %s, key %s): %s", b.ca_file,
+                          b.cert_file, b.key_file, e)
+                return False
         client.will_set(m.status_topic(s.cabinet_id), m.encode_status("offline", self._now()),
                         qos=m.QOS, retain=True)
         client.on_connect = self._on_connect
@@ -191,7 +202,7 @@ class FleetAgent:
         return True
 
     def _drop(self, why: str) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stop.is_set():
             log.warning("fleet: %s; %d message(s) in flight will be sent again", why,
                         len(self._inflight))
         self.connected.clear()

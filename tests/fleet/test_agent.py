@@ -136,13 +136,15 @@ class Cabinet:
                                 kind="sale", ref=ref))
         self.moves += 1
 
-    def agent(self, port: int, *, max_inflight: int = 20, signing=None) -> FleetAgent:
+    def agent(self, port: int, *, max_inflight: int = 20, signing=None,
+              broker: BrokerSettings | None = None) -> FleetAgent:
         actions = CabinetActions(db=self.db, billing=self.billing, operations=None,
                                  alarms=self.alarms, incoming_dir=self.folder / "incoming",
                                  now=self.now)
         self.down = DownHandler(self.db, (signing or SIGNING).public_key(), actions,
                                 now=self.now)
-        settings = AgentSettings(cabinet_id=CAB, broker=BrokerSettings("127.0.0.1", port),
+        settings = AgentSettings(cabinet_id=CAB,
+                                 broker=broker or BrokerSettings("127.0.0.1", port),
                                  collect_every_s=1.0, health_every_s=60.0,
                                  reconnect_first_s=1.0, reconnect_max_s=8.0,
                                  max_inflight=max_inflight)
@@ -741,3 +743,26 @@ def test_a_session_closed_behind_the_latest_is_collected_within_the_lookback(cab
     assert cabinet.outbox.rows()[-1].ref == "s-hour-ago"
     restarted = FleetOutbox(cabinet.db, CAB, cabinet.now)              # a full first pass
     assert restarted.collect() == 1 and restarted.rows()[-1].ref == "s-long-ago"
+
+
+def test_backoff_doubles_to_its_cap_and_spreads_by_at_most_a_quarter():
+    from cabinet.fleet.agent import backoff
+    assert [backoff(a, first_s=1, max_s=60) for a in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert backoff(2, first_s=1, max_s=60, jitter=0.999) == pytest.approx(4 * 1.24975)
+    with pytest.raises(ValueError, match="attempt -1"):
+        backoff(-1, first_s=1, max_s=60)
+
+
+def test_a_missing_tls_file_is_logged_and_retried_while_facts_keep_being_kept(
+        cabinet, clock, running, tmp_path, caplog):
+    agent = cabinet.agent(1, broker=BrokerSettings("127.0.0.1", 1, tls=True,
+                                                   ca_file=str(tmp_path / "no-ca.pem")))
+    running.append(agent.start())
+    clock.wait_until_idle(1)
+    cabinet.sell()
+    clock.advance(1)
+    clock.wait_until_idle(1)
+    assert "TLS files (ca " in caplog.text and "no-ca.pem" in caplog.text
+    assert not agent.connected.is_set()
+    assert [r.kind for r in cabinet.outbox.rows()] == ["health", "inventory", "session",
+                                                       "receipt"]
