@@ -694,7 +694,7 @@ class Controller:
 
         Several frames decide, not one (vision/identity.py): the one that started the session
         and the next ones the face camera gives, all inside the auth window. Accept -> the
-        account, then its standing; second factor -> refused with the kiosk's message until
+        account, then its admission (refused, or the PIN pad when its trust asks); second factor -> refused with the kiosk's message until
         the kiosk can take the PIN (never an unlock); refuse -> refused with its message. The
         journal keeps the reason and the distances, never a template."""
         frames = [frame]
@@ -731,7 +731,7 @@ class Controller:
         docs/identity.md): the PIN pad, for this account only. Low trust (code
         low_trust_second_factor) is refused where no PIN can be typed; the middle band (a new
         account) is asked where the cabinet has a pad and the account a PIN, else its face and
-        the hold admit it, as customers.md's band allows the QR code instead of the digits."""
+        the hold admit it (softer than docs/customers.md; docs/identity.md, Limits)."""
         run.identity["trust_entry"] = admission.code
         can_ask = self.pins is not None and self.kiosk is not None \
             and await self._blocking(self.pins.has, account_id)
