@@ -56,8 +56,8 @@ from cabinet.errors import BundleError
 
 VERSION = "reconcile-1"
 MAX_REMOVED = 8        # items one shelf can lose in one session (more when the camera saw more)
-MAX_ADDED = 3          # items one shelf can gain from other shelves without a camera count ...
-MAX_ADDED_SEEN = 6     # ... and at most this many with one (the arrivals it saw, plus two hidden in swaps)
+MAX_ADDED = 3          # items one shelf can gain from other shelves without a camera count (a
+                       # fourth costs the misplaced prior 40 nats: never within the window)
 T_DOF = 4.0            # weight residuals: Student-t with this many degrees of freedom
 TOP_K = 40             # candidates kept per shelf
 WINDOW = 12.0          # nats below the best at which combinations are dropped
@@ -206,7 +206,10 @@ def _limits(vision: "ShelfVision | None") -> tuple[int, int]:
     if vision is None or not vision.usable or vision.count_change is None:
         return MAX_REMOVED, MAX_ADDED
     left = vision.arrived - vision.count_change  # items seen leaving: sum of slots' drops
-    return max(MAX_REMOVED, left + 2), min(MAX_ADDED_SEEN, max(2, vision.arrived + 2))
+    # arrivals: all those seen, and up to two the counts could hide (a third unseen one costs
+    # the misplaced prior 24 nats, twice the window: no weight makes it a rival)
+    hidden = 2 if vision.hideable is None else min(2, vision.hideable)
+    return max(MAX_REMOVED, left + 2), vision.arrived + hidden
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +246,11 @@ def _shelf_space(shelf: str, delta: float | None, noise: float, skus: list[str],
     gainable = [i for i in range(len(skus)) if addable[i]]
     max_removed, max_added = _limits(vision)
     counted = vision is not None and vision.usable and vision.count_change is not None
-    rem = _bounded_vectors([int(stock[i]) for i in removable], max_removed)
+    bound = {i: int(stock[i]) for i in removable}
+    if vision is not None and vision.usable and vision.may_lose is not None:
+        # an untouched slot lost nothing (TOUCH_COST, beyond the window): not enumerated
+        bound = {i: min(n, int(vision.may_lose.get(skus[i], 0))) for i, n in bound.items()}
+    rem = _bounded_vectors([bound[i] for i in removable], max_removed)
     add = _bounded_vectors([max_added] * len(gainable), max_added)
     x = np.zeros((len(rem) * len(add), len(skus)), dtype=np.int64)
     rr = np.repeat(np.arange(len(rem)), len(add))

@@ -200,7 +200,11 @@ def test_a_camera_count_raises_the_limits_to_what_it_saw():
     assert R._limits(seen) == (13, 5)
     assert R._limits(None) == (8, 3)
     assert R._limits(R.ShelfVision({}, 0.0, touched=True, count_change=0)) == (8, 2)
-    assert R._limits(R.ShelfVision({}, 0.0, count_change=9, arrived=9)) == (8, 6)
+    # nine arrivals seen: no fixed cap below what a customer did; the counts hiding none
+    # (no cell changed while occupied), no unseen one is enumerated
+    assert R._limits(R.ShelfVision({}, 0.0, count_change=9, arrived=9)) == (8, 11)
+    assert R._limits(R.ShelfVision({}, 0.0, count_change=9, arrived=9, hideable=0)) == (8, 9)
+    assert R._limits(R.ShelfVision({}, 0.0, count_change=9, arrived=9, hideable=1)) == (8, 10)
     eleven = R.ShelfVision({}, 0.0, may_lose={"a": 20}, touched=True, count_change=-11)
     assert R._limits(eleven) == (13, 2)
     c = R._shelf_candidates("top", None, 1.0, ["a"], np.array([20]), np.array([False]),
