@@ -271,7 +271,8 @@ def running(make_cabinet):
     cab = make_cabinet()
     cab.app.config = cab.app.config.model_copy(update={"http": HttpConfig(port=0)})
     ready = threading.Event()
-    runner = Runner(cab.app, environ={}, on_ready=lambda r: ready.set(), screen_hold_s=1.0)
+    # screens stay until the next one (a refusal is read before a Welcome replaces it)
+    runner = Runner(cab.app, environ={}, on_ready=lambda r: ready.set(), screen_hold_s=600)
     result: list = []
     thread = threading.Thread(target=lambda: result.append(asyncio.run(runner.run())))
     thread.start()
