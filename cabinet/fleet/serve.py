@@ -339,6 +339,13 @@ def _parser() -> argparse.ArgumentParser:
     _broker_args(sd)
     kg = sub.add_parser("keygen", help="write a new Ed25519 signing key; print its public key")
     kg.add_argument("file", type=Path)
+    co = sub.add_parser("console", help="the operator console with the fleet view, on its own")
+    co.add_argument("--db", required=True, help="the fleet database: postgresql://...")
+    co.add_argument("--config", type=Path, required=True,
+                    help="a configuration whose database holds the console's operators "
+                         "(`cabinet operators add NAME --config FILE`)")
+    co.add_argument("--host", default="127.0.0.1")
+    co.add_argument("--port", type=int, default=8090)
     return p
 
 
@@ -427,12 +434,36 @@ def _keygen(path: Path) -> int:
     return 0
 
 
+def console_asgi(db_url: str, config_path: Path) -> Any:
+    """The console (login, audit, every page) mounted at /console, with the fleet view on."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from cabinet.config import load_config
+    from cabinet.console.app import ConsoleDeps, console_app
+    from cabinet.ops_cli import open_db
+    cfg = load_config(config_path)
+    _, fleet_sessions = open_fleet_db(db_url)
+    deps = ConsoleDeps(config=cfg, db=open_db(cfg), fleet_db=fleet_sessions)
+    return Starlette(routes=[Mount("/console", console_app(deps))])
+
+
+def _console(args: argparse.Namespace) -> int:
+    import uvicorn
+    app = console_asgi(args.db, args.config)
+    print(json.dumps({"console": f"http://{args.host}:{args.port}/console/fleet"}), flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.fleet_command == "serve":
         return _serve(args)
     if args.fleet_command == "send":
         return _send(args)
+    if args.fleet_command == "console":
+        return _console(args)
     return _keygen(args.file)
 
 

@@ -204,3 +204,32 @@ def test_a_console_without_a_fleet_database_says_so(tmp_path, cabinet_db):
         r = c.get(path)
         assert r.status_code == 200 and NO_FLEET.split(".")[0] in r.text
     assert c.get("/fleet/cabinets/c1").status_code == 404
+
+
+def test_cabinet_fleet_console_serves_the_fleet_view_behind_the_login(tmp_path, fleet_db,
+                                                                      fleet_view):
+    """`cabinet fleet console --db URL --config FILE`: the operators of that configuration's
+    database log in; the fleet pages read the fleet database."""
+    from cabinet.fleet.serve import console_asgi
+    from cabinet.ops_cli import open_db
+    text = (ROOT / "fixtures" / "cabinet.yaml").read_text()
+    text = text.replace("sqlite:///../var/cabinet.sqlite", f"sqlite:///{tmp_path}/c.sqlite")
+    text = text.replace("data_dir: ../var", f"data_dir: {tmp_path}/data")
+    for name in ("catalog", "planogram", "accounts", "scenarios"):
+        text = text.replace(f"{name}: {name}.yaml", f"{name}: {ROOT}/fixtures/{name}.yaml")
+    config = tmp_path / "backoffice.yaml"
+    config.write_text(text)
+    Operators(open_db(load_config(config))).add("ann", PASSWORD)
+    cab = SimCabinet(unique("cli"), start=DAY)
+    cab.restock()
+    feed(fleet_view, [cab], {cab.id: "online"})
+    client = TestClient(console_asgi(fleet_db, config), base_url="http://127.0.0.1")
+    r = client.get("/console/fleet", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].endswith("/console/login")
+    page = client.get("/console/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    assert client.post("/console/login", data={"name": "ann", "password": PASSWORD,
+                                               "csrf": token},
+                       follow_redirects=False).status_code == 303
+    html = client.get("/console/fleet").text
+    assert cells(row_of(html, cab.id))[1] == "online"
