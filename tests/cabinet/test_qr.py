@@ -266,9 +266,12 @@ def test_the_camera_reads_a_phones_code_in_a_real_looking_frame():
 def running(make_cabinet):
     """`cabinet run`'s Runner over a simulated cabinet (real pty MCU, sandbox gateway, SQLite)
     on a free port, in a thread; QR-only accounts with an app token each."""
-    from cabinet.config import HttpConfig
+    from cabinet.config import HttpConfig, load_config
+    from cabinet.demo import DEFAULT_CONFIG
     from cabinet.runner import Runner
-    cab = make_cabinet()
+    # the simulated MCU's longest pulse: the test opens the door in time on a loaded machine
+    cab = make_cabinet(timing=load_config(DEFAULT_CONFIG).timeouts.model_copy(
+        update={"unlock_pulse_ms": 10000}))
     cab.app.config = cab.app.config.model_copy(update={"http": HttpConfig(port=0)})
     ready = threading.Event()
     # screens stay until the next one (a refusal is read before a Welcome replaces it)
