@@ -37,6 +37,7 @@ def cabinet(tmp_path_factory):
     data.update(accounts=None, scenarios=None, data_dir=str(folder / "data"),
                 database_url=f"sqlite:///{folder / 'data' / 'cabinet.sqlite'}",
                 http={"host": "127.0.0.1", "port": 0})
+    data["timeouts"]["unlock_pulse_ms"] = 10000      # the door opened in time on a loaded machine
     (folder / "cabinet.yaml").write_text(yaml.safe_dump(data))
     app = App(folder / "cabinet.yaml").start()
     ready = threading.Event()
