@@ -12,21 +12,22 @@ What runs where, as in a real cabinet:
   share of requests answered 500, dropped after acting, slowed, or delivered twice) and kept on
   disk;
 - the controller is `cabinet run`'s Runner over the one App (cabinet/app.py), in its own
-  process: `python -m cabinet.bench_crash --worker CONFIG WORLD`. It sees the MCU through its
-  pty, the gateway through HTTP with its API key, and the world through its cameras: the shelf
-  cameras render what this process publishes in WORLD/world.json (the items and where they
-  stand), the face camera shows the photo named in WORLD/face.txt (the customer in front of
-  it). Its configuration names everything (serial.port, serial.calibration, gateway_url,
-  gateway_api_key_file, encryption_key_file, database_url).
+  process forked from `python -m cabinet.bench_crash --zygote CONFIG WORLD`. It sees the MCU
+  through its pty, the gateway through HTTP with its API key, and the world through its
+  cameras: the shelf cameras render what this process publishes in WORLD/world.json (the
+  items and where they stand), the face camera shows the photo named in WORLD/face.txt (the
+  customer in front of it). Its configuration names everything (serial.port,
+  serial.calibration, gateway_url, gateway_api_key_file, encryption_key_file, database_url).
 
 The kill loop: start a controller, SIGKILL it at a random moment (aimed, uniformly, at one of:
 its start-up and recovery, idle, or a state of the session under way: face_auth, unlocked,
 door_open, door_closed, reconcile, charge; a random delay into that state), start the next one
-(a restart recovers: Controller.recover at start), and so on `--kills` times; then one last controller runs until the customers have left, the gateway's
-outage is over (the flaky gateway is restarted on the same port and data as a healthy one) and
-nothing is open or owed, and stops by SIGTERM. For speed the next controller process is
-started ahead and waits with its imports done (the time a warm service manager takes); it
-touches nothing before its turn.
+(a restart recovers: Controller.recover at start), and so on `--kills` times; then one
+last controller runs until the customers have left, the gateway's outage is over (the flaky
+gateway is restarted on the same port and data, healthy) and nothing is open or owed, and
+stops by SIGTERM. For speed each controller is forked from a zygote process that has imported
+the code and opened nothing (a prefork server: a restart without the interpreter's start-up,
+about 3 s of CPU each on this machine); the child starts from nothing but that code.
 
 Customers come one after another all along: each shows a face (a scenario's held-out photo of
 an enrolled customer, or of a stranger), waits for the lock to release, opens the door, takes an
@@ -54,6 +55,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
@@ -146,17 +148,44 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def worker(config: Path, world_dir: Path) -> int:
-    """The controller process: imports done, it says `standby` and waits for `go` on stdin,
-    then runs `cabinet run`'s Runner over the App, whose world and face camera are the bench's
-    (above). SIGKILL is how it usually ends."""
-    import asyncio
-
-    import cabinet.controller  # noqa: F401  (the heavy imports, before the turn)
+def zygote(config: Path, world_dir: Path) -> int:
+    """The controllers' parent: it imports the controller's code and nothing else (no file,
+    port or database opened), then forks a fresh controller for each `fork` line on stdin
+    (a prefork server: the restart without the interpreter's start-up). Each child says
+    `child PID` and runs `cabinet run`'s Runner over the App, whose world and face camera are
+    the bench's (above); SIGKILL is how it usually ends. Children are reaped at once."""
+    import cabinet.controller  # noqa: F401  (the heavy imports, before any fork)
+    import cabinet.runner  # noqa: F401
     import vision.faces  # noqa: F401
     import vision.sim.camera  # noqa: F401
+    import vision.sim.looks  # noqa: F401
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    print("zygote", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "fork":
+            continue
+        sys.stdout.flush()
+        if os.fork() == 0:
+            code = 1
+            try:
+                code = _controller(config, world_dir)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+    return 0
+
+
+def _controller(config: Path, world_dir: Path) -> int:
+    """One controller (a forked child of the zygote)."""
+    import asyncio
+
     from cabinet.app import App
     from cabinet.runner import Runner
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
 
     class BenchApp(App):
         def start_world(self) -> None:
@@ -167,9 +196,7 @@ def worker(config: Path, world_dir: Path) -> int:
             face = self.config.face_camera
             self.face_camera = FaceFile(world_dir / FACE_FILE, face.width, face.height)
 
-    print("standby", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return 0
+    print(f"child {os.getpid()}", flush=True)
     app = BenchApp(config)
     try:
         app.start()
@@ -181,47 +208,86 @@ def worker(config: Path, world_dir: Path) -> int:
 
 # --- the bench (this process: hardware, world, customers, gateway) -------------------------
 class Controller:
-    """One controller process: started at once (imports), `go()` starts its turn."""
+    """One controller process, forked by the zygote (`Zygote.start`)."""
+
+    def __init__(self, pid: int, went_at: float):
+        self.pid = pid
+        self.went_at = went_at                  # start -> serving: the restart, recovery included
+        self.served_at: float | None = None
+        self.serving = threading.Event()
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)                # the zygote reaps its children: no zombies
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _gone(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench crash: controller {self.pid} still runs after "
+                                   f"{timeout_s:.0f} s")
+            time.sleep(0.005)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self._gone(10.0)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        self._gone(timeout_s)
+
+
+class Zygote:
+    """The process that forks the controllers (`zygote` above); one controller at a time."""
 
     def __init__(self, config: Path, world_dir: Path, log: TextIO):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cabinet.bench_crash", "--worker", str(config),
+            [sys.executable, "-m", "cabinet.bench_crash", "--zygote", str(config),
              str(world_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
             cwd=ROOT, text=True, start_new_session=True)
-        self.standby = threading.Event()
-        self.serving = threading.Event()
-        self.lines: list[str] = []
-        self.went_at: float | None = None       # go -> serving: the restart, recovery included
-        self.served_at: float | None = None
+        self.ready = threading.Event()
+        self._children: "queue.Queue[int]" = queue.Queue()
+        self.current: Controller | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if line.startswith("standby"):
-                self.standby.set()
-            elif " serving on " in line:
-                self.served_at = time.monotonic()
-                self.serving.set()
+            if line.startswith("zygote"):
+                self.ready.set()
+            elif line.startswith("child "):
+                self._children.put(int(line.split()[1]))
+            elif " serving on " in line and self.current is not None:
+                self.current.served_at = time.monotonic()
+                self.current.serving.set()
 
-    def go(self, timeout_s: float = 120.0) -> None:
-        if not self.standby.wait(timeout_s):
-            raise RuntimeError(f"bench crash: the controller process {self.proc.pid} did not "
-                               f"get ready in {timeout_s:.0f} s (exit {self.proc.poll()}); see "
-                               f"its log")
-        self.went_at = time.monotonic()
-        self.proc.stdin.write("go\n")
+    def start(self, timeout_s: float = 120.0) -> Controller:
+        if not self.ready.wait(timeout_s):
+            raise RuntimeError(f"bench crash: the controllers' zygote did not get ready in "
+                               f"{timeout_s:.0f} s (exit {self.proc.poll()}); see its log")
+        went_at = time.monotonic()
+        self.proc.stdin.write("fork\n")
         self.proc.stdin.flush()
+        try:
+            pid = self._children.get(timeout=timeout_s)
+        except queue.Empty:
+            raise RuntimeError("bench crash: the zygote forked no controller") from None
+        self.current = Controller(pid, went_at)
+        return self.current
 
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(timeout=5)
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
+    def close(self) -> None:
+        if self.current is not None and self.current.alive():
+            self.current.kill()
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Ledger:
@@ -405,7 +471,10 @@ class Bench:
             "database_url": "sqlite:///cabinet.sqlite", "gateway_url": self.gateway_url,
             "gateway_api_key_file": "gateway.key", "encryption_key_file": "cabinet.key",
             "data_dir": "data", "http": {"host": "127.0.0.1", "port": 0},
-            "timeouts": dict(TIMEOUTS)})
+            "timeouts": dict(TIMEOUTS),
+            # a small face camera: identification is the session's costliest step on two
+            # shared cores (the photos are fitted into it, faces stay 100+ px)
+            "face_camera": {"source": "sim", "width": 400, "height": 300}})
         path = self.workdir / "cabinet.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
         return path
@@ -450,18 +519,16 @@ def run(kills: int, *, seed: int = 0, workdir: Path | None = None, flaky: float 
     phases: collections.Counter[str] = collections.Counter()
     restarts: list[float] = []
     customers = Customers(bench, random.Random(seed + 1))
-    current: Controller | None = None
-    spare: Controller | None = None
+    zygote_proc: Zygote | None = None
     try:
+        zygote_proc = Zygote(bench.config, bench.world_dir, log)
         # the first start enrols the customers: it runs to the end of its start-up unkilled
-        current = Controller(bench.config, bench.world_dir, log)
-        current.go()
+        current = zygote_proc.start()
         if not current.serving.wait(300):
-            raise RuntimeError(f"bench crash: the first controller did not start (exit "
-                               f"{current.proc.poll()}); see {workdir / 'controllers.log'}")
+            raise RuntimeError(f"bench crash: the first controller did not start; see "
+                               f"{workdir / 'controllers.log'}")
         bench.ledger = Ledger(bench.database_url)
         customers.thread.start()
-        spare = Controller(bench.config, bench.world_dir, log)
         for n in range(kills):
             aim_kill(bench, current, bench.rng.choice(KILL_TARGETS), max_gap_s)
             phase = (bench.ledger.open_state() or "idle") if current.serving.is_set() \
@@ -472,9 +539,7 @@ def run(kills: int, *, seed: int = 0, workdir: Path | None = None, flaky: float 
                 restarts.append(current.served_at - current.went_at)
             if customers.error is not None:
                 raise customers.error
-            current, spare = spare, None
-            current.go()
-            spare = Controller(bench.config, bench.world_dir, log)
+            current = zygote_proc.start()
             if progress is not None and (n + 1) % 10 == 0:
                 print(f"bench crash: {n + 1}/{kills} kills, {time.monotonic() - t0:.0f} s",
                       file=progress, flush=True)
@@ -491,14 +556,13 @@ def run(kills: int, *, seed: int = 0, workdir: Path | None = None, flaky: float 
                 break
             time.sleep(0.1)
         current.stop()
-        current = None
         if customers.error is not None:
             raise customers.error
         result = check(bench, kills)
     finally:
-        for proc in (current, spare):
-            if proc is not None and proc.proc.poll() is None:
-                proc.kill()
+        customers.stop.set()
+        if zygote_proc is not None:
+            zygote_proc.close()
         log.close()
         bench.close()
     result["wall_s"] = round(time.monotonic() - t0, 1)
@@ -550,7 +614,7 @@ def check(bench: Bench, kills: int) -> dict[str, Any]:
 
     from billing.models import CabinetSession, Charge, Hold
     from cabinet.inventory import Inventory
-    from cabinet.journal import JournalEntry
+    from cabinet.journal import Journal, JournalEntry
     db = bench.ledger.db
     with db() as s:
         journal_ids = set(s.scalars(select(JournalEntry.session_id).where(
@@ -566,8 +630,7 @@ def check(bench: Bench, kills: int) -> dict[str, Any]:
                 Charge.status == "captured")))
         open_holds = s.scalar(select(func.count()).select_from(Hold).where(
             Hold.status.in_(("requested", "authorized", "void_requested")))) or 0
-    open_now = {sid for sid, _ in __import__("cabinet.journal", fromlist=["Journal"])
-                .Journal(db).open_sessions()}
+    open_now = {sid for sid, _ in Journal(db).open_sessions()}
     intents = _gateway_sessions(bench.gateway)
     lost = set()
     for sid in journal_ids:
@@ -586,8 +649,8 @@ def check(bench: Bench, kills: int) -> dict[str, Any]:
     double |= {sid for (sid, _kind), n in captured.items() if n > 1}
     belief = Inventory(db, bench.planogram).slots()
     truth = bench.world.stock()
-    mismatches = sum(1 for slot in truth
-                     if collections.Counter(belief.get(slot, [])) != collections.Counter(truth[slot]))
+    mismatches = sum(1 for slot, items in truth.items()
+                     if collections.Counter(belief.get(slot, [])) != collections.Counter(items))
     holds_left = open_holds + sum(1 for its in intents.values() for i in its
                                   if i.get("status") == "requires_capture")
     unlocked = (0 if bench.mcu.lock_engaged else 1) + bench.mcu.uncommanded_releases \
@@ -604,9 +667,10 @@ def table(result: dict[str, Any]) -> str:
     lines += [f"{k:<22}{v:>10}  {note}" for k, v, note in rows]
     d = result.get("detail", {})
     if d:
-        lines.append(f"killed in: {', '.join(f'{k} {v}' for k, v in sorted(d['killed_in'].items()))}")
-        lines.append(f"visits: {', '.join(f'{k} {v}' for k, v in sorted(d['visits'].items()))}; "
-                     f"items taken {d['items_taken']}")
+        killed = ", ".join(f"{k} {v}" for k, v in sorted(d["killed_in"].items()))
+        visits = ", ".join(f"{k} {v}" for k, v in sorted(d["visits"].items()))
+        lines.append(f"killed in: {killed}")
+        lines.append(f"visits: {visits}; items taken {d['items_taken']}")
         lines.append(f"restart (start to serving, recovery included): median "
                      f"{d['restart_s_median']} s")
     return "\n".join(lines)
@@ -645,6 +709,6 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        sys.exit(worker(Path(sys.argv[2]), Path(sys.argv[3])))
+    if len(sys.argv) == 4 and sys.argv[1] == "--zygote":
+        sys.exit(zygote(Path(sys.argv[2]), Path(sys.argv[3])))
     sys.exit(main())
