@@ -110,7 +110,7 @@ def shop(cab: SimCabinet, sales: int = 3) -> None:
 # --- one cabinet, one instance -----------------------------------------------------------------
 def test_every_fact_is_stored_once_and_derived(broker, serve, fleet_view):
     group = unique("g")
-    serve.start(broker.url, slot="a", group=group)
+    serve.here(broker.url, slot="a", group=group)
     cab = SimCabinet(unique("one"))
     cab.connect(broker.broker)
     shop(cab, sales=4)
@@ -130,7 +130,7 @@ def test_every_fact_is_stored_once_and_derived(broker, serve, fleet_view):
 def test_duplicate_deliveries_change_nothing(mqtt_url, serve, fleet_view):
     """On the services.sh broker: every fact published again (an outbox that crashed before
     it recorded the PUBACKs), and twice more in one burst; nothing changes."""
-    serve.start(mqtt_url, slot="a", group=unique("g"))
+    serve.here(mqtt_url, slot="a", group=unique("g"))
     cab = SimCabinet(unique("dup"))
     cab.connect(parse_broker(mqtt_url))
     shop(cab)
@@ -216,7 +216,7 @@ def test_a_broker_restart_loses_nothing_queued_for_a_stopped_back_office(broker,
 
 def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(broker, serve, fleet_view):
     group = unique("g")
-    serve.start(broker.url, slot="a", group=group)
+    serve.here(broker.url, slot="a", group=group)
     cabs = fleet(5, prefix=unique("mid"))
     for c in cabs:
         c.connect(broker.broker)
@@ -244,11 +244,11 @@ def test_an_instance_killed_mid_stream_is_taken_over_without_loss_or_duplicates(
     group = unique("g")
     a = serve.start(broker.url, slot="a", group=group, batch=20)
     serve.start(broker.url, slot="b", group=group, batch=20)
-    cabs = fleet(20, prefix=unique("kill"))
+    cabs = fleet(10, prefix=unique("kill"))
     connect_all(cabs, broker.broker)
     for c in cabs:
         c.restock(10)
-        for _ in range(15):
+        for _ in range(10):
             c.sale()
     total = sum(len(c.expected.ids) for c in cabs)
     flushing = [threading.Thread(target=c.flush) for c in cabs]
@@ -280,8 +280,8 @@ def test_an_instance_killed_mid_stream_is_taken_over_without_loss_or_duplicates(
 
 def test_a_burst_from_200_cabinets_is_stored_once(broker, serve, fleet_view):
     group = unique("g")
-    serve.start(broker.url, slot="a", group=group)
-    serve.start(broker.url, slot="b", group=group)
+    serve.start(broker.url, slot="a", group=group)     # one process, one here
+    serve.here(broker.url, slot="b", group=group)
     cabs = fleet(200, prefix=unique("burst"))
     connect_all(cabs, broker.broker)
     for c in cabs:
@@ -294,7 +294,7 @@ def test_a_burst_from_200_cabinets_is_stored_once(broker, serve, fleet_view):
 
 
 def test_a_cabinet_offline_for_an_hour_catches_up(broker, serve, fleet_view):
-    serve.start(broker.url, slot="a", group=unique("g"))
+    serve.here(broker.url, slot="a", group=unique("g"))
     cab = SimCabinet(unique("off"), step_s=60)
     cab.connect(broker.broker)
     cab.restock(20)
