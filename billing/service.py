@@ -20,6 +20,14 @@ the hold captures the whole hold and charges the rest as a second payment with i
 (f"{session_id}:extra"); docs/payments.md says why. Corrections and refunds never give back
 more than the session's payments took. Review flags are the controller's business: they are
 stored and printed, and do not change the outcome.
+
+One exception waits for an operator: a settlement with nothing to charge now but goods the
+controller would not sell without a person's look (`settle(..., review=WHY)`: an unverified
+customer took only age-restricted goods, docs/age.md) keeps its hold authorized and ends
+"pending" with state "review". `correct()` resolves it exactly once: the basket the operator
+confirms is captured from that hold (above it: a second payment, as at settlement), an empty
+one voids the hold ("nothing_taken"). A claim on the state (a conditional UPDATE, the first
+statement of the transaction) makes a second resolution, concurrent or later, a refusal.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import datetime as dt
 import random
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -308,21 +316,30 @@ class Billing(OutboxSteps):
 
     # --- settlement after the door closes ---------------------------------------------------
     def settle(self, session_id: str, lines: Sequence[Line], *,
-               flags: Iterable[str] = ()) -> Receipt:
-        """Charge the basket (or release the hold if it is empty); safe to call again."""
+               flags: Iterable[str] = (), review: str | None = None) -> Receipt:
+        """Charge the basket (or release the hold if it is empty); safe to call again.
+
+        `review`: why an operator must look at the session before it is over (goods taken
+        that were not charged, e.g. age-restricted ones). With an empty basket the hold is
+        kept, not released, and the session waits "pending" in state "review" for `correct()`;
+        with a basket, the basket is charged now and the operator's correction charges the
+        rest as a payment of its own."""
         checked = check_lines(session_id, lines)
         flags = check_flags(session_id, flags)
+        if review is not None and (not isinstance(review, str) or not review.strip()):
+            raise BillingError(f"settle {session_id}: review {review!r} must say why the "
+                               f"session waits for an operator, or be None")
         with self._sessions() as db:
             sess, hold = self._session(db, session_id), _hold_of(db, session_id)
             unanswered = hold is not None and hold.status == "requested" and sess.outcome is None
         if unanswered:  # a crash while placing the hold: replaying its key tells how it went
             self.place_hold(session_id, hold.account_id)
         try:
-            self._record_basket(session_id, checked, flags)
+            self._record_basket(session_id, checked, flags, review)
         except IntegrityError:
             # A concurrent settle of the same session wrote its basket first; run the checks
             # again against what it wrote (same basket: carry on; another one: conflict).
-            self._record_basket(session_id, checked, flags)
+            self._record_basket(session_id, checked, flags, review)
         self._run_session(session_id)
         return self.receipt(session_id)
 
@@ -356,7 +373,8 @@ class Billing(OutboxSteps):
                           .group_by(TaxEntry.rate_bp))
         return {bp: (int(g), int(t)) for bp, g, t in rows}
 
-    def _record_basket(self, session_id: str, checked: list[Line], flags: list[str]) -> None:
+    def _record_basket(self, session_id: str, checked: list[Line], flags: list[str],
+                       review: str | None = None) -> None:
         total = sum(line.qty * line.unit_price for line in checked)
         split = self._tax_split(session_id, checked, self._clock().date())
         with self._sessions.begin() as db:
@@ -386,21 +404,29 @@ class Billing(OutboxSteps):
                 self._tax_entries(db, sess, "sale", None, split.rates)
                 sess.total, sess.state = total, "settling"
                 sess.flags = sorted(set(sess.flags or []) | set(flags))
-                now = self._clock()
-                if total == 0:
+                if total == 0 and review is not None:
+                    # nothing to charge now, but an operator decides: the hold stays for it
+                    sess.outcome, sess.state = "pending", "review"
+                    sess.outcome_reason = f"review: {review.strip()}"[:500]
+                elif total == 0:
                     self._close(sess, "nothing_taken", None)
                     self._request_void(db, hold)
                 else:
-                    # The hold takes what it can; a basket above it is a second payment of
-                    # its own (docs/payments.md), queued after the capture.
-                    db.add(Charge(session_id=session_id, kind="capture", currency=sess.currency,
-                                  amount=min(total, hold.amount), status="requested",
-                                  idempotency_key=f"{session_id}:capture",
-                                  gateway_auth_id=hold.gateway_auth_id))
-                    enqueue(db, session_id, "capture", f"{session_id}:capture", now)
-                    if total > hold.amount:
-                        self._add_charge(db, session_id, "extra", total - hold.amount,
-                                         sess.currency, f"{session_id}:extra", now)
+                    self._request_capture(db, sess, hold, total)
+
+    def _request_capture(self, db: Session, sess: CabinetSession, hold: Hold,
+                         total: int) -> None:
+        """The hold takes what it can; a basket above it is a second payment of its own
+        (docs/payments.md), queued after the capture."""
+        now = self._clock()
+        db.add(Charge(session_id=sess.id, kind="capture", currency=sess.currency,
+                      amount=min(total, hold.amount), status="requested",
+                      idempotency_key=f"{sess.id}:capture",
+                      gateway_auth_id=hold.gateway_auth_id))
+        enqueue(db, sess.id, "capture", f"{sess.id}:capture", now)
+        if total > hold.amount:
+            self._add_charge(db, sess.id, "extra", total - hold.amount, sess.currency,
+                             f"{sess.id}:extra", now)
 
     def _add_charge(self, db: Session, session_id: str, kind: str, amount: int, currency: str,
                     key: str, now: Any) -> None:
@@ -504,19 +530,44 @@ class Billing(OutboxSteps):
 
     def correct(self, session_id: str, lines: Sequence[Line], reason: str) -> CorrectionResult:
         """An operator's corrected basket for a charged session: the difference to what the
-        customer paid is refunded, or charged as a payment of its own."""
+        customer paid is refunded, or charged as a payment of its own.
+
+        For a session waiting in review (`settle(..., review=...)`) it is the operator's
+        decision, taken once: the basket is captured from the session's hold (action
+        "charge"), an empty one voids the hold (action "void", outcome "nothing_taken")."""
         checked = check_lines(session_id, lines)
         if not isinstance(reason, str) or not reason.strip():
             raise BillingError(f"correct {session_id}: give a reason (it is on the receipt)")
         new_total = sum(line.qty * line.unit_price for line in checked)
+        try:
+            return self._correct(session_id, checked, new_total, reason.strip())
+        except IntegrityError:   # the same correction number, written meanwhile by another
+            raise SettlementConflict(f"correct {session_id}: another correction of this "
+                                     f"session was recorded at the same time; reload the "
+                                     f"session and decide again") from None
+
+    def _correct(self, session_id: str, checked: list[Line], new_total: int,
+                 reason: str) -> CorrectionResult:
         with self._sessions.begin() as db:
+            # The claim first (no read before it, so SQLite takes the write lock with a fresh
+            # view): of two operators resolving one review, one claims it, the other is refused.
+            review = db.execute(update(CabinetSession)
+                                .where(CabinetSession.id == session_id,
+                                       CabinetSession.state == "review")
+                                .values(state="resolving")).rowcount == 1
             sess = self._session(db, session_id)
             split = self._tax_split(session_id, checked, sess.opened_at.date())
-            if sess.outcome != "charged":
+            hold = _hold_of(db, session_id)
+            if review and (hold is None or hold.status != "authorized"):
+                raise NotHeld(f"correct {session_id}: the session waits for review but its "
+                              f"hold is {hold.status if hold else 'missing'}; nothing can be "
+                              f"captured (charge it with a new session, or leave it)")
+            if sess.outcome != "charged" and not review:
                 raise BillingError(f"correct {session_id}: the session is "
                                    f"{sess.outcome or 'open'}; only a charged session can be "
-                                   f"corrected (pending: drain the outbox first; denied, void, "
-                                   f"nothing taken: nothing was paid)")
+                                   f"corrected, or one waiting for review (pending: drain the "
+                                   f"outbox first; denied, void, nothing taken, a review "
+                                   f"already decided: nothing was paid)")
             if self._session_sum(db, session_id, "debt") > 0:
                 raise BillingError(f"correct {session_id}: the session has unpaid debt; settle "
                                    f"it before correcting the basket")
@@ -532,6 +583,8 @@ class Billing(OutboxSteps):
             number = len(previous) + 1
             delta = new_total - paid
             action = "none" if delta == 0 else "refund" if delta < 0 else "charge"
+            if review and delta == 0:
+                action = "void"
             # the tax moves from what is left sold to the corrected basket, per rate
             left = self._tax_left(db, session_id)
             now_by_rate = {r.bp: r for r in split.rates}
@@ -549,7 +602,14 @@ class Billing(OutboxSteps):
                               old_total=old_total, new_total=new_total,
                               currency=sess.currency, reason=reason.strip(), action=action,
                               at=self._clock()))
-            if delta > 0:
+            if review and delta > 0:     # the operator's basket, from the hold kept for it
+                sess.total, sess.state = new_total, "settling"
+                sess.outcome = sess.outcome_reason = None
+                self._request_capture(db, sess, hold, new_total)
+            elif review:                 # nothing to sell after all: the hold is released
+                self._close(sess, "nothing_taken", f"review: {reason}"[:500])
+                self._request_void(db, hold)
+            elif delta > 0:
                 self._add_charge(db, session_id, f"correction-{number}", delta, sess.currency,
                                  f"{session_id}:correction:{number}", self._clock())
             elif delta < 0:
