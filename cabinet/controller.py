@@ -623,8 +623,10 @@ class Controller:
             log.error("session %s: %s", run.session_id, decision.alarm)
         lines = [Line(sku, self.catalog[sku].name, qty, self.catalog[sku].price)
                  for sku, qty in sorted(decision.sell.items())]
+        # Only restricted goods taken: billing keeps the hold for the operator's decision
+        # (pending, state "review"); with other goods, those are charged now (docs/age.md).
         receipt = await self._blocking(self.billing.settle, run.session_id, lines,
-                                       flags=tuple(run.flags))
+                                       flags=tuple(run.flags), review=decision.alarm)
         run.mark("charge_sent")
         self.machine.fire("finished", outcome=receipt.outcome, total=receipt.total.amount,
                           **({"withheld": decision.withheld} if decision.withheld else {}))
