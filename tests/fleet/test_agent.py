@@ -479,8 +479,13 @@ def test_cabinet_run_with_a_fleet_section_reports_and_obeys_the_back_office(brok
         wait_until(lambda: health()[0] == 200, "200 by order", 30)
 
         order("reboot_mcu", "run-3")
-        wait_until(lambda: alarms_up("mcu_reboot") == ["raise", "clear"],
-                   "the board's reboot reported up, raised and cleared", 30)
+        try:
+            wait_until(lambda: alarms_up("mcu_reboot") == ["raise", "clear"],
+                       "the board's reboot reported up, raised and cleared", 60)
+        except AssertionError as e:
+            lines = [x for x in (tmp_path / "stderr.log").read_text().splitlines()
+                     if "fleet" in x or "alarm" in x or "reboot" in x]
+            raise AssertionError(f"{e}; up: {alarms_up('mcu_reboot')}; log: {lines[-8:]}")
         assert health()[0] == 200
     finally:
         proc.send_signal(signal.SIGTERM)
