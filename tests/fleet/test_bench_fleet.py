@@ -22,7 +22,7 @@ def test_bench_fleet_json_reports_throughput_lag_and_no_loss(mqtt_url, fleet_db,
         hide_password=False)
     out = tmp_path / "bench-fleet.json"
     code = cli.main(["bench", "fleet", "--cabinets", "20", "--messages", "400", "--rate", "0",
-                     "--instances", "2", "--duplicates", "0.05", "--broker", mqtt_url,
+                     "--instances", "1", "--duplicates", "0.05", "--broker", mqtt_url,
                      "--db", server, "--json", "--out", str(out)])
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
