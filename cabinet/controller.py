@@ -201,6 +201,9 @@ class Controller:
         self._channels = {shelf.id: shelf.channel for shelf in self.planogram.shelves}
         self.alarms: list[str] = []
         self.alarm_detail: dict[str, str] = {}      # alarm name -> what the latest one said
+        # compartment lock channels (1..) the board last reported released, from its
+        # ChannelLockChanged events (BoardState has no channels); `note_compartment`
+        self.compartments_released: set[int] = set()
         # The touchscreen (cabinet.kiosk.KioskState): each step of a session publishes its
         # screen there; None (the tests of the controller alone, the bench): nothing shown.
         self.kiosk: kiosk.KioskState | None = None
@@ -315,7 +318,20 @@ class Controller:
                 return event
             self._note(event)
 
+    def note_compartment(self, event: Any) -> None:
+        """Keep `compartments_released` up to date with a ChannelLockChanged (any other
+        event: nothing); `cabinet run` passes on the ones it reads between sessions. A board
+        that rebooted has every lock engaged."""
+        if isinstance(event, ev.ChannelLockChanged):
+            if event.engaged:
+                self.compartments_released.discard(event.channel)
+            else:
+                self.compartments_released.add(event.channel)
+        elif isinstance(event, ev.McuReset):
+            self.compartments_released.clear()
+
     def _note(self, event: Any) -> None:
+        self.note_compartment(event)
         if isinstance(event, (ev.ForcedDoor, ev.Fault, ev.LinkLost, ev.McuReset,
                               ev.UncommandedUnlock)):
             self.alarms.append(type(event).__name__)
@@ -784,6 +800,7 @@ class Controller:
     def on_idle_event(self, event: Any) -> None:
         """Board events between sessions: a forced door or a lost link takes the cabinet out
         of service (no session starts) until the link is back or an operator clears it."""
+        self.note_compartment(event)
         if isinstance(event, (ev.ForcedDoor, ev.LinkLost)) and self.machine.state == "idle":
             self.machine.fire("fault", cause=type(event).__name__, detail=str(event))
             self.alarms.append(type(event).__name__)

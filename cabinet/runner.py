@@ -441,8 +441,9 @@ class Runner:
             self._clear(FORCED_DOOR, "door closed after the session")
             if state.lock_engaged:
                 self._clear(UNCOMMANDED_UNLOCK, "lock engaged, door closed after the session")
-                # the controller's Lock at the door's close engages every channel
-                self._clear(COMPARTMENT_UNLOCK, "locks engaged, door closed after the session")
+                # the controller's Lock at the door's close engages every channel; their
+                # ChannelLockChanged events say so (read here, or by _on_event later)
+                self._clear_compartments("locks engaged, door closed after the session")
 
     # --- alarms --------------------------------------------------------------------------
     def _raise(self, kind: str, detail: str, *, review: bool = False) -> None:
@@ -454,7 +455,18 @@ class Runner:
         if self.alarms.clear(kind, by):
             log.warning("alarm %s cleared: %s", kind, by)
 
+    def _clear_compartments(self, by: str) -> None:
+        """compartment_unlock clears only once every compartment lock is engaged again."""
+        released = self.controller.compartments_released
+        if released:
+            if COMPARTMENT_UNLOCK in self.alarms.active():
+                log.warning("alarm %s stays: compartment lock channel(s) %s still released",
+                            COMPARTMENT_UNLOCK, ", ".join(map(str, sorted(released))))
+            return
+        self._clear(COMPARTMENT_UNLOCK, by)
+
     async def _on_event(self, event: Any) -> None:
+        self.controller.note_compartment(event)     # which compartment locks stand released
         if isinstance(event, ev.ForcedDoor):
             self._door_open = True
             self._raise(FORCED_DOOR, "the door opened while the lock was engaged", review=True)
@@ -477,7 +489,8 @@ class Runner:
             self._raise(COMPARTMENT_UNLOCK, f"compartment lock channel {event.channel} released "
                         f"without a command ({event.reason})", review=True)
         elif isinstance(event, ev.ChannelLockChanged) and event.engaged:
-            self._clear(COMPARTMENT_UNLOCK, f"compartment lock channel {event.channel} engaged")
+            self._clear_compartments(f"compartment lock channel {event.channel} engaged, "
+                                     f"every compartment lock engaged")
         elif isinstance(event, ev.LockChanged):
             self._lock_engaged = event.engaged
             if event.engaged and not self._door_open:
