@@ -315,8 +315,11 @@ class App:
         calibration = None
         if serial.port == "sim":
             from firmware_bridge.simulator import SimMCU
+            # a lock channel for each of the planogram's compartments (the simulator has 1..3)
+            channels = max((c.lock_channel for c in self.planogram.compartments), default=0)
             self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
-                              seed=self.seed, clock=self.hardware_clock)
+                              seed=self.seed, clock=self.hardware_clock,
+                              lock_channels=min(4, max(2, channels + 1)))
             port = self.mcu.start()
             self.pty_path = port
             self._stack.callback(self.mcu.stop)
