@@ -238,12 +238,23 @@ class Pages:
         return Outcome("review.html", ctx, sid, detail)
 
     def review_dismiss(self, request: Request, login: Any, form: Any) -> Outcome:
+        from billing.errors import BillingError
         sid = session_id(request.path_params["sid"])
-        self._session_row(sid)
+        row = self._session_row(sid)
         reason = str(form.get("reason", "")).strip() or "checked, nothing to correct"
-        ctx = self.review(request, login, message=f"dismissed: {reason}")[1]
+        message = f"dismissed: {reason}"
+        if row.state == "review":   # billing kept the hold for this decision: release it
+            if self.deps.billing is None:
+                raise CabinetError("review: this console has no billing service "
+                                   "(configuration); the session's hold stays until one decides")
+            try:
+                done = self.deps.billing.correct(sid, [], reason)
+            except BillingError as e:
+                raise CabinetError(str(e)) from None
+            message = f"{message}; nothing charged, the hold is released ({done.status})"
+        ctx = self.review(request, login, message=message)[1]
         ctx["done"] = True
-        return Outcome("review.html", ctx, sid, reason)
+        return Outcome("review.html", ctx, sid, message)
 
     # --- sessions, alarms, audit -------------------------------------------------------------
     def _receipts(self, sid: str) -> list[str]:
