@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from cabinet.config import TimeoutsConfig, load_config
 from cabinet.journal import Alarms, JournalEntry
 from cabinet.kiosk.state import PendingReview, Receipt, Refused, SecondFactor, Unlocked
 from cabinet.runner import Runner
+from tests.cabinet.test_console import Console
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -37,20 +39,23 @@ FIX = Path(__file__).resolve().parents[2] / "fixtures"
 PERSON = "obama"            # an enrolled face with the shared photos and without them
 BOUND_S = 60.0              # real-time bound on any one wait (a session takes a few seconds)
 COMPARTMENT = {"id": "bar", "lock_channel": 1, "shelves": ["middle"], "age_restricted": True}
+CELLAR = {"id": "cellar", "lock_channel": 2, "shelves": ["bottom"], "age_restricted": True}
+LAGER = "lager-330"
 # Generous on a loaded machine: identifying the face may take seconds, and the customer (this
 # test's thread) must open the door within the MCU's pulse.
 TIMING = TimeoutsConfig(face_s=30, auth_s=30, unlock_pulse_ms=10000, door_open_alarm_s=60,
                         door_open_max_s=300, settle_s=10)
 
 
-def config_for(tmp_path: Path, name: str, *, compartment: bool = False):
+def config_for(tmp_path: Path, name: str, *, compartment: bool = False,
+               compartments: list[dict] | None = None):
     """The fixture's configuration, HTTP on a free port; with the middle shelf (the lager)
-    behind compartment 'bar' on lock channel 1 when asked."""
+    behind compartment 'bar' on lock channel 1 when asked, or with `compartments`."""
     cfg = load_config(FIX / name)
     update = {"http": cfg.http.model_copy(update={"port": 0})}
-    if compartment:
+    if compartment or compartments:
         data = yaml.safe_load(cfg.planogram_path.read_text(encoding="utf-8"))
-        data["compartments"] = [COMPARTMENT]
+        data["compartments"] = compartments or [COMPARTMENT]
         path = tmp_path / "planogram-bar.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         update["planogram"] = str(path)
@@ -113,12 +118,14 @@ class Running:
 
 @pytest.fixture
 def run_cabinet(make_cabinet, tmp_path):
-    """Factory: `run_cabinet(config_name, compartment=False)` -> Running; stopped at teardown."""
+    """Factory: `run_cabinet(config_name, compartment=False, compartments=None)` -> Running;
+    stopped at teardown."""
     started: list[Running] = []
 
-    def start(name: str = "cabinet.yaml", *, compartment: bool = False) -> Running:
-        cab = make_cabinet(config=config_for(tmp_path, name, compartment=compartment),
-                           timing=TIMING)
+    def start(name: str = "cabinet.yaml", *, compartment: bool = False,
+              compartments: list[dict] | None = None) -> Running:
+        cab = make_cabinet(config=config_for(tmp_path, name, compartment=compartment,
+                                             compartments=compartments), timing=TIMING)
         started.append(Running(cab))
         return started[-1]
     yield start
@@ -161,6 +168,30 @@ def verify_age(cab, account_id: int) -> None:
     cab.billing.verify_age(account_id, by="op-anna", method="id_card")
 
 
+def hold_status(cab, sid: str) -> str:
+    with cab.db() as s:
+        return s.scalars(select(Hold).where(Hold.session_id == sid)).one().status
+
+
+def review_console(cab) -> Console:
+    """The operator console (tests/cabinet/test_console.py's client) over this cabinet, an
+    operator logged in."""
+    console = Console(cab.config, cab.db, billing=cab.billing)
+    console.add()
+    console.login()
+    return console
+
+
+def review_form(console: Console, sid: str, reason: str, **qty: int) -> dict:
+    """The review page's correction form as the operator sends it: each SKU's quantity (0
+    unless given), and the reason."""
+    page = console.client.get(f"/console/review/{sid}").text
+    form = {f"qty_{sku}": str(qty.get(sku.replace("-", "_"), 0))
+            for sku in re.findall(r'name="qty_([^"]+)"', page)}
+    assert form, "the review page has no correction form"
+    return dict(form, reason=reason)
+
+
 # --- the scenarios ---------------------------------------------------------------------------
 def test_an_unverified_customer_who_takes_the_lager_is_flagged_alarmed_and_not_charged_for_it(
         run_cabinet):
@@ -190,19 +221,50 @@ def test_an_unverified_customer_who_takes_the_lager_is_flagged_alarmed_and_not_c
     assert cab.mcu.channel_unlocks[1] == 0
 
 
-def test_an_unverified_customer_who_takes_only_the_lager_pays_nothing_and_is_reviewed(
+def test_an_unverified_customer_who_takes_only_the_lager_waits_for_the_operator_who_decides_once(
         run_cabinet):
     running = run_cabinet("cabinet.yaml")
     cab = running.cab
-    sid = running.shop("B4")
-    row = session_row(cab, sid)
-    assert row.outcome == "nothing_taken" and row.total == 0 and FLAG in row.flags
-    assert captured(cab, sid) == 0 and lines(cab, sid) == []
-    with cab.db() as s:
-        hold = s.scalars(select(Hold).where(Hold.session_id == sid)).one()
-    assert hold.status == "voided"
+    price = cab.catalog[LAGER].price
+    first = running.shop("B4")
+    # nothing charged, nothing released: the hold waits for the operator's decision
+    row = session_row(cab, first)
+    assert (row.outcome, row.state, row.total) == ("pending", "review", 0) and FLAG in row.flags
+    assert row.outcome_reason.startswith("review: unverified customer took age-restricted goods")
+    assert captured(cab, first) == 0 and lines(cab, first) == []
+    assert hold_status(cab, first) == "authorized"
+    assert journal(cab, first, "finished")["outcome"] == "pending"
     assert alarm_rows(cab) == [("age_restricted_taken", True, True)]
     assert isinstance(running.runner.kiosk.screen, PendingReview)
+    assert running.runner.kiosk.screen.age_restricted is True
+
+    console = review_console(cab)
+    assert f'href="/console/review/{first}"' in console.client.get("/console/review").text
+    assert 'id="waiting"' in console.client.get(f"/console/review/{first}").text
+    # the operator checked the customer's ID: the lager is captured from the hold kept for it
+    form = review_form(console, first, "ID checked at the office: adult", lager_330=1)
+    r = console.post(f"/review/{first}/correct", form)
+    assert r.status_code == 200 and f"charge EUR {price / 100:.2f} (done)" in r.text
+    assert hold_status(cab, first) == "captured" and captured(cab, first) == price
+    assert session_row(cab, first).outcome == "charged"
+    r = console.post(f"/review/{first}/correct", form)       # the same form sent again
+    assert r.status_code == 200 and "none EUR 0.00" in r.text
+    assert captured(cab, first) == price, "charged twice"
+    assert f'href="/console/review/{first}"' not in console.client.get("/console/review").text
+
+    # another visit, another lager: no ID this time, so the operator leaves it unsold
+    second = running.shop("B4")
+    assert hold_status(cab, second) == "authorized"
+    r = console.post(f"/review/{second}/dismiss", {"reason": "no ID shown: written off"})
+    assert r.status_code == 200 and "the hold is released (done)" in r.text
+    assert hold_status(cab, second) == "voided" and captured(cab, second) == 0
+    assert session_row(cab, second).outcome == "nothing_taken"
+    # decided: a charge afterwards is refused, and nothing is captured
+    r = console.post(f"/review/{second}/correct",
+                     review_form(console, second, "ID after all", lager_330=1))
+    assert r.status_code == 409 and "only a charged session can be corrected" in r.text
+    assert captured(cab, second) == 0
+    assert cab.gateway.effects()["capture"] == 1 and cab.gateway.effects()["void"] == 1
 
 
 def test_a_verified_adult_is_charged_for_the_lager_with_a_10_percent_line(run_cabinet):
@@ -296,6 +358,32 @@ def test_a_compartment_released_without_a_command_during_a_session_is_recorded_f
     assert journal(cab, sid, "authorized")["lock_channels"] == [0]
     assert cab.mcu.channel_unlocks[1] == 0
     assert "ChannelUncommandedUnlock" in cab.controller.alarms
-    # recorded for review; the controller's Lock at the door's close engaged it again
-    assert alarm_rows(cab) == [("compartment_unlock", True, True)]
+    # recorded for review; the controller's Lock at the door's close engaged it again, and the
+    # alarm clears once the board's ChannelLockChanged says so
     assert cab.mcu.channel_engaged[1] is True
+    wait_until(lambda: alarm_rows(cab) == [("compartment_unlock", True, True)],
+               "the compartment alarm recorded and cleared", BOUND_S)
+    assert cab.controller.compartments_released == set()
+
+
+def test_with_two_compartments_the_tamper_alarm_stays_until_both_are_locked_again(run_cabinet):
+    running = run_cabinet("cabinet-jp.yaml", compartments=[COMPARTMENT, CELLAR])
+    cab, runner = running.cab, running.runner
+    assert cab.mcu.lock_channels == 3 and cab.mcu.channel_engaged == {1: True, 2: True}
+    # both compartments' manual keys turned; the bar's lock springs back after half a second,
+    # the cellar's stays released
+    cab.mcu.inject("uncommanded_unlock", cause="manual_key", duration_s=0.5, channel=1)
+    cab.mcu.inject("uncommanded_unlock", cause="manual_key", duration_s=600.0, channel=2)
+    wait_until(lambda: cab.controller.compartments_released == {2}, "the bar locked again, "
+               "the cellar still released (as the runner read the board's events)", BOUND_S)
+    assert cab.mcu.channel_engaged == {1: True, 2: False}
+    assert runner.health()["alarms"] == ["compartment_unlock"]
+    assert not runner.health()["in_service"]
+    assert alarm_rows(cab) == [("compartment_unlock", False, True)]
+    # the technician locks the cellar again (the host's Lock engages every channel)
+    cab.board.lock()
+    wait_until(lambda: runner.health()["in_service"], "the cabinet back in service", BOUND_S)
+    assert cab.mcu.channel_engaged == {1: True, 2: True}
+    assert alarm_rows(cab) == [("compartment_unlock", True, True)]
+    assert cab.controller.compartments_released == set()
+    assert cab.mcu.channel_unlocks == {} and cab.mcu.uncommanded_releases == 2
