@@ -168,10 +168,10 @@ class BackOffice:
     # --- the writer thread: store, then ack -------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
+            self._record_subscribed()
             try:
                 first = self.inbox.get(timeout=0.05)
             except queue.Empty:
-                self._record_subscribed()
                 if self.stopping.is_set():
                     return
                 continue
@@ -207,10 +207,16 @@ class BackOffice:
 
     def _record_subscribed(self) -> None:
         if self.subscribed.is_set() and self._recorded_generation != self.generation:
-            self._recorded_generation = self.generation
-            with self.sessions.begin() as s:
-                s.execute(update(FleetInstance).where(FleetInstance.client_id == self.client_id)
-                          .values(subscribed_at=self.now(), stopped_at=None))
+            generation = self.generation
+            try:
+                with self.sessions.begin() as s:
+                    s.execute(update(FleetInstance)
+                              .where(FleetInstance.client_id == self.client_id)
+                              .values(subscribed_at=self.now(), stopped_at=None))
+            except Exception as e:      # the database is away: the next pass tries again
+                log.warning("fleet database: recording the subscription failed (%s)", e)
+                return
+            self._recorded_generation = generation
 
     # --- life ----------------------------------------------------------------------------------
     def start(self) -> "BackOffice":

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Engine, Index, Integer,
                         LargeBinary, String, Text, insert, text)
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from cabinet.errors import CabinetError
@@ -252,6 +252,29 @@ class Ingest:
         self.sessions, self.instance, self.now, self.retries = sessions, instance, now, retries
 
     def store(self, batch: list[Delivery]) -> Stored:
+        """Store the batch; a message the database refuses (a value too long or out of range:
+        DataError, IntegrityError) is found by halving the batch and dead-lettered alone, so
+        one bad message never stalls the stream. Connection errors propagate (retry, no ack)."""
+        try:
+            return self._store(batch)
+        except (DataError, IntegrityError) as e:
+            if len(batch) == 1:
+                reason = str(e.orig or e).strip().splitlines()[0]
+                return self._dead_letter(batch[0], f"up message: the fleet database refused it "
+                                                   f"({reason})")
+            half = len(batch) // 2
+            a, b = self.store(batch[:half]), self.store(batch[half:])
+            return Stored(a.new + b.new, a.duplicates + b.duplicates, a.statuses + b.statuses,
+                          a.dead + b.dead)
+
+    def _dead_letter(self, d: Delivery, error: str) -> Stored:
+        with self.sessions.begin() as s:
+            s.execute(insert(FleetDeadLetter), [{
+                "topic": d.topic, "payload": bytes(d.payload), "error": error,
+                "received_at": self.now(), "instance": self.instance}])
+        return Stored(0, 0, 0, 1)
+
+    def _store(self, batch: list[Delivery]) -> Stored:
         ups: dict[str, messages.UpMessage] = {}
         statuses: dict[str, messages.StatusMessage] = {}
         dead: list[dict[str, Any]] = []
@@ -270,7 +293,7 @@ class Ingest:
                     ups.setdefault(up.id, up)
                     decoded += 1
             except messages.MessageError as e:
-                dead.append({"topic": d.topic[:1000], "payload": bytes(d.payload), "error": str(e),
+                dead.append({"topic": d.topic, "payload": bytes(d.payload), "error": str(e),
                              "received_at": received, "instance": self.instance})
         repeated = decoded - len(ups)
         for attempt in range(self.retries + 1):
@@ -416,7 +439,7 @@ def _derive(s: Session, new: list[messages.UpMessage],
             day = m.at.astimezone(dt.timezone.utc).date()
             if old is None or n > old["correction"]:
                 receipts[key] = {"cabinet_id": key[0], "session_id": key[1], "correction": n,
-                                 "total": int(b["total"]), "currency": str(b["currency"])[:3],
+                                 "total": int(b["total"]), "currency": str(b["currency"]),
                                  "day": min(day, old["day"]) if old else day,
                                  "at": min(m.at, old["at"]) if old else m.at}
             else:
@@ -435,7 +458,7 @@ def _derive(s: Session, new: list[messages.UpMessage],
         elif m.kind == "alarm":
             key = (m.cabinet, int(b["alarm_id"]))
             row = alarms.setdefault(key, {"cabinet_id": key[0], "alarm_id": key[1],
-                                          "alarm": str(b["alarm"])[:100], "raised_at": None,
+                                          "alarm": str(b["alarm"]), "raised_at": None,
                                           "cleared_at": None})
             field = "raised_at" if b["transition"] == "raise" else "cleared_at"
             row[field] = m.at if row[field] is None else min(row[field], m.at)
@@ -443,7 +466,7 @@ def _derive(s: Session, new: list[messages.UpMessage],
             flags = b.get("flags") if isinstance(b.get("flags"), list) else []
             key = (m.cabinet, str(b["session_id"]))
             if b["outcome"] == "pending" or flags:
-                _review(reviews, key, flagged=True, outcome=str(b["outcome"])[:32],
+                _review(reviews, key, flagged=True, outcome=str(b["outcome"]),
                         flags=[str(f) for f in flags], at=m.at)
             if b.get("reviewed") is True:
                 _review(reviews, key, resolved_at=m.at)

@@ -25,9 +25,9 @@ from cabinet.errors import CabinetError
 from cabinet.fleet import messages, serve as serve_mod
 from cabinet.fleet.serve import BrokerError, mqtt_client, parse_broker
 from cabinet.fleet.sim_fleet import SimCabinet, close_all, connect_all, fleet, flush_all
-from cabinet.fleet.store import (FleetAlarm, FleetCabinet, FleetDeadLetter, FleetDown,
-                                 FleetInstance, FleetMessage, FleetReceipt, FleetReview, FleetStock,
-                                 FleetDbError, open_fleet_db)
+from cabinet.fleet.store import (Delivery, FleetAlarm, FleetCabinet, FleetDbError,
+                                 FleetDeadLetter, FleetDown, FleetInstance, FleetMessage,
+                                 FleetReceipt, FleetReview, FleetStock, Ingest, open_fleet_db)
 from conftest import unique
 from waiting import wait_until
 
@@ -405,3 +405,27 @@ def test_an_instance_killed_mid_stream_is_taken_over_without_loss_or_duplicates(
         log.close()
     out = (tmp_path / "supervisor.log").read_text()
     assert '"restarting": "w-0"' in out and sup.returncode == 0, out[-2000:]
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_alone_and_the_rest_stored(fleet_view):
+    """A well-formed message whose value the database cannot hold (a 150-character session id
+    for a 100-character column) must not stall the stream: the batch is halved until it is
+    alone, it goes to the dead letters with the database's reason, the rest are stored."""
+    cab = SimCabinet(unique("poison"))
+    cab.restock(5)
+    for _ in range(6):
+        cab.sale()
+    good = [Delivery(m.topic(), messages.encode_up(m)) for m in cab.outbox]
+    sid = "s" * 150
+    bad = messages.UpMessage(id=messages.receipt_message_id(cab.id, sid), cabinet=cab.id,
+                             kind="receipt", seq=999, at=cab.now(),
+                             body={"session_id": sid, "total": 100, "currency": "EUR"})
+    batch = good[:9] + [Delivery(bad.topic(), messages.encode_up(bad))] + good[9:]
+    result = Ingest(fleet_view.sessions, "fleet-test").store(batch)
+    assert (result.new, result.dead) == (len(good), 1)
+    assert sorted(fleet_view.ids_of(cab.id)) == sorted(cab.expected.ids)
+    [dead] = fleet_view.all(FleetDeadLetter, FleetDeadLetter.topic == bad.topic())
+    assert "the fleet database refused it" in dead.error and "too long" in dead.error
+    assert json.loads(dead.payload)["id"] == bad.id
+    [row] = fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)
+    assert row.messages == len(good)
