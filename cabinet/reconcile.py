@@ -166,9 +166,15 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
     miscounts = np.zeros(len(x))
     if vision.count_change is not None:
         miscounts = np.abs(x.sum(axis=1) - vision.count_change).astype(np.float64)
-        # a slot whose count rose received something: a move, a return or a foreign object
-        term = term - COUNT_COST * np.clip(vision.arrived - np.clip(x, 0, None).sum(axis=1),
-                                           0, None)
+        # a slot whose count rose received something: a move, a return or a foreign object;
+        # or an item of a SKU whose own slots lost more than the shelf's net change says (one
+        # taken from its slot and put back in another slot of the shelf)
+        returned = 0
+        if vision.drops:
+            seen_lost = np.array([vision.drops.get(k, 0) for k in skus], dtype=np.int64)
+            returned = np.clip(seen_lost + x, 0, None)[:, [k in vision.drops for k in skus]].sum(axis=1)
+        term = term - COUNT_COST * np.clip(vision.arrived - np.clip(x, 0, None).sum(axis=1)
+                                           - returned, 0, None)
     if vision.drops:
         # a slot holding one SKU that lost n facings lost n of that SKU, unless items seen
         # arriving on the shelf were of it: x_k <= -drops_k + arrived ...
@@ -475,7 +481,14 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
             may_lose = {}
             for e in evs:
                 if e.touched:
-                    for k in inventory.get(e.slot_id, ()):
+                    held = inventory.get(e.slot_id, ())
+                    left = getattr(e, "departed", None)
+                    if left is not None and len(set(held)) == 1:
+                        # a one-SKU slot lost at most one item per cell that emptied or
+                        # changed while occupied; its unchanged cells kept theirs
+                        may_lose[held[0]] = may_lose.get(held[0], 0) + min(left, len(held))
+                        continue
+                    for k in held:
                         may_lose[k] = may_lose.get(k, 0) + 1
             touched = any(e.touched for e in evs)
             changes = [e.count_change for e in evs]

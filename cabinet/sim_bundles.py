@@ -78,6 +78,7 @@ class SessionSynth:
         self.looks: dict = {}
         self.foreign: tuple[Path, ...] = ()
         self._calibration: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._calibration_bytes: dict[str, tuple[bytes, bytes]] | None = None
         if images:
             from vision.sim.looks import foreign_photos, product_looks, sim_photos
             self.looks = product_looks(self.catalog, data_root)
@@ -252,6 +253,15 @@ class SessionSynth:
                                             for f in pair) for cam, pair in frames.items()}
         return self._calibration
 
+    def _calibration_png(self) -> dict[str, tuple[bytes, bytes]]:
+        """The calibration frames as PNG bytes, encoded once: every bundle copies the same."""
+        if self._calibration_bytes is None:
+            import cv2
+            self._calibration_bytes = {
+                cam: tuple(cv2.imencode(".png", img)[1].tobytes() for img in pair)
+                for cam, pair in self.calibration().items()}
+        return self._calibration_bytes
+
     # --- one session -------------------------------------------------------------------------------
     def session(self, tier: str, index: int) -> Session:
         if tier not in TIERS:
@@ -319,11 +329,11 @@ class SessionSynth:
             cameras[cam] = names
         if before:
             cams = {}
-            for cam, (empty, full) in self.calibration().items():
+            for cam, (empty, full) in self._calibration_png().items():
                 cams[cam] = {"empty": f"calibration/{cam}_empty.png",
                              "full": f"calibration/{cam}_full.png"}
-                put(cams[cam]["empty"], cv2.imencode(".png", empty)[1].tobytes())
-                put(cams[cam]["full"], cv2.imencode(".png", full)[1].tobytes())
+                put(cams[cam]["empty"], empty)
+                put(cams[cam]["full"], full)
             digest = hashlib.sha256("".join(sorted(files[c] for c in files
                                                    if c.startswith("calibration/"))).encode())
             calibration = {"content_hash": digest.hexdigest(), "cameras": cams}

@@ -38,6 +38,7 @@ weighs nothing and the session leans on the weights. Bad arrays or slots raise V
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -131,6 +132,14 @@ class SlotEvidence:
         bar = TOUCHED_CHANGE * len(self.cells_changed)
         return sum(b and a and c >= bar for b, a, c in
                    zip(self.occupied_before, self.occupied_after, self.cells_changed))
+
+    @property
+    def departed(self) -> int | None:
+        """Cells from which an item may have left: emptied, or changed while occupied."""
+        swaps = self.swappable
+        if swaps is None:
+            return None
+        return swaps + sum(b and not a for b, a in zip(self.occupied_before, self.occupied_after))
 
     @property
     def filled(self) -> int | None:
@@ -431,6 +440,10 @@ def _outside_slots(shape: tuple[int, ...], specs: Sequence[SlotSpec]) -> np.ndar
 
 # --- the reader -----------------------------------------------------------------------------------
 
+# per (empty frame, full frame, slots), by content: what each slot and cell of the full shelf
+# differs from the empty one (a pure function of the frames, so shared by every reader)
+_FULL_SHARES: dict[tuple, dict[str, tuple[float, list[float]]]] = {}
+
 @dataclass
 class _Side:
     """One usable frame, aligned to the empty-shelf calibration when there is one."""
@@ -453,7 +466,6 @@ class ShelfDiff:
         self.recognizer = recognizer
         self.sku_of = dict(sku_of or {})
         self.min_score = float(min_score)
-        self._full_cache: dict[tuple, tuple[Any, dict[str, tuple[float, list[float]]]]] = {}
 
     def _against_empty(self, img: np.ndarray, calibration: Any, specs: Sequence[SlotSpec],
                        flags: list[str]) -> np.ndarray | None:
@@ -474,15 +486,19 @@ class ShelfDiff:
         full = getattr(calibration, "full", None)
         if full is None:
             return {}
-        key = (id(calibration), tuple(specs))
-        held = self._full_cache.get(key)
-        if held is None or held[0] is not calibration:  # the object is kept, so its id is not reused
+        # by content: every bundle of a cabinet carries the same frames, read anew each time
+        key = (hashlib.sha1(calibration.empty.tobytes()).hexdigest(), calibration.empty.shape,
+               hashlib.sha1(full.tobytes()).hexdigest(), tuple(specs))
+        held = _FULL_SHARES.get(key)
+        if held is None:
             mask = self._against_empty(full, calibration, specs, [])
-            held = (calibration, {} if mask is None else {
+            held = {} if mask is None else {
                 s.slot_id: (_share(mask, s.roi), [_share(mask, c) for c in facing_cells(s.roi, s.capacity)])
-                for s in specs})
-            self._full_cache[key] = held
-        return held[1]
+                for s in specs}
+            if len(_FULL_SHARES) >= 32:
+                _FULL_SHARES.pop(next(iter(_FULL_SHARES)))
+            _FULL_SHARES[key] = held
+        return held
 
     def _identify(self, img: np.ndarray, cells: list[tuple[str, int, tuple[int, int, int, int]]],
                   mask: np.ndarray | None) -> dict[tuple[str, int], tuple[tuple[str, float], ...]]:
