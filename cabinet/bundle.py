@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
@@ -222,7 +223,8 @@ def _png(image: np.ndarray, where: str) -> bytes:
     import cv2
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise BundleError(where, "an image must be a uint8 array (H, W) or (H, W, 3)")
-    ok, buf = cv2.imencode(".png", image)
+    # level 1 of 9: a fifth faster to write than the default 3 for ~12% more bytes; lossless
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise BundleError(where, "could not encode the image as PNG")
     return buf.tobytes()
@@ -255,7 +257,15 @@ class BundleWriter:
         """A file of the bundle, with its sha256 in bundle.json's `files`; `pixels`: the BGR
         image `data` encodes losslessly (kept in `decoded`)."""
         atomic_write(self.dir / name, data)
-        digest = hashlib.sha256(data).hexdigest()
+        self._record_file(name, hashlib.sha256(data).hexdigest(), pixels)
+
+    def _store(self, name: str, image: np.ndarray) -> tuple[str, str, np.ndarray]:
+        """Encode `image` as the PNG `name` and write it; (name, sha256, image). No record."""
+        data = _png(image, str(self.dir / name))
+        atomic_write(self.dir / name, data)
+        return name, hashlib.sha256(data).hexdigest(), image
+
+    def _record_file(self, name: str, digest: str, pixels: np.ndarray | None) -> None:
         self._need_context().setdefault("files", {})[name] = digest
         if pixels is not None and pixels.ndim == 3 and pixels.shape[2] == 3:
             kept = pixels.copy()
@@ -355,14 +365,20 @@ class BundleWriter:
                 f"{side}_stable": bool(stable),
                 f"samples_{side}": [round(float(x), 3) for x in (samples or ())]})
         cameras = set(self._planogram.cameras)
-        for camera, image in images.items():
+        for camera in images:
             if camera not in cameras:
                 raise BundleError(self.dir, f"camera '{camera}' is not in the planogram")
-            name = None
-            if image is not None:
-                name = f"images/{camera}_{side}.png"
-                self._put(name, _png(image, str(self.dir / name)), image)
-            rec["cameras"].setdefault(camera, {"before": None, "after": None})[side] = name
+        names = {camera: f"images/{camera}_{side}.png" for camera, image in images.items()
+                 if image is not None}
+        # every camera's PNG encoded and stored at once (OpenCV and the file writes release
+        # the GIL); each file and its hash are recorded here, in the caller's thread
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            stored = list(pool.map(lambda c: self._store(names[c], images[c]), names))
+        for name, digest, kept in stored:
+            self._record_file(name, digest, kept)
+        for camera in images:
+            rec["cameras"].setdefault(camera, {"before": None, "after": None})[side] = \
+                names.get(camera)
 
     def write_before(self, weights: Mapping[str, tuple[float | None, bool, Any]],
                      images: Mapping[str, np.ndarray | None],
