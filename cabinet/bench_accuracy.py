@@ -97,6 +97,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per tier")
     p.add_argument("--out", type=Path, help="also write the results as a JSON list here")
     p.add_argument("--keep", type=Path, help="keep the bundles in this folder")
+    p.add_argument("--misses", type=Path, help="write every session not charged exactly, or "
+                   "flagged, as one JSON line (actions, truth, charged, best guess, flags)")
     args = p.parse_args(argv)
     if args.sessions < 1:
         p.error("--sessions must be at least 1")
@@ -119,8 +121,11 @@ def main(argv: list[str]) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"cabinet bench accuracy: {e}", file=sys.stderr)
             return 2
+        misses = args.misses.open("w") if args.misses else None
         for tier in args.tier or TIERS:
-            res = run_tier(synth, tier, args.sessions, recognizer)
+            res = run_tier(synth, tier, args.sessions, recognizer,
+                           on_session=None if misses is None else
+                           lambda s, r: _note_miss(misses, s, r))
             results.append(res)
             if args.json:
                 print(json.dumps(res), flush=True)
@@ -130,9 +135,27 @@ def main(argv: list[str]) -> int:
                       f"under {res['undercharge']:.3f}  review {res['review']:.3f}  "
                       f"flagged {'-' if res['flagged'] is None else format(res['flagged'], '.3f')}"
                       f"  p50 {res['p50_ms']:.0f} ms  p95 {res['p95_ms']:.0f} ms", flush=True)
+        if misses is not None:
+            misses.close()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _note_miss(out, session, result) -> None:
+    """One JSON line for a session charged other than its truth, or flagged: what the
+    customer did and what reconcile decided, for the by-cause count in docs/vision.md."""
+    if result.basket == session.basket and not result.needs_review:
+        return
+    out.write(json.dumps({"session": session.path.name, "tier": session.tier,
+                          "actions": list(session.actions), "truth": session.basket,
+                          "must_flag": session.must_flag, "charged": result.basket,
+                          "best_guess": result.best_guess, "flags": list(result.flags),
+                          "confidence": result.confidence,
+                          "shelves": {k: {f: v.get(f) for f in ("delta_g", "explained_by", "z",
+                                                                 "count_change")}
+                                      for k, v in result.evidence["shelves"].items()}}) + "\n")
+    out.flush()
 
 
 if __name__ == "__main__":
