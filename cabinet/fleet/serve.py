@@ -375,9 +375,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supervise(args: argparse.Namespace) -> int:
+def restart_delay(quick_exits: int) -> float:
+    """Seconds before restarting a slot that exited `quick_exits` times in a row within
+    QUICK_EXIT_S of its start: at once the first time (a killed process), then 0.5 s doubling
+    to 30 s (a process that cannot start must not spin)."""
+    return 0.0 if quick_exits <= 1 else min(30.0, 0.5 * 2 ** (quick_exits - 2))
+
+
+QUICK_EXIT_S = 10.0
+
+
+def _supervise(args: argparse.Namespace, clock: Any = SYSTEM) -> int:
     """N instances as child processes; one that dies is restarted on its slot (its session)."""
-    children: dict[str, subprocess.Popen] = {}
+    engine, _ = open_fleet_db(args.db)      # a bad URL or a database away: said once, here
+    engine.dispose()
 
     def spawn(slot: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "cabinet.fleet.serve", "serve", "--db", args.db,
@@ -391,18 +402,29 @@ def _supervise(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    for k in range(args.instances):
-        slot = f"{args.slot}-{k}"
-        children[slot] = spawn(slot)
-    while not stop.wait(0.2):
-        for slot, child in list(children.items()):
-            if child.poll() is not None:
-                log.warning("fleet serve: slot %s exited (%s); restarting it", slot,
-                            child.returncode)
-                print(json.dumps({"restarting": slot, "exit": child.returncode}), flush=True)
-                children[slot] = spawn(slot)
+    slots = [f"{args.slot}-{k}" for k in range(args.instances)]
+    children = {slot: spawn(slot) for slot in slots}
+    started = {slot: clock.monotonic() for slot in slots}
+    quick = {slot: 0 for slot in slots}
+    due: dict[str, float] = {}
+    while not clock.wait(stop, 0.2):
+        now = clock.monotonic()
+        for slot in slots:
+            child = children[slot]
+            if slot not in due and child.poll() is not None:
+                quick[slot] = quick[slot] + 1 if now - started[slot] < QUICK_EXIT_S else 1
+                delay = restart_delay(quick[slot])
+                log.warning("fleet serve: slot %s exited (%s); restarting it in %.1f s", slot,
+                            child.returncode, delay)
+                print(json.dumps({"restarting": slot, "exit": child.returncode,
+                                  "in_s": delay}), flush=True)
+                due[slot] = now + delay
+            if slot in due and now >= due[slot]:
+                del due[slot]
+                children[slot], started[slot] = spawn(slot), now
     for child in children.values():
-        child.send_signal(signal.SIGTERM)
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
     for child in children.values():
         child.wait(30)
     return 0

@@ -429,3 +429,10 @@ def test_a_message_the_database_refuses_is_dead_lettered_alone_and_the_rest_stor
     assert json.loads(dead.payload)["id"] == bad.id
     [row] = fleet_view.all(FleetCabinet, FleetCabinet.cabinet_id == cab.id)
     assert row.messages == len(good)
+
+
+def test_a_slot_that_keeps_dying_at_start_is_restarted_later_and_later():
+    """The first exit (a killed process) restarts at once; repeated quick exits back off from
+    0.5 s, doubling, to 30 s, so a back office that cannot start does not spin."""
+    assert [serve_mod.restart_delay(n) for n in range(1, 10)] == \
+        [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
