@@ -23,12 +23,13 @@ from sqlalchemy import func, select, text
 
 from cabinet.errors import CabinetError
 from cabinet.fleet import messages, serve as serve_mod
-from cabinet.fleet.serve import BrokerError, mqtt_client, parse_broker
+from cabinet.fleet.serve import BackOffice, BrokerError, mqtt_client, parse_broker
 from cabinet.fleet.sim_fleet import SimCabinet, close_all, connect_all, fleet, flush_all
 from cabinet.fleet.store import (Delivery, FleetAlarm, FleetCabinet, FleetDbError,
                                  FleetDeadLetter, FleetDown, FleetInstance, FleetMessage,
                                  FleetReceipt, FleetReview, FleetStock, Ingest, open_fleet_db)
 from conftest import unique
+from firmware_bridge.clock import ManualClock
 from waiting import wait_until
 
 
@@ -436,3 +437,35 @@ def test_a_slot_that_keeps_dying_at_start_is_restarted_later_and_later():
     0.5 s, doubling, to 30 s, so a back office that cannot start does not spin."""
     assert [serve_mod.restart_delay(n) for n in range(1, 10)] == \
         [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_a_database_lost_mid_batch_is_retried_on_the_clock_and_nothing_is_lost(
+        broker, fleet_db, fleet_view):
+    """The instance's connection is killed (pg_terminate_backend) while it is inside a batch:
+    the batch is kept and not acked, the writer waits its backoff on the Clock port (a
+    ManualClock here: nothing is retried until the test moves it), then stores it once."""
+    clock = ManualClock()
+    office = BackOffice(fleet_db, broker.broker, slot="a", group=unique("g"), clock=clock)
+    office.start()
+    try:
+        wait_until(office.subscribed.is_set, "subscribed")
+        cab = SimCabinet(unique("pgdown"))
+        cab.connect(broker.broker)
+        with fleet_view.engine.connect() as lock:
+            tx = lock.begin()
+            lock.execute(text("LOCK TABLE fleet_cabinets IN SHARE ROW EXCLUSIVE MODE"))
+            shop(cab)
+            cab.flush()
+            wait_until(lambda: blocked(fleet_view, office.client_id), "the batch blocked")
+            lock.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                              "application_name = :name AND wait_event_type = 'Lock'"),
+                         {"name": office.client_id})
+            tx.rollback()
+        clock.wait_for_sleepers(1, timeout_s=10)        # the writer waits 0.1 s to retry
+        assert fleet_view.ids_of(cab.id) == [], "a batch whose commit failed left rows"
+        clock.advance(0.1)
+        stored(fleet_view, [cab])
+        assert_derived(fleet_view, cab)
+        cab.close()
+    finally:
+        office.stop()
