@@ -178,8 +178,10 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
     if vision.drops:
         # a slot holding one SKU that lost n facings lost n of that SKU, unless items seen
         # arriving on the shelf were of it: x_k <= -drops_k + arrived ...
+        # (or hidden in a cell that changed while occupied: a return into a look-alike's slot)
         drops = np.array([vision.drops.get(k, 0) for k in skus], dtype=np.int64)
-        bound = np.where(drops > 0, -drops + vision.arrived, np.iinfo(np.int64).max // 2)
+        back = vision.arrived + (vision.hideable or 0)
+        bound = np.where(drops > 0, -drops + back, np.iinfo(np.int64).max // 2)
         fewer = np.clip(x - bound, 0, None).sum(axis=1)
         # ... and no more of it than that: each further loss needs an arrival the camera did
         # not see to hide it (a swap in the slot, which the misplaced prior prices), else it
