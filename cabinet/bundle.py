@@ -230,6 +230,23 @@ def _png(image: np.ndarray, where: str) -> bytes:
     return buf.tobytes()
 
 
+# Calibration frames are the same objects session after session: their PNGs are encoded once.
+# id(frame) -> (frame, png); the frame is held, so its id is not reused while cached.
+_FRAME_PNGS: dict[int, tuple[np.ndarray, bytes]] = {}
+_FRAME_PNGS_MAX = 64
+
+
+def _png_of_frame(image: np.ndarray, where: str) -> bytes:
+    held = _FRAME_PNGS.get(id(image))
+    if held is not None and held[0] is image:
+        return held[1]
+    data = _png(image, where)
+    if len(_FRAME_PNGS) >= _FRAME_PNGS_MAX:
+        _FRAME_PNGS.pop(next(iter(_FRAME_PNGS)))
+    _FRAME_PNGS[id(image)] = (image, data)
+    return data
+
+
 class BundleWriter:
     """Writes one session's bundle as the session goes; safe to re-open after a crash."""
 
@@ -331,11 +348,11 @@ class BundleWriter:
                     raise BundleError(self.dir, f"calibration camera '{camera}' is not in the "
                                       f"planogram")
                 entry = {"empty": f"calibration/{camera}_empty.png", "full": None}
-                self._put(entry["empty"], _png(cal.empty, str(self.dir / entry["empty"])),
+                self._put(entry["empty"], _png_of_frame(cal.empty, str(self.dir / entry["empty"])),
                           cal.empty)
                 if cal.full is not None:
                     entry["full"] = f"calibration/{camera}_full.png"
-                    self._put(entry["full"], _png(cal.full, str(self.dir / entry["full"])),
+                    self._put(entry["full"], _png_of_frame(cal.full, str(self.dir / entry["full"])),
                               cal.full)
                 cams[camera] = entry
             rec["calibration"] = {"content_hash": str(calibration.content_hash), "cameras": cams}

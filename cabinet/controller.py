@@ -481,8 +481,8 @@ class Controller:
         # session() checked the door shut and the lock holds it: the shelves' filter reading
         # is the settled baseline, no fresh stability window needed.
         if self.shelf_calibration is not None or self.recognizer is not None:
-            run.bundle.write_vision(calibration=self.shelf_calibration,
-                                    recognizer=self.recognizer)
+            await self._blocking(run.bundle.write_vision, calibration=self.shelf_calibration,
+                                 recognizer=self.recognizer)
         weights, images = await self._snapshot(settled_now=True)
         run.bundle.write_before(weights=weights, images=images,
                                 inventory=self.inventory.slots())
