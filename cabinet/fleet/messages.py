@@ -162,7 +162,8 @@ def _key(value: Any, field: str) -> str:
 
 
 def session_message_id(cabinet_id: str, session_id: str) -> str:
-    return f"{check_name(cabinet_id, 'message id', 'cabinet_id')}/session/{_key(session_id, 'session_id')}"
+    cabinet = check_name(cabinet_id, "message id", "cabinet_id")
+    return f"{cabinet}/session/{_key(session_id, 'session_id')}"
 
 
 def receipt_message_id(cabinet_id: str, session_id: str, correction: int = 0) -> str:
@@ -175,7 +176,8 @@ def receipt_message_id(cabinet_id: str, session_id: str, correction: int = 0) ->
 
 
 def inventory_message_id(cabinet_id: str, move_id: int) -> str:
-    return f"{check_name(cabinet_id, 'message id', 'cabinet_id')}/inventory/{_key(move_id, 'move_id')}"
+    cabinet = check_name(cabinet_id, "message id", "cabinet_id")
+    return f"{cabinet}/inventory/{_key(move_id, 'move_id')}"
 
 
 def alarm_message_id(cabinet_id: str, alarm_id: int, transition: str) -> str:

@@ -421,7 +421,7 @@ def _run_config(folder: Path, port: int, public_key: Path) -> Path:
     data["database_url"] = f"sqlite:///{folder / 'data' / 'cabinet.sqlite'}"
     data["http"] = {"host": "127.0.0.1", "port": 0}
     data["fleet"] = {"broker": f"mqtt://127.0.0.1:{port}", "public_key": str(public_key),
-                     "collect_every_s": 0.2, "health_every_s": 1,
+                     "collect_every_s": 0.2, "health_every_s": 2,
                      "reconnect_first_s": 0.2, "reconnect_max_s": 1}
     path = folder / "cabinet.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -465,23 +465,24 @@ def test_cabinet_run_with_a_fleet_section_reports_and_obeys_the_back_office(brok
                                                          .read_text()[-2000:])
         port = int(line.rsplit(":", 1)[1])
         cab_id = line.split()[2]
-        wait_until(lambda: "online" in office.statuses(), "the cabinet online", 30)
+        wait_until(lambda: "online" in office.statuses(), "the cabinet online", 30, 0.1)
         wait_until(lambda: any(msg.kind == "health" for msg in office.ups()), "a health report",
-                   30)
+                   30, 0.1)
         assert health()[0] == 200
 
         order("out_of_service", "run-1")
-        status, body = wait_until(lambda: (h := health())[0] == 503 and h, "503 by order", 30)
+        status, body = wait_until(lambda: (h := health())[0] == 503 and h, "503 by order", 30,
+                                  0.1)
         assert body["alarms"] == ["remote_out_of_service"]
         wait_until(lambda: alarms_up("remote_out_of_service") == ["raise"],
-                   "the order's alarm reported up", 30)
+                   "the order's alarm reported up", 30, poll_s=0.1)
         order("back_in_service", "run-2")
-        wait_until(lambda: health()[0] == 200, "200 by order", 30)
+        wait_until(lambda: health()[0] == 200, "200 by order", 30, poll_s=0.1)
 
         order("reboot_mcu", "run-3")
         try:
             wait_until(lambda: alarms_up("mcu_reboot") == ["raise", "clear"],
-                       "the board's reboot reported up, raised and cleared", 60)
+                       "the board's reboot reported up, raised and cleared", 60, poll_s=0.1)
         except AssertionError as e:
             lines = [x for x in (tmp_path / "stderr.log").read_text().splitlines()
                      if "fleet" in x or "alarm" in x or "reboot" in x]
@@ -490,7 +491,7 @@ def test_cabinet_run_with_a_fleet_section_reports_and_obeys_the_back_office(brok
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    wait_until(lambda: office.statuses()[-1:] == ["offline"], "offline after SIGTERM", 10)
+    wait_until(lambda: office.statuses()[-1:] == ["offline"], "offline after SIGTERM", 10, 0.1)
     log = (tmp_path / "stderr.log").read_text()
     for id in ("run-1", "run-2", "run-3"):
         assert f"fleet: applied command {id}" in log
