@@ -188,15 +188,27 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
         # is a miscount
         held = np.array([k in vision.drops for k in skus])
         excess = np.clip(-x - drops, 0, None)[:, held].sum(axis=1)
-        hidden = np.clip(np.clip(x, 0, None).sum(axis=1) - vision.arrived, 0, None)
-        miscounts = np.maximum(miscounts, fewer + np.clip(excess - hidden, 0, None))
+        miscounts = np.maximum(miscounts, fewer + np.clip(excess - _unseen_arrivals(x, skus, vision),
+                                                          0, None))
     term = term - COUNT_COST * miscounts
     if vision.hideable is not None:
         # an arrival the counts did not see went into a cell whose pixels changed: where none
         # did, it is all but impossible, as on an untouched shelf
-        hidden = np.clip(np.clip(x, 0, None).sum(axis=1) - vision.arrived, 0, None)
-        term = term - TOUCH_COST * np.clip(hidden - vision.hideable, 0, None)
+        term = term - TOUCH_COST * np.clip(_unseen_arrivals(x, skus, vision) - vision.hideable,
+                                           0, None)
     return term
+
+
+def _unseen_arrivals(x: np.ndarray, skus: Sequence[str], vision: ShelfVision) -> np.ndarray:
+    """Per candidate, the items that arrived in a slot of the shelf beyond the counts' rises:
+    from other shelves (x > 0), or from another slot of this shelf (a one-SKU slot that lost
+    more facings than the shelf's net change of its SKU). Each hides in a cell that changed
+    while occupied, where it may also hide a loss the counts do not show."""
+    arrived = np.clip(x, 0, None).sum(axis=1)
+    if vision.drops:
+        seen_lost = np.array([vision.drops.get(k, 0) for k in skus], dtype=np.int64)
+        arrived = arrived + np.clip(seen_lost + x, 0, None)[:, [k in vision.drops for k in skus]].sum(axis=1)
+    return np.clip(arrived - vision.arrived, 0, None)
 
 
 def _student_t(residual: np.ndarray, var: np.ndarray) -> np.ndarray:
