@@ -233,7 +233,10 @@ class BackOffice:
         return self
 
     def stop(self, *, drain: bool = True, timeout_s: float = 10.0) -> None:
-        """Drain: unsubscribe (nothing new comes), store and ack what came, end the session."""
+        """Drain: unsubscribe (nothing new comes), store and ack what came, end the session.
+        Without drain the session stays at the broker (a restart of the slot resumes it)."""
+        if self.stopping.is_set():
+            return
         if drain and self.client.is_connected():
             self.client.unsubscribe(self._topics())
         self.stopping.set()

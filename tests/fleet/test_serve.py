@@ -153,7 +153,7 @@ def test_duplicate_deliveries_change_nothing(mqtt_url, serve, fleet_view):
 
 def test_malformed_messages_are_dead_lettered_named_and_acked(broker, serve, fleet_view):
     group = unique("g")
-    first = serve.start(broker.url, slot="a", group=group)
+    first = serve.here(broker.url, slot="a", group=group)
     cab = SimCabinet(unique("bad"))
     cab.connect(broker.broker)
     pub = cab.client
@@ -181,9 +181,8 @@ def test_malformed_messages_are_dead_lettered_named_and_acked(broker, serve, fle
     assert any("status message field 'status'" in e for e in errors), errors
     assert sorted(fleet_view.ids_of(cab.id)) == sorted(cab.expected.ids)
     # acked: a new instance on the same slot (the same session) gets none of them again
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    serve.start(broker.url, slot="a", group=group)
+    first.stop(drain=False)                     # the session stays, with anything unacked
+    serve.here(broker.url, slot="a", group=group)
     cab.sale()
     cab.flush()
     stored(fleet_view, [cab])
@@ -195,19 +194,18 @@ def test_malformed_messages_are_dead_lettered_named_and_acked(broker, serve, fle
 def test_a_broker_restart_loses_nothing_queued_for_a_stopped_back_office(broker, serve,
                                                                           fleet_view):
     group = unique("g")
-    office = serve.start(broker.url, slot="a", group=group)
+    office = serve.here(broker.url, slot="a", group=group)
     cab = SimCabinet(unique("rst"))
     cab.connect(broker.broker)
     shop(cab)
     cab.flush()
     stored(fleet_view, [cab])
-    office.send_signal(signal.SIGKILL)          # the back office is gone (its session stays)
-    office.wait(10)
+    office.stop(drain=False)                    # the back office is gone (its session stays)
     for _ in range(5):
         cab.sale()
     assert cab.flush() == 15                    # the broker holds them for the slot's session
     broker.restart()                            # ... on disk, across its own restart
-    serve.start(broker.url, slot="a", group=group)   # the slot's session resumed
+    serve.here(broker.url, slot="a", group=group)    # the slot's session resumed
     wait_until(lambda: cab._connected.is_set(), "the cabinet reconnected after the restart",
                timeout_s=15)
     for _ in range(3):                          # and sells on after the restart
