@@ -33,6 +33,9 @@ PER_DEBT = 15          # every session that could not be paid, even once the deb
 PER_DISPUTE = 20       # disputes open, or decided against the customer
 PER_FLAGGED = 5        # sessions flagged for review (a basket the cabinet was not sure of)
 FLAGGED_COUNTED = 4    # flags are often the cabinet's doubt, not the customer's doing
+# Flags that say what happened to the cabinet, not what the customer did: a session only they
+# flag is not a flagged session (a controller that crashed and finished it after its restart).
+NOT_THE_CUSTOMERS = frozenset({"recovered_after_restart"})
 
 # --- the policy --------------------------------------------------------------------------
 FACE_ONLY_FROM = 70    # score >= 70: the face alone opens the door
@@ -114,7 +117,7 @@ def history_of(db: Session, account: Account, now: dt.datetime) -> History:
     return History(age_days=(now - account.created_at).total_seconds() / DAY_S,
                    paid_sessions=int(paid or 0), debts=int(debts or 0),
                    disputes=int(disputes or 0),
-                   flagged_sessions=sum(1 for f in flags if f))
+                   flagged_sessions=sum(1 for f in flags if set(f or ()) - NOT_THE_CUSTOMERS))
 
 
 def owed(db: Session, account: Account) -> Money:

@@ -698,6 +698,10 @@ class Controller:
                 self.inventory.apply(result, session_id)
                 reports.append(await self._charge(run, result))
         self.machine = SessionMachine(self.journal.write, initial=self.journal.cabinet_state())
+        # Refusals journalled whose record (or hold release) the crash cut off.
+        for session_id, account_id, reason in self.journal.refusals_unrecorded():
+            log.warning("session %s: refused before the restart; recording it", session_id)
+            self._release_hold(session_id, account_id, reason)
         # Gateway calls left unanswered by the crash: captures, voids, holds of denied sessions.
         await self._blocking(self.billing.retry_pending)
         return reports

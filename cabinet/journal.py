@@ -69,6 +69,24 @@ class Journal:
                              .join(last, JournalEntry.id == last.c.last)).all()
         return [(sid, state) for sid, state in rows if state in SESSION_STATES]
 
+    def refusals_unrecorded(self) -> list[tuple[str, int | None, str]]:
+        """(session id, account id, reason) of sessions the journal ended as refused that
+        billing has no outcome for: a crash between the refusal's row and its record."""
+        with self._db() as s:
+            rows = s.execute(select(JournalEntry.session_id, JournalEntry.data)
+                             .outerjoin(CabinetSession,
+                                        CabinetSession.id == JournalEntry.session_id)
+                             .where(JournalEntry.session_id.is_not(None),
+                                    JournalEntry.dest == "idle",
+                                    JournalEntry.trigger.in_(("denied", "auth_timeout")),
+                                    CabinetSession.outcome.is_(None))
+                             .order_by(JournalEntry.id)).all()
+        out = []
+        for session_id, data in rows:
+            fields = json.loads(data or "{}")
+            out.append((session_id, fields.get("account_id"), str(fields.get("reason") or "")))
+        return out
+
     def record_denied(self, session_id: str, account_id: int | None, reason: str, *,
                       cabinet_id: str, currency: str) -> None:
         """A refused session still ends with exactly one outcome: denied, with its reason."""

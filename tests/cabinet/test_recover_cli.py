@@ -314,3 +314,42 @@ def test_a_key_file_that_is_not_there_is_exit_2_naming_key_and_path_and_nothing_
     with pytest.raises(KeyFileError, match="encryption_key_file"):
         App(config).start()
     assert not (tmp_path / "conf" / "data").exists()
+
+
+def test_a_refusal_journalled_but_never_recorded_is_recorded_once_at_the_restart(make_cabinet):
+    """The crash falls between the refusal's journal row (the session is over for the
+    journal) and billing's record of it: the restart records it, once."""
+    cab = make_cabinet(timing=FAST, clock=ManualClock(), hardware_clock=SYSTEM)
+    journal = cab.controller.journal
+
+    def write(record):
+        journal.write(record)
+        if record.trigger == "denied":
+            raise Crash("after the denial's row")
+    cab.controller.machine = SessionMachine(write)
+    stranger = next(s for s in cab.scenarios if s.expect.outcome == "denied")
+    cab.face_camera.show(cab.photo_for(stranger.person_for(fallback=cab.fallback_faces),
+                                       stranger.photo))
+
+    async def main():
+        frame = await cab.controller.wait_for_face(FAST.face_s)
+        assert frame is not None
+        with pytest.raises(Crash):
+            await cab.controller.session(frame)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), REAL_BOUND_S))
+    finally:
+        cab.face_camera.show(None)
+    session_id = cab.controller.machine.session_id
+    assert Journal(cab.db).open_sessions() == []           # the journal has it ended
+    with cab.db() as s:
+        assert s.get(CabinetSession, session_id) is None    # billing never heard of it
+
+    for _restart in range(2):
+        cab.controller = cab.new_controller()
+        assert asyncio.run(asyncio.wait_for(cab.controller.recover(), REAL_BOUND_S)) == []
+        with cab.db() as s:
+            rows = s.scalars(select(CabinetSession)).all()
+        assert [(r.id, r.state, r.outcome) for r in rows] == [(session_id, "closed", "denied")]
+        assert rows[0].outcome_reason.startswith("face not recognised")
