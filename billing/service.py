@@ -24,10 +24,11 @@ stored and printed, and do not change the outcome.
 One exception waits for an operator: a settlement with nothing to charge now but goods the
 controller would not sell without a person's look (`settle(..., review=WHY)`: an unverified
 customer took only age-restricted goods, docs/age.md) keeps its hold authorized and ends
-"pending" with state "review". `correct()` resolves it exactly once: the basket the operator
-confirms is captured from that hold (above it: a second payment, as at settlement), an empty
-one voids the hold ("nothing_taken"). A claim on the state (a conditional UPDATE, the first
-statement of the transaction) makes a second resolution, concurrent or later, a refusal.
+"pending" with state "review". `correct(..., decides_review=True)` decides it exactly once:
+the basket the operator confirms is captured from that hold (above it: a second payment, as
+at settlement), an empty one voids the hold ("nothing_taken"). A claim on the state (a
+conditional UPDATE, the first statement of the transaction) makes a second decision,
+concurrent or later, a refusal that moves no money.
 """
 from __future__ import annotations
 
@@ -528,34 +529,48 @@ class Billing(OutboxSteps):
         return RefundResult(session_id, Money(sum(r.amount for r in rows), rows[0].currency),
                             status, message)
 
-    def correct(self, session_id: str, lines: Sequence[Line], reason: str) -> CorrectionResult:
+    def correct(self, session_id: str, lines: Sequence[Line], reason: str, *,
+                decides_review: bool = False) -> CorrectionResult:
         """An operator's corrected basket for a charged session: the difference to what the
         customer paid is refunded, or charged as a payment of its own.
 
-        For a session waiting in review (`settle(..., review=...)`) it is the operator's
-        decision, taken once: the basket is captured from the session's hold (action
-        "charge"), an empty one voids the hold (action "void", outcome "nothing_taken")."""
+        `decides_review`: the operator's decision on a session waiting in review
+        (`settle(..., review=...)`), taken once: the basket is captured from the session's hold
+        (action "charge"), an empty one voids the hold (action "void", outcome
+        "nothing_taken"). Asked again, or for a session that does not wait, it is refused, so
+        a second operator's decision (or the same one sent twice) never moves money; a session
+        that waits is refused any other correction."""
         checked = check_lines(session_id, lines)
         if not isinstance(reason, str) or not reason.strip():
             raise BillingError(f"correct {session_id}: give a reason (it is on the receipt)")
         new_total = sum(line.qty * line.unit_price for line in checked)
         try:
-            return self._correct(session_id, checked, new_total, reason.strip())
+            return self._correct(session_id, checked, new_total, reason.strip(),
+                                 decides_review)
         except IntegrityError:   # the same correction number, written meanwhile by another
             raise SettlementConflict(f"correct {session_id}: another correction of this "
                                      f"session was recorded at the same time; reload the "
                                      f"session and decide again") from None
 
     def _correct(self, session_id: str, checked: list[Line], new_total: int,
-                 reason: str) -> CorrectionResult:
+                 reason: str, decides_review: bool) -> CorrectionResult:
         with self._sessions.begin() as db:
             # The claim first (no read before it, so SQLite takes the write lock with a fresh
-            # view): of two operators resolving one review, one claims it, the other is refused.
-            review = db.execute(update(CabinetSession)
-                                .where(CabinetSession.id == session_id,
-                                       CabinetSession.state == "review")
-                                .values(state="resolving")).rowcount == 1
+            # view): of two operators deciding one review, one claims it, the other is refused.
+            review = decides_review and db.execute(
+                update(CabinetSession).where(CabinetSession.id == session_id,
+                                             CabinetSession.state == "review")
+                .values(state="resolving")).rowcount == 1
             sess = self._session(db, session_id)
+            if decides_review and not review:
+                raise BillingError(f"correct {session_id}: the session does not wait for a "
+                                   f"review decision (it is {sess.outcome or 'open'}): it was "
+                                   f"decided already or never waited; reload it, and correct "
+                                   f"it without deciding if it is still wrong")
+            if sess.state == "review" and not review:
+                raise BillingError(f"correct {session_id}: the session waits for the "
+                                   f"operator's review decision (the hold is kept for it); "
+                                   f"decide it (decides_review, the console's review form)")
             split = self._tax_split(session_id, checked, sess.opened_at.date())
             hold = _hold_of(db, session_id)
             if review and (hold is None or hold.status != "authorized"):

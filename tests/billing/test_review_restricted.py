@@ -14,6 +14,7 @@ from sqlalchemy import select
 from billing import (Billing, BillingError, GatewayClient, Line, Money, init_db, make_engine,
                      session_factory)
 from billing.models import CabinetSession, Charge, Hold, LedgerEntry, TaxEntry
+from billing.outbox_models import Correction
 from billing.tax import RatePeriod, TaxRules, TaxSetup
 from conftest import HOLD, TEST_SECRETS
 
@@ -96,7 +97,8 @@ def test_a_blank_review_reason_is_refused_and_nothing_is_written(billing, alice,
 def test_the_operator_confirming_the_items_captures_them_from_the_hold(
         billing, alice, gateway, book):
     waiting_for_review(billing, alice.id)
-    done = billing.correct("s-1", [LAGER], "ID checked at the office: adult")
+    done = billing.correct("s-1", [LAGER], "ID checked at the office: adult",
+                          decides_review=True)
     assert (done.number, done.action, done.amount, done.status) == \
         (1, "charge", Money(350, "EUR"), "done")
     assert (done.old_total, done.new_total) == (Money(0, "EUR"), Money(350, "EUR"))
@@ -117,7 +119,7 @@ def test_the_operator_confirming_the_items_captures_them_from_the_hold(
 
 def test_the_operator_leaving_the_items_unsold_voids_the_hold(billing, alice, gateway, book):
     waiting_for_review(billing, alice.id)
-    done = billing.correct("s-1", [], "no ID shown: written off")
+    done = billing.correct("s-1", [], "no ID shown: written off", decides_review=True)
     assert (done.action, done.amount, done.status) == ("void", Money(0, "EUR"), "done")
     assert book.one(Hold, session_id="s-1").status == "voided"
     assert ledger(book) == [("hold", HOLD), ("void", HOLD)]
@@ -132,7 +134,7 @@ def test_a_confirmed_basket_above_the_hold_charges_the_rest_as_a_second_payment(
         billing, alice, gateway, book):
     waiting_for_review(billing, alice.id)
     whisky = Line("whisky", "Whisky 70 cl", 1, HOLD + 700)
-    assert billing.correct("s-1", [whisky], "ID checked").status == "done"
+    assert billing.correct("s-1", [whisky], "ID checked", decides_review=True).status == "done"
     assert ledger(book) == [("hold", HOLD), ("capture", HOLD), ("capture", 700)]
     extra = book.one(Charge, session_id="s-1", kind="extra")
     assert (extra.amount, extra.status, extra.idempotency_key) == (700, "captured", "s-1:extra")
@@ -143,7 +145,7 @@ def test_a_decision_the_gateway_does_not_answer_is_captured_once_by_the_outbox(
         billing, alice, gateway, book):
     waiting_for_review(billing, alice.id)
     gateway.fail_next(4, "500")             # the gateway does not answer: the outbox retries
-    done = billing.correct("s-1", [LAGER], "ID checked")
+    done = billing.correct("s-1", [LAGER], "ID checked", decides_review=True)
     assert (done.action, done.status) == ("charge", "pending")
     row = book.one(CabinetSession, id="s-1")
     assert (row.outcome, row.state) == ("pending", "settling")
@@ -156,7 +158,10 @@ def test_a_decision_the_gateway_does_not_answer_is_captured_once_by_the_outbox(
 
 def test_a_review_decided_with_a_void_cannot_be_charged_afterwards(billing, alice, gateway):
     waiting_for_review(billing, alice.id)
-    billing.correct("s-1", [], "no ID shown")
+    billing.correct("s-1", [], "no ID shown", decides_review=True)
+    with pytest.raises(BillingError, match="correct s-1: the session does not wait for a "
+                                           "review decision \\(it is nothing_taken\\)"):
+        billing.correct("s-1", [LAGER], "ID checked after all", decides_review=True)
     with pytest.raises(BillingError, match="correct s-1: the session is nothing_taken; only a "
                                            "charged session can be corrected"):
         billing.correct("s-1", [LAGER], "ID checked after all")
@@ -165,11 +170,36 @@ def test_a_review_decided_with_a_void_cannot_be_charged_afterwards(billing, alic
 
 def test_the_same_decision_sent_twice_charges_once(billing, alice, gateway, book):
     waiting_for_review(billing, alice.id)
-    billing.correct("s-1", [LAGER], "ID checked")
-    again = billing.correct("s-1", [LAGER], "ID checked")   # a second click: a plain correction
-    assert (again.number, again.action, again.amount) == (2, "none", Money(0, "EUR"))
-    assert gateway.effects()["capture"] == 1 and gateway.effects()["charge"] == 0
+    billing.correct("s-1", [LAGER], "ID checked", decides_review=True)
+    with pytest.raises(BillingError, match="correct s-1: the session does not wait for a "
+                                           "review decision \\(it is charged\\)"):
+        billing.correct("s-1", [], "no ID shown", decides_review=True)   # a stale second one
+    with pytest.raises(BillingError, match="decided already"):
+        billing.correct("s-1", [LAGER], "ID checked", decides_review=True)   # a second click
+    assert gateway.effects()["capture"] == 1 and gateway.effects()["refund"] == 0
     assert ledger(book) == [("hold", HOLD), ("capture", 350)]
+    assert [c.number for c in book.all(Correction, session_id="s-1")] == [1]
+
+
+def test_a_waiting_session_is_only_decided_never_corrected_around_its_hold(
+        billing, alice, gateway, book):
+    waiting_for_review(billing, alice.id)
+    with pytest.raises(BillingError, match="correct s-1: the session waits for the operator's "
+                                           "review decision"):
+        billing.correct("s-1", [LAGER], "operator")
+    row = book.one(CabinetSession, id="s-1")
+    assert (row.state, row.outcome) == ("review", "pending")
+    assert book.one(Hold, session_id="s-1").status == "authorized"
+    assert gateway.effects()["charge"] == 0 and gateway.effects()["capture"] == 0
+
+
+def test_a_session_that_never_waited_cannot_be_decided(billing, alice, gateway):
+    assert billing.place_hold("s-1", alice.id).ok
+    billing.settle("s-1", [WATER], flags=[FLAG])
+    with pytest.raises(BillingError, match="correct s-1: the session does not wait for a "
+                                           "review decision \\(it is charged\\)"):
+        billing.correct("s-1", [WATER, LAGER], "ID checked", decides_review=True)
+    assert gateway.effects()["charge"] == 0 and gateway.effects()["capture"] == 1
 
 
 def test_two_operators_deciding_at_once_get_one_decision(make_billing, gateway, book):
@@ -187,7 +217,8 @@ def test_two_operators_deciding_at_once_get_one_decision(make_billing, gateway, 
         def decide(who: str, billing: Billing, lines: list[Line]) -> None:
             start.wait(10)
             try:
-                answers[who] = billing.correct(sid, lines, f"operator {who}")
+                answers[who] = billing.correct(sid, lines, f"operator {who}",
+                                               decides_review=True)
             except BillingError as e:
                 answers[who] = e
 
@@ -245,7 +276,7 @@ def test_a_review_charged_from_the_hold_carries_its_tax(taxed, gateway):
     alice = taxed.open_account("Alice", "tok_visa_ok", "JPY")
     waiting_for_review(taxed, alice.id, "s-jp")
     assert tax_entries(taxed, "s-jp") == []           # nothing sold while it waits
-    taxed.correct("s-jp", [BEER], "ID checked: adult")
+    taxed.correct("s-jp", [BEER], "ID checked: adult", decides_review=True)
     assert tax_entries(taxed, "s-jp") == [("correction", 1000, 496, 451, 45)]
     receipt = taxed.receipt("s-jp")
     assert receipt.outcome == "charged" and receipt.charged == Money(496, "JPY")
