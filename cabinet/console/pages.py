@@ -228,8 +228,9 @@ class Pages:
                                        f"catalog") from None
                 lines.append(Line(sku, product.name, qty, product.price))
         reason = str(form.get("reason", "")).strip()
-        try:
-            done = self.deps.billing.correct(sid, lines, reason or "operator review")
+        try:   # decides_review: the page showed a session waiting for this decision
+            done = self.deps.billing.correct(sid, lines, reason or "operator review",
+                                             decides_review=form.get("decides_review") == "yes")
         except BillingError as e:
             raise CabinetError(str(e)) from None
         detail = (f"correction {done.number}: {done.old_total} -> {done.new_total}; "
@@ -243,12 +244,14 @@ class Pages:
         row = self._session_row(sid)
         reason = str(form.get("reason", "")).strip() or "checked, nothing to correct"
         message = f"dismissed: {reason}"
-        if row.state == "review":   # billing kept the hold for this decision: release it
+        # the page showed a session waiting for this decision (billing kept its hold for it):
+        # release the hold, once (a second or stale dismissal is refused, nothing moves)
+        if form.get("decides_review") == "yes" or row.state == "review":
             if self.deps.billing is None:
                 raise CabinetError("review: this console has no billing service "
                                    "(configuration); the session's hold stays until one decides")
             try:
-                done = self.deps.billing.correct(sid, [], reason)
+                done = self.deps.billing.correct(sid, [], reason, decides_review=True)
             except BillingError as e:
                 raise CabinetError(str(e)) from None
             message = f"{message}; nothing charged, the hold is released ({done.status})"
