@@ -184,11 +184,13 @@ def review_console(cab) -> Console:
 
 def review_form(console: Console, sid: str, reason: str, **qty: int) -> dict:
     """The review page's correction form as the operator sends it: each SKU's quantity (0
-    unless given), and the reason."""
+    unless given), the reason, and whether it decides a session waiting for review."""
     page = console.client.get(f"/console/review/{sid}").text
     form = {f"qty_{sku}": str(qty.get(sku.replace("-", "_"), 0))
             for sku in re.findall(r'name="qty_([^"]+)"', page)}
     assert form, "the review page has no correction form"
+    if '<input type="hidden" name="decides_review" value="yes">' in page:
+        form["decides_review"] = "yes"
     return dict(form, reason=reason)
 
 
@@ -243,13 +245,18 @@ def test_an_unverified_customer_who_takes_only_the_lager_waits_for_the_operator_
     assert 'id="waiting"' in console.client.get(f"/console/review/{first}").text
     # the operator checked the customer's ID: the lager is captured from the hold kept for it
     form = review_form(console, first, "ID checked at the office: adult", lager_330=1)
+    assert form["decides_review"] == "yes"
     r = console.post(f"/review/{first}/correct", form)
     assert r.status_code == 200 and f"charge EUR {price / 100:.2f} (done)" in r.text
     assert hold_status(cab, first) == "captured" and captured(cab, first) == price
     assert session_row(cab, first).outcome == "charged"
     r = console.post(f"/review/{first}/correct", form)       # the same form sent again
-    assert r.status_code == 200 and "none EUR 0.00" in r.text
+    assert r.status_code == 409 and "decided already" in r.text
     assert captured(cab, first) == price, "charged twice"
+    # a stale dismissal of the same session from another operator's page moves nothing
+    r = console.post(f"/review/{first}/dismiss", {"reason": "no ID", "decides_review": "yes"})
+    assert r.status_code == 409 and "decided already" in r.text
+    assert hold_status(cab, first) == "captured" and captured(cab, first) == price
     assert f'href="/console/review/{first}"' not in console.client.get("/console/review").text
 
     # another visit, another lager: no ID this time, so the operator leaves it unsold
