@@ -772,3 +772,75 @@ def test_a_missing_tls_file_is_logged_and_retried_while_facts_keep_being_kept(
     assert not agent.connected.is_set()
     assert [r.kind for r in cabinet.outbox.rows()] == ["health", "inventory", "session",
                                                        "receipt"]
+
+
+# --- TLS and credentials -----------------------------------------------------------------
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+    now = dt.datetime.now(dt.timezone.utc)
+    since, until = now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(since).not_valid_after(until)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(since).not_valid_after(until)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture
+def tls_broker(broker, tmp_path):
+    """The test's broker again, now TLS-only with a password per cabinet."""
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    ca, cert, key = _certificates(folder)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(folder / "passwords"), "cab-1",
+                    "right horse"], check=True, capture_output=True)
+    broker.stop()
+    conf = broker.folder / "mosquitto.conf"
+    conf.write_text(conf.read_text().replace("allow_anonymous true", "allow_anonymous false")
+                    + f"password_file {folder / 'passwords'}\ncafile {ca}\ncertfile {cert}\n"
+                      f"keyfile {key}\n")
+    broker.start()
+    return broker, ca
+
+
+def test_tls_and_a_password_from_the_settings_connect_and_a_wrong_one_is_refused(
+        tls_broker, cabinet, clock, running, caplog):
+    broker, ca = tls_broker
+    wrong = cabinet.agent(broker.port, broker=BrokerSettings(
+        "127.0.0.1", broker.port, tls=True, ca_file=str(ca), username="cab-1", password="no"))
+    running.append(wrong.start())
+    wait_until(lambda: "refused the connection" in caplog.text, "the broker refusing", 10)
+    assert not wrong.connected.is_set()
+    wrong.stop()
+    right = cabinet.agent(broker.port, broker=BrokerSettings(
+        "127.0.0.1", broker.port, tls=True, ca_file=str(ca), username="cab-1",
+        password="right horse"))
+    running.append(right.start())
+    wait_until(right.connected.is_set, "the cabinet connected over TLS with its password", 10)
+    cabinet.sell()
+    clock.advance(1)
+    wait_until(lambda: cabinet.outbox.unsent_count() == 0
+               and [r.kind for r in cabinet.outbox.rows()] == ["health", "inventory", "session",
+                                                                "receipt"],
+               "the sale published over TLS", 10)
