@@ -353,3 +353,20 @@ def test_a_refusal_journalled_but_never_recorded_is_recorded_once_at_the_restart
             rows = s.scalars(select(CabinetSession)).all()
         assert [(r.id, r.state, r.outcome) for r in rows] == [(session_id, "closed", "denied")]
         assert rows[0].outcome_reason.startswith("face not recognised")
+
+
+def test_a_session_only_the_cabinets_restart_flagged_does_not_cost_the_customer_trust(
+        make_cabinet):
+    cab = make_cabinet()
+    account_id = next(iter(cab.account_ids.values()))
+    before = cab.billing.admission(account_id).score
+
+    def closed_session(session_id: str, flags: list[str]) -> int:
+        with cab.db.begin() as s:
+            s.add(CabinetSession(id=session_id, account_id=account_id, cabinet_id="c",
+                                 currency="EUR", state="closed", outcome="nothing_taken",
+                                 total=0, flags=flags))
+        return cab.billing.admission(account_id).score
+
+    assert closed_session("s-restart", ["recovered_after_restart"]) == before
+    assert closed_session("s-doubt", ["recovered_after_restart", "low_confidence"]) == before - 5
