@@ -137,7 +137,7 @@ class Cabinet:
         self.moves += 1
 
     def agent(self, port: int, *, max_inflight: int = 20, signing=None,
-              broker: BrokerSettings | None = None) -> FleetAgent:
+              broker: BrokerSettings | None = None, region: str | None = None) -> FleetAgent:
         actions = CabinetActions(db=self.db, billing=self.billing, operations=None,
                                  alarms=self.alarms, incoming_dir=self.folder / "incoming",
                                  now=self.now)
@@ -145,6 +145,7 @@ class Cabinet:
                                 now=self.now)
         settings = AgentSettings(cabinet_id=CAB,
                                  broker=broker or BrokerSettings("127.0.0.1", port),
+                                 region=region,
                                  collect_every_s=1.0, health_every_s=60.0,
                                  reconnect_first_s=1.0, reconnect_max_s=8.0,
                                  max_inflight=max_inflight)
@@ -404,6 +405,24 @@ def test_an_order_sent_while_the_cabinet_is_away_is_applied_when_it_is_back(
     back = cabinet.agent(broker.port)
     running.append(back.start())
     wait_until(lambda: cabinet.down.applied() == ["cmd-away"], "the queued order applied", 10)
+    assert cabinet.alarms.active() == [REMOTE_OUT_OF_SERVICE]
+
+
+def test_a_region_order_is_applied_and_the_same_order_on_both_topics_only_once(
+        broker, cabinet, clock, running):
+    office = BackOffice(broker.port)
+    running.append(office)
+    agent = cabinet.agent(broker.port, region="tokyo")
+    running.append(agent.start())
+    wait_until(agent.connected.is_set, "the agent connected")
+    order = _command(clock, "out_of_service", "region-1")
+    office.send(m.region_down_topic("osaka", "command"), _command(clock, "out_of_service",
+                                                                 "not-ours"))
+    office.send(m.region_down_topic("tokyo", "command"), order)
+    office.send(m.down_topic(CAB, "command"), order)
+    wait_until(lambda: len(cabinet.down.outcomes) >= 2, "both copies handled", 10)
+    assert [(o.message_id, o.outcome, o.reason) for o in cabinet.down.outcomes] == [
+        ("region-1", "applied", ""), ("region-1", "refused", "replay")]
     assert cabinet.alarms.active() == [REMOTE_OUT_OF_SERVICE]
 
 
