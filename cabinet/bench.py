@@ -10,8 +10,9 @@ between rounds) through every real part, and reports, per BENCHMARKS.md section 
 - its parts: settle (door closed to every shelf settled: the simulated cells keep their damped
   swing, the board's settle test decides when it is over), vision (door closed to the after
   images captured, stored and read against the before images and calibration frames; it runs
-  while the cells settle; `capture` is its first part, the simulated cameras drawing the
-  shelves and the PNGs stored, which a real camera's frame grab mostly is not), reconcile (from the later of the two to the basket decided: the
+  while the cells settle; `capture` is its first part, the frames and their PNGs stored, and
+  `camera` the frames alone: the simulated cameras drawing the shelves from photos, where a
+  real camera hands over a frame it already has), reconcile (from the later of the two to the basket decided: the
   bundle read back, the weights search) and charge (the capture over HTTP and the receipt).
 
 The shelf cameras are calibrated first (empty and full frames captured through them, as
@@ -35,7 +36,8 @@ from cabinet.demo import DEFAULT_CONFIG, SimCabinet, as_expected
 from firmware_bridge.bench import machine_facts, percentile
 
 
-PARTS = ("door_closed_to_charge", "settle", "vision", "capture", "reconcile", "charge")
+PARTS = ("door_closed_to_charge", "settle", "vision", "capture", "camera", "reconcile",
+         "charge")
 
 
 def parts_ms(t: dict[str, float]) -> dict[str, float] | None:
@@ -48,6 +50,7 @@ def parts_ms(t: dict[str, float]) -> dict[str, float] | None:
     return {"door_closed_to_charge": t["charge_sent"] - closed,
             "settle": t["settled"] - closed, "vision": looked - closed,
             "capture": t.get("captured", looked) - closed,
+            "camera": t.get("frames", t.get("captured", looked)) - closed,
             "reconcile": t["reconciled"] - max(t["settled"], looked),
             "charge": t["charge_sent"] - t["reconciled"]}
 
@@ -125,6 +128,7 @@ def render(result: dict) -> str:
             ("  settle (load cells)", result["settle"]),
             ("  vision (during the settle)", result["vision"]),
             ("    of which capture + store", result["capture"]),
+            ("      of which the cameras' frames", result["camera"]),
             ("  reconcile (after both)", result["reconcile"]),
             ("  charge", result["charge"])]
     out = [f"{result['sessions']} sessions ({result['rounds']} rounds of the demo scenarios), "

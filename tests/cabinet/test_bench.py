@@ -57,7 +57,7 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
     result = json.loads(out.read_text())
     assert (result["rounds"], result["sessions"], result["sessions_not_as_expected"]) == (2, 4, 2)
     for key in ("face_to_unlock", "door_closed_to_charge", "settle", "vision", "capture",
-                "reconcile", "charge"):
+                "camera", "reconcile", "charge"):
         assert result[key]["n"] == 2          # the paying customer, once a round
         assert 0 < result[key]["p50_ms"] <= result[key]["p95_ms"] <= result[key]["max_ms"]
     # everything from the door closing to the charge: the settle (with vision beside it),
@@ -75,11 +75,12 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
 
 
 def test_parts_of_a_session_add_up_from_its_marks():
-    t = {"door_shut": 100.0, "door_closed": 104.0, "captured": 300.0, "settled": 700.0,
+    t = {"door_shut": 100.0, "door_closed": 104.0, "frames": 250.0, "captured": 300.0,
+         "settled": 700.0,
          "looked": 900.0, "reconciled": 1150.0, "charge_sent": 1300.0}
     assert bench.parts_ms(t) == {"door_closed_to_charge": 1200.0, "settle": 600.0,
-                                 "vision": 800.0, "capture": 200.0, "reconcile": 250.0,
-                                 "charge": 150.0}
+                                 "vision": 800.0, "capture": 200.0, "camera": 150.0,
+                                 "reconcile": 250.0, "charge": 150.0}
     # vision done before the shelves settled: reconcile starts at the settle
     assert bench.parts_ms(dict(t, looked=300.0))["reconcile"] == 450.0
     assert bench.parts_ms({"door_closed": 1.0, "settled": 2.0}) is None   # no charge yet
