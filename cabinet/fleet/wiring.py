@@ -73,4 +73,12 @@ def agent_for(app: Any, *, health: Callable[[], dict[str, Any]],
                              now=now, reboot_mcu=reboot_mcu, reload_faces=reload_faces, **extra)
     return FleetAgent(settings, FleetOutbox(app.db, cabinet_id, now),
                       DownHandler(app.db, key, actions, now=now), clock=app.clock,
-                      health=health)
+                      health=lambda: with_stock(health(), app.inventory))
+
+
+def with_stock(report: dict[str, Any], inventory: Any) -> dict[str, Any]:
+    """The runner's health report and the slots below their par level (the fleet view's
+    "stock below par"), each {slot, sku, on_hand, par}."""
+    low = [{"slot": s.slot, "sku": s.sku, "on_hand": s.on_hand, "par": s.par}
+           for s in inventory.report() if s.low]
+    return {**report, "below_par": low}

@@ -487,6 +487,9 @@ def test_cabinet_run_with_a_fleet_section_reports_and_obeys_the_back_office(brok
         wait_until(lambda: "online" in office.statuses(), "the cabinet online", 30, 0.1)
         wait_until(lambda: any(msg.kind == "health" for msg in office.ups()), "a health report",
                    30, 0.1)
+        report = next(msg.body for msg in office.ups() if msg.kind == "health")
+        assert report["in_service"] is True and report["alarms"] == []
+        assert report["below_par"] == []            # the planogram's initial stock is above par
         assert health()[0] == 200
 
         order("out_of_service", "run-1")
@@ -676,6 +679,22 @@ def test_collecting_twice_adds_nothing_and_later_facts_follow(cabinet):
     assert [r.seq for r in rows] == sorted(r.seq for r in rows)
     last = cabinet.outbox.pending(after_seq=rows[-2].seq)
     assert [msg.body["refunded"] for msg in last] == [180]
+
+
+def test_health_names_the_slots_below_par(cabinet):
+    from cabinet.catalog import load_catalog
+    from cabinet.fleet.wiring import with_stock
+    from cabinet.inventory import Inventory
+    from cabinet.planogram import load_planogram
+    fixtures = ROOT / "fixtures"
+    planogram = load_planogram(fixtures / "planogram.yaml", load_catalog(fixtures / "catalog.yaml"))
+    inventory = Inventory(cabinet.db, planogram)
+    inventory.restock(planogram.initial_stock())
+    assert with_stock({"in_service": True}, inventory)["below_par"] == []
+    inventory.restock({"A1": 1, "B1": 1})                  # par 2 and 1
+    assert with_stock({"in_service": True}, inventory) == {
+        "in_service": True, "below_par": [{"slot": "A1", "sku": "cola-330", "on_hand": 1,
+                                           "par": 2}]}
 
 
 def test_a_health_report_is_one_per_second(cabinet, clock):
