@@ -12,7 +12,7 @@ session bundle, then read back and reconciled through the real path (`load_bundl
     and p95_ms (load + reconcile per session)
 
     cabinet bench accuracy [--tier T] [--sessions N] [--seed S] [--photos DIR] [--model PATH]
-                           [--json] [--out FILE] [--keep DIR]
+                           [--json] [--out FILE] [--keep DIR] [--misses FILE]
 """
 from __future__ import annotations
 

@@ -13,15 +13,20 @@ arrives on another is not sold. Each candidate is scored in log space:
            to every candidate in both directions: a phone put down, a spike, a faulty cell is
            explained as such, not by a chain of odd moves
   vision   per shelf whose every slot the camera read (vision.diff, product-agnostic): an
-           untouched slot lost nothing, an untouched shelf gained nothing (TOUCH_COST); with
-           the bundle's calibration frames the occupied-facing counts (COUNT_COST): the shelf's
-           net count, the arrivals seen, and what one-SKU slots lost; with a recogniser
-           -BETA * confidence * |x - seen|  (`vision_term`: the seam)
+           untouched slot lost nothing, an untouched shelf gained nothing, a one-SKU slot lost
+           nothing from a cell that neither emptied nor changed, and an arrival the counts did
+           not see needs a cell that changed while occupied (TOUCH_COST); with the bundle's
+           calibration frames the occupied-facing counts (COUNT_COST per miscount, the larger
+           of the shelf's net count and the per-slot counts, which hold both ways: a one-SKU
+           slot that lost n facings lost n of its SKU unless an unseen arrival hides one); with
+           a recogniser -BETA * confidence * |x - seen|  (`vision_term`: the seam)
   priors   -ITEM_COST per item leaving a shelf; -MISPLACED_COST per item arriving on a shelf
            beyond those the camera saw arrive, growing by MISPLACED_GROWTH with each further one
 
-Search: per shelf, every candidate within the limits (`_limits`: fixed without a camera count,
-else at least what the camera saw leave and arrive) is scored at once with numpy and the best
+Search: per shelf, every candidate within the limits (`_limits`: without a camera count, up to
+MAX_REMOVED items lost and MAX_ADDED gained, beyond which the priors alone leave the window;
+with one, every arrival it saw and two it could hide, and no item from a cell the camera saw
+unchanged) is scored once with numpy (`_shelf_space`), and for each look the best
 TOP_K are kept; shelves are then combined by depth-first search with a bound, keeping
 combinations within WINDOW nats of the best and with b >= 0. Probabilities are normalised over
 what is kept, summed per basket. The answer is the top basket.
@@ -30,12 +35,15 @@ Two looks. Weight alone prefers "an apple juice taken" (-745 g) to "an orange ju
 cola put in its place" (-1102 + 343 g) only through the misplaced-item prior, and a wrong prior
 overcharges. So the posterior is computed twice, with MISPLACED_COST and with the lenient
 LENIENT_MISPLACED_COST; the top basket must hold min_confidence in the first and
-LENIENT_MIN_CONFIDENCE in the second, else the session is flagged low_confidence.
+LENIENT_MIN_CONFIDENCE in the second, else the session is flagged low_confidence. A shelf
+that did not settle counts with its samples' scatter as noise; it is flagged shelf_unsettled
+only when a side has fewer than MIN_SAMPLES samples to measure the swing.
 
 When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
 unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object,
 vision_disagrees), and `basket` then holds only what is certain: for each SKU the least count
-among the baskets that make up 99% of the probability in both looks, minus anything the best
+among the baskets that make up 99% of the probability in both looks and in a third where rare
+events are common (LENIENT_MISPLACED_COST, LENIENT_OUTLIER_COST), minus anything the best
 explanation removes from a shelf it cannot explain, cannot read or whose camera saw the slot
 untouched, and without items light enough to be part of weight that arrived from nowhere
 known. `best_guess` keeps the top basket for the operator's review. Pure: no I/O, no clock,
