@@ -25,17 +25,13 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from billing import Billing, GatewayClient, init_db, make_engine, session_factory
-from billing.crypto import SecretBox
 from billing.gateway_server import SandboxGateway
 from billing.models import LedgerEntry
-from datagate import unavailable
 
-HOLD = 2000  # EUR 20.00
+from billing_support import HOLD, PG_URL_ENV, TEST_SECRETS, _no_server
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_URL_FILE = ROOT / ".cache" / "pg.url"
-PG_URL_ENV = "CABINET_TEST_PG_URL"
-# The tests' key: fixed, so a failure is reproducible; never a cabinet's key.
-TEST_SECRETS = SecretBox(bytes(range(32)), origin="the tests' key")
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
 
@@ -116,12 +112,6 @@ def db_path(tmp_path: Path, empty_db: Path) -> Path:
     path = tmp_path / "cabinet.db"
     shutil.copyfile(empty_db, path)
     return path
-
-
-def _no_server(why: str) -> None:
-    message = (f"PostgreSQL: {why}. Start one with `bash scripts/services.sh` (make test "
-               f"does), or set {PG_URL_ENV} to a database URL")
-    unavailable(message)
 
 
 @pytest.fixture(scope="session")

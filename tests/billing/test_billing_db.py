@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from billing.db import (BUSY_TIMEOUT_MS, DatabaseUrlError, init_db, make_engine,
                         session_factory)
 from billing.models import Account, CabinetSession, LedgerEntry, LedgerIsAppendOnly, LineItem
-from conftest import _no_server  # billing's conftest: at import time it is the one loaded
+from billing_support import _no_server
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from billing.errors import BillingError, UnknownAccount
 from billing.models import Account, FaceTemplate, LedgerEntry
 from cabinet import accounts
 from cabinet.cli import main as cabinet_main
-from conftest import TEST_SECRETS
+from billing_support import TEST_SECRETS
 from vision.faces import encoding_to_bytes
 
 KEY = bytes(range(32))

@@ -19,7 +19,7 @@ from billing.base import Base
 from billing.crypto import SecretBox, SecretError
 from billing.db import BASELINE, head_revision, revision_of
 from billing.models import Account, FaceTemplate
-from conftest import TEST_SECRETS
+from billing_support import TEST_SECRETS
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 

@@ -16,7 +16,7 @@ from billing import (Billing, BillingError, GatewayClient, Line, Money, init_db,
 from billing.models import CabinetSession, Charge, Hold, LedgerEntry, TaxEntry
 from billing.outbox_models import Correction
 from billing.tax import RatePeriod, TaxRules, TaxSetup
-from conftest import HOLD, TEST_SECRETS
+from billing_support import HOLD, TEST_SECRETS
 
 FLAG = "age_restricted_unverified"           # cabinet.age.FLAG (billing tests stay in billing)
 WHY = "unverified customer took age-restricted goods (1 x beer); not charged, review the session"

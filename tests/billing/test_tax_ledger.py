@@ -12,7 +12,7 @@ from billing import Billing, BillingError, GatewayClient, Line, Money, init_db, 
 from billing.models import LineItem, TaxEntry
 from billing.receipt import check_locale, money_text
 from billing.tax import RatePeriod, TaxRules, TaxSetup, tax_included
-from conftest import TEST_SECRETS
+from billing_support import TEST_SECRETS
 
 JP = TaxRules("JP", "JPY", "floor", {
     "reduced": (RatePeriod(800, dt.date(2019, 10, 1)),),
