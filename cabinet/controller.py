@@ -484,8 +484,9 @@ class Controller:
             await self._blocking(run.bundle.write_vision, calibration=self.shelf_calibration,
                                  recognizer=self.recognizer)
         weights, images = await self._snapshot(settled_now=True)
-        run.bundle.write_before(weights=weights, images=images,
-                                inventory=self.inventory.slots())
+        inventory = self.inventory.slots()
+        await self._blocking(run.bundle.write_before, weights=weights, images=images,
+                             inventory=inventory)      # PNGs encoded off the event loop
         run.mark("before_snapshot")
 
         self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id,
