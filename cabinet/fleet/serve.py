@@ -56,7 +56,11 @@ SLOT_NAMESPACE = uuid.UUID("6f1c2a3e-0b7d-4c55-9a10-5f1ee7c0ffee")
 
 
 class BrokerError(CabinetError):
-    pass
+    """A broker URL or TLS file that is wrong (the command line's exit code 1)."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker does not answer (exit code 2: something not there, not a wrong input)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,8 +299,9 @@ def send(sessions: Any, client: mqtt.Client, key: Any, *, target: str, kind: str
     info = client.publish(topic, payload, qos=messages.QOS)
     info.wait_for_publish(timeout_s)
     if not info.is_published():
-        raise BrokerError(f"fleet send: the broker did not acknowledge {msg.id} on {topic} "
-                          f"within {timeout_s} s (is it running?); recorded, not published")
+        raise BrokerUnavailable(f"fleet send: the broker did not acknowledge {msg.id} on "
+                                f"{topic} within {timeout_s} s (is it running?); recorded, "
+                                f"not published")
     with sessions.begin() as s:
         s.execute(update(FleetDown).where(FleetDown.id == msg.id).values(published_at=now()))
     return msg
@@ -310,11 +315,12 @@ def connect_blocking(client: mqtt.Client, broker: Broker, props: Properties,
         client.connect(broker.host, broker.port, keepalive=15, clean_start=clean_start,
                        properties=props)
     except OSError as e:
-        raise BrokerError(f"broker {broker.url}: {e.strerror or e}; is it running?") from None
+        raise BrokerUnavailable(f"broker {broker.url}: {e.strerror or e}; is it running?") \
+            from None
     client.loop_start()
     if not connected.wait(timeout_s):
         client.loop_stop()
-        raise BrokerError(f"broker {broker.url}: no CONNACK within {timeout_s} s")
+        raise BrokerUnavailable(f"broker {broker.url}: no CONNACK within {timeout_s} s")
 
 
 # --- the command line --------------------------------------------------------------------------------

@@ -171,7 +171,11 @@ MIGRATION_LOCK = 0x0F1EE7   # pg_advisory_xact_lock key: instances starting at o
 
 
 class FleetDbError(CabinetError):
-    pass
+    """A fleet database URL that cannot be one (exit code 1)."""
+
+
+class FleetDbUnavailable(FleetDbError):
+    """The fleet database does not answer (exit code 2)."""
 
 
 def _alembic_config(connection: Any = None):
@@ -213,8 +217,9 @@ def open_fleet_db(url: str, *, application_name: str | None = None
     except OperationalError as e:
         engine.dispose()
         first = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise FleetDbError(f"fleet database {engine.url.render_as_string()}: does not answer "
-                           f"({first}); is PostgreSQL running and the database created?") from None
+        raise FleetDbUnavailable(f"fleet database {engine.url.render_as_string()}: does not "
+                                 f"answer ({first}); is PostgreSQL running and the database "
+                                 f"created?") from None
     return engine, sessionmaker(engine, expire_on_commit=False)
 
 

@@ -247,7 +247,3 @@ def serve(fleet_db: str, fleet_view: FleetView, tmp_path: Path):
     yield s
     s.stop_all()
 
-
-def unique(prefix: str) -> str:
-    """A name no other test (or engineer's run on the shared broker) uses."""
-    return f"{prefix}{uuid.uuid4().hex[:6]}"

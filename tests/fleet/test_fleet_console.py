@@ -26,7 +26,7 @@ from cabinet.console.fleet import NO_FLEET
 from cabinet.fleet import messages
 from cabinet.fleet.sim_fleet import SimCabinet
 from cabinet.fleet.store import Delivery, Ingest
-from conftest import unique
+from fleet_support import unique
 from firmware_bridge.clock import ManualClock
 
 ROOT = Path(__file__).resolve().parents[2]

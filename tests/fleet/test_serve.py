@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select, text
 
+from cabinet import cli
 from cabinet.errors import CabinetError
 from cabinet.fleet import messages, serve as serve_mod
 from cabinet.fleet.serve import BackOffice, BrokerError, mqtt_client, parse_broker
@@ -28,7 +29,7 @@ from cabinet.fleet.sim_fleet import SimCabinet, close_all, connect_all, fleet, f
 from cabinet.fleet.store import (Delivery, FleetAlarm, FleetCabinet, FleetDbError,
                                  FleetDeadLetter, FleetDown, FleetInstance, FleetMessage,
                                  FleetReceipt, FleetReview, FleetStock, Ingest, open_fleet_db)
-from conftest import unique
+from fleet_support import unique
 from firmware_bridge.clock import ManualClock
 from waiting import wait_until
 
@@ -323,6 +324,34 @@ def test_send_signs_a_command_the_cabinet_verifies_and_records_it(broker, fleet_
         messages.check_down(forged, public, msg.issued_at, applied=())
     [row] = fleet_view.all(FleetDown, FleetDown.id == msg.id)
     assert row.published_at is not None and row.topic == got[0].topic
+
+
+def test_fleet_commands_exit_2_when_the_broker_or_database_is_away_1_for_bad_input(
+        broker, fleet_db, tmp_path, capsys):
+    """Through `cabinet fleet ...` (cabinet/cli.py): one line naming the place, no traceback;
+    2 for a broker or database that does not answer, 1 for what the operator typed wrong."""
+    from billing.db import make_engine
+    key = tmp_path / "k.pem"
+    assert cli.main(["fleet", "keygen", str(key)]) == 0
+    assert "BEGIN PUBLIC KEY" in capsys.readouterr().out
+    closed = f"mqtt://127.0.0.1:{_closed_port()}"
+    send = ["fleet", "send", "c1", "command", "out_of_service", "--signing-key", str(key)]
+    assert cli.main(send + ["--db", fleet_db, "--broker", closed]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cabinet: broker {closed}: ") and "is it running?" in err
+    nowhere = make_engine(fleet_db).url.set(port=_closed_port()).render_as_string(
+        hide_password=False)
+    assert cli.main(send + ["--db", nowhere, "--broker", broker.url]) == 2
+    assert "does not answer" in capsys.readouterr().err
+    assert cli.main(send + ["--db", fleet_db, "--broker", "http://x"]) == 1
+    assert "give mqtt://HOST:PORT" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_send_refuses_a_bad_body_and_a_missing_key_naming_them(broker, fleet_db, tmp_path):
