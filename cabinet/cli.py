@@ -255,6 +255,8 @@ EXIT_CODES: tuple[tuple[str, str, int], ...] = (
     ("billing.gateway", "GatewayUnavailable", EXIT_CONNECTION),
     ("billing.gateway", "GatewayError", EXIT_ERROR),              # declined, conflict, refused
     ("cabinet.app", "KeyFileError", EXIT_CONNECTION),             # encryption_key_file not there
+    ("cabinet.fleet.serve", "BrokerUnavailable", EXIT_CONNECTION),   # fleet: MQTT broker away
+    ("cabinet.fleet.store", "FleetDbUnavailable", EXIT_CONNECTION),  # fleet: PostgreSQL away
     ("cabinet.errors", "CabinetError", EXIT_ERROR),               # files, bundles, configuration
     ("vision.faces", "FaceError", EXIT_ERROR),
     ("vision.cameras", "CameraError", EXIT_ERROR),
