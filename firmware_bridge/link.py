@@ -5,8 +5,9 @@ waiting ``request``; a heartbeat refreshes liveness and reveals event gaps or a 
 a numbered event is delivered in order (later ones wait in a buffer while a gap is filled by
 ``ReplayEvents``). The *keeper* pings the MCU (the MCU relocks when the pings stop), asks for
 replays, declares the link lost after ``missed_heartbeats`` quiet heartbeat periods or when
-the port errors, and reconnects with a doubling delay, finding the board again by its serial
-number (``PortFinder``), re-identifying and resyncing.
+the port errors, and reconnects with a doubling delay, re-identifying and resyncing: to the tty
+the board answered on while that node still exists unchanged (a reboot does not move a board),
+else to where a ``PortFinder`` finds its serial number now (a re-enumerated USB device).
 
 ``request`` sends one command at a time (window of one) and retransmits the same bytes (same
 seq, so the MCU runs it once) on an adaptive timeout: RFC 6298 SRTT/RTTVAR with Karn's rule,
@@ -168,6 +169,12 @@ class Link:
         serial_no = self.identity.board_serial if self.identity else ""
         if name.startswith(SERIAL_PREFIX):
             serial_no = name[len(SERIAL_PREFIX):]
+        if self._node is not None and _node_id(self.port) == self._node:
+            # The tty this board answered on is still the same node (a reboot, a quiet line,
+            # a port error that did not re-create it): the board is behind it, so go back
+            # there. A serial-number lookup could name another board with the same serial
+            # (simulators on one machine all say SIM-0001), busy or not ours.
+            return self.port
         if serial_no:
             found = self.finder.find(serial_no)
             if found:
