@@ -319,7 +319,9 @@ class App:
             channels = max((c.lock_channel for c in self.planogram.compartments), default=0)
             self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
                               seed=self.seed, clock=self.hardware_clock,
-                              lock_channels=min(4, max(2, channels + 1)))
+                              lock_channels=min(4, max(2, channels + 1)),
+                              # its own port registry: every simulator on a machine says SIM-0001
+                              registry_dir=self.data_path / "sim-ports")
             port = self.mcu.start()
             self.pty_path = port
             self._stack.callback(self.mcu.stop)
@@ -329,7 +331,8 @@ class App:
             calibration = Calibration.from_json(path.read_text("utf-8"), where=str(path))
         self.bridge = EventBridge()
         self.board = Board(port, timeout_s=serial.timeout_s, calibration=calibration,
-                           on_event=self.bridge, clock=self.hardware_clock)
+                           on_event=self.bridge, clock=self.hardware_clock,
+                           finder=self.mcu.registry if self.mcu is not None else None)
         self.identity = self.board.open()
         self._stack.callback(self.board.close)
         self.check_board(calibration)

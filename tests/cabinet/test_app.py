@@ -126,6 +126,27 @@ def test_the_simulated_parts(started, tmp_path):
     assert all(cam.capture().shape == (480, 640, 3) for cam in app.shelf_cameras.values())
 
 
+def test_the_simulated_board_is_looked_for_in_its_own_registry_not_a_neighbours(
+        started, tmp_path, monkeypatch):
+    """Every simulator on a machine says SIM-0001 and publishes its pty in the machine's
+    registry: another one started later (another test run, a crash bench) must not be where
+    the cabinet's board is looked for when its port moves (the link took it over before)."""
+    import tempfile
+    from firmware_bridge.ports import RegistryPortFinder
+    from waiting import wait_until
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "machine"))   # this test's machine
+    (tmp_path / "machine").mkdir()
+    app = started(tmp_path / "a")
+    with SimMCU(seed=7) as neighbour:
+        assert RegistryPortFinder().find("SIM-0001") == neighbour.path
+        old = app.pty_path
+        app.mcu.inject("port_vanish", duration_s=2.0)
+        wait_until(lambda: (c := app.board.counters()).reconnects >= 1 and c.up,
+                   "the link back", 30)
+        assert neighbour.commands_executed == 0           # never asked who it is
+        assert app.board.identity.port == app.mcu.path != old
+
+
 def test_serial_port_path_uses_the_board_there_with_its_calibration(started, tmp_path):
     mcu = SimMCU(shelves=3, board_serial="SIM-REAL-7")
     pty = mcu.start()
