@@ -157,8 +157,9 @@ class Board:
         serial_no = self._identity.board_serial if self._identity else "?"
         return f"Board {serial_no} on {self._link.port}"
 
-    def _ack(self, msg: P.Message, what: str, timeout_s: float | None = None) -> P.Message:
-        reply = self._link.request(msg, timeout_s)
+    def _ack(self, msg: P.Message, what: str, timeout_s: float | None = None,
+             on_send: Callable[[int], None] | None = None) -> P.Message:
+        reply = self._link.request(msg, timeout_s, on_send=on_send)
         if isinstance(reply, P.Ack) and reply.status != P.OK:
             raise CommandRefused(f"{self._who()}: {what} refused "
                                  f"({P.STATUS_NAMES.get(reply.status, reply.status)}): "
@@ -229,16 +230,27 @@ class Board:
         self._ack(P.Lock(), "lock")
 
     def reboot(self, timeout_s: float = 5.0) -> Identity:
-        """Reboot the MCU and wait until the link has re-identified it."""
+        """Reboot the MCU and wait (``timeout_s`` of clock time in all) until the link has
+        re-identified it under a new boot id. The Reboot's ack may be lost to the very reset
+        it announces (the link drops a request in flight when it sees the new boot id): the
+        new boot id is the answer then, and only a board that does not come back fails."""
         old = self.identity.boot_id
-        self._changed.clear()
-        self._ack(P.Reboot(), "reboot")
         deadline = self.clock.monotonic() + timeout_s
+        self._changed.clear()
+        sent: list[int] = []
+        unacked: LinkDown | None = None
+        try:
+            self._ack(P.Reboot(), "reboot", on_send=sent.append)
+        except LinkDown as e:
+            if not sent:                        # never reached the board: nothing to wait for
+                raise
+            unacked = e
         while self.identity.boot_id == old or not self._link.up:
             left = deadline - self.clock.monotonic()
             if left <= 0:
+                why = f" (the reboot was not acknowledged: {unacked})" if unacked else ""
                 raise LinkDown(f"{self._who()}: did not come back within {timeout_s} s "
-                               f"after reboot")
+                               f"after reboot{why}") from unacked
             self.clock.wait(self._changed, left)
             self._changed.clear()
         return self.identity

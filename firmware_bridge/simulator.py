@@ -513,8 +513,13 @@ class SimMCU:
         elif isinstance(msg, P.ReplayEvents):
             self._replay(seq, msg.from_seq)
         elif isinstance(msg, P.Reboot):
-            self._reply(P.encode(P.Ack(seq)))
+            ack = P.encode(P.Ack(seq))
+            self._reply(ack)
             self._boot(reason=1)
+            # kept across the software reset, as firmware keeps it in RAM the reset does not
+            # clear: a retransmitted Reboot (its ack lost, or read late by a busy host) gets
+            # the ack again instead of rebooting the board a second time
+            self._last_cmd_seq, self._last_reply = seq, ack
         else:                                        # Ping
             self._reply(P.encode(P.Ack(seq)))
 

@@ -14,9 +14,16 @@ reconnect's back-off are clock time, whatever the machine's load.
 """
 from __future__ import annotations
 
+import os
+import tty
+
 import pytest
 
 from firmware_bridge import events as E
+from firmware_bridge import protocol as P
+from firmware_bridge.clock import ManualClock
+from firmware_bridge.errors import LinkDown
+from waiting import wait_until
 
 
 @pytest.mark.parametrize("other_busy", [False, True], ids=["other-idle", "other-busy"])
@@ -62,3 +69,79 @@ def test_a_port_that_vanished_is_still_looked_up_by_serial_number(make_clocked, 
               "LinkRestored")
     assert rig.sim.path != old_path and rig.board.identity.port == rig.sim.path
     assert registry.find("SIM-0001") == rig.sim.path
+
+
+class RawHost:
+    """The host side of a simulated MCU's pty without a Link: bytes in, decoded replies out."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        self.decoder = P.Decoder()
+        self.replies: list[P.Message] = []
+
+    def send(self, msg: P.Message) -> None:
+        os.write(self.fd, P.encode(msg))
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return
+        self.replies += [r.message for r in self.decoder.feed(data)
+                         if r.message is not None and r.message.KIND == "reply"]
+
+    def reply_to(self, seq: int, timeout_s: float = 5.0) -> P.Message:
+        def answered():
+            self._read()
+            return next((m for m in self.replies if m.seq == seq), None)
+        reply = wait_until(answered, f"the reply to command {seq}", timeout_s, poll_s=0.002)
+        self.replies.remove(reply)
+        return reply
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_a_reboot_retransmitted_after_the_boot_is_acked_again_not_run_again(make_sim):
+    """A host that read the Reboot's ack late (a loaded machine) or lost it sends the same
+    bytes again, and they may reach the board after it has booted: like firmware that keeps
+    the last command in RAM a software reset does not clear, the board acks it again."""
+    clock = ManualClock(start=0.0)
+    sim = make_sim(clock=clock)
+    host = RawHost(sim.path)
+    try:
+        host.send(P.Reboot(seq=41))
+        assert host.reply_to(41) == P.Ack(41)
+        first = sim.boot_id
+        now = clock.advance(sim.boot_time_s + 0.1)          # booted, heartbeating again
+        wait_until(lambda: sim.ticked_at >= now, "the MCU to run at the new time", 5)
+        host.send(P.Reboot(seq=41))                         # the retransmission
+        assert host.reply_to(41) == P.Ack(41)
+        assert (sim.boots, sim.boot_id, sim.duplicates_dropped) == (2, first, 1)
+        host.send(P.Reboot(seq=42))                         # a new Reboot does reboot
+        assert host.reply_to(42) == P.Ack(42)
+        assert sim.boots == 3 and sim.boot_id != first
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize("lost", [1, 5])
+def test_a_reboot_whose_ack_is_lost_still_returns_the_new_identity(clocked, lost):
+    """The ack lost on the line: the host retransmits, into the board's boot (dropped) or after
+    it (acked again, not run again), and once the acks of those are lost too, sees the new boot
+    id in a heartbeat, which drops the request in flight. The reboot happened, once, and
+    ``reboot()`` returns the new identity instead of raising LinkDown."""
+    old = clocked.board.identity.boot_id
+    clocked.sim.inject("lose_ack", count=lost)
+    new = clocked.call(lambda: clocked.board.reboot(timeout_s=5.0))
+    assert new.boot_id != old and new.boot_id == clocked.sim.boot_id
+    assert clocked.sim.boots == 2
+    assert sum(isinstance(e, E.McuReset) for e in clocked.events) == 1
+
+
+def test_a_reboot_that_never_reaches_the_board_fails_at_once(clocked):
+    clocked.sim.inject("port_vanish", duration_s=60)
+    clocked.until(lambda: not clocked.board.counters().up, 5.0, "the link lost")
+    with pytest.raises(LinkDown, match="link is down, cannot send Reboot"):
+        clocked.board.reboot(timeout_s=5.0)
