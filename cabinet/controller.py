@@ -576,9 +576,13 @@ class Controller:
         # the cameras are read, stored and looked at (vision on every shelf camera) meanwhile.
         settle = asyncio.ensure_future(self._settle_weights())
         settle.add_done_callback(lambda _: run.mark("settled"))
-        frames = await self._capture_shelves()
-        run.mark("frames")
-        await self._blocking(run.bundle.write_after_images, frames)
+        try:
+            frames = await self._capture_shelves()
+            run.mark("frames")
+            await self._blocking(run.bundle.write_after_images, frames)
+        except BaseException:
+            settle.cancel()             # the session fails here; leave no wait behind it
+            raise
         run.mark("captured")
         look = asyncio.ensure_future(self._look(run.bundle.path, dict(run.bundle.decoded)))
         look.add_done_callback(lambda _: run.mark("looked"))
