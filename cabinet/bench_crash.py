@@ -197,7 +197,9 @@ def _controller(config: Path, world_dir: Path) -> int:
             self.face_camera = FaceFile(world_dir / FACE_FILE, face.width, face.height)
 
     print(f"child {os.getpid()}", flush=True)
-    app = BenchApp(config)
+    # its own seed: the simulated shelf cameras' noise must not replay the last life's frames
+    # bit for bit (reconcile would take the camera for frozen), as a real sensor never does
+    app = BenchApp(config, seed=os.getpid())
     try:
         app.start()
         runner = Runner(app, poll_s=0.05, environ={}, screen_hold_s=0.0)
