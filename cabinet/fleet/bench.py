@@ -31,7 +31,7 @@ from sqlalchemy import func, select, text
 
 from cabinet.errors import CabinetError
 from cabinet.fleet import messages
-from cabinet.fleet.serve import parse_broker, slot_client_id
+from cabinet.fleet.serve import end_session, parse_broker, slot_client_id
 from cabinet.fleet.sim_fleet import SimCabinet, close_all, connect_all
 from cabinet.fleet.store import FleetCabinet, FleetInstance, FleetMessage, open_fleet_db, utcnow
 from firmware_bridge.clock import SYSTEM
@@ -132,7 +132,7 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
             "published_per_s": round(len(published) / publish_s, 1) if publish_s else 0.0,
             "instances": instances, "offered_rate": rate, "batch": batch}
     finally:
-        close_all(cabs)
+        close_all(cabs, forget=True)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -140,6 +140,8 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for k in range(len(procs)):     # the slots' sessions would queue every later message
+            end_session(broker, slot_client_id(group, f"s{k}"))
         engine.dispose()
         db.drop()
 

@@ -255,6 +255,16 @@ class BackOffice:
         self.engine.dispose()
 
 
+def end_session(broker: Broker, client_id: str, timeout_s: float = 10.0) -> None:
+    """Discard a client's session at the broker (its subscriptions and queued messages): a
+    back-office slot retired for good, or a benchmark's slots when it is done. Connects as the
+    client with clean_start and session expiry 0, then disconnects."""
+    client, props = mqtt_client(client_id, broker, session_expiry_s=0)
+    connect_blocking(client, broker, props, timeout_s=timeout_s, clean_start=True)
+    client.disconnect()
+    client.loop_stop()
+
+
 # --- down: signed, expiring orders -----------------------------------------------------------------
 def load_signing_key(path: str | Path) -> Any:
     p = Path(path)

@@ -230,12 +230,17 @@ class SimCabinet:
                 sock.close()
             self.client = None
 
-    def close(self) -> None:
+    def close(self, *, forget: bool = False) -> None:
+        """Goodbye: a retained "offline" and the end of the session (expiry 0), so a finished
+        test or benchmark leaves nothing queued at the broker; `forget` clears the retained
+        status instead (a benchmark's cabinets leave no trace on a shared broker)."""
         if self.client is not None:
-            self.client.publish(messages.status_topic(self.id),
-                                messages.encode_status("offline", self.now()), qos=1,
+            status = b"" if forget else messages.encode_status("offline", self.now())
+            self.client.publish(messages.status_topic(self.id), status, qos=1,
                                 retain=True).wait_for_publish(5)
-            self.client.disconnect()
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
             self.client.loop_stop()
             self.client = None
 
@@ -273,5 +278,5 @@ def flush_all(cabinets: list[SimCabinet], timeout_s: float = 30.0) -> None:
     in_parallel([lambda c=c: c.flush(timeout_s) for c in cabinets])
 
 
-def close_all(cabinets: list[SimCabinet]) -> None:
-    in_parallel([c.close for c in cabinets if c.client is not None])
+def close_all(cabinets: list[SimCabinet], *, forget: bool = False) -> None:
+    in_parallel([lambda c=c: c.close(forget=forget) for c in cabinets if c.client is not None])
