@@ -132,7 +132,6 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
             "published_per_s": round(len(published) / publish_s, 1) if publish_s else 0.0,
             "instances": instances, "offered_rate": rate, "batch": batch}
     finally:
-        close_all(cabs, forget=True)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -142,6 +141,7 @@ def run(*, cabinets: int, messages_total: int, rate: float, instances: int, publ
                 p.kill()
         for k in range(len(procs)):     # the slots' sessions would queue every later message
             end_session(broker, slot_client_id(group, f"s{k}"))
+        close_all(cabs, forget=True)    # after the back office: its retained status cleared
         engine.dispose()
         db.drop()
 

@@ -289,6 +289,8 @@ class Ingest:
             try:
                 if d.topic.endswith("/status"):
                     cabinet = messages.parse_status_topic(d.topic)
+                    if not d.payload:       # a retained status cleared (a cabinet retired)
+                        continue
                     status = messages.decode_status(d.payload)
                     old = statuses.get(cabinet)
                     if old is None or status.at >= old.at:

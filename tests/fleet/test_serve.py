@@ -167,8 +167,9 @@ def test_malformed_messages_are_dead_lettered_named_and_acked(broker, serve, fle
     for topic, payload in ((f"cabinet/{cab.id}/up/health", b"\xff not json"),
                            (f"cabinet/{cab.id}/up/health", json.dumps(no_seq).encode()),
                            (f"cabinet/{cab.id}/up/health", json.dumps(other).encode()),
-                           (f"cabinet/{cab.id}/status", b'{"status": "asleep", "at": "x"}')):
-        pub.publish(topic, payload, qos=1).wait_for_publish(5)
+                           (f"cabinet/{cab.id}/status", b'{"status": "asleep", "at": "x"}'),
+                           (f"cabinet/{cab.id}/status", b"")):   # a retained status cleared:
+        pub.publish(topic, payload, qos=1).wait_for_publish(5)       # not a dead letter
     cab.sale()
     cab.flush()
     stored(fleet_view, [cab])
