@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import exists, func, inspect, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,8 +52,13 @@ class FleetOutbox:
     """collect / add_health / pending / mark_sent over the cabinet's database."""
 
     def __init__(self, db: sessionmaker, cabinet_id: str,
-                 now: Callable[[], dt.datetime]):
+                 now: Callable[[], dt.datetime],
+                 par: Callable[[], Mapping[str, int]] | None = None):
         self._db = db
+        # slot -> par of the planogram in force, read at each pass that has moves: each
+        # inventory message carries its slot's `par`, so the back office's "below par" follows
+        # the moves (and a planogram change) without waiting for a health report
+        self._par = par
         self.cabinet_id = m.check_name(cabinet_id, "fleet outbox", "cabinet_id")
         self._now = now
         self._moves_table: bool | None = None   # inventory_moves exists (Inventory makes it)
@@ -140,10 +145,17 @@ class FleetOutbox:
         rows = s.scalars(select(InventoryMove)
                          .where(InventoryMove.id > self._cursor(s, "inventory"))
                          .order_by(InventoryMove.id))
-        return [("inventory", str(r.id), r.at, r.id,
-                 m.inventory_message_id(self.cabinet_id, r.id),
-                 {"move_id": r.id, "slot": r.slot_id, "sku": r.sku, "qty": r.qty,
-                  "kind": r.kind, "ref": r.ref, "at": _iso(r.at)}) for r in rows]
+        rows = list(rows)
+        pars = dict(self._par()) if rows and self._par is not None else {}
+        facts = []
+        for r in rows:
+            body = {"move_id": r.id, "slot": r.slot_id, "sku": r.sku, "qty": r.qty,
+                    "kind": r.kind, "ref": r.ref, "at": _iso(r.at)}
+            if r.slot_id in pars:       # a slot the planogram no longer has: no par
+                body["par"] = int(pars[r.slot_id])
+            facts.append(("inventory", str(r.id), r.at, r.id,
+                          m.inventory_message_id(self.cabinet_id, r.id), body))
+        return facts
 
     def _alarms(self, s: Session) -> list[tuple]:
         facts = []

@@ -71,9 +71,15 @@ def agent_for(app: Any, *, health: Callable[[], dict[str, Any]],
                                                    lambda: app.db),
                              alarms=Alarms(app.db), incoming_dir=app.data_path / "fleet",
                              now=now, reboot_mcu=reboot_mcu, reload_faces=reload_faces, **extra)
-    return FleetAgent(settings, FleetOutbox(app.db, cabinet_id, now),
+    return FleetAgent(settings, FleetOutbox(app.db, cabinet_id, now,
+                                            par=lambda: pars_of(app.planogram)),
                       DownHandler(app.db, key, actions, now=now), clock=app.clock,
                       health=lambda: with_stock(health(), app.inventory))
+
+
+def pars_of(planogram: Any) -> dict[str, int]:
+    """slot -> par of the planogram in force (each inventory message carries its slot's)."""
+    return {slot.id: slot.par for slot in planogram.slots}
 
 
 def with_stock(report: dict[str, Any], inventory: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 import cabinet.console.tables  # noqa: F401  (the console's tables in the metadata)
+import cabinet.fleet.tables  # noqa: F401  (the outbox's table, for the real cabinet side)
 import cabinet.inventory  # noqa: F401
 import cabinet.journal  # noqa: F401
 from billing.db import init_db, make_engine, session_factory
@@ -26,6 +27,7 @@ from cabinet.console.fleet import NO_FLEET
 from cabinet.fleet import messages
 from cabinet.fleet.sim_fleet import SimCabinet
 from cabinet.fleet.store import Delivery, Ingest
+from cabinet.planogram import load_planogram
 from fleet_support import unique
 from firmware_bridge.clock import ManualClock
 
@@ -170,6 +172,40 @@ def test_a_cabinets_page_shows_its_stock_sales_alarms_and_reviews(console, fleet
     assert re.search(rf'<tr class="low"><td>{alarm}</td><td>door_open_too_long</td>', html)
     assert f"<td>{flagged}</td>" in html and "low_confidence" in html
     assert "<dt>in service</dt><dd>no</dd>" in html
+
+
+def test_below_par_comes_from_the_cabinets_own_inventory_moves(console, fleet_view):
+    """The real cabinet side: the outbox's inventory messages carry each slot's par from the
+    planogram in force, so the overview counts the slots below par and the cabinet's page
+    marks them from the moves alone (no health report in the stream)."""
+    from cabinet.catalog import load_catalog
+    from cabinet.fleet.outbox import FleetOutbox
+    from cabinet.fleet.wiring import pars_of
+    from cabinet.inventory import Inventory
+    fixtures = ROOT / "fixtures"
+    planogram = load_planogram(fixtures / "planogram.yaml",
+                               load_catalog(fixtures / "catalog.yaml"))
+    inventory = Inventory(console.db, planogram)
+    cab_id = unique("real")
+    outbox = FleetOutbox(console.db, cab_id, lambda: DAY, par=lambda: pars_of(planogram))
+    inventory.restock({slot.id: slot.capacity for slot in planogram.slots})
+    inventory.restock({"A1": 1, "B4": 1, "C2": 2})      # par 2, 2, 2: A1 and B4 below
+    outbox.collect()
+    ups = outbox.pending(limit=1000)
+    assert {msg.kind for msg in ups} == {"inventory"}    # no health: par rides on the moves
+    assert all(msg.body["par"] == pars_of(planogram)[msg.body["slot"]] for msg in ups)
+    Ingest(fleet_view.sessions, "fleet-test").store(
+        [Delivery(msg.topic(), messages.encode_up(msg)) for msg in ups]
+        + [Delivery(messages.status_topic(cab_id), messages.encode_status("online", DAY))])
+    console.login()
+    row = cells(row_of(console.get("/fleet").text, cab_id))
+    assert row[1] == "online" and row[5:7] == ["2", "0"], row   # 2 below par, no alarm
+    html = console.get(f"/fleet/cabinets/{cab_id}").text
+    low = set(re.findall(r'<tr class="low"><td>([A-Z][0-9])</td><td>[^<]+</td>'
+                         r'<td class="num">\d+</td><td class="num">\d+</td>', html))
+    assert low == {"A1", "B4"}
+    assert re.search(r'<tr><td>C2</td><td>[^<]+</td><td class="num">2</td>'
+                     r'<td class="num">2</td>', html), "C2 at par shown as low or not at all"
 
 
 def test_the_review_queue_spans_the_fleet_and_drops_what_was_corrected(console, fleet_view):
