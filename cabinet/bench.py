@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -65,13 +66,64 @@ def calibrate(cab, folder: Path):
     return load_calibration(folder)
 
 
+def explain(report, scenario, round_no: int) -> dict:
+    """Why a session ended differently from its scenario: the expected and the charged basket
+    and outcome, the flags, reconcile's best guess and, per shelf whose answer was not the
+    expected one or that the cameras argued with, the weight and what the cameras saw (from the
+    session bundle's result.json). Enough to tell a weight problem from a vision one."""
+    out = {"round": round_no, "scenario": scenario.name,
+           "expected": dict(sorted(scenario.expect.basket.items())),
+           "expected_outcome": scenario.expect.outcome,
+           "got": None if report is None else
+           {k: v for k, v in sorted(report.basket.items()) if v},
+           "outcome": None if report is None else report.outcome,
+           "flags": [] if report is None else list(report.flags)}
+    if report is None or not report.bundle_dir:
+        return out
+    out["session"] = report.session_id
+    result = Path(report.bundle_dir) / "result.json"
+    if not result.is_file():
+        return out
+    doc = json.loads(result.read_text())
+    out["best_guess"] = doc.get("best_guess", {})
+    evidence = doc.get("evidence", {})
+    slots = evidence.get("slots", {})
+    shelves = {}
+    for shelf, ev in sorted(evidence.get("shelves", {}).items()):
+        seen = ev.get("vision_seen") or {}
+        moved = ev.get("explained_by") or {}
+        if not moved and not seen and ev.get("z") is not None and abs(ev["z"]) < 3 \
+                and not ev.get("count_change"):
+            continue        # nothing happened there and nothing says otherwise
+        shelves[shelf] = {k: ev.get(k) for k in ("delta_g", "explained_by", "z", "vision_seen",
+                                                 "vision_confidence", "count_change", "touched")}
+    out["shelves"] = shelves
+    out["slots"] = {sid: {k: e.get(k) for k in ("change", "count_before", "count_after",
+                                                "skus_after", "foreign_after", "confidence")}
+                    for sid, e in sorted(slots.items())
+                    if e.get("change", 0) >= 0.008 or e.get("foreign_after")
+                    or e.get("count_before") != e.get("count_after")}
+    return out
+
+
 def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
-        model: Path | None = None) -> dict:
+        model: Path | None = None, keep: Path | None = None) -> dict:
+    """`keep`: a folder for the cabinet's data (session bundles, database) that stays after
+    the run, to replay a session with `cabinet reconcile`; default a temporary one."""
     unlock_ms: list[float] = []
     parts: dict[str, list[float]] = {k: [] for k in PARTS}
     sessions = wrong = 0
+    mismatches: list[dict] = []
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="cabinet-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="cabinet-bench-"))
+        else:
+            keep.mkdir(parents=True, exist_ok=True)
+            if any(keep.iterdir()):
+                raise SystemExit(f"cabinet bench session: --keep {keep}: the folder is not "
+                                 f"empty; give a new or empty one")
+            tmp = str(keep)
         with SimCabinet(Path(tmp), config, seed=seed) as cab:
             levels = cab.planogram.initial_stock()
             if calibrated:
@@ -82,7 +134,7 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
 
             async def main() -> None:
                 nonlocal sessions, wrong
-                for _ in range(rounds):
+                for round_no in range(1, rounds + 1):
                     cab.world.restock(levels)
                     cab.inventory.restock(levels)
                     # the operator's restock is long over when the first customer comes
@@ -92,6 +144,7 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
                         sessions += 1
                         if not as_expected(report, scenario):
                             wrong += 1
+                            mismatches.append(explain(report, scenario, round_no))
                         if report is None:
                             continue
                         t = report.timings_ms
@@ -111,7 +164,7 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
 
     return {
         "benchmark": "session", "rounds": rounds, "sessions": sessions,
-        "sessions_not_as_expected": wrong, "shelves": shelves, "shelf_cameras": cameras,
+        "sessions_not_as_expected": wrong, "not_as_expected": mismatches, "shelves": shelves, "shelf_cameras": cameras,
         "calibrated": calibrated, "recognizer": None if model is None else str(model),
         "face_to_unlock": stats(unlock_ms),
         **{k: stats(v) for k, v in parts.items()},
@@ -140,6 +193,15 @@ def render(result: dict) -> str:
     for name, s in rows:
         out.append(f"{name:<40}{s['n']:>5}{s['p50_ms']:>10}{s['p95_ms']:>10}{s['max_ms']:>10}")
     out.append(f"sessions not as their scenario expected: {result['sessions_not_as_expected']}")
+    for m in result.get("not_as_expected", []):
+        out.append(f"  round {m['round']} {m['scenario']}: expected {m['expected']} "
+                   f"{m['expected_outcome']}, got {m['got']} {m['outcome']}"
+                   f"{' flags ' + ','.join(m['flags']) if m['flags'] else ''}"
+                   f"{' (best guess ' + str(m['best_guess']) + ')' if 'best_guess' in m else ''}")
+        for shelf, ev in m.get("shelves", {}).items():
+            out.append(f"    shelf {shelf}: {ev['delta_g']} g explained by {ev['explained_by']},"
+                       f" z {ev['z']}; cameras saw {ev['vision_seen']} (confidence "
+                       f"{ev['vision_confidence']}), count change {ev['count_change']}")
     out.append(f"load average at start and end: {result['load_average']}")
     return "\n".join(out)
 
@@ -153,13 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave the shelf cameras uncalibrated")
     p.add_argument("--model", type=Path, default=None,
                    help="use the product recognizer in this model folder (e.g. models)")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="keep the cabinet's data (session bundles, database) in DIR, a new or "
+                        "empty folder, to replay a session with `cabinet reconcile`")
     p.add_argument("--out", type=Path, default=Path("bench-session.json"),
                    help="where to write the JSON (default bench-session.json)")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     result = run(args.rounds, args.config, calibrated=not args.no_calibration,
-                 model=args.model)
+                 model=args.model, keep=args.keep)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result) if args.json else render(result))
     return 0 if result["sessions_not_as_expected"] == 0 else 1
