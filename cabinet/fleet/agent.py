@@ -103,6 +103,8 @@ class FleetAgent:
         self._more = True                      # the outbox may have something to send
         self._attempt = 0
         self.connects = 0                      # successful CONNACKs (tests, health)
+        if getattr(down, "resend", False) is None:
+            down.resend = self._resend          # the `resend` order re-publishes through us
 
     # --- life ----------------------------------------------------------------------------
     def start(self) -> "FleetAgent":
@@ -263,6 +265,16 @@ class FleetAgent:
                 return
             self._inflight[info.mid] = msg.seq
             self._cursor = msg.seq
+
+    def _resend(self, body: dict[str, Any]) -> str:
+        """A `resend` order (on this thread: paho calls back from our own loop()): the rows
+        from_seq..to_seq become unsent and the publishing cursor goes back before them, so
+        they go out again in seq order, same ids and bytes (the back office keeps one)."""
+        first, last = int(body["from_seq"]), int(body["to_seq"])
+        again = self.outbox.send_again(first, last)
+        self._cursor = min(self._cursor, first - 1)
+        self._more = True
+        return f"publishing seq {first}..{last} again ({again} sent row(s) marked unsent)"
 
     def _on_message(self, client, userdata, message) -> None:
         try:

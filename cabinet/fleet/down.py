@@ -65,8 +65,12 @@ class _Applied(Container[str]):
 
 class DownHandler:
     def __init__(self, db: sessionmaker, public_key: Any, actions: Actions, *,
-                 now: Callable[[], dt.datetime]):
+                 now: Callable[[], dt.datetime],
+                 resend: Callable[[dict[str, Any]], str] | None = None):
         self._db = db
+        # the `resend` order is the agent's (it owns the connection and the publishing
+        # cursor): FleetAgent sets this to its own re-publish; None refuses resends
+        self.resend = resend
         self._key = public_key
         self._actions = actions
         self._now = now
@@ -82,7 +86,12 @@ class DownHandler:
         except m.DownRefused as e:
             return self._done(msg.id, msg.kind, "refused", e.reason, e.detail)
         try:
-            detail = getattr(self._actions, msg.kind)(msg.body)
+            if msg.kind == "resend":
+                if self.resend is None:
+                    raise ActionRefused("no fleet agent here to publish the rows again")
+                detail = self.resend(msg.body)
+            else:
+                detail = getattr(self._actions, msg.kind)(msg.body)
         except CabinetError as e:
             return self._done(msg.id, msg.kind, "refused", "refused", str(e))
         try:

@@ -47,7 +47,13 @@ QOS = 1
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 UP_KINDS = ("session", "receipt", "inventory", "alarm", "health")
-DOWN_KINDS = ("standing", "faces", "planogram", "prices", "command")
+# `resend` (added after contract version 1 shipped, backward compatible: a cabinet that does not
+# know it refuses it as malformed and acks it, nothing else changes) asks a cabinet to publish
+# its outbox rows from_seq..to_seq again, for messages the broker acknowledged but delivered
+# to no one (docs/fleet.md, "Broker restarts")
+DOWN_KINDS = ("standing", "faces", "planogram", "prices", "command", "resend")
+# the most rows one resend order may ask for (a larger gap takes several orders)
+MAX_RESEND_SPAN = 10_000
 COMMANDS = ("out_of_service", "back_in_service", "reboot_mcu")
 STANDING_ACTIONS = ("block", "unblock", "close")
 ALARM_TRANSITIONS = ("raise", "clear")
@@ -409,9 +415,18 @@ def _check_prices(body: dict[str, Any], what: str) -> None:
         _int(price, what, f"body.prices.{sku}", minimum=0)
 
 
+def _check_resend(body: dict[str, Any], what: str) -> None:
+    _fields(body, ("from_seq", "to_seq"), what)
+    first = _int(body["from_seq"], what, "body.from_seq", minimum=1)
+    last = _int(body["to_seq"], what, "body.to_seq", minimum=first)
+    if last - first >= MAX_RESEND_SPAN:
+        raise MessageError(what, "body.to_seq", f"{last} asks for {last - first + 1} rows; at "
+                                                f"most {MAX_RESEND_SPAN} per order (send several)")
+
+
 DOWN_BODY: dict[str, Callable[[dict[str, Any], str], None]] = {
     "command": _check_command, "standing": _check_standing, "faces": _check_faces,
-    "planogram": _check_planogram, "prices": _check_prices,
+    "planogram": _check_planogram, "prices": _check_prices, "resend": _check_resend,
 }
 
 

@@ -209,6 +209,16 @@ class FleetOutbox:
                                               OutboxRow.sent_at.is_(None))
                       .values(sent_at=self._now()))
 
+    def send_again(self, from_seq: int, to_seq: int) -> int:
+        """Mark the sent rows from_seq..to_seq unsent (a `resend` order: the broker acked them
+        but delivered them to no one); the agent publishes them again, same ids and bytes.
+        How many rows that was."""
+        with self._db.begin() as s:
+            return s.execute(update(OutboxRow).where(OutboxRow.seq >= from_seq,
+                                                     OutboxRow.seq <= to_seq,
+                                                     OutboxRow.sent_at.is_not(None))
+                             .values(sent_at=None)).rowcount or 0
+
     def unsent_count(self) -> int:
         with self._db() as s:
             return s.scalar(select(func.count()).select_from(OutboxRow)

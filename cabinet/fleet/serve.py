@@ -43,12 +43,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from cabinet.errors import CabinetError
 from cabinet.fleet import messages
-from cabinet.fleet.store import (Delivery, FleetDown, FleetInstance, Ingest, open_fleet_db,
-                                 utcnow)
+from cabinet.fleet.store import (GAP_LOCK, Delivery, FleetDown, FleetInstance, Ingest,
+                                 find_gaps, open_fleet_db, utcnow)
 from firmware_bridge.clock import SYSTEM
 
 log = logging.getLogger("cabinet.fleet.serve")
@@ -61,6 +61,18 @@ class BrokerError(CabinetError):
 
 class BrokerUnavailable(BrokerError):
     """The broker does not answer (exit code 2: something not there, not a wrong input)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GapPolicy:
+    """How the back office asks cabinets for messages it never got (docs/fleet.md, "Broker
+    restarts"): every `every_s` one instance looks for seq gaps whose next message was stored
+    `grace_s` ago, and sends each cabinet a signed `resend` valid for `ttl_s`; a gap still open
+    `retry_s` after its order is asked for again."""
+    every_s: float = 10.0
+    grace_s: float = 30.0
+    retry_s: float = 120.0
+    ttl_s: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +141,13 @@ class BackOffice:
 
     def __init__(self, db_url: str, broker: Broker, *, slot: str = "0",
                  group: str = messages.SHARE_GROUP, batch_max: int = 500,
-                 clock: Any = SYSTEM, now: Callable[[], dt.datetime] = utcnow):
+                 clock: Any = SYSTEM, now: Callable[[], dt.datetime] = utcnow,
+                 signing_key: Any = None, gaps: GapPolicy = GapPolicy()):
         self.broker, self.group, self.slot, self.batch_max = broker, group, slot, batch_max
+        # without a signing key no resend can be ordered: gaps stay (the console's "missing")
+        self.signing_key, self.gaps = signing_key, gaps
+        self._next_gap_pass = 0.0
+        self.resends: list[tuple[str, int, int]] = []     # this instance's orders (cab, a, b)
         self.clock, self.now = clock, now
         self.client_id = slot_client_id(group, slot)
         self.engine, self.sessions = open_fleet_db(db_url, application_name=self.client_id)
@@ -173,6 +190,7 @@ class BackOffice:
     def _write_loop(self) -> None:
         while True:
             self._record_subscribed()
+            self._gap_pass()
             try:
                 first = self.inbox.get(timeout=0.05)
             except queue.Empty:
@@ -208,6 +226,42 @@ class BackOffice:
         for d in batch:
             if d.generation == generation and d.qos > 0:
                 self.client.ack(d.mid, d.qos)
+
+    def _gap_pass(self) -> None:
+        if self.signing_key is None or not self.subscribed.is_set() \
+                or self.clock.monotonic() < self._next_gap_pass:
+            return
+        self._next_gap_pass = self.clock.monotonic() + self.gaps.every_s
+        try:
+            self.ask_for_gaps()
+        except Exception as e:      # the database or the broker away: the next pass tries again
+            log.warning("looking for missing messages failed (%s: %s)", type(e).__name__,
+                        str(e).splitlines()[0][:200])
+
+    def ask_for_gaps(self) -> list[tuple[str, int, int]]:
+        """One pass: find the gaps (one instance at a time, by an advisory lock), record a
+        signed `resend` per gap in fleet_down, publish them after the commit."""
+        now = self.now()
+        orders = []
+        with self.sessions.begin() as s:
+            if not s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": GAP_LOCK}):
+                return []
+            for cabinet, first, last in find_gaps(s, now=now, grace_s=self.gaps.grace_s,
+                                                  retry_s=self.gaps.retry_s):
+                body = {"from_seq": first, "to_seq": last}
+                msg = messages.sign_down(self.signing_key, id=f"resend-{uuid.uuid4().hex}",
+                                         kind="resend", body=body, issued_at=now,
+                                         ttl_s=self.gaps.ttl_s)
+                topic = messages.down_topic(cabinet, "resend")
+                s.add(FleetDown(id=msg.id, topic=topic, kind="resend", issued_at=msg.issued_at,
+                                expires_at=msg.expires_at, body=body))
+                orders.append((topic, msg, (cabinet, first, last)))
+        for topic, msg, gap in orders:
+            self.client.publish(topic, messages.encode_down(msg), qos=messages.QOS)
+            log.warning("cabinet %s: seq %d..%d never arrived; asked for them again (%s)",
+                        gap[0], gap[1], gap[2], msg.id)
+            self.resends.append(gap)
+        return [gap for _, _, gap in orders]
 
     def _record_subscribed(self) -> None:
         if self.subscribed.is_set() and self._recorded_generation != self.generation:
@@ -352,6 +406,10 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--slot", default="0", help="this instance's slot name (its MQTT session)")
     sv.add_argument("--group", default=messages.SHARE_GROUP, help="the shared-subscription group")
     sv.add_argument("--batch", type=int, default=500, help="messages per transaction at most")
+    sv.add_argument("--signing-key", help="the back office's Ed25519 key (PEM): with it, seq "
+                                          "gaps are asked for again by signed `resend` orders")
+    sv.add_argument("--gap-grace", type=float, default=GapPolicy.grace_s,
+                    help="seconds a gap must be old before it is asked for")
     sd = sub.add_parser("send", help="sign and publish an order to a cabinet or region")
     sd.add_argument("target", help="cabinet id (or region with --region)")
     sd.add_argument("kind", choices=messages.DOWN_KINDS)
@@ -380,8 +438,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise CabinetError(f"fleet serve --instances {args.instances}: give 1 or more")
     if args.instances > 1:
         return _supervise(args)
+    key = load_signing_key(args.signing_key) if args.signing_key else None
     office = BackOffice(args.db, broker, slot=args.slot, group=args.group,
-                        batch_max=args.batch).start()
+                        batch_max=args.batch, signing_key=key,
+                        gaps=GapPolicy(grace_s=args.gap_grace)).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -412,8 +472,9 @@ def _supervise(args: argparse.Namespace, clock: Any = SYSTEM) -> int:
     def spawn(slot: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "cabinet.fleet.serve", "serve", "--db", args.db,
                "--broker", args.broker, "--slot", slot, "--group", args.group,
-               "--batch", str(args.batch)]
-        for flag, value in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.tls_key)):
+               "--batch", str(args.batch), "--gap-grace", str(args.gap_grace)]
+        for flag, value in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.tls_key),
+                            ("--signing-key", args.signing_key)):
             if value:
                 cmd += [flag, value]
         return subprocess.Popen(cmd)

@@ -50,8 +50,14 @@ class Expected:
 class SimCabinet:
     def __init__(self, cabinet_id: str, *, start: dt.datetime | None = None,
                  step_s: float = 60.0, seed: int = 0,
-                 now: Callable[[], dt.datetime] | None = None, currency: str = "EUR"):
+                 now: Callable[[], dt.datetime] | None = None, currency: str = "EUR",
+                 public_key=None):
         self.id = messages.check_name(cabinet_id, "sim cabinet", "cabinet_id")
+        # with the back office's public key, the cabinet obeys signed `resend` orders as the
+        # real agent does: the facts from_seq..to_seq published again, same ids and bytes
+        self.public_key = public_key
+        self.resends: list[tuple[int, int]] = []       # the orders obeyed (from, to)
+        self._applied: set[str] = set()
         self.clock_at = start or dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.timezone.utc)
         self.step = dt.timedelta(seconds=step_s)
         self.real_now = now
@@ -172,11 +178,14 @@ class SimCabinet:
 
         def on_connect(c, u, f, rc, p):
             if not rc.is_failure:
+                if self.public_key is not None:
+                    c.subscribe(messages.down_topic(self.id, "resend"), qos=messages.QOS)
                 c.publish(messages.status_topic(self.id),
                           messages.encode_status("online", self.now()), qos=1, retain=True)
                 self._connected.set()
 
         client.on_connect = on_connect
+        client.on_message = self._on_down
         client.on_disconnect = lambda c, u, f, rc, p: self._connected.clear()
         try:
             client.connect(broker.host, broker.port, keepalive=10, clean_start=False,
@@ -212,6 +221,24 @@ class SimCabinet:
             self.outbox = [m for m in self.outbox if m.id not in done]
             self._sent = tuple(self._sent) + tuple(acked)
         return len(acked)
+
+    def _on_down(self, client, userdata, msg) -> None:
+        """A signed `resend`: verified as the agent's DownHandler does (signature, expiry,
+        replay), then the facts in the range published again (without waiting: the paho
+        network thread calls this)."""
+        try:
+            order = messages.decode_down(msg.payload, topic=msg.topic)
+            messages.check_down(order, self.public_key, dt.datetime.now(dt.timezone.utc),
+                                self._applied)
+        except (messages.MessageError, messages.DownRefused):
+            return
+        self._applied.add(order.id)
+        first, last = order.body["from_seq"], order.body["to_seq"]
+        again = [m for m in self.outbox_history() if first <= m.seq <= last]
+        for m in again:
+            client.publish(m.topic(), messages.encode_up(m), qos=messages.QOS)
+        with self._lock:
+            self.resends.append((first, last))
 
     def publish_again(self, msgs: list[messages.UpMessage], timeout_s: float = 10.0) -> None:
         """Re-publish facts already delivered, as an outbox does after a crash before it

@@ -507,3 +507,37 @@ def _upsert(s: Session, table: str, rows: dict) -> None:
     if "flags" in params:
         params["flags"] = [json.dumps(f) for f in params["flags"]]
     s.execute(_UPSERTS[table], params)
+
+
+# --- gaps: messages the broker acknowledged and delivered to no one ------------------------------
+# A cabinet's seqs go 1, 2, 3, ... with no gaps, so a seq missing below one stored is a message
+# the back office never got (Mosquitto 2.0.11 drops what cabinets publish between its restart
+# and the first resubscription of the shared group: docs/fleet.md, "Broker restarts"). Only
+# cabinets whose `messages` count is short of their `last_seq` are looked at; a gap counts once
+# the message after it was stored `grace` ago (messages of one cabinet may be committed out of
+# order by different instances), and is not asked for again while an order for it is younger
+# than `retry`. One row per gap: (cabinet, from_seq, to_seq), to_seq capped at from + span - 1.
+_GAPS = text(
+    "SELECT g.cabinet_id, g.prev + 1 AS from_seq, LEAST(g.seq - 1, g.prev + :span) AS to_seq "
+    "FROM (SELECT m.cabinet_id, m.seq, m.stored_at, "
+    "             COALESCE(lag(m.seq) OVER (PARTITION BY m.cabinet_id ORDER BY m.seq), 0) "
+    "             AS prev "
+    "      FROM fleet_messages m JOIN fleet_cabinets c ON c.cabinet_id = m.cabinet_id "
+    "      WHERE c.last_seq > c.messages) AS g "
+    "WHERE g.seq > g.prev + 1 AND g.stored_at <= :settled AND NOT EXISTS ("
+    "  SELECT 1 FROM fleet_down d WHERE d.kind = 'resend' "
+    "  AND d.topic = 'cabinet/' || g.cabinet_id || '/down/resend' AND d.issued_at > :asked_after "
+    "  AND (d.body->>'from_seq')::bigint <= g.prev + 1 "
+    "  AND (d.body->>'to_seq')::bigint >= LEAST(g.seq - 1, g.prev + :span)) "
+    "ORDER BY g.cabinet_id, from_seq LIMIT :limit")
+# one back-office instance at a time looks for gaps (the others skip that pass)
+GAP_LOCK = 0x666C6565_7467  # "fleetg"
+
+
+def find_gaps(s: Session, *, now: dt.datetime, grace_s: float, retry_s: float,
+              limit: int = 1000) -> list[tuple[str, int, int]]:
+    """The gaps to ask for now, as (cabinet id, from_seq, to_seq) (see _GAPS)."""
+    return [(c, int(a), int(b)) for c, a, b in s.execute(_GAPS, {
+        "settled": now - dt.timedelta(seconds=grace_s),
+        "asked_after": now - dt.timedelta(seconds=retry_s),
+        "span": messages.MAX_RESEND_SPAN, "limit": limit})]

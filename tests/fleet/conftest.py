@@ -213,11 +213,13 @@ class Served:
             wait_until(subscribed, f"fleet serve {slot} subscribed", timeout_s=20, poll_s=0.05)
         return proc
 
-    def here(self, broker_url: str, *, slot: str, group: str, batch: int = 500) -> BackOffice:
+    def here(self, broker_url: str, *, slot: str, group: str, batch: int = 500,
+             **options) -> BackOffice:
         """The same back office in this process (threads): for tests that never kill it,
-        a second faster to start than a subprocess."""
+        a second faster to start than a subprocess. `options`: BackOffice's own (a signing
+        key and gap policy)."""
         office = BackOffice(self.db_url, parse_broker(broker_url), slot=slot, group=group,
-                            batch_max=batch).start()
+                            batch_max=batch, **options).start()
         self.offices.append(office)
         wait_until(office.subscribed.is_set, f"fleet serve {slot} subscribed", timeout_s=20)
         return office

@@ -242,6 +242,94 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(broker, serve,
         c.close()
 
 
+def seqs_stored(view, cabinet_id: str) -> list[int]:
+    with view.sessions() as s:
+        return list(s.scalars(select(FleetMessage.seq).where(FleetMessage.cabinet_id == cabinet_id)
+                              .order_by(FleetMessage.seq)))
+
+
+GAPS_NOW = serve_mod.GapPolicy(every_s=0.2, grace_s=0.5, retry_s=5.0, ttl_s=60.0)
+
+
+def test_what_a_broker_restart_drops_is_asked_for_again_and_stored_once(broker, serve,
+                                                                         fleet_view):
+    """Mosquitto 2.0.11 does not restore a shared subscription across its restart until a
+    member of the group subscribes again: what cabinets publish meanwhile is PUBACKed and
+    delivered to no one, and they have marked it sent. The back office sees the seq gap once
+    later messages arrive, sends each cabinet a signed `resend`, and ends with every seq
+    1..N exactly once. Without the resend orders the wait for the dropped ids times out."""
+    key = messages.new_signing_key()
+    group = unique("g")
+    office = serve.here(broker.url, slot="a", group=group, signing_key=key, gaps=GAPS_NOW)
+    cabs = fleet(3, prefix=unique("gap"), public_key=key.public_key())
+    for c in cabs:
+        c.connect(broker.broker)
+        shop(c)
+        assert c.flush() == len(c.expected.ids)
+    stored(fleet_view, cabs)
+    office.stop(drain=False)                # no back office subscribed for a while ...
+    broker.restart()                        # ... across a broker restart
+    wait_until(lambda: all(c._connected.is_set() for c in cabs), "cabinets reconnected",
+               timeout_s=15)
+    dropped = {}
+    for c in cabs:
+        before = len(c.expected.ids)
+        for _ in range(4):
+            c.sale()
+        dropped[c.id] = set(c.expected.ids[before:])
+        assert c.flush() == len(dropped[c.id])      # acked by the broker: sent, for the cabinet
+    office = serve.here(broker.url, slot="a", group=group, signing_key=key, gaps=GAPS_NOW)
+    for c in cabs:                           # later facts arrive and show the gap
+        c.health(True)
+        assert c.flush() == 1
+    wait_until(lambda: all(c.expected.ids[-1] in fleet_view.ids_of(c.id) for c in cabs),
+               "the facts after the restart window stored", timeout_s=20, poll_s=0.05)
+    stored(fleet_view, cabs, timeout_s=30)
+    for c in cabs:
+        assert seqs_stored(fleet_view, c.id) == list(range(1, c.expected.last_seq + 1))
+        assert_derived(fleet_view, c)       # each applied exactly once: 0 lost, 0 duplicated
+        first_lost = min(m.seq for m in c.outbox_history() if m.id in dropped[c.id])
+        assert c.resends and c.resends[0] == (first_lost, first_lost + 11), \
+            f"{c.id}: the resend order did not name the dropped seqs: {c.resends}"
+    orders = fleet_view.all(FleetDown, FleetDown.kind == "resend")
+    assert {o.topic for o in orders} >= {messages.down_topic(c.id, "resend") for c in cabs}
+    close_all(cabs)
+
+
+def test_a_gap_is_not_asked_for_before_its_grace_nor_again_before_its_retry(broker, serve,
+                                                                             fleet_view):
+    """A gap younger than the grace may still be in flight on another instance; an order
+    already sent is not repeated before `retry_s`; without a signing key nothing is asked."""
+    key = messages.new_signing_key()
+    clock = ManualClock()
+    now = [dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.timezone.utc)]
+    office = BackOffice(fleet_view.engine.url.render_as_string(hide_password=False),
+                        broker.broker, slot="a", group=unique("g"), clock=clock,
+                        now=lambda: now[0], signing_key=key,
+                        gaps=serve_mod.GapPolicy(every_s=1, grace_s=30, retry_s=120, ttl_s=600))
+    cab = SimCabinet(unique("grace"))
+    for _ in range(3):
+        cab.sale(take=1)                     # seqs 1..9
+    kept = [m for m in cab.outbox if m.seq not in (4, 5)]
+    office.ingest.store([Delivery(m.topic(), messages.encode_up(m)) for m in kept])
+    try:
+        now[0] += dt.timedelta(seconds=29)
+        assert office.ask_for_gaps() == []                   # younger than the grace
+        now[0] += dt.timedelta(seconds=2)
+        assert office.ask_for_gaps() == [(cab.id, 4, 5)]
+        now[0] += dt.timedelta(seconds=100)
+        assert office.ask_for_gaps() == []                   # asked 100 s ago
+        now[0] += dt.timedelta(seconds=21)
+        assert office.ask_for_gaps() == [(cab.id, 4, 5)]     # still missing after the retry
+        office.signing_key = None
+        office.subscribed.set()
+        office._gap_pass()
+        assert fleet_view.count(FleetDown, FleetDown.topic == messages.down_topic(
+            cab.id, "resend")) == 2, "a pass without a signing key ordered a resend"
+    finally:
+        office.engine.dispose()
+
+
 # --- instances ---------------------------------------------------------------------------------
 def test_a_burst_from_200_cabinets_is_stored_once(broker, serve, fleet_view):
     group = unique("g")
