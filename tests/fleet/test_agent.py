@@ -391,6 +391,51 @@ def test_signed_commands_apply_once_and_replayed_expired_or_forged_ones_are_refu
     assert cabinet.down.applied() == ["cmd-1", "cmd-2"]
 
 
+def test_a_resend_order_publishes_exactly_those_rows_again_byte_for_byte(
+        broker, cabinet, clock, running):
+    """The back office lost seq 2..4 (a broker restart with no shared subscriber): its signed
+    `resend` makes the agent publish those outbox rows again, same ids and bytes, and nothing
+    else; an expired or forged resend publishes nothing."""
+    office = BackOffice(broker.port)
+    running.append(office)
+    for _ in range(2):
+        cabinet.sell()
+    agent = cabinet.agent(broker.port)
+    running.append(agent.start())
+    rows = 2 * 3 + 1
+    wait_until(lambda: len(office.ups()) == rows and cabinet.outbox.unsent_count() == 0,
+               "the first rows sent and acknowledged", 10)
+    first = {msg.seq: m.encode_up(msg) for msg in office.ups()}
+    topic = m.down_topic(CAB, "resend")
+
+    def resend(id: str, *, key=SIGNING, issued_ago_s: float = 0) -> bytes:
+        issued = dt.datetime.fromtimestamp(clock.time() - issued_ago_s, dt.timezone.utc)
+        return m.encode_down(m.sign_down(key, id=id, kind="resend",
+                                         body={"from_seq": 2, "to_seq": 4},
+                                         issued_at=issued, ttl_s=300))
+
+    office.send(topic, resend("resend-old", issued_ago_s=600))
+    office.send(topic, resend("resend-forged", key=m.new_signing_key()))
+    office.send(topic, resend("resend-1"))
+    wait_until(lambda: len(cabinet.down.outcomes) >= 3, "the three resends handled", 10)
+    assert [(o.message_id, o.outcome, o.reason) for o in cabinet.down.outcomes] == [
+        ("resend-old", "refused", "expired"), ("resend-forged", "refused", "bad_signature"),
+        ("resend-1", "applied", "")]
+    wait_until(lambda: len(office.ups()) >= rows + 3, "seq 2..4 a second time", 10)
+    wait_until(lambda: cabinet.outbox.unsent_count() == 0, "the rows marked sent again", 10)
+    again = office.ups()[rows:]
+    assert [msg.seq for msg in again] == [2, 3, 4]
+    assert [m.encode_up(msg) for msg in again] == [first[2], first[3], first[4]]
+    office.send(topic, resend("resend-1"))                  # the same order: a replay
+    wait_until(lambda: len(cabinet.down.outcomes) >= 4, "the replayed resend handled", 10)
+    assert cabinet.down.outcomes[-1].reason == "replay"
+    clock.advance(1)                                         # a collect pass, nothing new
+    cabinet.move()                                           # ... then a new fact
+    clock.advance(1)
+    wait_until(lambda: len(office.ups()) >= rows + 4, "the next fact", 10)
+    assert [msg.seq for msg in office.ups()[rows + 3:]] == [rows + 1]
+
+
 def test_an_order_sent_while_the_cabinet_is_away_is_applied_when_it_is_back(
         broker, cabinet, clock, running):
     """The persistent session: the broker queues the order for the absent cabinet."""

@@ -220,11 +220,21 @@ def test_an_applied_id_is_a_replay():
     ("planogram", {"planogram": ""}, "body.planogram"),
     ("prices", {"prices": {"cola": 1.5}}, "body.prices.cola"),
     ("prices", {"prices": {}}, "body.prices"),
+    ("resend", {"from_seq": 0, "to_seq": 4}, "body.from_seq"),
+    ("resend", {"from_seq": 5, "to_seq": 4}, "body.to_seq"),
+    ("resend", {"from_seq": 1, "to_seq": m.MAX_RESEND_SPAN + 1}, "body.to_seq"),
+    ("resend", {"from_seq": 1}, "to_seq"),
+    ("resend", {"from_seq": 1, "to_seq": 2, "all": True}, "all"),
 ])
 def test_each_down_kind_checks_its_body(kind, body, field):
     with pytest.raises(m.MessageError) as e:
         signed(kind=kind, body=body)
     assert e.value.field == field
+
+
+def test_a_resend_order_round_trips_up_to_its_span():
+    msg = signed(kind="resend", body={"from_seq": 7, "to_seq": 6 + m.MAX_RESEND_SPAN})
+    assert m.decode_down(m.encode_down(msg), topic=m.down_topic("cab-1", "resend")) == msg
 
 
 @pytest.mark.parametrize("change, field", [
