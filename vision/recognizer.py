@@ -23,8 +23,17 @@ between the classifier's own softmax p and q with the weight w from the card:
 `score[c] = w * q_model * p[c] + (1 - w) * q[c]` for a model class, `score[g] = q[g]` for an
 enrolled SKU. Scores sum to 1. w and T were chosen on the val_* photos (docs/vision.md).
 
-`version` is a short sha256 over the card, the model, the prototypes and the gallery, so a
-session bundle names exactly the recogniser that read it.
+A crop whose short side is under `min_crop_px` (MIN_CROP_PX unless the card's `input` names
+`min_crop_px`) gets no answer from `classify` (an empty ranking): there are too few pixels in it
+to name a product, and a name made up from them is no evidence. Measured on the val_* photos
+shrunk to a short side of n px (`python -m vision.recognizer --resolution`, docs/vision.md):
+top-1 0.35 at 16 px, 0.48 at 24, 0.56 at 32, 0.63 at 48, 0.69 at 64, 0.79 at 96, 0.78 at 160;
+64 px is the smallest side within 0.1 of the full-resolution figure. A live shelf camera that
+shows items smaller than that (the simulated 640x480 one: 20-38 px) gets occupancy and change
+from vision.diff, and no identities.
+
+`version` is a short sha256 over the card, the model, the prototypes, the views, the smallest
+crop named and the gallery, so a session bundle names exactly the recogniser that read it.
 """
 from __future__ import annotations
 
@@ -43,6 +52,7 @@ from vision.product_gallery import GalleryError, ProductGallery
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models"
 CARD_NAME = "card.json"
+MIN_CROP_PX = 64   # short side below which a crop is not named (module doc: measured on val_*)
 
 
 class RecognizerError(ValueError):
@@ -61,6 +71,7 @@ class ModelCard:
     temperature: float
     views: tuple[tuple[float, bool], ...]
     raw: dict
+    min_crop_px: int = MIN_CROP_PX
 
     @classmethod
     def read(cls, path: Path) -> "ModelCard":
@@ -85,15 +96,17 @@ class ModelCard:
                 temperature=float(scoring["temperature"]),
                 views=tuple((float(z), bool(f)) for z, f in scoring["views"]),
                 raw=doc,
+                min_crop_px=int(doc["input"].get("min_crop_px", MIN_CROP_PX)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecognizerError(f"model card {path}: field {e} missing or malformed; "
                                   f"restore it from git or train again") from None
         if not card.labels or card.imgsz < 16 or card.temperature <= 0 \
                 or not 0.0 <= card.softmax_weight <= 1.0 or not card.views \
-                or not all(0.2 <= z <= 1.0 for z, _ in card.views):
-            raise RecognizerError(f"model card {path}: labels, input.size, scoring.temperature, "
-                                  f"scoring.softmax_weight or scoring.views out of range")
+                or not all(0.2 <= z <= 1.0 for z, _ in card.views) or card.min_crop_px < 1:
+            raise RecognizerError(f"model card {path}: labels, input.size, input.min_crop_px, "
+                                  f"scoring.temperature, scoring.softmax_weight or scoring.views "
+                                  f"out of range")
         return card
 
 
@@ -239,6 +252,7 @@ class Recognizer:
         for part in (card_path, model_path, proto_path):
             base.update(file_sha256(part).encode())
         base.update(repr(card.views).encode())
+        base.update(f"min_crop_px={card.min_crop_px}".encode())
         loaded = None
         if isinstance(gallery, ProductGallery):
             loaded = gallery
@@ -300,13 +314,28 @@ class Recognizer:
         out[:, :c] = w * q_model * probs + (1 - w) * q[:, :c]
         return out.astype(np.float32)
 
+    @property
+    def min_crop_px(self) -> int:
+        """The smallest short side (px) of a crop that `classify` names."""
+        return self.card.min_crop_px
+
     def classify(self, crops: Sequence[np.ndarray], top_k: int = 3) -> list[list[tuple[str, float]]]:
-        """Per crop, the top_k (product name or SKU, score) pairs, best first."""
+        """Per crop, the top_k (product name or SKU, score) pairs, best first; an empty list
+        for a crop under `min_crop_px` on its short side (too few pixels to name it; such
+        crops are not run through the model)."""
         if top_k < 1:
             raise RecognizerError(f"classify: top_k must be at least 1, got {top_k}")
-        s = self.scores(crops)
+        crops = list(crops)
+        check_crops(crops)
+        readable = [i for i, c in enumerate(crops) if min(c.shape[:2]) >= self.min_crop_px]
+        out: list[list[tuple[str, float]]] = [[] for _ in crops]
+        if not readable:
+            return out
+        s = self.scores([crops[i] for i in readable])
         order = np.argsort(-s, axis=1, kind="stable")[:, :top_k]
-        return [[(self.labels[j], float(s[i, j])) for j in row] for i, row in enumerate(order)]
+        for row, i in enumerate(readable):
+            out[i] = [(self.labels[j], float(s[row, j])) for j in order[row]]
+        return out
 
 
 def read_photo(path: Path) -> np.ndarray:
