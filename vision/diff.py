@@ -515,7 +515,7 @@ class ShelfDiff:
     def _label(self, ranked: tuple[tuple[str, float], ...]) -> tuple[str | None, float]:
         """(SKU, None for not ours or UNKNOWN, how sure 0..1) from a cell's ranked names."""
         if not ranked:
-            return None, 0.0
+            return UNKNOWN, 0.0  # no answer (a crop too small to name): no claim either way
         name, s1 = ranked[0]
         if s1 < self.min_score:
             return UNKNOWN, 0.0  # nothing it knows well: no claim either way
