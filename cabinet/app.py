@@ -14,7 +14,9 @@
    data_dir/running/ so every session sells from the same files until a restart;
 8. the accounts file's customers enrolled (only those not enrolled yet);
 9. the cameras: an OpenCV index, file or URL, or `sim`;
-10. the controller over those parts.
+10. the product recognizer (`recognizer:`; absent: the committed models/ when present),
+    checked against its card's hashes, and said in the log;
+11. the controller over those parts.
 
 `cabinet run` is this app on the cabinet (cabinet/runner.py), `cabinet demo` is this app with a
 scripted customer at the simulated door (cabinet/demo.py), and tests build it the same way.
@@ -108,6 +110,7 @@ def _check_against_planogram(cfg: Config, planogram: Any) -> list:
     elif cfg.serial.port != "sim":
         problems.append((("serial", "port"), "a real board needs serial.calibration, its "
                          "load-cell calibration file (exported by cabinet-diag); docs/deploy.md"))
+    problems += [(("recognizer",), msg) for msg in _check_recognizer_folder(cfg)]
     if planogram is not None:
         used = {shelf.camera for shelf in planogram.shelves}
         for cam_id in cfg.cameras:
@@ -122,6 +125,26 @@ def _check_against_planogram(cfg: Config, planogram: Any) -> list:
         return [doc.error(loc, msg) for loc, msg in problems]
     return [FormatError(cfg.source or "configuration", None, loc, None, msg)
             for loc, msg in problems]
+
+
+# the committed product recognizer, used when the configuration names none
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
+NO_RECOGNIZER = "none"
+
+
+def _check_recognizer_folder(cfg: Config) -> list[str]:
+    """A `recognizer:` folder that is not there or holds no model card (cheap: the model
+    itself is loaded and checked against its hashes at start)."""
+    if cfg.recognizer is None or cfg.recognizer == NO_RECOGNIZER:
+        return []
+    path = cfg.resolve(cfg.recognizer)
+    if not path.is_dir():
+        return [f"{path}: no such folder; name a model folder (`cabinet vision train --out "
+                f"DIR` makes one; the committed one is {DEFAULT_MODELS}) or \"none\""]
+    if not (path / "card.json").is_file():
+        return [f"{path}: no card.json in it, so it is no model folder (docs/vision.md); name "
+                f"the folder `cabinet vision train` wrote, or \"none\""]
+    return []
 
 
 def validate(path: str | Path) -> tuple[Config, CabinetFiles]:
@@ -201,7 +224,7 @@ class App:
     def __init__(self, config: Config | str | Path, *, clock: Any = None,
                  hardware_clock: Any = None, seed: int = 0, timing: Any = None,
                  face_encoder: Callable[[Sequence[Path]], list] | None = None,
-                 scenarios_hold_photos: bool = True):
+                 scenarios_hold_photos: bool = True, default_models: Path | None = DEFAULT_MODELS):
         from firmware_bridge.clock import clock_or_system
         self.config = config if isinstance(config, Config) else load_config(config)
         self.clock = clock_or_system(clock)
@@ -229,6 +252,9 @@ class App:
         self.data_path = self.config.data_path
         self.fallback_faces = False
         self.photos: dict[str, list[Path]] = {}
+        self._default_models = default_models  # used when the configuration names no recognizer
+        self.recognizer: Any = None             # vision.recognizer.Recognizer, or None
+        self.recognizer_note = ""               # which one, or why none (log, /healthz)
 
     # --- the checklist -----------------------------------------------------------------
     def start(self) -> "App":
@@ -242,6 +268,7 @@ class App:
             self.put_files_in_force()
             self.enrol_accounts()
             self.start_cameras()
+            self.load_recognizer()
             self.controller = self.new_controller()
         except BaseException:
             self.close()
@@ -469,6 +496,32 @@ class App:
                 self._stack.callback(camera.close)
                 self.shelf_cameras[cam_id] = camera
 
+    def load_recognizer(self) -> None:
+        """10. The product recognizer the configuration names (`recognizer: DIR`), none
+        (`recognizer: none`), or by default the committed models/ when that folder is there;
+        a model that is missing or does not match its card stops the start, naming the key."""
+        key = self.config.recognizer
+        log = logging.getLogger("cabinet.app")
+        if key == NO_RECOGNIZER:
+            self.recognizer_note = "none (recognizer: none in the configuration)"
+        elif key is None and (self._default_models is None
+                              or not (self._default_models / "card.json").is_file()):
+            self.recognizer_note = (f"none: the configuration names no recognizer and "
+                                    f"{self._default_models} holds no model; shelves are read "
+                                    f"by weight, change and occupancy only")
+        else:
+            from vision.recognizer import Recognizer, RecognizerError
+            folder = self.config.resolve(key) if key is not None else self._default_models
+            try:
+                self.recognizer = Recognizer.load(folder)
+            except RecognizerError as e:
+                where = (f"{self.config.source or 'configuration'}: recognizer = {key}"
+                         if key is not None else f"the default recognizer {folder}")
+                raise CabinetError(f"{where}: {e}") from None
+            self.recognizer_note = (f"{folder} version {self.recognizer.version} (names crops of "
+                                    f"{self.recognizer.min_crop_px} px and more)")
+        log.info("product recognizer: %s", self.recognizer_note)
+
     def _source(self, source: int | str) -> int | str:
         """An OpenCV index or URL as is; a file path relative to the configuration's folder."""
         if isinstance(source, int) or "://" in source:
@@ -476,7 +529,7 @@ class App:
         return str(self.config.resolve(source))
 
     def new_controller(self):
-        """10. A controller over these parts, with nothing in memory (as after a restart)."""
+        """11. A controller over these parts, with nothing in memory (as after a restart)."""
         import dataclasses as dc
 
         from cabinet import accounts as accounts_mod
@@ -496,7 +549,8 @@ class App:
             bundles_dir=self.data_path / "sessions", timing=self.timing,
             load_cell_noise_g=self.config.thresholds.load_cell_noise_g,
             min_confidence=self.config.thresholds.reconcile_min_confidence, clock=self.clock,
-            identity_policy=policy, shelf_calibration=self.shelf_calibration())
+            identity_policy=policy, shelf_calibration=self.shelf_calibration(),
+            recognizer=self.recognizer)
 
     def shelf_calibration(self):
         """The shelf cameras' calibration frames `cabinet vision calibrate` saved in

@@ -130,6 +130,11 @@ class Config(_Section):
     planogram: str = Field(default="planogram.yaml")
     accounts: str | None = Field(default=None, description="Demo accounts to enrol")
     scenarios: str | None = Field(default=None, description="Demo scenarios")
+    recognizer: str | None = Field(default=None, description="The product recognizer's model "
+                                   "folder (card.json, ONNX model, prototypes; docs/vision.md), "
+                                   "relative to this file; \"none\": no recognizer; absent: the "
+                                   "committed models/ when present, else none (said in the log "
+                                   "and /healthz)")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
