@@ -155,7 +155,9 @@ class Runner:
         return {"state": "in_session" if self._in_session else state,
                 "in_service": in_service, "link": "up" if self._link_up else "lost",
                 "alarms": active, "sessions": self.sessions_run,
-                "cabinet_id": self.controller.cabinet_id}
+                "cabinet_id": self.controller.cabinet_id,
+                # the product recognizer's version, or None when shelves are read without one
+                "recognizer": getattr(self.controller.recognizer, "version", None)}
 
     def request_start(self) -> str:
         """The touchscreen's start; the refusal's reason, or "" when accepted."""
