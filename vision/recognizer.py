@@ -347,3 +347,50 @@ def read_photo(path: Path) -> np.ndarray:
     if img is None:
         raise RecognizerError(f"photo {path}: not a readable image (JPEG/PNG expected)")
     return img
+
+
+def resolution_curve(rec: Recognizer, photos: Path,
+                     sides: Sequence[int] = (16, 24, 32, 48, 64, 96, 160)) -> list[dict]:
+    """Top-1 of `rec`'s scores on the val_* photos under `photos` (<product>/val_*.jpg) shrunk
+    to each short side in `sides`: how many pixels a crop needs before its name means
+    something (the measurement behind MIN_CROP_PX)."""
+    images, truth = [], []
+    for label in rec.card.labels:
+        for path in sorted((Path(photos) / label).glob("val_*")):
+            images.append(read_photo(path))
+            truth.append(label)
+    if not images:
+        raise RecognizerError(f"photos folder {photos}: no <product>/val_* photos of the "
+                              f"model's labels")
+    out = []
+    for side in sides:
+        small = []
+        for img in images:
+            h, w = img.shape[:2]
+            f = side / min(h, w)
+            small.append(cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))),
+                                    interpolation=cv2.INTER_AREA))
+        best = rec.scores(small).argmax(axis=1)
+        top1 = float(np.mean([rec.labels[j] == t for j, t in zip(best, truth)]))
+        out.append({"short_side_px": int(side), "photos": len(images), "top1": round(top1, 3)})
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m vision.recognizer")
+    parser.add_argument("--resolution", action="store_true", required=True,
+                        help="top-1 on the val_* photos shrunk to each short side")
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--photos", type=Path, default=None,
+                        help="default: <data root>/products/grocery")
+    args = parser.parse_args()
+    if args.photos is None:
+        from vision.data import data_root
+        args.photos = data_root() / "products" / "grocery"
+    try:
+        for row in resolution_curve(Recognizer.load(args.model), args.photos):
+            print(json.dumps(row))
+    except RecognizerError as e:
+        sys.exit(f"python -m vision.recognizer: {e}")
