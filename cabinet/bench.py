@@ -17,7 +17,8 @@ between rounds) through every real part, and reports, per BENCHMARKS.md section 
 
 The shelf cameras are calibrated first (empty and full frames captured through them, as
 `cabinet vision calibrate` does), since a cabinet in service is; `--no-calibration` leaves it
-out, `--model DIR` adds the product recognizer (docs/vision.md).
+out; the product recognizer is the configuration's (default the committed models/), or
+`--model DIR|none` (docs/vision.md).
 
 Prints a table and writes JSON; figures go to docs/benchmarks.md. Sessions that did not end as
 their scenario expected are counted, so a fast wrong answer cannot pass for a good one.
@@ -33,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cabinet.config import load_config
 from cabinet.demo import DEFAULT_CONFIG, SimCabinet, as_expected
 from firmware_bridge.bench import machine_facts, percentile
 
@@ -124,13 +126,15 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
                 raise SystemExit(f"cabinet bench session: --keep {keep}: the folder is not "
                                  f"empty; give a new or empty one")
             tmp = str(keep)
-        with SimCabinet(Path(tmp), config, seed=seed) as cab:
+        cfg = load_config(config)
+        if model is not None:       # else the configuration's (by default the committed models/)
+            cfg = cfg.model_copy(update={"recognizer": str(model) if str(model) == "none"
+                                         else str(Path(model).resolve())})
+        with SimCabinet(Path(tmp), cfg, seed=seed) as cab:
             levels = cab.planogram.initial_stock()
             if calibrated:
                 cab.controller.shelf_calibration = calibrate(cab, Path(tmp) / "calibration")
-            if model is not None:
-                from vision.recognizer import Recognizer
-                cab.controller.recognizer = Recognizer.load(model)
+            recognizer = cab.app.recognizer
 
             async def main() -> None:
                 nonlocal sessions, wrong
@@ -165,7 +169,9 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
     return {
         "benchmark": "session", "rounds": rounds, "sessions": sessions,
         "sessions_not_as_expected": wrong, "not_as_expected": mismatches, "shelves": shelves, "shelf_cameras": cameras,
-        "calibrated": calibrated, "recognizer": None if model is None else str(model),
+        "calibrated": calibrated,
+        "recognizer": None if recognizer is None else str(recognizer.model_dir),
+        "recognizer_version": None if recognizer is None else recognizer.version,
         "face_to_unlock": stats(unlock_ms),
         **{k: stats(v) for k, v in parts.items()},
         "machine": machine_facts(),
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-calibration", action="store_true",
                    help="leave the shelf cameras uncalibrated")
     p.add_argument("--model", type=Path, default=None,
-                   help="use the product recognizer in this model folder (e.g. models)")
+                   help="the product recognizer's model folder, or none (default: the "
+                        "configuration's recognizer, which defaults to the committed models/)")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="keep the cabinet's data (session bundles, database) in DIR, a new or "
                         "empty folder, to replay a session with `cabinet reconcile`")

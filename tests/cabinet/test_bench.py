@@ -65,12 +65,20 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
     total, settle, vision = (result[k]["max_ms"] for k in ("door_closed_to_charge", "settle",
                                                             "vision"))
     assert total >= max(settle, vision)
-    assert result["calibrated"] is True and result["recognizer"] is None
+    # the configuration names no recognizer: the committed models/ is used
+    assert result["calibrated"] is True and result["recognizer"] == str(ROOT / "models")
+    # each wrong session says why: the declined card, once a round
+    why = result["not_as_expected"]
+    assert [(m["round"], m["scenario"]) for m in why] == [(1, "declined-card"),
+                                                           (2, "declined-card")]
+    assert all(m["expected"] == {"water-500": 1} and m["expected_outcome"] == "charged"
+               and m["outcome"] != "charged" for m in why)
     assert len(result["load_average"]) == 2
     assert result["shelves"] == 3 and result["shelf_cameras"] == 3
     assert result["machine"]["nproc"] >= 1
     table = bench.render(result)
     assert "face to unlock" in table and "sessions not as their scenario expected: 2" in table
+    assert "round 2 declined-card: expected {'water-500': 1} charged" in table
     assert "door closed to charge (all included)" in table and "vision (during the settle)" in table
 
 
@@ -91,3 +99,11 @@ def test_rounds_below_one_are_refused(capsys):
         bench.main(["--rounds", "0"])
     assert stop.value.code == 2
     assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_keep_refuses_a_folder_that_holds_files(tmp_path):
+    (tmp_path / "old.txt").write_text("another run's")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--rounds", "1", "--keep", str(tmp_path), "--out", str(tmp_path / "b.json")])
+    assert f"--keep {tmp_path}: the folder is not empty" in str(stop.value.code)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]
