@@ -447,11 +447,20 @@ class App:
             person = sc.person_for(fallback=self.fallback_faces)
             if person:
                 probes.setdefault(person, set()).add(sc.photo)
+        from cabinet import enrolment
+        by_key = enrolment.keys(self.db)        # the accounts file's stable ids
         for acct in self.accounts:
             person = acct.person_for(fallback=self.fallback_faces)
-            if acct.name in known:
+            account_id = by_key.get(acct.id)
+            if account_id is None and acct.name in known \
+                    and known[acct.name] not in by_key.values():
+                # enrolled before its key was kept (an older cabinet, or a crash between the
+                # account and its key): adopt it, never enrol it twice
+                account_id = known[acct.name]
+                enrolment.remember(self.db, acct.id, account_id)
+            if account_id is not None:
                 if person:
-                    self.account_ids[person] = known[acct.name]
+                    self.account_ids[person] = account_id
                 continue
             photos = self.photos.get(person or "", [])
             enrol = [p for i, p in enumerate(photos) if i not in probes.get(person, ())] \
@@ -464,6 +473,7 @@ class App:
                                           encode=self._face_encoder or enrol_encodings)
             if acct.status == "blocked":
                 self.billing.block(account.id, "blocked in the accounts file")
+            enrolment.remember(self.db, acct.id, account.id)
             self.account_ids[person] = account.id
 
     def start_cameras(self) -> None:

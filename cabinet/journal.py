@@ -166,3 +166,4 @@ class Alarms:
 # them here puts them in every migration check and `new_revision` that imports the journal.
 import cabinet.console.tables  # noqa: E402,F401
 import cabinet.fleet.tables  # noqa: E402,F401  (the fleet outbox, migration 0009)
+import cabinet.enrolment  # noqa: E402,F401  (accounts-file ids of enrolled customers, 0010)

@@ -370,3 +370,20 @@ def test_a_session_only_the_cabinets_restart_flagged_does_not_cost_the_customer_
 
     assert closed_session("s-restart", ["recovered_after_restart"]) == before
     assert closed_session("s-doubt", ["recovered_after_restart", "low_confidence"]) == before - 5
+
+
+def test_customers_renamed_in_the_accounts_file_are_not_enrolled_again(make_cabinet,
+                                                                       tmp_path):
+    """The accounts file's `id` is the key: a corrected name is the same customer."""
+    workdir = tmp_path / "demo"
+    cab = make_cabinet(workdir=workdir)
+    before, ids = _counts(cab.db), dict(cab.account_ids)
+    cab.close()
+    accounts = yaml.safe_load((FIXTURES / "accounts.yaml").read_text())
+    for account in accounts["accounts"]:
+        account["name"] += " Jr."
+    (tmp_path / "accounts.yaml").write_text(yaml.safe_dump(accounts))
+    config = write_config(tmp_path / "conf", accounts=str(tmp_path / "accounts.yaml"))
+    cab = make_cabinet(config=config, workdir=workdir)
+    assert _counts(cab.db) == before
+    assert cab.account_ids == ids
