@@ -595,7 +595,11 @@ class ShelfDiff:
                 round(_share(change_mask_, c), 4) for c in facing_cells(spec.roi, spec.capacity))
             area = int(round(change * spec.roi[2] * spec.roi[3]))
             sure = per["before"][3] + per["after"][3]
-            confidence = 0.0 if (reason or not identified) else round(min(sure) if sure else 1.0, 3)
+            # without occupancy on both sides (no calibration frames) no cell was looked at:
+            # the identities claim nothing, least of all that nothing changed
+            looked = bool(per["before"][0]) and bool(per["after"][0])
+            confidence = 0.0 if (reason or not identified or not looked) \
+                else round(min(sure) if sure else 1.0, 3)
             out[spec.slot_id] = SlotEvidence(
                 spec.slot_id, change, per["before"][0], per["after"][0],
                 per["before"][2] if identified else (None,) * len(per["before"][0]),
