@@ -91,7 +91,7 @@ class TimeoutsConfig(_Section):
 
 
 class ThresholdsConfig(_Section):
-    face_distance: float = Field(default=0.55, gt=0, lt=2, description="Max face match distance")
+    face_distance: float = Field(default=0.60, gt=0, lt=2, description="The identity policy's refuse line: beyond it a face is refused; between the accept line (0.45) and it, the second factor (docs/identity.md)")
     reconcile_min_confidence: float = Field(default=0.95, ge=0, le=1)
     load_cell_noise_g: float = Field(default=2.0, gt=0, le=100,
                                      description="Std dev of one settled shelf reading")

@@ -12,7 +12,8 @@ import yaml
 
 from cabinet import inforce
 from cabinet.app import App, validate
-from cabinet.config import FACE_ACCEPT_DISTANCE, FACE_MIN_MARGIN, load_config, validate_main
+from cabinet.config import (FACE_ACCEPT_DISTANCE, FACE_MIN_MARGIN, Config, load_config,
+                            validate_main)
 from cabinet.errors import CabinetError, ConfigError
 from firmware_bridge.errors import PortNotFound
 from firmware_bridge.simulator import SimMCU
@@ -103,6 +104,16 @@ def test_the_face_distance_floor_is_the_identity_policys():
     from vision.identity import DEFAULT_POLICY
     assert (FACE_ACCEPT_DISTANCE, FACE_MIN_MARGIN) == (DEFAULT_POLICY.accept_distance,
                                                        DEFAULT_POLICY.min_margin)
+
+
+def test_the_default_refuse_line_is_the_one_bench_faces_measures():
+    # `cabinet bench faces` measures DEFAULT_POLICY; a cabinet left at its defaults (or the
+    # shipped fixtures) must decide with the same lines, or the figures describe another cabinet
+    from vision.identity import DEFAULT_POLICY
+    assert Config().thresholds.face_distance == DEFAULT_POLICY.refuse_distance
+    for name in ("cabinet.yaml", "cabinet-jp.yaml"):
+        assert load_config(FIXTURES / name).thresholds.face_distance == \
+            DEFAULT_POLICY.refuse_distance, name
 
 
 def test_face_distance_below_the_accept_line_and_margin_is_refused(tmp_path):

@@ -164,7 +164,7 @@ def test_config_resolves_paths_against_its_file():
 def test_empty_config_takes_defaults(tmp_path):
     (tmp_path / "c.yaml").write_text("# nothing\n")
     cfg = load_config(tmp_path / "c.yaml")
-    assert cfg.database_url.startswith("sqlite:///") and cfg.thresholds.face_distance == 0.55
+    assert cfg.database_url.startswith("sqlite:///") and cfg.thresholds.face_distance == 0.60
 
 
 def test_catalog_round_trips(catalog):
