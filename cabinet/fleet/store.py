@@ -385,7 +385,10 @@ _UPSERTS = {
         "fleet_stock",
         {"cabinet_id": "text", "slot": "text", "sku": "text", "qty": "integer",
          "par": "integer", "updated_at": "timestamptz"}, ("cabinet_id", "slot"),
-        {"qty": "t.qty + EXCLUDED.qty", "par": "COALESCE(EXCLUDED.par, t.par)",
+        {"qty": "t.qty + EXCLUDED.qty",
+         # the newest move's par wins (a planogram change), whatever order moves arrive in
+         "par": "CASE WHEN EXCLUDED.par IS NOT NULL AND (t.par IS NULL OR "
+                "EXCLUDED.updated_at >= t.updated_at) THEN EXCLUDED.par ELSE t.par END",
          "sku": "CASE WHEN EXCLUDED.updated_at >= t.updated_at THEN EXCLUDED.sku ELSE t.sku END",
          "updated_at": "GREATEST(t.updated_at, EXCLUDED.updated_at)"}),
     "alarms": _upsert_statement(
@@ -458,10 +461,13 @@ def _derive(s: Session, new: list[messages.UpMessage],
             row = stock.setdefault(key, {"cabinet_id": key[0], "slot": key[1], "sku": b["sku"],
                                          "qty": 0, "par": None, "updated_at": m.at})
             row["qty"] += int(b["qty"])
-            if m.at >= row["updated_at"]:
+            newest = m.at >= row["updated_at"]
+            if newest:
                 row["sku"], row["updated_at"] = str(b["sku"]), m.at
-            if isinstance(b.get("par"), int) and not isinstance(b.get("par"), bool):
-                row["par"] = b["par"]
+            par = b.get("par")
+            if isinstance(par, int) and not isinstance(par, bool) and (newest
+                                                                       or row["par"] is None):
+                row["par"] = par
         elif m.kind == "alarm":
             key = (m.cabinet, int(b["alarm_id"]))
             row = alarms.setdefault(key, {"cabinet_id": key[0], "alarm_id": key[1],

@@ -524,6 +524,23 @@ def test_an_instance_killed_mid_stream_is_taken_over_without_loss_or_duplicates(
     assert '"restarting": "w-0"' in out and sup.returncode == 0, out[-2000:]
 
 
+def test_the_newest_moves_par_wins_whatever_order_the_moves_arrive_in(fleet_view):
+    """A planogram change raises A1's par from 6 to 8: the move made after it carries 8. Stored
+    before the older move (another instance's batch), in one batch or in two, par stays 8."""
+    for split in (False, True):
+        cab = SimCabinet(unique("par"))
+        cab.restock(5)                                   # A1 at par 6
+        cab._move("A1", "cola-330", 1, "restock", cab.tick(), par=8)
+        moves = [m for m in cab.outbox if m.body["slot"] == "A1"]
+        assert [m.body["par"] for m in moves] == [6, 8]
+        late_first = [Delivery(m.topic(), messages.encode_up(m)) for m in reversed(moves)]
+        ingest = Ingest(fleet_view.sessions, "fleet-test")
+        for batch in ([late_first[:1], late_first[1:]] if split else [late_first]):
+            ingest.store(batch)
+        [row] = fleet_view.all(FleetStock, FleetStock.cabinet_id == cab.id)
+        assert (row.qty, row.par) == (6, 8), f"split={split}"
+
+
 def test_a_message_the_database_refuses_is_dead_lettered_alone_and_the_rest_stored(fleet_view):
     """A well-formed message whose value the database cannot hold (a 150-character session id
     for a 100-character column) must not stall the stream: the batch is halved until it is
