@@ -434,6 +434,11 @@ def test_fleet_commands_exit_2_when_the_broker_or_database_is_away_1_for_bad_inp
     assert "does not answer" in capsys.readouterr().err
     assert cli.main(send + ["--db", fleet_db, "--broker", "http://x"]) == 1
     assert "give mqtt://HOST:PORT" in capsys.readouterr().err
+    missing = tmp_path / "nowhere.pem"           # serve's key for resend orders: named, exit 1
+    assert cli.main(["fleet", "serve", "--db", fleet_db, "--broker", broker.url,
+                     "--signing-key", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"signing key {missing}: not found" in err and "cabinet fleet keygen" in err
 
 
 def _closed_port() -> int:
