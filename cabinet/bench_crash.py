@@ -436,8 +436,10 @@ class Bench:
         self._world_lock = threading.Lock()
         self.publish_world()
         self.show_face(None)
+        # its own port registry: every simulator on a machine says SIM-0001, and another
+        # process's link must never find (and take over) this bench's board by that serial
         self.mcu = SimMCU(shelves=len(self.planogram.shelves), load_fn=self.world.shelf_load,
-                          seed=seed)
+                          seed=seed, registry_dir=workdir / "sim-ports")
         self.pty = self.mcu.start()
         (workdir / "calibration.json").write_text(self.mcu.factory_calibration().to_json())
         self.gateway_dir = workdir / "gateway"
