@@ -410,6 +410,8 @@ def _parser() -> argparse.ArgumentParser:
                                           "gaps are asked for again by signed `resend` orders")
     sv.add_argument("--gap-grace", type=float, default=GapPolicy.grace_s,
                     help="seconds a gap must be old before it is asked for")
+    sv.add_argument("--gap-every", type=float, default=GapPolicy.every_s,
+                    help="seconds between two looks for gaps")
     sd = sub.add_parser("send", help="sign and publish an order to a cabinet or region")
     sd.add_argument("target", help="cabinet id (or region with --region)")
     sd.add_argument("kind", choices=messages.DOWN_KINDS)
@@ -441,7 +443,7 @@ def _serve(args: argparse.Namespace) -> int:
     key = load_signing_key(args.signing_key) if args.signing_key else None
     office = BackOffice(args.db, broker, slot=args.slot, group=args.group,
                         batch_max=args.batch, signing_key=key,
-                        gaps=GapPolicy(grace_s=args.gap_grace)).start()
+                        gaps=GapPolicy(every_s=args.gap_every, grace_s=args.gap_grace)).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -472,7 +474,8 @@ def _supervise(args: argparse.Namespace, clock: Any = SYSTEM) -> int:
     def spawn(slot: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "cabinet.fleet.serve", "serve", "--db", args.db,
                "--broker", args.broker, "--slot", slot, "--group", args.group,
-               "--batch", str(args.batch), "--gap-grace", str(args.gap_grace)]
+               "--batch", str(args.batch), "--gap-grace", str(args.gap_grace),
+               "--gap-every", str(args.gap_every)]
         for flag, value in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.tls_key),
                             ("--signing-key", args.signing_key)):
             if value:

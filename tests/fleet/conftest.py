@@ -195,11 +195,11 @@ class Served:
         self.offices: list[BackOffice] = []
 
     def start(self, broker_url: str, *, slot: str, group: str, batch: int = 500,
-              wait: bool = True) -> subprocess.Popen:
+              wait: bool = True, args: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.logs / f"serve-{slot}-{len(self.procs)}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "cabinet.fleet.serve", "serve",
                                  "--db", self.db_url, "--broker", broker_url, "--slot", slot,
-                                 "--group", group, "--batch", str(batch)],
+                                 "--group", group, "--batch", str(batch), *args],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         if wait:

@@ -252,7 +252,7 @@ GAPS_NOW = serve_mod.GapPolicy(every_s=0.2, grace_s=0.5, retry_s=5.0, ttl_s=60.0
 
 
 def test_what_a_broker_restart_drops_is_asked_for_again_and_stored_once(broker, serve,
-                                                                         fleet_view):
+                                                                         fleet_view, tmp_path):
     """Mosquitto 2.0.11 does not restore a shared subscription across its restart until a
     member of the group subscribes again: what cabinets publish meanwhile is PUBACKed and
     delivered to no one, and they have marked it sent. The back office sees the seq gap once
@@ -278,7 +278,10 @@ def test_what_a_broker_restart_drops_is_asked_for_again_and_stored_once(broker, 
             c.sale()
         dropped[c.id] = set(c.expected.ids[before:])
         assert c.flush() == len(dropped[c.id])      # acked by the broker: sent, for the cabinet
-    office = serve.here(broker.url, slot="a", group=group, signing_key=key, gaps=GAPS_NOW)
+    key_file = tmp_path / "signing.pem"     # the slot comes back as `cabinet fleet serve`
+    key_file.write_bytes(messages.private_key_pem(key))
+    serve.start(broker.url, slot="a", group=group,
+                args=("--signing-key", str(key_file), "--gap-grace", "0.5", "--gap-every", "0.2"))
     for c in cabs:                           # later facts arrive and show the gap
         c.health(True)
         assert c.flush() == 1
