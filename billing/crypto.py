@@ -80,29 +80,38 @@ def _associated(account_id: int, purpose: str) -> bytes:
     return f"cabinet/{purpose}/{account_id}".encode()
 
 
-def load_key_file(path: str | Path) -> SecretBox:
-    """The SecretBox of a key file: 32 raw bytes, or 64 hex digits (a newline allowed)."""
+def read_key_bytes(path: str | Path, what: str = "key file", missing_hint: str = "") -> bytes:
+    """The 32-byte key in a key file: 32 raw bytes, or 64 hex digits (a newline allowed).
+
+    Every error is a SecretError naming `what` and the path; `missing_hint` replaces the
+    default advice for a file that is not there."""
     path = Path(path).expanduser()
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SecretError(f"key file {path}: not found; make one with `cabinet accounts "
-                          f"keygen {path}` (or `openssl rand -hex 32 > {path}`)") from None
+        hint = missing_hint or (f"make one with `cabinet accounts keygen {path}` (or "
+                                f"`openssl rand -hex 32 > {path}`)")
+        raise SecretError(f"{what} {path}: not found; {hint}") from None
     except OSError as e:
-        raise SecretError(f"key file {path}: cannot be read ({e.strerror})") from None
+        raise SecretError(f"{what} {path}: cannot be read ({e.strerror})") from None
     if len(data) == KEY_BYTES:
-        key = data
-    else:
-        text = data.strip()
-        try:
-            key = bytes.fromhex(text.decode("ascii")) if len(text) == 2 * KEY_BYTES else b""
-        except (UnicodeDecodeError, ValueError):
-            key = b""
-        if len(key) != KEY_BYTES:
-            raise SecretError(f"key file {path}: {len(data)} bytes; a key file holds "
-                              f"{KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex digits. Make one "
-                              f"with `cabinet accounts keygen FILE`")
-    return SecretBox(key, origin=f"key file {path}")
+        return data
+    text = data.strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii")) if len(text) == 2 * KEY_BYTES else b""
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise SecretError(f"{what} {path}: {len(data)} bytes; a key file holds "
+                          f"{KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex digits. Make one "
+                          f"with `cabinet accounts keygen FILE`")
+    return key
+
+
+def load_key_file(path: str | Path) -> SecretBox:
+    """The SecretBox of a key file: 32 raw bytes, or 64 hex digits (a newline allowed)."""
+    path = Path(path).expanduser()
+    return SecretBox(read_key_bytes(path), origin=f"key file {path}")
 
 
 def write_key_file(path: str | Path) -> Path:

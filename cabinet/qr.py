@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from billing.base import Base, UTCDateTime, utcnow
+from billing.crypto import SecretError, read_key_bytes
 from billing.models import Account
 from cabinet.errors import CabinetError
 
@@ -108,26 +109,14 @@ def _unb64(text: str) -> bytes:
 
 # --- the key ----------------------------------------------------------------------------------
 def load_key(path: str | Path) -> bytes:
-    """The QR key of a key file: 32 raw bytes or 64 hex digits."""
+    """The QR key of a key file: 32 raw bytes or 64 hex digits (billing.crypto's format)."""
     path = Path(path).expanduser()
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CabinetError(f"QR key file {path}: not found; make one with `cabinet accounts "
-                           f"keygen {path}`, or leave {KEY_FILE_ENV} unset for data_dir/qr.key"
-                           ) from None
-    except OSError as e:
-        raise CabinetError(f"QR key file {path}: cannot be read ({e.strerror})") from None
-    if len(data) == KEY_BYTES:
-        return data
-    try:
-        key = bytes.fromhex(data.strip().decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != KEY_BYTES:
-        raise CabinetError(f"QR key file {path}: {len(data)} bytes; it must hold {KEY_BYTES} "
-                           f"raw bytes or {2 * KEY_BYTES} hex digits (cabinet accounts keygen)")
-    return key
+        return read_key_bytes(path, what="QR key file", missing_hint=(
+            f"make one with `cabinet accounts keygen {path}`, or leave {KEY_FILE_ENV} unset "
+            f"for data_dir/qr.key"))
+    except SecretError as e:
+        raise CabinetError(str(e)) from None
 
 
 def key_for_cabinet(data_dir: str | Path, environ: dict[str, str] | None = None) -> bytes:
