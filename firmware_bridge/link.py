@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import logging
 import os
 import random
 import re
@@ -45,6 +46,7 @@ from .errors import LinkDown, LinkError, PortBusy, PortNotFound, ProtocolVersion
 from .ports import SERIAL_PREFIX, PortFinder, default_finder
 
 Trace = Callable[[str, float, bytes, "P.Message | None"], None]
+log = logging.getLogger(__name__)
 
 
 class LinkListener(Protocol):
@@ -81,6 +83,7 @@ class LinkCounters:
     rto_ms: float
     duplicates: int                     # duplicate events dropped + late replies ignored
     last_event_seq: int = 0             # the MCU event number delivered last (in order)
+    listener_errors: int = 0            # events whose listener raised (logged; the link goes on)
 
 
 class _Pending:
@@ -139,7 +142,7 @@ class Link:
         self._rtts: deque[float] = deque(maxlen=2000)
         self._n = dict(bytes_in=0, bytes_out=0, frames_out=0, retransmits=0, late_replies=0,
                        duplicate_events=0, events=0, gaps=0, replays=0, link_losses=0,
-                       reconnects=0, resets=0)
+                       reconnects=0, resets=0, listener_errors=0)
 
     # ---- opening and closing -------------------------------------------------------------
     def open(self) -> P.IdentifyReply:
@@ -388,7 +391,15 @@ class Link:
         while self._last_event is not None and self._last_event + 1 in buf:
             self._last_event += 1
             self._n["events"] += 1
-            self.listener.link_event(buf.pop(self._last_event), now)
+            msg = buf.pop(self._last_event)
+            try:
+                self.listener.link_event(msg, now)
+            except Exception:
+                # a fault in one consumer of events must not stop the reader thread, which
+                # every command's reply and every later event depends on: log it with its
+                # traceback, count it, and deliver the next event
+                self._n["listener_errors"] += 1
+                log.exception("Board on %s: the event listener failed on %r", self.port_name, msg)
 
     # ---- the keeper thread ---------------------------------------------------------------
     def _keep_loop(self) -> None:

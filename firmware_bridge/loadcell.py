@@ -228,10 +228,14 @@ class ShelfFilter:
             return False        # the scatter, or more than one sample far out (a spike is one)
         # the trend across the window, by the median of the pairwise slopes (Theil-Sen: a
         # spike among the samples does not tilt it)
-        slope = statistics.median((ys[j] - ys[i]) / (recent[j][0] - recent[i][0])
-                                  for i in range(len(ys)) for j in range(i + 1, len(ys))
-                                  if recent[j][0] > recent[i][0])
-        if abs(slope) * (recent[-1][0] - recent[0][0]) > limit:
+        slopes = [(ys[j] - ys[i]) / (recent[j][0] - recent[i][0])
+                  for i in range(len(ys)) for j in range(i + 1, len(ys))
+                  if recent[j][0] > recent[i][0]]
+        if not slopes:
+            # every sample carries one time stamp (events the host read in one burst, one
+            # sample each): no trend can be measured, so only the fixed window may settle it
+            return False
+        if abs(statistics.median(slopes)) * (recent[-1][0] - recent[0][0]) > limit:
             return False
         return abs(grams - mid) <= limit
 

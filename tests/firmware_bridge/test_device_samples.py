@@ -162,6 +162,39 @@ def test_a_creeping_load_never_settles_and_a_spike_does_not_stop_a_settle():
     assert all(stable_after_spike)
 
 
+def test_samples_read_in_one_burst_measure_no_trend_and_do_not_settle_by_the_test():
+    # One-sample batches the host read in one go all carry the same time stamp (cabinet
+    # bench link's flood did this): the trend is unmeasurable, so the statistical test must say
+    # "not settled" (and leave the fixed window to decide) instead of failing in the reader.
+    f = _filter()
+    for _ in range(30):
+        f.add((_counts(500.0),), 1.0)
+    assert f.reading().ready and not f.reading().stable
+    assert len(f.raw_samples(float("-inf"), float("inf"))) == 30
+
+
 def test_settle_samples_below_six_is_refused():
     with pytest.raises(ValueError, match="settle_samples = 4"):
         _filter(settle_samples=4)
+
+
+def test_a_listener_that_raises_does_not_stop_the_reader(clocked, monkeypatch):
+    # The reader thread delivers every event and every reply: a fault in the Board's own
+    # handling of one event (the burst above once raised in the settle test) must be logged
+    # and counted, not end the link.
+    from firmware_bridge import events as ev
+    failed: list = []
+    add = ShelfFilter.add
+
+    def add_once_failing(self, counts, now):
+        if not failed:
+            failed.append(now)
+            raise RuntimeError("a fault in one event's handling")
+        return add(self, counts, now)
+    monkeypatch.setattr(ShelfFilter, "add", add_once_failing)
+    clocked.until(lambda: failed, what="a weight batch")
+    clocked.sim.open_door(force=True)
+    clocked.until(lambda: any(isinstance(e, ev.DoorOpened) for e in clocked.events),
+                  what="the next events")
+    assert clocked.call(clocked.board.state).door_open is True    # replies still arrive
+    assert clocked.board.counters().listener_errors == 1
