@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 from playwright.sync_api import Page, expect
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
@@ -112,9 +113,14 @@ def test_a_phone_scans_the_kiosks_code_and_the_page_follows_the_session(cabinet,
     assert image.get_attribute("src").startswith("qr.svg")
     page.wait_for_function("() => document.getElementById('qr').naturalWidth > 200")
 
-    shot = image.screenshot()                         # the phone's camera on the screen
-    code, _, _ = cv2.QRCodeDetector().detectAndDecode(
-        cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR))
+    detector = cv2.QRCodeDetector()
+
+    def scan() -> str:                                # the phone's camera on the screen: like
+        shot = image.screenshot()                     # a phone, it looks again until it reads
+        code, _, _ = detector.detectAndDecode(        # (a frame caught mid-paint reads nothing)
+            cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR))
+        return code
+    code = wait_until(scan, "the phone to read the kiosk's QR code", timeout_s=15, poll_s=0.2)
     assert code.startswith("CQR1.")
     answer: list[requests.Response] = []
     phone = threading.Thread(target=lambda: answer.append(requests.post(
