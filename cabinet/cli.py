@@ -338,6 +338,23 @@ def _run(args, rest: list[str]) -> int:
     return validate_main(args.file)
 
 
+def interrupted(e: BaseException) -> bool:
+    """Whether Ctrl-C is what `e` came from. A KeyboardInterrupt that lands inside a database
+    transaction comes back as the driver's next error (SQLAlchemy's PendingRollbackError, then
+    our CabinetError naming the database), with the interrupt further down the chain."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        if isinstance(x, KeyboardInterrupt):
+            return True
+        seen.add(id(x))
+        todo += [x.__cause__, x.__context__]
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, rest = _parser().parse_known_args(argv)
@@ -348,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:
+        if interrupted(e):
+            return EXIT_INTERRUPTED
         code = exit_code_for(e)
         if code is None:
             raise

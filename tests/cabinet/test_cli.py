@@ -241,6 +241,57 @@ def test_a_bug_is_not_dressed_up_as_a_user_error():
     assert cli.exit_code_for(ValueError("x")) is None   # only our own ValueError subclasses
 
 
+def test_ctrl_c_inside_a_database_transaction_still_exits_130(monkeypatch, capsys):
+    # CI caught it: Ctrl-C landed inside a migration, SQLAlchemy answered the next statement with
+    # PendingRollbackError, open_engine named the database, and the demo exited 1
+    def run(args, rest):
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("Can't reconnect until invalid transaction is rolled back")
+        except RuntimeError as e:
+            from cabinet.errors import CabinetError
+            raise CabinetError("cabinet.yaml: database_url = 'sqlite:///x': " + str(e)) from None
+    monkeypatch.setattr(cli, "_run", run)
+    assert cli.main(["demo"]) == cli.EXIT_INTERRUPTED
+    assert "database_url" not in capsys.readouterr().err
+    assert not cli.interrupted(ValueError("x"))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # alarms in gc hooks
+def test_ctrl_c_at_any_point_of_opening_the_database_is_an_interrupt(tmp_path):
+    # the real path: SIGALRM raises KeyboardInterrupt at 25 points spread over open_engine
+    from cabinet.app import open_engine
+    from cabinet.config import load_config
+    cfg = load_config(ROOT / "fixtures" / "cabinet.yaml")
+
+    def opened(i):
+        return cfg.model_copy(update=dict(database_url=f"sqlite:///{tmp_path}/db{i}.sqlite"))
+    start = time.perf_counter()
+    open_engine(opened("full")).dispose()
+    full = time.perf_counter() - start
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGALRM, interrupt)
+    outcomes = []
+    try:
+        for i in range(25):
+            signal.setitimer(signal.ITIMER_REAL, full * (i + 0.5) / 25)
+            try:
+                open_engine(opened(i)).dispose()
+                outcomes.append("finished")
+            except BaseException as e:       # noqa: BLE001  (what the command line would see)
+                outcomes.append("interrupt" if cli.interrupted(e) else repr(e))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert set(outcomes) <= {"finished", "interrupt"}, outcomes
+    assert "interrupt" in outcomes
+
+
 def test_ctrl_c_exits_130(tmp_path):
     workdir = tmp_path / "demo"
     proc = subprocess.Popen([*CABINET, "demo", "--workdir", str(workdir)],
