@@ -59,13 +59,31 @@ def index(planted):
     built.close()
 
 
-def test_the_simd_first_pass_is_the_exact_integer_distance_of_the_codes(index):
+def test_the_integer_first_pass_is_the_exact_integer_distance_of_the_codes(planted, index):
+    codes = index._code(planted[0]).astype(np.int64)
     rng = np.random.default_rng(3)
     for code in (np.zeros((1, 128), np.uint8), np.full((1, 128), 255, np.uint8),
                  rng.integers(0, 256, (1, 128), dtype=np.uint8)):
-        want = ((index.codes.astype(np.int64) - code.astype(np.int64)) ** 2).sum(axis=1)
+        want = ((codes - code.astype(np.int64)) ** 2).sum(axis=1)
         got = index.code_distances(code)
         assert got.dtype == np.float32 and np.array_equal(got.astype(np.int64), want)
+        # the range question too, at the extremes of the codes' distances
+        for limit in (0, int(np.median(want)), int(want.max())):
+            assert np.array_equal(index._within_code(code, limit), np.flatnonzero(want <= limit))
+
+
+def test_the_extreme_codes_do_not_overflow():
+    # every coordinate at the clip ends: the largest code distance there is, 128 * 255^2
+    matrix = np.zeros((3, 128), dtype=np.float32)
+    matrix[0], matrix[1] = 1.0, -1.0
+    index = FaceIndex(["a", "b", "c"], matrix)
+    try:
+        far = index._code(np.full((1, 128), -1.0, np.float32))
+        got = index.code_distances(far).astype(np.int64)
+        want = ((index._code(matrix).astype(np.int64) - far.astype(np.int64)) ** 2).sum(axis=1)
+        assert np.array_equal(got, want) and want.max() >= 128 * 254 ** 2
+    finally:
+        index.close()
 
 
 def test_planted_neighbours_give_the_exact_searchs_decisions_and_accounts(planted, index):
@@ -109,7 +127,7 @@ def test_one_thread_and_two_threads_answer_the_same(planted, index):
     matrix, ids, probes = planted
     single = FaceIndex(ids, matrix, threads=1)
     try:
-        assert len(single._parts) == 1 and len(index._parts) == min(2, os.cpu_count() or 1)
+        assert single.threads == 1 and index.threads == min(2, os.cpu_count() or 1)
         for probe in probes[:9]:
             code = index._code(probe[None, :])
             assert np.array_equal(single.code_distances(code), index.code_distances(code))
