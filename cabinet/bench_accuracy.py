@@ -94,6 +94,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--catalog", type=Path, default=ROOT / "fixtures" / "catalog.yaml")
     p.add_argument("--planogram", type=Path, default=ROOT / "fixtures" / "planogram.yaml")
     p.add_argument("--no-images", action="store_true", help="weights only")
+    p.add_argument("--world", choices=("first", "second"), default="first",
+                   help="who writes the bundles: first, cabinet/sim_bundles.py (default), or "
+                        "second, cabinet/sim_bundles_second.py (other noise laws and customers)")
     p.add_argument("--json", action="store_true", help="one JSON object per tier")
     p.add_argument("--out", type=Path, help="also write the results as a JSON list here")
     p.add_argument("--keep", type=Path, help="keep the bundles in this folder")
@@ -115,9 +118,13 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="cabinet-accuracy-") as tmp:
         root = args.keep or Path(tmp)
         try:
-            synth = SessionSynth(root, args.catalog, args.planogram, seed=args.seed,
-                                 photos=args.photos, data_root=data_root(),
-                                 images=not args.no_images, recognizer=recognizer)
+            if args.world == "second":
+                from cabinet.sim_bundles_second import SecondSynth as world
+            else:
+                world = SessionSynth
+            synth = world(root, args.catalog, args.planogram, seed=args.seed,
+                          photos=args.photos, data_root=data_root(),
+                          images=not args.no_images, recognizer=recognizer)
         except (FileNotFoundError, ValueError) as e:
             print(f"cabinet bench accuracy: {e}", file=sys.stderr)
             return 2
