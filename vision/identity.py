@@ -171,6 +171,104 @@ def decide(distances: Mapping[str, Sequence[float]], policy: IdentityPolicy = DE
                             best, second, candidates, frames_seen, frames_used)
 
 
+def settled_accept(distances: Mapping[str, Sequence[float]], policy: IdentityPolicy = DEFAULT_POLICY,
+                   *, frames_used: int, frames_left: int) -> str | None:
+    """The account that `decide` accepts however the `frames_left` frames still to come turn
+    out, or None while some of them could still change the outcome or the account.
+
+    A frame still to come may not count (no face, several) or may put any account at any
+    distance, each account independently. With u of them counted (0..frames_left) the upper
+    median is the (n//2)-th smallest of n = frames_used + u values: an account's is at most its
+    (n//2)-th known value (the new ones far) and at least its (n//2 - u)-th (the new ones at
+    0). The accept stands when, for every u, the accepted account's largest possible distance
+    is within the accept line and every other account's smallest possible one is beyond it by
+    the margin. An account not reported in a frame is farther than refuse_distance there, so
+    refuse_distance is a lower bound for it (and an account never reported is at least that far
+    in every known frame). With three frames this is: two counted frames, the account within
+    the line in both, and every other account at least the margin beyond the larger of the two
+    in both: the middle of three can then only be as the two say.
+    """
+    if frames_used < max(1, policy.min_frames) or frames_left < 0:
+        return None
+    now = decide(distances, policy, frames_seen=frames_used, frames_used=frames_used)
+    if now.outcome != ACCEPT:
+        return None
+    known = {str(a): np.sort(np.asarray(v, dtype=np.float64)) for a, v in distances.items()}
+    floor = np.full(frames_used, policy.refuse_distance)  # an account never reported
+    mine = known[now.account_id]
+    rivals = [np.minimum(v, policy.refuse_distance) for a, v in known.items() if a != now.account_id]
+    rivals.append(floor)
+    for u in range(frames_left + 1):
+        m = (frames_used + u) // 2
+        if m >= frames_used:          # the new frames alone could be the median: unknown
+            return None
+        worst = mine[m]
+        if worst > policy.accept_distance:
+            return None
+        if m - u < 0:                 # the new frames alone could pull a rival to 0
+            return None
+        nearest_rival = min(float(r[m - u]) for r in rivals)
+        if not (nearest_rival - worst >= policy.min_margin and nearest_rival > worst):
+            return None
+    return now.account_id
+
+
+class FrameTally:
+    """Frames from the face camera counted one at a time, for a caller that wants to stop as
+    soon as the answer is known (the controller, which captures the next frame meanwhile).
+
+    `frames` is how many frames the caller means to look at. `add(frame)` counts one (detect,
+    and encode when it holds exactly one face), `missed()` one the camera did not give;
+    `settled()` is the accept that no frame still to come can change (`settled_accept`), or
+    None; `decision()` decides on the frames so far, exactly as `identify_frames` on them.
+    """
+
+    def __init__(self, gallery: AccountSearch, policy: IdentityPolicy = DEFAULT_POLICY, *,
+                 frames: int, bgr: bool = False, max_side: int = DEFAULT_MAX_SIDE) -> None:
+        if frames < 1:
+            raise ValueError(f"identity frames: {frames} frames to look at; need at least 1")
+        self.gallery, self.policy, self.frames = gallery, policy, int(frames)
+        self.bgr, self.max_side = bgr, max_side
+        self.encodings: list[np.ndarray] = []
+        self.seen = 0
+        self.given_up = 0
+        self.several = False
+        self._found: dict[str, np.ndarray] | None = {}
+
+    @property
+    def frames_left(self) -> int:
+        return max(0, self.frames - self.seen - self.given_up)
+
+    def add(self, frame: np.ndarray) -> None:
+        faces, face = observe_single_face(frame, bgr=self.bgr, max_side=self.max_side)
+        self.seen += 1
+        self.several = self.several or faces > 1
+        if face is not None:
+            self.encodings.append(face.encoding)
+            self._found = None
+
+    def missed(self) -> None:
+        """A frame the camera did not give: one fewer to come, none seen."""
+        self.given_up += 1
+
+    def _distances(self) -> dict[str, np.ndarray]:
+        if self._found is None:
+            self._found = self.gallery.account_distances(self.encodings, self.policy.refuse_distance) \
+                if self.encodings else {}
+        return self._found
+
+    def settled(self) -> IdentityDecision | None:
+        if not self.encodings:
+            return None
+        account = settled_accept(self._distances(), self.policy, frames_used=len(self.encodings),
+                                 frames_left=self.frames_left)
+        return None if account is None else self.decision()
+
+    def decision(self) -> IdentityDecision:
+        return decide(self._distances(), self.policy, frames_seen=self.seen,
+                      frames_used=len(self.encodings), several_faces=self.several)
+
+
 def identify_encodings(encodings: Sequence[np.ndarray], gallery: AccountSearch,
                        policy: IdentityPolicy = DEFAULT_POLICY, *, frames_seen: int | None = None,
                        several_faces: bool = False) -> IdentityDecision:
