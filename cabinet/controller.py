@@ -48,7 +48,7 @@ from firmware_bridge import events as ev
 from firmware_bridge.clock import Clock, clock_or_system
 from firmware_bridge.device import LinkError
 from vision.faces import FaceGallery
-from vision.identity import ACCEPT, DEFAULT_POLICY, SECOND_FACTOR, IdentityPolicy, identify_frames
+from vision.identity import ACCEPT, DEFAULT_POLICY, SECOND_FACTOR, FrameTally, IdentityPolicy
 
 log = logging.getLogger("cabinet.controller")
 
@@ -726,14 +726,23 @@ class Controller:
         account, then its admission (refused, or the PIN pad when its trust asks); second factor -> refused with the kiosk's message until
         the kiosk can take the PIN (never an unlock); refuse -> refused with its message. The
         journal keeps the reason and the distances, never a template."""
-        frames = [frame]
-        for _ in range(self.identity_frames - 1):
-            more = await self._blocking(self.face_camera.capture)
-            if more is not None:
-                frames.append(more)
-                await self.show_preview(more)
-        decision = await self._blocking(identify_frames, frames, self.gallery,
-                                        self.identity_policy, bgr=True)
+        # One frame at a time, the camera's next frame read while this one is encoded; done
+        # before the last frame only when no frame still to come can change the accept
+        # (vision/identity.py settled_accept: with three frames, two agreeing clearly).
+        tally = FrameTally(self.gallery, self.identity_policy, frames=self.identity_frames,
+                           bgr=True)
+        this, decision = frame, None
+        while decision is None:
+            following = asyncio.ensure_future(self._blocking(self.face_camera.capture)) \
+                if tally.frames_left > 1 else None
+            if this is None:
+                tally.missed()
+            else:
+                await self._blocking(tally.add, this)
+            this = None if following is None else await following
+            decision = tally.settled() or (tally.decision() if tally.frames_left == 0 else None)
+            if decision is None and this is not None:
+                await self.show_preview(this)
         run.mark("identified")
         run.identity = {
             "identity_outcome": decision.outcome, "identity_reason": decision.reason,
