@@ -158,9 +158,10 @@ def _note_miss(out, session, result) -> None:
                           "actions": list(session.actions), "truth": session.basket,
                           "must_flag": session.must_flag, "charged": result.basket,
                           "best_guess": result.best_guess, "flags": list(result.flags),
+                          "strangers": result.evidence.get("strangers", {}),
                           "confidence": result.confidence,
                           "shelves": {k: {f: v.get(f) for f in ("delta_g", "explained_by", "z",
-                                                                 "count_change")}
+                                                                 "count_change", "unlike_cells")}
                                       for k, v in result.evidence["shelves"].items()}}) + "\n")
     out.flush()
 

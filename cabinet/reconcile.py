@@ -40,7 +40,7 @@ that did not settle counts with its samples' scatter as noise; it is flagged she
 only when a side has fewer than MIN_SAMPLES samples to measure the swing.
 
 When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
-unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object,
+unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object, item_swapped,
 vision_disagrees), and `basket` then holds only what is certain: for each SKU the least count
 among the baskets that make up 99% of the probability in both looks and in a third where rare
 events are common (LENIENT_MISPLACED_COST, LENIENT_OUTLIER_COST), minus anything the best
@@ -540,6 +540,32 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
     return out
 
 
+def _unlike(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mapping[str, Sequence[str]],
+            shelf: str) -> int:
+    """Cells of the shelf's one-SKU slots, occupied before and after, whose item now looks
+    unlike the one there before (vision.diff's `unlike`): a put-back item of the slot's SKU
+    looks like it. In a slot of several SKUs items shifting between cells look unlike too, so
+    those are not counted."""
+    return sum(getattr(per_slot[s.id], "unlike", 0) for s in bundle.planogram.slots_on(shelf)
+               if s.id in per_slot and len(set(inventory.get(s.id, ()))) == 1)
+
+
+def _strangers(per_slot: Mapping[str, Any], notes: Mapping[str, str], flags: set[str]
+               ) -> dict[str, list[int]]:
+    """Cells that were empty and now hold a thing that looks like no item that left a place in
+    the cabinet (vision.diff.strangers, product-agnostic), read only when every camera was:
+    weight and count say "an item moved here", but it came from outside: foreign_object, the
+    operator looks."""
+    if not per_slot or notes:
+        return {}
+    from vision.diff import strangers
+
+    odd = strangers(per_slot)
+    if odd:
+        flags.add("foreign_object")
+    return odd
+
+
 def check_recognizer(bundle: Bundle, recognizer: Any) -> None:
     """The recognizer a bundle names must be the one given, by version: the same bundle gives
     the same basket on any machine, or says what is missing."""
@@ -588,6 +614,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         if notes:
             flags.add("camera_dark")
     shelf_vis = _shelf_vision(bundle, per_slot, inventory)
+    odd = _strangers(per_slot, notes, flags)
 
     shelf_info, shelf_args = {}, []
     for shelf in planogram.shelves:
@@ -642,6 +669,12 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             # match the shelf's count (a foreign object, or a miscount): not charged from there
             flags.add("vision_disagrees")
             unexplained.append((shelf_id, x))
+        unlike = _unlike(bundle, per_slot, inventory, shelf_id) if sv is not None and sv.usable else 0
+        if unlike > int(np.clip(x, 0, None).sum()):
+            # a cell of a one-SKU slot now holds something that looks unlike the item that was
+            # there, and the explanation brings no other item onto the shelf to be it: the item
+            # swapped for something else (of about its weight); the operator looks
+            flags.add("item_swapped")
         if sv is not None and sv.usable and sv.confidence >= 0.6 and any(
                 sv.seen.get(k, 0) != int(x[i]) for i, k in enumerate(skus)):
             flags.add("vision_disagrees")
@@ -655,7 +688,8 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             "vision_seen": None if sv is None else dict(sorted(sv.seen.items())),
             "touched": None if sv is None else sv.touched,
             "count_change": None if sv is None else sv.count_change,
-            "vision_confidence": None if sv is None else round(sv.confidence, 3)}
+            "vision_confidence": None if sv is None else round(sv.confidence, 3),
+            "unlike_cells": unlike}
 
     if confidence < params.min_confidence or lenient < LENIENT_MIN_CONFIDENCE:
         flags.add("low_confidence")
@@ -683,7 +717,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
                       "usable": e.usable, "reason": e.reason}
                 for sid, e in sorted(per_slot.items())}
     evidence = {"shelves": shelves_ev, "slots": slots_ev, "cameras": dict(sorted(notes.items())),
-                "combinations": ncombos,
+                "combinations": ncombos, "strangers": odd,
                 "confidence_nominal": round(dict(ranked)[best_key], 6),
                 "confidence_lenient": round(lenient, 6)}
     return ReconcileResult(dict(sorted(basket.items())), round(confidence, 6), runner, evidence,

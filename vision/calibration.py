@@ -179,3 +179,95 @@ def load_calibration(folder: str | Path) -> Calibration:
                                    f"`cabinet vision calibrate --stage empty` first")
         cams[cam_id] = CameraCalibration(cam_id, stages["empty"], stages.get("full"))
     return Calibration(cams, doc["content_hash"], folder, captured)
+
+
+# --- the appearance line (vision.diff.SAME_ITEM_MIN_SIMILARITY), from real photos ------------------
+
+def _centre(img: np.ndarray, keep: float = 0.6) -> np.ndarray:
+    """The middle of a hand-held product photo (the product, less of the shop behind it)."""
+    h, w = img.shape[:2]
+    ch, cw = max(1, int(h * keep)), max(1, int(w * keep))
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return img[y:y + ch, x:x + cw]
+
+
+def _not_products(folder: Path) -> list[np.ndarray]:
+    """Photos of things that are not products (fridge_objects): each whole, and each boxed
+    object of its Pascal VOC annotation."""
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for path in sorted((folder / "images").glob("*.jpg")):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise CalibrationError(f"{path}: not a readable image")
+        out.append(img)
+        ann = folder / "annotations" / (path.stem + ".xml")
+        if not ann.is_file():
+            continue
+        for obj in ET.parse(ann).findall("object"):
+            box = obj.find("bndbox")
+            x0, y0, x1, y1 = (int(float(box.findtext(k, "0"))) for k in ("xmin", "ymin", "xmax", "ymax"))
+            if x1 - x0 > 8 and y1 - y0 > 8:
+                out.append(img[y0:y1, x0:x1])
+    return out
+
+
+def measure_appearance(data_root: str | Path, *, pairs: int = 20000, seed: int = 0) -> dict:
+    """How alike vision.diff's appearance signature finds two different train_* photos of one
+    product (every pair), two photos of different products (`pairs` random pairs) and a product
+    photo against a photo of a thing that is not a product (every pair); each photo's centre
+    shrunk to a shelf camera's item size first. Returns the percentiles of the same-product
+    similarities and, at the 1st, the share of other pairs below it (what the line catches)."""
+    import itertools
+    import random
+
+    from vision.diff import APPEARANCE_SIZE, appearance, look_similarity
+
+    root = Path(data_root) / "products"
+    grocery = root / "grocery"
+    if not grocery.is_dir():
+        raise CalibrationError(f"{grocery}: no product photos (products/grocery/<product>/train_*.jpg)")
+    looks: dict[str, list[np.ndarray]] = {}
+    for folder in sorted(p for p in grocery.iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("train_*.jpg")):
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise CalibrationError(f"{path}: not a readable image")
+            small = cv2.resize(_centre(img), APPEARANCE_SIZE, interpolation=cv2.INTER_AREA)
+            looks.setdefault(folder.name, []).append(appearance(small))
+    others = [appearance(cv2.resize(o, APPEARANCE_SIZE, interpolation=cv2.INTER_AREA))
+              for o in _not_products(root / "fridge_objects")]
+    names = [n for n, v in looks.items() if len(v) >= 2]
+    if len(names) < 2 or not others:
+        raise CalibrationError(f"{root}: needs train_* photos of two products or more and "
+                               f"fridge_objects/images")
+    same = np.array([look_similarity(a, b) for n in names for a, b in itertools.combinations(looks[n], 2)])
+    rng = random.Random(seed)
+    other_products = []
+    for _ in range(pairs):
+        p, q = rng.sample(names, 2)
+        other_products.append(look_similarity(rng.choice(looks[p]), rng.choice(looks[q])))
+    foreign = np.array([look_similarity(a, o) for n in names for a in looks[n] for o in others])
+    line = float(np.percentile(same, 1))
+    return {"same_pairs": int(same.size), "products": len(names), "not_products": len(others),
+            "same_p1": round(line, 4), "same_p5": round(float(np.percentile(same, 5)), 4),
+            "same_p50": round(float(np.median(same)), 4),
+            "other_products_below_p1": round(float(np.mean(np.array(other_products) < line)), 4),
+            "not_products_below_p1": round(float(np.mean(foreign < line)), 4)}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["appearance"]:
+        print("usage: python -m vision.calibration appearance [DATA_ROOT]", file=sys.stderr)
+        sys.exit(2)
+    from vision.data import data_root
+
+    where = Path(sys.argv[2]) if len(sys.argv) > 2 else data_root()
+    if not (where / "products").is_dir():
+        print(f"{where}: no products/ folder; pass DATA_ROOT (the folder holding products/)",
+              file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(measure_appearance(where), indent=2))

@@ -63,6 +63,15 @@ EMPTY_CELL_SHARE = 0.12   # without a full-shelf frame: a cell this different fr
 TOUCHED_CHANGE = 0.008    # share of a slot's region that changed: at least this, something moved
 MIN_ID_SCORE = 0.5        # recognizer score below which a cell is not identified
 ID_SURE_MARGIN = 0.2      # top-1 minus top-2 score at which an identity is certain
+# Appearance of one item, knowing no product: a hue x saturation x value histogram of its crop
+# shrunk to APPEARANCE_SIZE, compared by the Bhattacharyya coefficient (1: same colours). The
+# line is set on real photos, never on the simulator (`python -m vision.calibration
+# appearance`): two different train_* photos of one product (12,026 pairs, centre crops shrunk
+# to shelf-camera size) are at least this alike in 99% of pairs; a photo of a thing that is not
+# a product (fridge_objects, whole and boxed) falls below it in 74% of pairs with a product.
+APPEARANCE_BINS = (12, 4, 4)
+APPEARANCE_SIZE = (24, 36)  # w, h: a shelf camera's item
+SAME_ITEM_MIN_SIMILARITY = 0.51
 
 # quality flags
 DARK, BLANK, MISSING, FROZEN, SHAKE = "camera_dark", "camera_blank", "camera_missing", "camera_frozen", "camera_shake"
@@ -121,6 +130,20 @@ class SlotEvidence:
     identified: bool = True
     flags: tuple[str, ...] = ()
     cells_changed: tuple[float, ...] = ()  # per facing cell: share of it in the before/after mask
+    # per facing cell occupied before and after whose pixels changed: how alike what is there
+    # now is to what was there (appearance_similarity); None for every other cell
+    cells_alike: tuple[float | None, ...] = ()
+    # signatures (`appearance`) of the items that were in cells that emptied or changed, and
+    # (cell, signature) of those now in cells that filled or changed
+    gone_looks: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
+    new_looks: tuple[tuple[int, np.ndarray], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def unlike(self) -> int:
+        """Cells occupied before and after that changed and whose content now looks unlike
+        what was there (below SAME_ITEM_MIN_SIMILARITY): another thing than before, where a
+        put-back item of the same product looks like itself."""
+        return sum(a is not None and a < SAME_ITEM_MIN_SIMILARITY for a in self.cells_alike)
 
     @property
     def swappable(self) -> int | None:
@@ -225,6 +248,48 @@ def unusable_reason(img: np.ndarray | None) -> str:
 
 def _quality_flag(reason: str) -> str:
     return MISSING if reason.startswith("no frame") else DARK if reason.startswith("too dark") else BLANK
+
+
+# --- appearance -----------------------------------------------------------------------------------
+
+def appearance(crop: np.ndarray) -> np.ndarray:
+    """An item's colour signature (knowing no product): the normalised hue x saturation x value
+    histogram (APPEARANCE_BINS) of the crop shrunk to APPEARANCE_SIZE."""
+    if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8 or crop.ndim != 3 \
+            or crop.shape[2] != 3 or crop.shape[0] < 1 or crop.shape[1] < 1:
+        raise VisionInputError(f"appearance crop: expected a non-empty HxWx3 uint8 BGR image, got "
+                               f"{getattr(crop, 'dtype', type(crop).__name__)} "
+                               f"{getattr(crop, 'shape', '')}")
+    small = cv2.resize(crop, APPEARANCE_SIZE, interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    hist = cv2.calcHist([hsv], [0, 1, 2], None, list(APPEARANCE_BINS),
+                        [0, 180, 0, 256, 0, 256]).ravel().astype(np.float64)
+    return hist / max(hist.sum(), 1e-9)
+
+
+def look_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Bhattacharyya coefficient of two signatures (`appearance`): 1 same colours, 0 none shared."""
+    return float(np.sum(np.sqrt(a * b)))
+
+
+def appearance_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """How alike two crops look (look_similarity of their signatures)."""
+    return look_similarity(appearance(a), appearance(b))
+
+
+def strangers(evidence: Mapping[str, "SlotEvidence"]) -> dict[str, list[int]]:
+    """Per slot, the cells (indices) empty before whose new item looks like none of the items
+    that left a cell anywhere in `evidence` (all the cabinet's slots): every item put in an
+    empty cell came from a place or from outside, and one that looks unlike all that left a
+    place came from outside (a foreign object). Knows no product: looks against looks."""
+    gone = [g for e in evidence.values() for g in e.gone_looks]
+    out: dict[str, list[int]] = {}
+    for sid, e in evidence.items():
+        cells = [i for i, look in e.new_looks if not e.occupied_before[i]
+                 and not any(look_similarity(look, g) >= SAME_ITEM_MIN_SIMILARITY for g in gone)]
+        if cells:
+            out[sid] = cells
+    return out
 
 
 # --- alignment and lighting -----------------------------------------------------------------------
@@ -538,7 +603,7 @@ class ShelfDiff:
         if not any(why.values()) and np.array_equal(before, after):
             why["after"] = "identical to the before frame, bit for bit: the camera is frozen"
             flags.append(FROZEN)
-        change_mask_ = None
+        change_mask_ = relit_after = None
         if not any(why.values()):
             al = align(after, before)
             if al.aligned is None:
@@ -546,7 +611,8 @@ class ShelfDiff:
                 flags.append(SHAKE)
             else:
                 after = al.aligned
-                change_mask_ = change_mask(relight(after, before), before, after, before)
+                relit_after = relight(after, before)
+                change_mask_ = change_mask(relit_after, before, after, before)
         reason = "; ".join(f"{camera} {side}: {r}" for side, r in why.items() if r)
         sides: dict[str, _Side] = {}
         for side, img in (("before", before), ("after", after)):
@@ -594,6 +660,8 @@ class ShelfDiff:
             cells_changed = () if change_mask_ is None else tuple(
                 round(_share(change_mask_, c), 4) for c in facing_cells(spec.roi, spec.capacity))
             area = int(round(change * spec.roi[2] * spec.roi[3]))
+            cells_alike, gone_looks, new_looks = self._looks(
+                sides, relit_after, spec, per["before"][0], per["after"][0], cells_changed)
             sure = per["before"][3] + per["after"][3]
             # without occupancy on both sides (no calibration frames) no cell was looked at:
             # the identities claim nothing, least of all that nothing changed
@@ -609,8 +677,43 @@ class ShelfDiff:
                 fill_before=per["before"][5], fill_after=per["after"][5],
                 identities_before=per["before"][1], identities_after=per["after"][1],
                 identified=identified, flags=tuple(dict.fromkeys(flags)),
-                cells_changed=cells_changed)
+                cells_changed=cells_changed, cells_alike=cells_alike, gone_looks=gone_looks,
+                new_looks=new_looks)
         return out
+
+    @staticmethod
+    def _looks(sides: Mapping[str, _Side], relit_after: np.ndarray | None, spec: SlotSpec,
+               occ_before: Sequence[bool], occ_after: Sequence[bool],
+               cells_changed: Sequence[float]) -> tuple[tuple, tuple, tuple]:
+        """(cells_alike, gone_looks, new_looks) of one slot, each item cropped around what
+        differs from the empty shelf in its cell (the after image relit to the before's light):
+        per cell occupied before and after that changed (the `swappable` bar) the appearance
+        similarity of its item before and after (None elsewhere); the signatures of the items
+        that were in cells that emptied or changed (what may have left), and (cell index,
+        signature) of the items now in cells that filled or changed (what may have arrived).
+        All empty without both sides' empty-shelf masks."""
+        b, a = sides.get("before"), sides.get("after")
+        if b is None or a is None or b.empty_mask is None or a.empty_mask is None \
+                or relit_after is None or not occ_before or not occ_after or not cells_changed:
+            return (), (), ()
+        bar = TOUCHED_CHANGE * len(cells_changed)
+        lit = np.clip(relit_after, 0, 255).astype(np.uint8)
+        alike: list[float | None] = []
+        gone, new = [], []
+        for i, (cell, ob, oa, c) in enumerate(zip(facing_cells(spec.roi, spec.capacity), occ_before,
+                                                  occ_after, cells_changed)):
+            swapped = ob and oa and c >= bar
+            before_look = after_look = None
+            if ob and (swapped or not oa):
+                x0, y0, x1, y1 = _item_box(b.empty_mask, cell)
+                before_look = appearance(b.image[y0:y1, x0:x1])
+                gone.append(before_look)
+            if oa and (swapped or not ob):
+                x0, y0, x1, y1 = _item_box(a.empty_mask, cell)
+                after_look = appearance(lit[y0:y1, x0:x1])
+                new.append((i, after_look))
+            alike.append(round(look_similarity(before_look, after_look), 4) if swapped else None)
+        return tuple(alike), tuple(gone), tuple(new)
 
 
 def slot_evidence(before: np.ndarray | None, after: np.ndarray | None, slots: Sequence, *,

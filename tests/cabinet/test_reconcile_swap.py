@@ -1,0 +1,154 @@
+"""Reconcile with what each changed facing cell looks like (vision.diff's appearance
+signatures, knowing no product): an item swapped in its own cell for a thing of about its
+weight, and a thing put in an empty cell that looks like nothing that left a place.
+
+Weight, facing count and change mask read both as "picked up and put back" or "moved": only
+the look of the cell before and after tells them apart (issue 7, item 4; the T6 tamper tier).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cabinet import reconcile as R
+from cabinet.bundle import Bundle, BundleRecord, CameraImages, ShelfWeights
+from cabinet.catalog import Catalog, Product
+from cabinet.planogram import Planogram, Shelf, Slot
+from vision.diff import SAME_ITEM_MIN_SIMILARITY, SlotEvidence
+
+CAT = Catalog([Product("milk", "Milk", 150, "EUR", 1067.0, 12.0),
+               Product("tea", "Tea", 150, "EUR", 420.0, 8.0),
+               Product("cola", "Cola", 150, "EUR", 330.0, 10.0),
+               Product("water", "Water", 100, "EUR", 500.0, 10.0)], "EUR")
+PLAN = Planogram("cab", (Shelf("top", 0, "cam-top", 10000.0),
+                         Shelf("bottom", 1, "cam-bottom", 10000.0)),
+                 (Slot("A1", "top", "milk", 4, 0, (0, 0, 40, 10)),
+                  Slot("A2", "top", "tea", 4, 0, (40, 0, 40, 10)),
+                  Slot("B1", "bottom", "cola", 4, 0, (0, 0, 40, 10)),
+                  Slot("B2", "bottom", "water", 4, 0, (40, 0, 40, 10))))
+INVENTORY = {"A1": ("milk",) * 3, "A2": ("tea",) * 3, "B1": ("cola",) * 3, "B2": ("water",) * 2}
+IMAGES = {"cam-top": CameraImages(None, None), "cam-bottom": CameraImages(None, None)}
+CHANGED = 0.3
+UNLIKE = SAME_ITEM_MIN_SIMILARITY - 0.2  # another thing than before
+ALIKE = SAME_ITEM_MIN_SIMILARITY + 0.2   # the same product, put back
+
+
+def look(k: int) -> np.ndarray:
+    """A colour signature with all its mass in bin k (two different k: nothing in common)."""
+    v = np.zeros(192)
+    v[k] = 1.0
+    return v
+
+
+def cells(slot_id: str, before: str, after: str, changed: str = "", *, alike=None,
+          gone=(), new=()) -> SlotEvidence:
+    """'X' an occupied cell, '.' an empty one; '*' in `changed` a cell whose pixels changed
+    (default: those whose occupancy did); `alike` per cell (None: not compared)."""
+    occ_b, occ_a = tuple(c == "X" for c in before), tuple(c == "X" for c in after)
+    if not changed:
+        changed = "".join("*" if b != a else " " for b, a in zip(occ_b, occ_a))
+    share = tuple(CHANGED if c == "*" else 0.0 for c in changed.ljust(len(before)))
+    return SlotEvidence(slot_id, float(np.mean(share)), occ_b, occ_a, (None,) * len(before),
+                        (None,) * len(after), 0.0, identified=False, cells_changed=share,
+                        cells_alike=tuple(alike or ()), gone_looks=tuple(gone),
+                        new_looks=tuple(new))
+
+
+def untouched(slot_id: str) -> SlotEvidence:
+    n = len(INVENTORY[slot_id])
+    return cells(slot_id, "X" * n + ".", "X" * n + ".")
+
+
+def session(top_g: float, bottom_g: float, *evidence: SlotEvidence,
+            notes: dict | None = None) -> R.ReconcileResult:
+    seen = {e.slot_id: e for e in evidence}
+    per_slot = {s.id: seen.get(s.id) or untouched(s.id) for s in PLAN.slots}
+    record = BundleRecord(schema_version=2, session_id="s-1", cabinet_id="cab",
+                          opened_at="2026-01-01T00:00:00+00:00",
+                          closed_at="2026-01-01T00:01:00+00:00",
+                          params={"load_cell_noise_g": 2.0, "min_confidence": 0.95})
+    shelves = {"top": ShelfWeights(0, 9000.0, 9000.0 + top_g, True, True),
+               "bottom": ShelfWeights(1, 4000.0, 4000.0 + bottom_g, True, True)}
+    bundle = Bundle(Path("in-memory"), record, CAT, PLAN, shelves, IMAGES, INVENTORY)
+    return R.reconcile(bundle, vision=lambda b, recognizer: (per_slot, notes or {}))
+
+
+def test_unlike_counts_changed_cells_that_look_like_another_thing():
+    e = cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
+    assert (e.swappable, e.unlike) == (1, 1)
+    assert cells("A1", "XXX.", "XXX.", " * ", alike=(None, ALIKE, None, None)).unlike == 0
+    # exactly at the line is the same product (the line keeps 99% of same-product pairs)
+    assert cells("A1", "XXX.", "XXX.", " * ",
+                 alike=(None, SAME_ITEM_MIN_SIMILARITY, None, None)).unlike == 0
+
+
+def test_an_item_swapped_for_a_thing_of_its_weight_in_its_own_cell_is_flagged():
+    # a milk taken, and a 1,060 g thing put in its cell: weight and count say "put back"
+    swap = cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
+    r = session(-7.0, 0.0, swap)
+    assert "item_swapped" in r.flags and r.needs_review
+    assert r.basket == {}  # nothing charged on a guess (the operator sees the session)
+    assert r.evidence["shelves"]["top"]["unlike_cells"] == 1
+
+
+def test_an_item_put_back_in_its_own_cell_looks_like_itself_and_is_not_flagged():
+    back = cells("A1", "XXX.", "XXX.", " * ", alike=(None, ALIKE, None, None))
+    r = session(-1.0, 0.0, back)
+    assert r.flags == () and r.basket == {}
+
+
+def test_an_unlike_cell_explained_by_an_item_that_arrived_on_the_shelf_is_no_swap():
+    # a milk taken and a cola from the bottom shelf put in its cell: the cell looks unlike the
+    # milk, and the explanation brings the cola there
+    milk = cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
+    cola = cells("B1", "XXX.", "XX..")
+    r = session(-1067.0 + 330.0, -330.0, milk, cola)
+    assert "item_swapped" not in r.flags
+    assert r.best_guess == {"milk": 1}
+    assert r.evidence["shelves"]["top"]["explained_by"] == {"milk": -1, "cola": 1}
+
+
+def test_an_unlike_cell_in_a_slot_of_several_skus_is_not_counted():
+    # items of two SKUs in one slot shift between cells and look unlike: no swap read there
+    inv = dict(INVENTORY, A1=("milk", "tea", "milk"))
+    per_slot = {s.id: untouched(s.id) for s in PLAN.slots}
+    per_slot["A1"] = cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
+    assert R._unlike(_bundle(inv), per_slot, inv, "top") == 0
+    assert R._unlike(_bundle(INVENTORY), per_slot, INVENTORY, "top") == 1
+
+
+def _bundle(inventory) -> Bundle:
+    record = BundleRecord(schema_version=2, session_id="s-1", cabinet_id="cab",
+                          opened_at="2026-01-01T00:00:00+00:00",
+                          closed_at="2026-01-01T00:01:00+00:00",
+                          params={"load_cell_noise_g": 2.0, "min_confidence": 0.95})
+    shelves = {"top": ShelfWeights(0, 9000.0, 9000.0, True, True),
+               "bottom": ShelfWeights(1, 4000.0, 4000.0, True, True)}
+    return Bundle(Path("in-memory"), record, CAT, PLAN, shelves, IMAGES, inventory)
+
+
+def test_a_thing_in_an_empty_cell_that_looks_like_nothing_that_left_is_foreign():
+    # a tea left the top shelf; a 420 g thing that looks unlike it arrived in an empty cell of
+    # the bottom shelf: weights read "the tea moved down", the looks say it came from outside
+    tea = cells("A2", "XXX.", "XX..", gone=(look(3),))
+    thing = cells("B2", "XX..", "XXX.", new=((2, look(40)),))
+    r = session(-420.0, 420.0, tea, thing)
+    assert "foreign_object" in r.flags and r.needs_review
+    assert r.evidence["strangers"] == {"B2": [2]}
+    assert r.basket == {}  # the tea is not charged: it may be what moved
+
+
+def test_a_moved_item_that_looks_like_what_left_is_no_stranger():
+    tea = cells("A2", "XXX.", "XX..", gone=(look(3),))
+    moved = cells("B2", "XX..", "XXX.", new=((2, look(3)),))
+    r = session(-420.0, 420.0, tea, moved)
+    assert r.flags == () and r.basket == {} and r.evidence["strangers"] == {}
+
+
+def test_strangers_are_not_read_when_a_camera_could_not_be_read():
+    # what left a place under a dark camera has no look: an arrival cannot be called foreign
+    tea = cells("A2", "XXX.", "XX..", gone=(look(3),))
+    thing = cells("B2", "XX..", "XXX.", new=((2, look(40)),))
+    r = session(-420.0, 420.0, tea, thing, notes={"cam-top": "too dark"})
+    assert r.evidence["strangers"] == {}
