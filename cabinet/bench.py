@@ -43,6 +43,20 @@ PARTS = ("door_closed_to_charge", "settle", "vision", "capture", "camera", "reco
          "charge")
 
 
+UNLOCK_PARTS = ("identify", "hold", "snapshot", "unlock")
+
+
+def unlock_parts_ms(t: dict[str, float]) -> dict[str, float] | None:
+    """A session's face to unlock in parts (ms): identify (the face camera's frames detected,
+    encoded and decided), hold (the account's admission and the hold over HTTP), snapshot (the
+    bundle's context and the before-snapshot stored), unlock (the MCU's acknowledgement)."""
+    if not all(k in t for k in ("identified", "held", "before_snapshot", "unlocked")):
+        return None
+    return {"identify": t["identified"], "hold": t["held"] - t["identified"],
+            "snapshot": t["before_snapshot"] - t["held"],
+            "unlock": t["unlocked"] - t["before_snapshot"]}
+
+
 def parts_ms(t: dict[str, float]) -> dict[str, float] | None:
     """A session's door-closed-to-charge and its parts (ms) from its timing marks; None when it
     did not get that far."""
@@ -113,7 +127,7 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
     """`keep`: a folder for the cabinet's data (session bundles, database) that stays after
     the run, to replay a session with `cabinet reconcile`; default a temporary one."""
     unlock_ms: list[float] = []
-    parts: dict[str, list[float]] = {k: [] for k in PARTS}
+    parts: dict[str, list[float]] = {k: [] for k in PARTS + UNLOCK_PARTS}
     sessions = wrong = 0
     mismatches: list[dict] = []
     load_before = os.getloadavg()[0]
@@ -154,8 +168,8 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
                         t = report.timings_ms
                         if "unlocked" in t:
                             unlock_ms.append(t["unlocked"])
-                        p = parts_ms(t)
-                        for k, v in (p or {}).items():
+                        p = {**(unlock_parts_ms(t) or {}), **(parts_ms(t) or {})}
+                        for k, v in p.items():
                             parts[k].append(v)
             asyncio.run(main())
             shelves = len(cab.planogram.shelves)
@@ -183,6 +197,10 @@ def run(rounds: int, config: Path, seed: int = 0, *, calibrated: bool = True,
 
 def render(result: dict) -> str:
     rows = [("face to unlock", result["face_to_unlock"]),
+            ("  identify (face camera frames)", result["identify"]),
+            ("  admission and hold", result["hold"]),
+            ("  before-snapshot stored", result["snapshot"]),
+            ("  unlock acknowledged", result["unlock"]),
             ("door closed to charge (all included)", result["door_closed_to_charge"]),
             ("  settle (load cells)", result["settle"]),
             ("  vision (during the settle)", result["vision"]),

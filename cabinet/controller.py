@@ -25,6 +25,7 @@ import dataclasses
 import json
 import datetime as dt
 import logging
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -415,25 +416,33 @@ class Controller:
     async def session(self, frame) -> SessionReport:
         """Run one customer session for a face frame, from idle back to idle."""
         run = await self._open()
-        if not isinstance(getattr(self.kiosk, "screen", None), kiosk.LookAtCamera):
-            self.show(kiosk.LookAtCamera)
-        await self.show_preview(frame)
-
+        # The shelves are read while the face is identified: _open found the door shut and
+        # the lock holds it, so they show now what they will show at the unlock. Nothing is
+        # stored until the account is decided and its hold answered (_admit).
+        shelves = asyncio.ensure_future(self._snapshot(settled_now=True))
         try:
-            account_id, refusal = await self.clock.wait_for(
-                self._identify(frame, run), self.timing.auth_s)
-        except asyncio.TimeoutError:
-            return self._deny(run, None, "identification took too long; please try again",
-                              trigger="auth_timeout", code="timed_out")
-        if refusal and run.candidates:
-            account_id, refusal, code = await self._second_factor(run, run.candidates, refusal)
-            if refusal:
+            if not isinstance(getattr(self.kiosk, "screen", None), kiosk.LookAtCamera):
+                self.show(kiosk.LookAtCamera)
+            await self.show_preview(frame)
+
+            try:
+                account_id, refusal = await self.clock.wait_for(
+                    self._identify(frame, run), self.timing.auth_s)
+            except asyncio.TimeoutError:
+                return self._deny(run, None, "identification took too long; please try again",
+                                  trigger="auth_timeout", code="timed_out")
+            if refusal and run.candidates:
+                account_id, refusal, code = await self._second_factor(run, run.candidates,
+                                                                      refusal)
+                if refusal:
+                    return self._deny(run, account_id, refusal, code=code)
+            elif refusal:
+                code = "face_not_recognised" if account_id is None \
+                    else standing_refusal_code(refusal)
                 return self._deny(run, account_id, refusal, code=code)
-        elif refusal:
-            code = "face_not_recognised" if account_id is None \
-                else standing_refusal_code(refusal)
-            return self._deny(run, account_id, refusal, code=code)
-        return await self._admit(run, account_id)
+            return await self._admit(run, account_id, shelves)
+        finally:
+            await _finished(shelves)
 
     async def session_for_account(self, account_id: int, *, entry: str,
                                   on_admission: Callable[[str, str, str], None] | None = None
@@ -454,40 +463,44 @@ class Controller:
                               code=standing_refusal_code(standing.reason))
         return await self._admit(run, account_id)
 
-    async def _admit(self, run: "_Run", account_id: int) -> SessionReport:
+    async def _admit(self, run: "_Run", account_id: int,
+                     shelves: "asyncio.Future | None" = None) -> SessionReport:
         """An account identified and in good standing: hold, before-snapshot, unlock, then the
-        door, reconcile and charge; one path for every way in (face, PIN, QR)."""
+        door, reconcile and charge; one path for every way in (face, PIN, QR).
+
+        The before-snapshot is stored while the gateway places the hold (`shelves`: the shelves'
+        weights and images already being read, else read now), and the door unlocks only once
+        both are done: a declined hold removes the bundle it no longer needs (a crash there
+        leaves what a crash before the "authorized" entry always could: a bundle of a session
+        the journal ends as denied)."""
         session_id = run.session_id
+        if shelves is None:
+            shelves = asyncio.ensure_future(self._snapshot(settled_now=True))
+        before = asyncio.ensure_future(self._store_before(run, account_id, shelves))
         # Not under the timeout: a hold the gateway is placing must be known, not abandoned
         # (the client's own timeouts and retries bound it).
-        hold = await self._blocking(self.billing.place_hold, session_id, account_id,
-                                    cabinet_id=self.cabinet_id)
+        try:
+            hold = await self._blocking(self.billing.place_hold, session_id, account_id,
+                                        cabinet_id=self.cabinet_id)
+        except BaseException:
+            await _finished(before)
+            raise
+        run.mark("held")
         if not hold.ok:
+            await _finished(before)
+            if run.bundle is not None:
+                shutil.rmtree(run.bundle.dir, ignore_errors=True)
+                run.bundle = None
             code = "hold_declined" if hold.code != "standing" \
                 else standing_refusal_code(hold.reason)
             return self._deny(run, account_id, hold.reason, code=code)
+        weights, images = await before
+        run.mark("before_snapshot")
         run.account_id = account_id
         run.first_name = self.first_name(account_id)
         # Age-restricted goods (cabinet/age.py): the lock channels this customer may open.
         plan = age.door_plan(self.planogram, self.catalog,
                              await self._blocking(self.billing.age_verification, account_id))
-
-        run.bundle = BundleWriter(self.bundles_dir, session_id)
-        run.bundle.write_context(planogram_path=self.planogram_path,
-                                 catalog_path=self.catalog_path, account_id=str(account_id),
-                                 load_cell_noise_g=self.load_cell_noise_g,
-                                 min_confidence=self.min_confidence, planogram=self.planogram,
-                                 catalog=self.catalog)
-        # session() checked the door shut and the lock holds it: the shelves' filter reading
-        # is the settled baseline, no fresh stability window needed.
-        if self.shelf_calibration is not None or self.recognizer is not None:
-            await self._blocking(run.bundle.write_vision, calibration=self.shelf_calibration,
-                                 recognizer=self.recognizer)
-        weights, images = await self._snapshot(settled_now=True)
-        inventory = self.inventory.slots()
-        await self._blocking(run.bundle.write_before, weights=weights, images=images,
-                             inventory=inventory)      # PNGs encoded off the event loop
-        run.mark("before_snapshot")
 
         self.machine.fire("authorized", account_id=account_id, hold_auth=hold.auth_id,
                           lock_channels=list(plan.channels), **run.identity)
@@ -713,6 +726,27 @@ class Controller:
         await self._blocking(self.billing.retry_pending)
         return reports
 
+    async def _store_before(self, run: "_Run", account_id: int, shelves: asyncio.Future):
+        """The session's bundle: its context, the vision it will be read with, and the
+        before-snapshot (the shelves' weights and images once `shelves` has them); returns
+        (weights, images) for a door that never opens."""
+        run.bundle = BundleWriter(self.bundles_dir, run.session_id)
+        run.bundle.write_context(planogram_path=self.planogram_path,
+                                 catalog_path=self.catalog_path, account_id=str(account_id),
+                                 load_cell_noise_g=self.load_cell_noise_g,
+                                 min_confidence=self.min_confidence, planogram=self.planogram,
+                                 catalog=self.catalog)
+        if self.shelf_calibration is not None or self.recognizer is not None:
+            await self._blocking(run.bundle.write_vision, calibration=self.shelf_calibration,
+                                 recognizer=self.recognizer)
+        # session() checked the door shut and the lock holds it: the shelves' filter reading
+        # is the settled baseline, no fresh stability window needed.
+        weights, images = await shelves
+        inventory = self.inventory.slots()
+        await self._blocking(run.bundle.write_before, weights=weights, images=images,
+                             inventory=inventory)      # PNGs encoded off the event loop
+        return weights, images
+
     def _abandon_auth(self, run: "_Run") -> SessionReport:
         """Crashed while identifying: the lock never released; release any hold placed."""
         return self._deny(run, run.account_id,
@@ -891,6 +925,15 @@ class Controller:
                 log.warning("session %s: hold not voided now (%s); marked for release", session_id, e)
         self.journal.record_denied(session_id, account_id, reason, cabinet_id=self.cabinet_id,
                                    currency=self.catalog.currency)
+
+
+async def _finished(task: asyncio.Future) -> None:
+    """Wait for a task whose result is no longer wanted (a shelf snapshot after a refusal), so
+    no camera read outlives its session; its error, if any, is no longer anyone's concern."""
+    if not task.done():
+        await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclasses.dataclass

@@ -56,8 +56,9 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
     assert bench.main(["--rounds", "2", "--config", str(config), "--out", str(out)]) == 1
     result = json.loads(out.read_text())
     assert (result["rounds"], result["sessions"], result["sessions_not_as_expected"]) == (2, 4, 2)
-    for key in ("face_to_unlock", "door_closed_to_charge", "settle", "vision", "capture",
-                "camera", "reconcile", "charge"):
+    for key in ("face_to_unlock", "identify", "hold", "snapshot", "unlock",
+                "door_closed_to_charge", "settle", "vision", "capture", "camera", "reconcile",
+                "charge"):
         assert result[key]["n"] == 2          # the paying customer, once a round
         assert 0 < result[key]["p50_ms"] <= result[key]["p95_ms"] <= result[key]["max_ms"]
     # everything from the door closing to the charge: the settle (with vision beside it),
@@ -65,6 +66,9 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
     total, settle, vision = (result[k]["max_ms"] for k in ("door_closed_to_charge", "settle",
                                                             "vision"))
     assert total >= max(settle, vision)
+    # face to unlock is its parts end to end (one paying session a round)
+    assert result["face_to_unlock"]["max_ms"] >= max(
+        result[k]["max_ms"] for k in ("identify", "hold", "snapshot", "unlock"))
     # the configuration names no recognizer: the committed models/ is used
     assert result["calibrated"] is True and result["recognizer"] == str(ROOT / "models")
     # each wrong session says why: the declined card, once a round
@@ -80,6 +84,16 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
     assert "face to unlock" in table and "sessions not as their scenario expected: 2" in table
     assert "round 2 declined-card: expected {'water-500': 1} charged" in table
     assert "door closed to charge (all included)" in table and "vision (during the settle)" in table
+    assert "identify (face camera frames)" in table and "admission and hold" in table
+
+
+def test_face_to_unlock_parts_come_from_its_marks():
+    t = {"identified": 310.0, "held": 400.0, "before_snapshot": 520.0, "unlocked": 540.0}
+    assert bench.unlock_parts_ms(t) == {"identify": 310.0, "hold": 90.0, "snapshot": 120.0,
+                                        "unlock": 20.0}
+    assert sum(bench.unlock_parts_ms(t).values()) == t["unlocked"]
+    # refused at the door: no hold, no parts
+    assert bench.unlock_parts_ms({"identified": 310.0}) is None
 
 
 def test_parts_of_a_session_add_up_from_its_marks():

@@ -387,6 +387,19 @@ def test_a_hold_the_gateway_never_answered_is_voided_once_the_gateway_is_back(ca
     assert cab.gateway.effects()["capture"] == 0
 
 
+def test_a_declined_hold_leaves_no_bundle_and_the_lock_shut(cab):
+    """The before-snapshot is stored while the gateway answers the hold; a declined hold
+    removes what was stored and never unlocks."""
+    person, _ = _customer_photo(cab)
+    cab.billing.set_payment_token(cab.account_ids[person], "tok_declined")
+    report = _session(cab)
+    assert report.outcome == "denied" and report.account_id == cab.account_ids[person]
+    assert cab.mcu.unlocks_executed == 0 and cab.mcu.lock_engaged
+    assert "held" in report.timings_ms and "before_snapshot" not in report.timings_ms
+    assert not (cab.controller.bundles_dir / report.session_id).exists()
+    assert _triggers(cab, report.session_id) == ["face_seen", "denied"]
+
+
 def test_a_hold_the_gateway_never_answered_for_a_declined_card_ends_declined(cab):
     report = _fail_the_hold_then(cab, "tok_declined")
     assert report.outcome == "denied" and cab.mcu.unlocks_executed == 0
