@@ -53,7 +53,8 @@ def config(tmp_path, shared_data):
 
 def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, config):
     out = tmp_path / "bench.json"
-    assert bench.main(["--rounds", "2", "--config", str(config), "--out", str(out)]) == 1
+    assert bench.main(["--rounds", "2", "--config", str(config), "--out", str(out),
+                       "--gateway-ms", "150"]) == 1
     result = json.loads(out.read_text())
     assert (result["rounds"], result["sessions"], result["sessions_not_as_expected"]) == (2, 4, 2)
     for key in ("face_to_unlock", "identify", "hold", "snapshot", "unlock",
@@ -66,6 +67,8 @@ def test_two_rounds_report_each_measure_and_count_the_wrong_sessions(tmp_path, c
     total, settle, vision = (result[k]["max_ms"] for k in ("door_closed_to_charge", "settle",
                                                             "vision"))
     assert total >= max(settle, vision)
+    # the sandbox answered each hold 150 ms late, as BENCHMARKS.md's gateway does
+    assert result["gateway_hold_delay_ms"] == 150 and result["hold"]["p50_ms"] >= 150
     # face to unlock is its parts end to end (one paying session a round)
     assert result["face_to_unlock"]["max_ms"] >= max(
         result[k]["max_ms"] for k in ("identify", "hold", "snapshot", "unlock"))
@@ -106,6 +109,13 @@ def test_parts_of_a_session_add_up_from_its_marks():
     # vision done before the shelves settled: reconcile starts at the settle
     assert bench.parts_ms(dict(t, looked=300.0))["reconcile"] == 450.0
     assert bench.parts_ms({"door_closed": 1.0, "settled": 2.0}) is None   # no charge yet
+
+
+def test_a_gateway_delay_out_of_range_is_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--rounds", "1", "--gateway-ms", "-5"])
+    assert stop.value.code == 2
+    assert "--gateway-ms must be in 0..10000" in capsys.readouterr().err
 
 
 def test_rounds_below_one_are_refused(capsys):
