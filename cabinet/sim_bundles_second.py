@@ -27,7 +27,8 @@ below is this module's own:
   quality 55-80 (35-60 in T5), lighting 0.9-1.1 (0.75-1.25 in T5); calibration frames through
   the same optics. One session in five is weights-only (no cameras, no calibration) and one in
   ten omits one camera altogether;
-- customers: T1 takes 1-4 items, the same SKU more than once allowed; T2 takes and puts back
+- customers: an item is taken from the end of its slot, or one time in five from the middle
+  with the rest pushed together; T1 takes 1-4 items, the same SKU more than once allowed; T2 takes and puts back
   where they came from, also an item lifted and put straight back; T3 takes look-alikes and
   sometimes swaps them between their neighbouring slots; T4 puts items on other slots and moves
   up to three items, sometimes three onto one shelf; T5 is one of T1-T4 in T5's noise; T6 adds
@@ -171,7 +172,10 @@ class SecondSynth(SessionSynth):
             return [s for s in pool if len(world[s]) < cap[s]]
 
         def take(slot):
-            item = world[slot].pop(rng.randrange(len(world[slot])))
+            # mostly the end item; one time in five one from the middle, and the customer
+            # pushes the rest together (the renderer packs a slot's items left to right)
+            at = len(world[slot]) - 1 if rng.random() < 0.8 else rng.randrange(len(world[slot]))
+            item = world[slot].pop(at)
             hands.append(item)
             actions.append(f"take {slot}")
             return item
