@@ -413,8 +413,10 @@ class Controller:
         self.machine.fire("face_seen", cabinet_id=self.cabinet_id, **entry)
         return run
 
-    async def session(self, frame) -> SessionReport:
-        """Run one customer session for a face frame, from idle back to idle."""
+    async def session(self, frame, observed: tuple | None = None) -> SessionReport:
+        """Run one customer session for a face frame, from idle back to idle. `observed`: what
+        vision.faces.observe_single_face(frame, bgr=True) answered, when the caller already
+        looked for a face in this frame (cabinet run does), so it is not detected again."""
         run = await self._open()
         # The shelves are read while the face is identified: _open found the door shut and
         # the lock holds it, so they show now what they will show at the unlock. Nothing is
@@ -427,7 +429,7 @@ class Controller:
 
             try:
                 account_id, refusal = await self.clock.wait_for(
-                    self._identify(frame, run), self.timing.auth_s)
+                    self._identify(frame, run, observed), self.timing.auth_s)
             except asyncio.TimeoutError:
                 return self._deny(run, None, "identification took too long; please try again",
                                   trigger="auth_timeout", code="timed_out")
@@ -752,7 +754,7 @@ class Controller:
         return self._deny(run, run.account_id,
                           "the cabinet restarted while identifying the customer")
 
-    async def _identify(self, frame, run: "_Run"):
+    async def _identify(self, frame, run: "_Run", observed: tuple | None = None):
         """(account id, refusal reason or ""): whose face this is, and may they shop.
 
         Several frames decide, not one (vision/identity.py): the one that started the session
@@ -771,6 +773,8 @@ class Controller:
                 if tally.frames_left > 1 else None
             if this is None:
                 tally.missed()
+            elif observed is not None and this is frame:
+                tally.add_observed(*observed)
             else:
                 await self._blocking(tally.add, this)
             this = None if following is None else await following

@@ -116,6 +116,7 @@ class Runner:
         self._start_requested = False
         self._in_session = False
         self._face_away = True          # a face must leave before it can start another session
+        self._looked: tuple | None = None   # (frame, observe_single_face of it): last look
         self._door_open_since: float | None = None
         self._door_open = False
         self._lock_engaged = True
@@ -381,7 +382,10 @@ class Runner:
         frame = await ctl._blocking(ctl.face_camera.capture)
         if await self.qr.at_camera(frame):
             return None                     # a phone's entry code, not a face
-        faces = 0 if frame is None else await ctl._blocking(_faces_in, frame)
+        # the look that found the face is handed to the session, which does not repeat it
+        looked = None if frame is None else await ctl._blocking(_look_at, frame)
+        self._looked = None if looked is None else (frame, looked)
+        faces = 0 if looked is None else looked[0]
         if faces == 0:
             self._face_away = True
             return None
@@ -397,8 +401,11 @@ class Runner:
         seen = len(self.controller.alarms)
         try:
             try:
+                looked = self._looked[1] if self._looked is not None \
+                    and self._looked[0] is frame else None      # a look at this very frame
+                self._looked = None
                 report = await (self.controller.session_for_account(**by_account) if by_account
-                                else self.controller.session(frame))
+                                else self.controller.session(frame, looked))
             except CabinetError as e:       # the door was open at the start: out of service
                 log.error("%s", e)
                 self.alarms.raise_(DOOR_LEFT_OPEN, str(e))
@@ -664,10 +671,10 @@ class Runner:
         return True
 
 
-def _faces_in(frame) -> int:
+def _look_at(frame) -> tuple:
+    """(faces, the encoded face when exactly one): Controller.session's `observed`."""
     from vision.faces import observe_single_face
-    faces, _ = observe_single_face(frame, bgr=True)
-    return faces
+    return observe_single_face(frame, bgr=True)
 
 
 def main(config_path, *, environ: Mapping[str, str] | None = None) -> int:

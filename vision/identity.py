@@ -47,7 +47,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from vision.faces import DEFAULT_MAX_SIDE, observe_single_face
+from vision.faces import DEFAULT_MAX_SIDE, FaceObservation, observe_single_face
 
 ACCEPT, SECOND_FACTOR, REFUSE = "accept", "second_factor", "refuse"
 OUTCOMES = (ACCEPT, SECOND_FACTOR, REFUSE)
@@ -240,7 +240,15 @@ class FrameTally:
         return max(0, self.frames - self.seen - self.given_up)
 
     def add(self, frame: np.ndarray) -> None:
-        faces, face = observe_single_face(frame, bgr=self.bgr, max_side=self.max_side)
+        self.add_observed(*observe_single_face(frame, bgr=self.bgr, max_side=self.max_side))
+
+    def add_observed(self, faces: int, face: FaceObservation | None) -> None:
+        """A frame the caller already looked at (`observe_single_face`: how many faces, the
+        face when exactly one), counted without detecting it again."""
+        if faces < 0 or (face is None) == (faces == 1):
+            raise ValueError(f"identity frames: {faces} faces with "
+                             f"{'no' if face is None else 'an'} encoded face; observe_single_face "
+                             f"encodes a frame exactly when it holds one face")
         self.seen += 1
         self.several = self.several or faces > 1
         if face is not None:

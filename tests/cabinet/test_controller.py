@@ -234,6 +234,38 @@ def test_an_enrolled_face_is_accepted_on_two_clear_frames_and_the_journal_keeps_
     assert "encoding" not in json.dumps(data) and "template" not in json.dumps(data)
 
 
+def test_a_frame_the_caller_already_looked_at_is_not_detected_again(cab, monkeypatch):
+    """cabinet run finds the face before the session starts and hands its look over: the
+    session detects only the frames it takes itself."""
+    import vision.faces as faces
+    person, photo = _customer_photo(cab)
+    cab.face_camera.show(photo)
+    looks = []
+    real = faces.face_recognition.face_locations
+
+    def counted(img, number_of_times_to_upsample=1, model="hog"):
+        looks.append(number_of_times_to_upsample)
+        return real(img, number_of_times_to_upsample=number_of_times_to_upsample, model=model)
+
+    async def main():
+        frame = await cab.controller.wait_for_face(FAST.face_s)
+        observed = faces.observe_single_face(frame, bgr=True)
+        looks.clear()
+        monkeypatch.setattr(faces.face_recognition, "face_locations", counted)
+        report, _ = await asyncio.wait_for(asyncio.gather(
+            cab.controller.session(frame, observed), _take_one()(cab)), REAL_BOUND_S)
+        return report
+
+    try:
+        report = asyncio.run(main())
+    finally:
+        cab.face_camera.show(None)
+    assert report.outcome == "charged" and report.account_id == cab.account_ids[person]
+    [(_, _, data)] = [e for e in _entries(cab, report.session_id) if e[0] == "authorized"]
+    assert (data["identity_outcome"], data["frames_seen"], data["frames_used"]) == ("accept", 2, 2)
+    assert looks == [0]             # the second frame only
+
+
 class _FrameWithoutFace:
     """The face camera, except that its second frame (the first after the one that started the
     session) is an empty grey frame: the customer looked away for a moment."""

@@ -177,3 +177,22 @@ def test_a_frame_the_camera_did_not_give_is_one_fewer_to_come():
     assert (tally.frames_left, tally.seen, tally.decision().reason) == (1, 1, "no_face")
     with pytest.raises(ValueError, match="need at least 1"):
         FrameTally(FaceGallery(), frames=0)
+
+
+def test_a_look_the_caller_already_took_counts_like_the_frame_itself(shared_faces):
+    from vision.faces import observe_single_face
+    people, encodings = shared_faces
+    person = max(people, key=lambda p: len(people[p]))
+    enrolled = FaceGallery.from_templates(
+        (p, e) for p, encs in encodings.items() for i, e in enumerate(encs) if (p, i) != (person, 0))
+    frame = load_photo(people[person][0])
+    looked, framed = FrameTally(enrolled, frames=3), FrameTally(enrolled, frames=3)
+    looked.add_observed(*observe_single_face(frame))
+    framed.add(frame)
+    a, b = looked.decision(), framed.decision()
+    assert (a.outcome, a.account_id, a.best, a.frames_seen) == (b.outcome, b.account_id, b.best, 1)
+    with pytest.raises(ValueError, match="2 faces with an encoded face"):
+        looked.add_observed(2, observe_single_face(frame)[1])
+    with pytest.raises(ValueError, match="1 faces with no encoded face"):
+        looked.add_observed(1, None)
+    assert looked.seen == 1          # the refused looks changed nothing
