@@ -550,6 +550,15 @@ def _unlike(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mapping[str,
                if s.id in per_slot and len(set(inventory.get(s.id, ()))) == 1)
 
 
+def _moved_within(bundle: Bundle, per_slot: Mapping[str, Any], shelf: str, lost: int) -> int:
+    """Items that may have moved inside the shelf (which its net change cannot show): cells of
+    the shelf that emptied beyond the items the explanation says left it."""
+    emptied = sum(sum(b and not a for b, a in zip(per_slot[s.id].occupied_before,
+                                                  per_slot[s.id].occupied_after))
+                  for s in bundle.planogram.slots_on(shelf) if s.id in per_slot)
+    return max(0, emptied - lost)
+
+
 def _strangers(per_slot: Mapping[str, Any], notes: Mapping[str, str], flags: set[str]
                ) -> dict[str, list[int]]:
     """Cells that were empty and now hold a thing that looks like no item that left a place in
@@ -670,10 +679,12 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             flags.add("vision_disagrees")
             unexplained.append((shelf_id, x))
         unlike = _unlike(bundle, per_slot, inventory, shelf_id) if sv is not None and sv.usable else 0
-        if unlike > int(np.clip(x, 0, None).sum()):
+        if unlike and unlike > int(np.clip(x, 0, None).sum()) + _moved_within(
+                bundle, per_slot, shelf_id, int(np.clip(-x, 0, None).sum())):
             # a cell of a one-SKU slot now holds something that looks unlike the item that was
-            # there, and the explanation brings no other item onto the shelf to be it: the item
-            # swapped for something else (of about its weight); the operator looks
+            # there, and the explanation brings no other item onto the shelf to be it (nor
+            # could one have moved there from an emptied cell of the shelf): the item swapped
+            # for something else (of about its weight); the operator looks
             flags.add("item_swapped")
         if sv is not None and sv.usable and sv.confidence >= 0.6 and any(
                 sv.seen.get(k, 0) != int(x[i]) for i, k in enumerate(skus)):
@@ -688,8 +699,9 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             "vision_seen": None if sv is None else dict(sorted(sv.seen.items())),
             "touched": None if sv is None else sv.touched,
             "count_change": None if sv is None else sv.count_change,
-            "vision_confidence": None if sv is None else round(sv.confidence, 3),
-            "unlike_cells": unlike}
+            "vision_confidence": None if sv is None else round(sv.confidence, 3)}
+        if sv is not None and sv.usable:
+            shelves_ev[shelf_id]["unlike_cells"] = unlike
 
     if confidence < params.min_confidence or lenient < LENIENT_MIN_CONFIDENCE:
         flags.add("low_confidence")

@@ -506,8 +506,9 @@ def test_a_camera_that_agrees_keeps_the_session_clear():
     r = R.reconcile(b, recognizer=None, vision=seam)
     assert calls == [(b, None)]
     assert (r.basket, r.confidence, r.flags, r.runner_up) == ({"cola": 1}, 1.0, (), None)
-    assert r.evidence["shelves"]["top"] == shelf_ev(-330.0, {"cola": -1}, 0.0, 5.385, 2.0, 0.0,
-                                                    -2.6645, {"cola": -1}, 0.9, True, -1)
+    assert r.evidence["shelves"]["top"] == {**shelf_ev(-330.0, {"cola": -1}, 0.0, 5.385, 2.0, 0.0,
+                                                       -2.6645, {"cola": -1}, 0.9, True, -1),
+                                            "unlike_cells": 0}
     assert r.evidence["slots"] == slot_ev(3, 2, ["cola", "cola", None], 0, 0.9)
 
 

@@ -152,3 +152,15 @@ def test_strangers_are_not_read_when_a_camera_could_not_be_read():
     thing = cells("B2", "XX..", "XXX.", new=((2, look(40)),))
     r = session(-420.0, 420.0, tea, thing, notes={"cam-top": "too dark"})
     assert r.evidence["strangers"] == {}
+
+
+def test_an_unlike_cell_from_an_item_moved_within_its_shelf_is_no_swap():
+    # a tea moved from its slot into the milk slot of the same shelf, the milks shifting a cell:
+    # the shelf's net change is nothing, but a cell of the shelf emptied to let it move
+    tea = cells("A2", "XXX.", "XX..")
+    milk = cells("A1", "XXX.", "XXXX", " **", alike=(None, UNLIKE, None, None))
+    r = session(0.0, 0.0, tea, milk)
+    assert "item_swapped" not in r.flags and r.basket == {}
+    # the same unlike cell with no cell of the shelf emptied: a swap
+    r = session(0.0, 0.0, cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None)))
+    assert "item_swapped" in r.flags
