@@ -422,14 +422,15 @@ class Controller:
         # the lock holds it, so they show now what they will show at the unlock. Nothing is
         # stored until the account is decided and its hold answered (_admit).
         shelves = asyncio.ensure_future(self._snapshot(settled_now=True))
+        previews: list[asyncio.Future] = []     # the kiosk's preview, JPEG-encoded meanwhile
         try:
             if not isinstance(getattr(self.kiosk, "screen", None), kiosk.LookAtCamera):
                 self.show(kiosk.LookAtCamera)
-            await self.show_preview(frame)
+            previews.append(asyncio.ensure_future(self.show_preview(frame)))
 
             try:
                 account_id, refusal = await self.clock.wait_for(
-                    self._identify(frame, run, observed), self.timing.auth_s)
+                    self._identify(frame, run, observed, previews), self.timing.auth_s)
             except asyncio.TimeoutError:
                 return self._deny(run, None, "identification took too long; please try again",
                                   trigger="auth_timeout", code="timed_out")
@@ -444,7 +445,8 @@ class Controller:
                 return self._deny(run, account_id, refusal, code=code)
             return await self._admit(run, account_id, shelves)
         finally:
-            await _finished(shelves)
+            for task in (shelves, *previews):
+                await _finished(task)
 
     async def session_for_account(self, account_id: int, *, entry: str,
                                   on_admission: Callable[[str, str, str], None] | None = None
@@ -754,7 +756,8 @@ class Controller:
         return self._deny(run, run.account_id,
                           "the cabinet restarted while identifying the customer")
 
-    async def _identify(self, frame, run: "_Run", observed: tuple | None = None):
+    async def _identify(self, frame, run: "_Run", observed: tuple | None = None,
+                        previews: list | None = None):
         """(account id, refusal reason or ""): whose face this is, and may they shop.
 
         Several frames decide, not one (vision/identity.py): the one that started the session
@@ -779,8 +782,8 @@ class Controller:
                 await self._blocking(tally.add, this)
             this = None if following is None else await following
             decision = tally.settled() or (tally.decision() if tally.frames_left == 0 else None)
-            if decision is None and this is not None:
-                await self.show_preview(this)
+            if decision is None and this is not None and previews is not None:
+                previews.append(asyncio.ensure_future(self.show_preview(this)))
         run.mark("identified")
         run.identity = {
             "identity_outcome": decision.outcome, "identity_reason": decision.reason,
