@@ -14,7 +14,12 @@ A crop (BGR uint8, any size) is resized so its short side is S and centre-croppe
 training photos' validation transform). The card's `views` (centre zoom, mirror) are each run
 and the outputs averaged (test-time augmentation). The embedding is the features minus `mean`,
 L2-normalised (centring makes cosine similarity discriminative for features that are all
-positive).
+positive). A card whose `scoring` has a `colour` block appends the crop's colour (a hue x
+saturation histogram of the crop after grey-world white balance, averaged over the views' centre
+zooms, square-rooted and L2-normalised) weighted by sqrt(colour.weight), and normalises again:
+cosine similarity of two embeddings is then (cnn + weight * colour) / (1 + weight). Colour is
+product-agnostic: it is what separates look-alike cartons the network never trained on
+(docs/vision.md has the measurement and how the weight was chosen, on train_* photos only).
 
 Scores over the model's classes plus the enrolled SKUs (vision/product_gallery.py): cosine
 similarity to each class centroid and each enrolled SKU's mean embedding, divided by a
@@ -55,6 +60,9 @@ CARD_NAME = "card.json"
 MIN_CROP_PX = 64   # short side below which a crop is not named (module doc: measured on val_*)
 
 
+COLOUR_BINS = (16, 8)  # hue x saturation bins of the colour histogram (value/brightness left out)
+
+
 class RecognizerError(ValueError):
     """A model, gallery or crop the recogniser cannot use; the message names it and what to do."""
 
@@ -72,6 +80,16 @@ class ModelCard:
     views: tuple[tuple[float, bool], ...]
     raw: dict
     min_crop_px: int = MIN_CROP_PX
+    colour_weight: float = 0.0                 # 0: no colour block (CNN embedding alone)
+    colour_bins: tuple[int, int] = COLOUR_BINS
+
+    @property
+    def colour_dim(self) -> int:
+        return self.colour_bins[0] * self.colour_bins[1] if self.colour_weight > 0 else 0
+
+    def zooms(self) -> tuple[float, ...]:
+        """The views' distinct centre zooms, in card order (what colour is averaged over)."""
+        return tuple(dict.fromkeys(z for z, _ in self.views))
 
     @classmethod
     def read(cls, path: Path) -> "ModelCard":
@@ -85,6 +103,7 @@ class ModelCard:
                                   f"from git or train again") from None
         try:
             scoring = doc["scoring"]
+            colour = scoring.get("colour") or {}
             card = cls(
                 model_file=str(doc["model"]["file"]),
                 model_sha256=str(doc["model"]["sha256"]),
@@ -97,16 +116,21 @@ class ModelCard:
                 views=tuple((float(z), bool(f)) for z, f in scoring["views"]),
                 raw=doc,
                 min_crop_px=int(doc["input"].get("min_crop_px", MIN_CROP_PX)),
+                colour_weight=float(colour.get("weight", 0.0)),
+                colour_bins=tuple(int(b) for b in colour.get("bins", COLOUR_BINS)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecognizerError(f"model card {path}: field {e} missing or malformed; "
                                   f"restore it from git or train again") from None
         if not card.labels or card.imgsz < 16 or card.temperature <= 0 \
                 or not 0.0 <= card.softmax_weight <= 1.0 or not card.views \
-                or not all(0.2 <= z <= 1.0 for z, _ in card.views) or card.min_crop_px < 1:
+                or not all(0.2 <= z <= 1.0 for z, _ in card.views) or card.min_crop_px < 1 \
+                or not 0.0 <= card.colour_weight <= 100.0 or len(card.colour_bins) != 2 \
+                or not all(2 <= b <= 64 for b in card.colour_bins):
             raise RecognizerError(f"model card {path}: labels, input.size, input.min_crop_px, "
-                                  f"scoring.temperature, scoring.softmax_weight or scoring.views "
-                                  f"out of range")
+                                  f"scoring.temperature, scoring.softmax_weight, scoring.views or "
+                                  f"scoring.colour (weight 0-100, two bin counts 2-64) out of "
+                                  f"range")
         return card
 
 
@@ -145,6 +169,47 @@ def centre(crop: np.ndarray, zoom: float) -> np.ndarray:
     ch, cw = max(1, round(h * zoom)), max(1, round(w * zoom))
     top, left = (h - ch) // 2, (w - cw) // 2
     return crop[top:top + ch, left:left + cw]
+
+
+def _grey_world(img: np.ndarray) -> np.ndarray:
+    """White balance: each channel scaled so the three channel means are equal."""
+    x = img.astype(np.float32)
+    means = x.reshape(-1, 3).mean(axis=0)
+    x *= means.mean() / np.maximum(means, 1.0)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def colour_histograms(crops: Sequence[np.ndarray], imgsz: int, zooms: Sequence[float],
+                      bins: tuple[int, int] = COLOUR_BINS) -> np.ndarray:
+    """N x (bins[0] * bins[1]) float32 unit vectors: per crop (short side resized to imgsz,
+    grey-world balanced), the hue x saturation histogram of each centre zoom, normalised to sum
+    1, averaged over the zooms and square-rooted (so cosine similarity is the Bhattacharyya
+    coefficient). Nothing here knows a product: it is the crop's colour."""
+    check_crops(crops)
+    out = np.empty((len(crops), bins[0] * bins[1]), np.float32)
+    for i, crop in enumerate(crops):
+        h, w = crop.shape[:2]
+        scale = imgsz / min(h, w)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        img = cv2.resize(crop, (max(1, round(w * scale)), max(1, round(h * scale))),
+                         interpolation=interp)
+        hsv = cv2.cvtColor(_grey_world(img), cv2.COLOR_BGR2HSV)     # per pixel: zoom after
+        acc = np.zeros(bins[0] * bins[1], np.float64)
+        for zoom in zooms:
+            part = np.ascontiguousarray(centre(hsv, zoom))
+            hist = cv2.calcHist([part], [0, 1], None, list(bins), [0, 180, 0, 256]).ravel()
+            acc += hist / max(float(hist.sum()), 1.0)
+        v = np.sqrt(acc / len(zooms))
+        out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+    return out
+
+
+def fuse_colour(embeddings: np.ndarray, colours: np.ndarray, weight: float) -> np.ndarray:
+    """[embedding, sqrt(weight) * colour], L2-normalised (both parts are unit vectors), so the
+    cosine of two fused vectors is (cnn cosine + weight * colour cosine) / (1 + weight)."""
+    if weight <= 0:
+        return embeddings.astype(np.float32)
+    return _normalise(np.concatenate([embeddings, np.sqrt(weight) * colours], axis=1))
 
 
 def run_views(session, crops: Sequence[np.ndarray], imgsz: int,
@@ -190,8 +255,9 @@ class Recognizer:
         self._centroids = centroids
         self._base_hash = base_hash
         self.gallery = gallery
-        self._gallery_centroids = gallery.centroids() if gallery else np.zeros((0, len(mean)),
-                                                                               np.float32)
+        self._gallery_centroids = gallery.centroids() if gallery else np.zeros(
+            (0, len(mean) + card.colour_dim), np.float32)
+        self.embedding_dim = len(mean) + card.colour_dim
         self.labels: tuple[str, ...] = card.labels + tuple(gallery.skus() if gallery else ())
         gallery_hash = gallery.sha256() if gallery else ""
         self.version = hashlib.sha256(f"{base_hash}:{gallery_hash}".encode()).hexdigest()[:16]
@@ -245,9 +311,11 @@ class Recognizer:
                 centroids = npz["centroids"].astype(np.float32)
         except (OSError, KeyError, ValueError) as e:
             raise RecognizerError(f"model file {proto_path}: unreadable prototypes ({e})") from None
-        if centroids.shape != (len(card.labels), len(mean)):
+        dim = len(mean) + card.colour_dim
+        if centroids.shape != (len(card.labels), dim):
             raise RecognizerError(f"model file {proto_path}: centroids {centroids.shape} do not "
-                                  f"match {len(card.labels)} labels x {len(mean)} features")
+                                  f"match {len(card.labels)} labels x {dim} features "
+                                  f"({len(mean)} network + {card.colour_dim} colour)")
         base = hashlib.sha256()
         for part in (card_path, model_path, proto_path):
             base.update(file_sha256(part).encode())
@@ -272,9 +340,10 @@ class Recognizer:
                     f"product gallery was enrolled with model {gallery.model_sha256[:12]}, not "
                     f"this model ({self.card.model_sha256[:12]} in {self.model_dir}); enrol "
                     f"its products again with `cabinet vision enroll`")
-            if gallery.dim != len(self._mean):
+            if gallery.dim != self.embedding_dim:
                 raise RecognizerError(f"product gallery holds {gallery.dim}-float embeddings, "
-                                      f"the model makes {len(self._mean)}")
+                                      f"the model makes {self.embedding_dim}; enrol its "
+                                      f"products again with `cabinet vision enroll`")
             clash = set(gallery.skus()) & set(self.card.labels)
             if clash:
                 raise RecognizerError(f"product gallery enrols {sorted(clash)}, which the model "
@@ -283,7 +352,7 @@ class Recognizer:
                           self.model_dir, self._base_hash)
 
     def new_gallery(self) -> ProductGallery:
-        return ProductGallery(model_sha256=self.card.model_sha256, dim=len(self._mean))
+        return ProductGallery(model_sha256=self.card.model_sha256, dim=self.embedding_dim)
 
     # ---- inference --------------------------------------------------------------------------
     def _forward(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -294,17 +363,30 @@ class Recognizer:
                     np.zeros((0, len(self._mean)), np.float32))
         return run_views(self._session, crops, self.card.imgsz, self.card.views)
 
+    def _embedding(self, crops: list, feats: np.ndarray) -> np.ndarray:
+        emb = _normalise(feats - self._mean)
+        if self.card.colour_dim == 0 or not crops:
+            return emb if crops else np.zeros((0, self.embedding_dim), np.float32)
+        colours = colour_histograms(crops, self.card.imgsz, self.card.zooms(),
+                                    self.card.colour_bins)
+        return fuse_colour(emb, colours, self.card.colour_weight)
+
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """N x D float32 embeddings, L2-normalised (centred on the training photos' mean)."""
+        """N x D float32 embeddings, L2-normalised: the network's features centred on the
+        training photos' mean, then (when the card has a colour block) the crop's colour."""
+        crops = list(crops)
         _, feats = self._forward(crops)
-        return _normalise(feats - self._mean)
+        return self._embedding(crops, feats)
 
     def scores(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """N x len(labels) scores (rows sum to 1) over the model's classes then enrolled SKUs."""
+        crops = list(crops)
         probs, feats = self._forward(crops)
-        emb = _normalise(feats - self._mean)
+        emb = self._embedding(crops, feats)
         protos = np.concatenate([self._centroids, self._gallery_centroids])
-        logits = emb @ protos.T / self.card.temperature
+        # (1 + colour weight) undoes fuse_colour's normalisation: the logit is (cnn cosine +
+        # weight * colour cosine) / T, so T means the same with and without colour.
+        logits = emb @ protos.T * (1 + self.card.colour_weight) / self.card.temperature
         logits -= logits.max(axis=1, keepdims=True)
         q = np.exp(logits)
         q /= q.sum(axis=1, keepdims=True)

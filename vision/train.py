@@ -18,6 +18,11 @@ train` re-runs this module there (`.venv-train/bin/python -m vision.train ...`).
    the exported model through the cabinet's own run-time path, then scoring settings (softmax
    weight, temperature, mirror-image averaging) are chosen on val_* and written with the
    metrics into card.json.
+5. Colour (vision/recognizer.py: a hue x saturation histogram fused into the embedding): its
+   weight is chosen on train_* photos only, by a holdout model (`--holdout`): each held-out
+   product is enrolled from its first ENROL_PHOTOS train_* photos and its other train_* photos
+   are read among all classes and enrolled SKUs. A model trained on every product takes that
+   weight from the holdout model's card (`--colour-from CARD`). val_* never chooses it.
 """
 from __future__ import annotations
 
@@ -200,16 +205,77 @@ VIEW_SETS = (
 )
 TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.35)
 SOFTMAX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+COLOUR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _fused_scores(probs, emb, protos, temperature: float, weight: float, colour: float = 0.0):
+    """The recogniser's scores (vision/recognizer.py, Recognizer.scores) from precomputed parts:
+    protos are the model's class centroids, then any enrolled SKUs' (len(probs[0]) classes)."""
+    import numpy as np
+    z = emb @ protos.T * (1 + colour) / temperature
+    q = np.exp(z - z.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    c = probs.shape[1]
+    out = q.copy()
+    out[:, :c] = weight * q[:, :c].sum(axis=1, keepdims=True) * probs + (1 - weight) * q[:, :c]
+    return out
+
+
+def choose_colour(session, plan: DatasetPlan, imgsz: int, views, softmax_weight: float,
+                  mean, train_emb, train_colour, train_labels) -> tuple[float, float, list[dict]]:
+    """(colour weight, temperature, grid) chosen on train_* photos only: every held-out product
+    enrolled from its first ENROL_PHOTOS train_* photos, its other train_* photos read among the
+    model's classes and the enrolled SKUs (top-1, then the lower log loss, then less colour)."""
+    import numpy as np
+
+    from vision.recognizer import colour_histograms, fuse_colour, run_views
+    norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    zooms = tuple(dict.fromkeys(z for z, _ in views))
+    enrol = {s: list(plan.holdout_train[s][:ENROL_PHOTOS]) for s in plan.holdout}
+    probe = [(s, p) for s in plan.holdout for p in plan.holdout_train[s][ENROL_PHOTOS:]]
+    if not probe:
+        raise TrainError(f"--holdout {' '.join(plan.holdout)}: no train_* photo beyond the first "
+                         f"{ENROL_PHOTOS} to choose the colour weight on")
+    enrol_imgs = [img for s in plan.holdout for img in _read_all(enrol[s])]
+    enrol_of = np.array([k for k, s in enumerate(plan.holdout) for _ in enrol[s]])
+    probe_imgs = _read_all([p for _, p in probe])
+    truth = np.array([len(plan.classes) + plan.holdout.index(s) for s, _ in probe])
+    _, ef = run_views(session, enrol_imgs, imgsz, views)
+    pp, pf = run_views(session, probe_imgs, imgsz, views)
+    ee, pe = norm(ef - mean), norm(pf - mean)
+    ec, pc = (colour_histograms(x, imgsz, zooms) for x in (enrol_imgs, probe_imgs))
+    grid, best = [], None
+    for beta in COLOUR_WEIGHTS:
+        te = fuse_colour(train_emb, train_colour, beta)
+        cents = norm(np.stack([te[train_labels == k].mean(axis=0) for k in range(len(plan.classes))]))
+        fe = fuse_colour(ee, ec, beta)
+        skus = norm(np.stack([fe[enrol_of == k].mean(axis=0) for k in range(len(plan.holdout))]))
+        probe_emb = fuse_colour(pe, pc, beta)
+        for temp in TEMPERATURES:
+            s = _fused_scores(pp, probe_emb, np.concatenate([cents, skus]), temp, softmax_weight,
+                              beta)
+            top1 = float((s.argmax(axis=1) == truth).mean())
+            nll = float(-np.log(np.maximum(s[np.arange(len(s)), truth], 1e-9)).mean())
+            row = dict(colour_weight=beta, temperature=temp, top1=round(top1, 4), nll=round(nll, 4))
+            grid.append(row)
+            key = (top1, -nll, -beta)
+            if best is None or key > best[0]:
+                best = (key, row)
+    return best[1]["colour_weight"], best[1]["temperature"], grid
 
 
 def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
-                 fixed: dict | None = None) -> dict:
+                 fixed: dict | None = None, colour_weight: float = 0.0) -> dict:
     """Prototypes, scoring settings chosen on val_* (or `fixed`: another card's `scoring`, so a
-    holdout model is measured with the shipped model's settings), metrics and card.json."""
+    holdout model is measured with the shipped model's settings), metrics and card.json.
+
+    A holdout model then chooses its colour weight and temperature on train_* photos
+    (choose_colour); any other model uses `colour_weight` (from a holdout model's card)."""
     import numpy as np
     import onnxruntime as ort
 
-    from vision.recognizer import CARD_NAME, Recognizer, file_sha256, run_views
+    from vision.recognizer import (CARD_NAME, COLOUR_BINS, Recognizer, colour_histograms,
+                                   file_sha256, fuse_colour, run_views)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     train_paths = [p for c in plan.classes for p in plan.train[c]]
     train_labels = np.array([plan.classes.index(c) for c in plan.classes for _ in plan.train[c]])
@@ -222,18 +288,20 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
     if fixed is not None:
         view_sets = (tuple((float(z), bool(f)) for z, f in fixed["views"]),)
         temperatures, weights = (float(fixed["temperature"]),), (float(fixed["softmax_weight"]),)
+    beta = 0.0 if plan.holdout else float(colour_weight)
+    parts = {}
     for v, views in enumerate(view_sets):
         _, tf = run_views(session, train_imgs, imgsz, views)
         vp, vf = run_views(session, val_imgs, imgsz, views)
         mean = tf.mean(axis=0)
-        te, ve = norm(tf - mean), norm(vf - mean)
+        zooms = tuple(dict.fromkeys(z for z, _ in views))
+        tc, vc = colour_histograms(train_imgs, imgsz, zooms), colour_histograms(val_imgs, imgsz, zooms)
+        parts[v] = (norm(tf - mean), tc, vp, norm(vf - mean), vc)
+        te, ve = fuse_colour(parts[v][0], tc, beta), fuse_colour(parts[v][3], vc, beta)
         cents = norm(np.stack([te[train_labels == k].mean(axis=0) for k in range(len(plan.classes))]))
         for temp in temperatures:
-            z = (ve @ cents.T) / temp
-            q = np.exp(z - z.max(axis=1, keepdims=True))
-            q /= q.sum(axis=1, keepdims=True)
             for w in weights:
-                s = w * vp + (1 - w) * q
+                s = _fused_scores(vp, ve, cents, temp, w, beta)
                 top1 = float((s.argmax(axis=1) == val_labels).mean()) if len(val_labels) else 0.0
                 nll = float(-np.log(np.maximum(s[np.arange(len(s)), val_labels], 1e-9)).mean()) \
                     if len(val_labels) else 0.0
@@ -244,9 +312,33 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
                 if best is None or key > best[0]:
                     best = (key, row, mean.astype(np.float32), cents.astype(np.float32))
     _, chosen, mean, cents = best
+    temp, colour_grid = chosen["temperature"], []
+    if plan.holdout:
+        te, tc, vp, ve, vc = parts[chosen["views"]]
+        beta, temp, colour_grid = choose_colour(
+            session, plan, imgsz, view_sets[chosen["views"]], chosen["softmax_weight"], mean,
+            te, tc, train_labels)
+        fused = fuse_colour(te, tc, beta)
+        cents = norm(np.stack([fused[train_labels == k].mean(axis=0)
+                               for k in range(len(plan.classes))])).astype(np.float32)
+        s = _fused_scores(vp, fuse_colour(ve, vc, beta), cents, temp, chosen["softmax_weight"],
+                          beta)
+        chosen = {**chosen, "temperature": temp,
+                  "top1": round(float((s.argmax(axis=1) == val_labels).mean()), 4)
+                  if len(val_labels) else 0.0}
     np.savez(out / "prototypes.npz", mean=mean, centroids=cents)
     by = {(r["views"], r["temperature"], r["softmax_weight"]): r["top1"] for r in results}
-    temp, last = chosen["temperature"], len(view_sets) - 1
+    last = len(view_sets) - 1
+    scoring = {"softmax_weight": chosen["softmax_weight"], "temperature": temp,
+               "views": [[z, f] for z, f in view_sets[chosen["views"]]],
+               "chosen": "fixed (from another card)" if fixed else "on val_*"}
+    if beta > 0:
+        scoring["colour"] = {"weight": beta, "bins": list(COLOUR_BINS),
+                             "chosen": ("on train_* (held-out products' photos beyond the "
+                                        "enrolment ones)" if plan.holdout
+                                        else "from a holdout model's card (--colour-from)")}
+    if plan.holdout:
+        scoring["chosen"] += "; colour weight and temperature on train_*"
     card = {
         "name": "cabinet product recogniser",
         "model": {"file": "model.onnx", "sha256": file_sha256(out / "model.onnx"),
@@ -257,9 +349,7 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
         "labels": list(plan.classes),
         "input": {"name": "images", "size": imgsz, "layout": "NCHW", "color": "RGB",
                   "range": [0, 1], "resize": "short side to size, centre crop"},
-        "scoring": {"softmax_weight": chosen["softmax_weight"], "temperature": temp,
-                    "views": [[z, f] for z, f in view_sets[chosen["views"]]],
-                    "chosen": "fixed (from another card)" if fixed else "on val_*"},
+        "scoring": scoring,
         "training": {**info, "data": str(plan.root), "data_hash": plan.data_hash(),
                      "train_files": len(plan.train_files()), "holdout": list(plan.holdout)},
         "metrics": {
@@ -269,8 +359,10 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
             "val_top1_centroid": by.get((0, temp, 0.0)),
             "val_top1_softmax_views": by.get((last, temp, 1.0)),
             "val_top1_centroid_views": by.get((last, temp, 0.0)),
+            "grid_colour_weight": 0.0 if plan.holdout else beta,
             "view_sets": [[list(x) for x in vs] for vs in view_sets],
             "grid": results,
+            **({"colour_grid": colour_grid} if colour_grid else {}),
         },
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=1) + "\n")
@@ -304,7 +396,7 @@ def measure_new_skus(rec, plan: DatasetPlan, photos: int = ENROL_PHOTOS) -> dict
 
 
 def train(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threads: int, batch: int,
-          command: str, extra: dict | None = None) -> dict:
+          command: str, extra: dict | None = None, colour_weight: float = 0.0) -> dict:
     torch, ultralytics, YOLO = _import_training()
     torch.set_num_threads(threads)
     out = Path(out)
@@ -327,7 +419,7 @@ def train(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threads: int
             "threads": threads, "seconds": round(seconds, 1), "ultralytics": ultralytics.__version__,
             "torch": torch.__version__, "options": extra or {},
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    return finish_model(out, plan, imgsz, info)
+    return finish_model(out, plan, imgsz, info, colour_weight=colour_weight)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -347,10 +439,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep --out's model.onnx; recompute prototypes, scoring and the card")
     p.add_argument("--scoring-from", type=Path, default=None, metavar="CARD",
                    help="with --rescore: use this card's scoring instead of choosing on val_*")
+    p.add_argument("--colour-from", type=Path, default=None, metavar="CARD",
+                   help="take the colour weight from this (holdout model's) card, where it was "
+                        "chosen on train_* photos; default: no colour unless --holdout")
     return p
 
 
-def rescore(out: Path, data: Path, scoring_from: Path | None = None) -> dict:
+def colour_weight_from(card: Path | None) -> float:
+    """The colour weight a (holdout model's) card chose on train_* photos; 0 without a card."""
+    if card is None:
+        return 0.0
+    try:
+        doc = json.loads(Path(card).read_text())
+        colour = doc["scoring"].get("colour") or {}
+        weight = float(colour.get("weight", 0.0))
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise TrainError(f"--colour-from {card}: not a model card with a 'scoring' "
+                         f"block ({e})") from None
+    if not 0.0 <= weight <= 100.0:
+        raise TrainError(f"--colour-from {card}: scoring.colour.weight {weight} out of range 0-100")
+    return weight
+
+
+def rescore(out: Path, data: Path, scoring_from: Path | None = None,
+            colour_weight: float = 0.0) -> dict:
     """Prototypes, scoring and metrics again for an exported model (its card's training kept)."""
     from vision.recognizer import CARD_NAME
     try:
@@ -370,7 +482,7 @@ def rescore(out: Path, data: Path, scoring_from: Path | None = None) -> dict:
             fixed = json.loads(Path(scoring_from).read_text())["scoring"]
         except (OSError, KeyError, ValueError) as e:
             raise TrainError(f"--scoring-from {scoring_from}: no 'scoring' in it ({e})") from None
-    return finish_model(Path(out), plan, imgsz, info, fixed)
+    return finish_model(Path(out), plan, imgsz, info, fixed, colour_weight)
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -393,11 +505,12 @@ def main(argv: list[str] | None = None) -> int:
             raise TrainError("--epochs and --threads must be at least 1, --imgsz at least 32")
         plan = plan_dataset(args.data, args.holdout)
         extra = dict(_option(o) for o in args.opt)
+        colour = colour_weight_from(args.colour_from)
         if args.rescore:
-            return _report(args.out, rescore(args.out, args.data, args.scoring_from))
+            return _report(args.out, rescore(args.out, args.data, args.scoring_from, colour))
         card = train(plan, args.out, epochs=args.epochs, imgsz=args.imgsz, threads=args.threads,
                      batch=args.batch, command="cabinet vision train " + " ".join(argv),
-                     extra=extra)
+                     extra=extra, colour_weight=colour)
     except TrainError as e:
         print(f"cabinet vision train: {e}", file=sys.stderr)
         return 1

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from vision.product_gallery import GalleryError, ProductGallery
-from vision.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerError, read_photo
+from vision.recognizer import (DEFAULT_MODEL_DIR, Recognizer, RecognizerError, colour_histograms,
+                               read_photo)
 
 HOLDOUT_DIR = DEFAULT_MODEL_DIR / "holdout"
 
@@ -69,12 +70,12 @@ def test_embeddings_are_unit_vectors_and_repeatable_for_any_crop_size(recognizer
     crops = [photo, photo[40:300, 100:220].copy(), np.ascontiguousarray(photo[::-1]),
              np.full((7, 3, 3), 200, np.uint8)]
     first = recognizer.embed(crops)
-    assert first.shape == (4, 1280) and first.dtype == np.float32
+    assert first.shape == (4, recognizer.embedding_dim) and first.dtype == np.float32
     assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(first, recognizer.embed(crops))
     assert np.array_equal(first[1:2], recognizer.embed([crops[1]]))      # batch-independent
     assert float(first[0] @ first[3]) < 0.9                               # different crops differ
-    assert recognizer.embed([]).shape == (0, 1280)
+    assert recognizer.embed([]).shape == (0, recognizer.embedding_dim)
 
 
 @pytest.mark.parametrize("crop, what", [
@@ -93,7 +94,7 @@ def test_version_names_model_and_gallery(recognizer):
     assert len(recognizer.version) == 16 and int(recognizer.version, 16) >= 0
     assert Recognizer.load().version == recognizer.version
     gallery = recognizer.new_gallery()
-    gallery.add("test-sku", np.eye(1, 1280, 5, dtype=np.float32))
+    gallery.add("test-sku", np.eye(1, recognizer.embedding_dim, 5, dtype=np.float32))
     assert recognizer.with_gallery(gallery).version != recognizer.version
 
 
@@ -185,9 +186,10 @@ def test_enrolled_skus_are_recognised_without_retraining_as_the_card_measured(
 def test_gallery_round_trip_keeps_embeddings_and_hash(holdout, tmp_path):
     gallery = holdout.new_gallery()
     rng = np.random.default_rng(3)
-    gallery.add("sku-a", rng.normal(size=(3, 1280)), [{"name": "a.jpg", "sha256": "0" * 64}])
-    gallery.add("sku-b", rng.normal(size=(2, 1280)))
-    gallery.add("sku-a", rng.normal(size=(1, 1280)))                      # appended
+    dim = holdout.embedding_dim
+    gallery.add("sku-a", rng.normal(size=(3, dim)), [{"name": "a.jpg", "sha256": "0" * 64}])
+    gallery.add("sku-b", rng.normal(size=(2, dim)))
+    gallery.add("sku-a", rng.normal(size=(1, dim)))                       # appended
     digest = gallery.save(tmp_path / "g.json")
     loaded = ProductGallery.load(tmp_path / "g.json")
     assert loaded.skus() == ["sku-a", "sku-b"] and len(loaded.entries["sku-a"].embeddings) == 4
@@ -198,7 +200,7 @@ def test_gallery_round_trip_keeps_embeddings_and_hash(holdout, tmp_path):
 
 def test_an_edited_gallery_is_refused_naming_file_and_field(holdout, tmp_path):
     gallery = holdout.new_gallery()
-    gallery.add("sku-a", np.ones((1, 1280)))
+    gallery.add("sku-a", np.ones((1, holdout.embedding_dim)))
     path = tmp_path / "g.json"
     gallery.save(path)
     doc = json.loads(path.read_text())
@@ -215,10 +217,80 @@ def test_an_edited_gallery_is_refused_naming_file_and_field(holdout, tmp_path):
 
 def test_a_gallery_of_another_model_or_a_known_class_is_refused(recognizer, holdout):
     other = holdout.new_gallery()
-    other.add("sku-a", np.ones((1, 1280)))
+    other.add("sku-a", np.ones((1, holdout.embedding_dim)))
     with pytest.raises(RecognizerError, match="enrolled with model .* not this model"):
         recognizer.with_gallery(other)
     clash = recognizer.new_gallery()
-    clash.add(recognizer.labels[0], np.ones((1, 1280)))
+    clash.add(recognizer.labels[0], np.ones((1, recognizer.embedding_dim)))
     with pytest.raises(RecognizerError, match="already knows as classes"):
         recognizer.with_gallery(clash)
+
+
+# ---- colour ------------------------------------------------------------------------------------
+
+def test_committed_cards_fuse_colour_chosen_on_train_photos_only(recognizer, holdout):
+    """The holdout card chose the colour weight on train_* photos; the shipped card took it
+    from there (never from val_*). Embeddings are the network's 1280 features then the colour
+    histogram."""
+    chosen = holdout.card.raw["scoring"]["colour"]
+    assert chosen["weight"] > 0 and chosen["chosen"].startswith("on train_*")
+    assert {r["colour_weight"] for r in holdout.card.raw["metrics"]["colour_grid"]} >= {0.0,
+                                                                                      chosen["weight"]}
+    shipped = recognizer.card.raw["scoring"]["colour"]
+    assert shipped["weight"] == chosen["weight"] and "--colour-from" in shipped["chosen"]
+    assert recognizer.embedding_dim == 1280 + 16 * 8 == holdout.embedding_dim
+
+
+def test_colour_histogram_is_white_balanced_and_tells_hues_apart():
+    """A crop and the same crop under a tinted light have the same colour vector (grey-world
+    balance); the same crop with red and blue swapped does not."""
+    rng = np.random.default_rng(5)
+    crop = np.zeros((120, 90, 3), np.uint8)
+    crop[:60] = (30, 60, 200)                                            # red top half (BGR)
+    crop[60:] = (200, 180, 40)                                           # blue-ish bottom half
+    crop = np.clip(crop.astype(int) + rng.integers(-8, 9, crop.shape), 0, 255).astype(np.uint8)
+    tinted = np.clip(crop.astype(np.float32) * (0.8, 1.0, 1.15), 0, 255).astype(np.uint8)
+    swapped = np.ascontiguousarray(crop[..., ::-1])
+    h = colour_histograms([crop, tinted, swapped], 160, (1.0, 0.8))
+    assert h.shape == (3, 128) and np.allclose(np.linalg.norm(h, axis=1), 1.0, atol=1e-5)
+    assert float(h[0] @ h[1]) > 0.95
+    assert float(h[0] @ h[2]) < 0.5
+
+
+def test_colour_changes_the_embedding_and_a_gallery_without_it_is_refused(
+        recognizer, shared_data, tmp_path):
+    """The same network without the colour block (the card edited to weight 0) embeds in
+    1280 floats; a gallery enrolled that way is refused by the colour model, naming what to do."""
+    photo = read_photo(_val(shared_data)["Oatly-Oat-Milk"][0])
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, copy, ignore=shutil.ignore_patterns("holdout"))
+    card = json.loads((copy / "card.json").read_text())
+    del card["scoring"]["colour"]
+    (copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RecognizerError, match=r"centroids \(31, 1408\) do not match 31 labels "
+                                              r"x 1280 features"):
+        Recognizer.load(copy)                   # prototypes made with colour, card without
+    plain = np.load(DEFAULT_MODEL_DIR / "prototypes.npz")
+    np.savez(copy / "prototypes.npz", mean=plain["mean"], centroids=plain["centroids"][:, :1280])
+    from vision.recognizer import file_sha256
+    card["prototypes"]["sha256"] = file_sha256(copy / "prototypes.npz")
+    (copy / "card.json").write_text(json.dumps(card))
+    cnn = Recognizer.load(copy)
+    assert cnn.embedding_dim == 1280 and cnn.version != recognizer.version
+    with_colour = recognizer.embed([photo])[0]
+    # the fused vector's network part is the plain embedding scaled by 1/sqrt(1 + weight)
+    weight = recognizer.card.colour_weight
+    assert np.allclose(with_colour[:1280] * np.sqrt(1 + weight), cnn.embed([photo])[0], atol=1e-4)
+    old = cnn.new_gallery()
+    old.add("sku-a", cnn.embed([photo]))
+    with pytest.raises(RecognizerError, match="holds 1280-float embeddings, the model makes 1408; "
+                                              "enrol its products again"):
+        recognizer.with_gallery(old)
+
+
+def test_a_card_with_colour_out_of_range_is_refused(model_copy):
+    card = json.loads((model_copy / "card.json").read_text())
+    card["scoring"]["colour"]["bins"] = [16]
+    (model_copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RecognizerError, match="card.json: .*scoring.colour .* out of range"):
+        Recognizer.load(model_copy)

@@ -88,3 +88,21 @@ def test_a_missing_or_empty_products_folder_is_named(tmp_path):
     (tmp_path / "empty" / "Oat-Milk").mkdir(parents=True)
     with pytest.raises(TrainError, match="no <product>/train_\\* photos"):
         plan_dataset(tmp_path / "empty")
+
+
+def test_colour_weight_comes_from_a_holdout_card_or_is_refused_naming_it(tmp_path):
+    from vision.train import colour_weight_from
+    assert colour_weight_from(None) == 0.0
+    card = tmp_path / "card.json"
+    card.write_text('{"scoring": {"colour": {"weight": 4.0, "bins": [16, 8]}}}')
+    assert colour_weight_from(card) == 4.0
+    card.write_text('{"scoring": {"softmax_weight": 0.75}}')             # a card without colour
+    assert colour_weight_from(card) == 0.0
+    card.write_text('{"scoring": {"colour": {"weight": -1}}}')
+    with pytest.raises(TrainError, match=f"--colour-from {card}: scoring.colour.weight -1.0 out"):
+        colour_weight_from(card)
+    card.write_text('{"labels": []}')
+    with pytest.raises(TrainError, match=f"--colour-from {card}: not a model card with a 'scoring'"):
+        colour_weight_from(card)
+    with pytest.raises(TrainError, match=f"--colour-from {tmp_path / 'none.json'}: not a model card"):
+        colour_weight_from(tmp_path / "none.json")
