@@ -216,7 +216,8 @@ def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
                        for (a, b), n in sorted(confusions.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
         "unknown_products": unknown,
         "new_sku": new_sku,
-        "views": len(rec.card.views), "threads": threads, "ms_per_crop": round(ms_crop, 2),
+        "views": len(rec.card.views), "colour_weight": rec.card.colour_weight,
+        "threads": threads, "ms_per_crop": round(ms_crop, 2),
         "crops_per_shelf_image": SHELF_CROPS, "ms_per_shelf_image": round(ms_shelf, 2),
     }
 
@@ -262,7 +263,8 @@ def bench_main(argv: list[str]) -> int:
         print(f"new SKUs ({', '.join(ns['skus'])}) enrolled from {ns['enrol_photos']} photos: "
               f"top-1 {ns['top1']:.3f} on {ns['items']} photos (known products {ns['known_top1']})")
     print(f"{r['ms_per_crop']:.1f} ms a crop, {r['ms_per_shelf_image']:.1f} ms a shelf image "
-          f"({r['crops_per_shelf_image']} crops), {r['views']} view(s), {r['threads']} threads")
+          f"({r['crops_per_shelf_image']} crops), {r['views']} view(s), colour weight "
+          f"{r['colour_weight']:g}, {r['threads']} threads")
     return 0
 
 

@@ -60,6 +60,7 @@ def test_bench_vision_json_counts_each_item_once(small_photos):
     assert r["version"] == Recognizer.load().version
     assert r["crops_per_shelf_image"] == 8 and 0 < r["ms_per_crop"] < r["ms_per_shelf_image"]
     assert r["views"] == len(Recognizer.load().card.views)
+    assert r["colour_weight"] == Recognizer.load().card.raw["scoring"]["colour"]["weight"] > 0
     # the folder has no train_* photos of the holdout model's products: said, not guessed
     assert r["new_sku"]["top1"] is None and "train_* photos" in r["new_sku"]["note"]
 
