@@ -33,7 +33,8 @@ A crop whose short side is under `min_crop_px` (MIN_CROP_PX unless the card's `i
 to name a product, and a name made up from them is no evidence. Measured on the val_* photos
 shrunk to a short side of n px (`python -m vision.recognizer --resolution`, docs/vision.md):
 top-1 0.35 at 16 px, 0.48 at 24, 0.56 at 32, 0.63 at 48, 0.69 at 64, 0.79 at 96, 0.78 at 160;
-64 px is the smallest side within 0.1 of the full-resolution figure. A live shelf camera that
+with the colour block (2026-11-29) 0.38, 0.49, 0.55, 0.62, 0.70, 0.79, 0.78 (full size 0.79);
+64 px is the smallest side within 0.1 of the full-resolution figure in both. A live shelf camera that
 shows items smaller than that (the simulated 640x480 one: 20-38 px) gets occupancy and change
 from vision.diff, and no identities.
 
