@@ -40,8 +40,9 @@ The policy is a pure function of distances (`decide`); `identify_frames` runs th
 through vision.faces and the gallery. `FrameTally` takes them one at a time for a caller that
 stops as soon as `settled_accept` proves that no frame still to come can change an accept (with
 three frames: two counted, the account within the accept line in both and every rival the
-margin beyond it in both), which is the same decision three frames give, taken a frame sooner. A gallery is anything with `account_distances(encodings,
-within)` (vision.faces.FaceGallery, exact; vision.face_index.FaceIndex for very large galleries).
+margin beyond it in both), which is the same decision three frames give, taken a frame sooner.
+A gallery is anything with `account_distances(encodings, within)` (vision.faces.FaceGallery,
+exact; vision.face_index.FaceIndex for very large galleries).
 """
 from __future__ import annotations
 
