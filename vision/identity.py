@@ -22,19 +22,20 @@ How it decides (docs/identity.md has the measurement behind every number):
 
 Why these numbers (docs/identity.md has the measurement). On ../shared/data/faces (ten people,
 16 leave-one-out genuine trials, 21 impostor trials with the person left out of the gallery) the
-genuine nearest distances reach 0.517 and the closest different people are 0.632 apart, so a line
+genuine nearest distances reach 0.513 and the closest different people are 0.636 apart, so a line
 in 0.52-0.63 separates them, but only them: left out one person at a time, a line fitted in the
 others' gap admits the person left out as a look-alike in 2 of 10 folds. A normal fit of the
-different-people distances (mean 0.875, sd 0.085) puts a face's nearest stranger at 0.61 in a
-gallery of 1,000 accounts and 0.47 in a million. So the accept line sits five standard
+different-people distances (mean 0.876, sd 0.084) puts a face's nearest stranger at 0.62 in a
+gallery of 1,000 accounts and 0.48 in a million. So the accept line sits five standard
 deviations below the mean stranger (0.45), the uncertain band runs to 0.60 (where the face still
 narrows the account down for the digits to finish), and beyond 0.60 nobody is asked for digits.
-The margin 0.10 is the spread of one person's distances (sd 0.094 over the 23 same-person
+The margin 0.10 is the spread of one person's distances (sd 0.095 over the 23 same-person
 pairs): two accounts closer than that cannot be told apart by the face; the smallest margin of
 a genuine trial here is 0.20, so the rule costs our customers nothing. On our trials this asks
-1 of 16 genuine customers (6%: alex_lacamoire's third photo at 0.517) for the second factor and
-accepts nobody wrongly; the line that passes that photo (0.518) would admit 1.2% of strangers
-per visit at a cabinet of 1,000 accounts under the same fit.
+1 of 16 genuine customers (6%: alex_lacamoire's third photo at 0.513) for the second factor and
+accepts nobody wrongly; the line that passes that photo (0.514) would admit 0.7% of strangers
+per visit at a cabinet of 1,000 accounts under the same fit. (The lines were drawn on the
+figures before detection moved to one look, 0.517 / 0.632; they hold on both.)
 
 The policy is a pure function of distances (`decide`); `identify_frames` runs the camera frames
 through vision.faces and the gallery. `FrameTally` takes them one at a time for a caller that
