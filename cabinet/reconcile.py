@@ -550,13 +550,29 @@ def _unlike(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mapping[str,
                if s.id in per_slot and len(set(inventory.get(s.id, ()))) == 1)
 
 
-def _moved_within(bundle: Bundle, per_slot: Mapping[str, Any], shelf: str, lost: int) -> int:
-    """Items that may have moved inside the shelf (which its net change cannot show): cells of
-    the shelf that emptied beyond the items the explanation says left it."""
-    emptied = sum(sum(b and not a for b, a in zip(per_slot[s.id].occupied_before,
-                                                  per_slot[s.id].occupied_after))
-                  for s in bundle.planogram.slots_on(shelf) if s.id in per_slot)
-    return max(0, emptied - lost)
+def _moved_within(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mapping[str, Sequence[str]],
+                 shelf: str, x: np.ndarray, skus: Sequence[str]) -> int:
+    """Items that may have moved inside the shelf (which its net change cannot show) into a
+    cell that now looks unlike its item: per slot, the cells that emptied or changed (each
+    gave up an item), less the items of the slot's one SKU the explanation says left the
+    shelf, less the slot's unlike cells (an item does not stand in for itself); then less
+    what left the shelf from slots of several SKUs, which count all their departed cells."""
+    lost = {k: int(-n) for k, n in zip(skus, x) if n < 0}
+    stayed = 0
+    for s in bundle.planogram.slots_on(shelf):
+        e = per_slot.get(s.id)
+        if e is None or e.departed is None:
+            continue
+        held = set(inventory.get(s.id, ()))
+        gave = e.departed
+        if len(held) == 1:
+            k = next(iter(held))
+            took = min(gave, lost.get(k, 0))
+            lost[k] = lost.get(k, 0) - took
+            # what is left stayed on the shelf, but not to stand in for itself
+            gave = gave - took - getattr(e, "unlike", 0)
+        stayed += max(0, gave)
+    return max(0, stayed - sum(lost.values()))
 
 
 def _strangers(per_slot: Mapping[str, Any], notes: Mapping[str, str], flags: set[str]
@@ -680,7 +696,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             unexplained.append((shelf_id, x))
         unlike = _unlike(bundle, per_slot, inventory, shelf_id) if sv is not None and sv.usable else 0
         if unlike and unlike > int(np.clip(x, 0, None).sum()) + _moved_within(
-                bundle, per_slot, shelf_id, int(np.clip(-x, 0, None).sum())):
+                bundle, per_slot, inventory, shelf_id, x, skus):
             # a cell of a one-SKU slot now holds something that looks unlike the item that was
             # there, and the explanation brings no other item onto the shelf to be it (nor
             # could one have moved there from an emptied cell of the shelf): the item swapped

@@ -164,3 +164,16 @@ def test_an_unlike_cell_from_an_item_moved_within_its_shelf_is_no_swap():
     # the same unlike cell with no cell of the shelf emptied: a swap
     r = session(0.0, 0.0, cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None)))
     assert "item_swapped" in r.flags
+
+
+def test_an_item_moved_into_the_cell_of_an_item_that_left_the_shelf_is_no_swap():
+    # a tea taken from its cell and a milk of the same shelf put in that cell: the cell looks
+    # unlike the tea, the milk slot emptied a cell, and the item that left is the tea
+    milk = cells("A1", "XXX.", "XX..")
+    tea = cells("A2", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
+    r = session(-420.0, 0.0, milk, tea)
+    assert r.evidence["shelves"]["top"]["explained_by"] == {"tea": -1}
+    assert "item_swapped" not in r.flags and r.basket == {"tea": 1}
+    # the tea's own departure does not stand in for it: with the milk slot untouched, a swap
+    r = session(-420.0 + 415.0, 0.0, cells("A2", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None)))
+    assert "item_swapped" in r.flags
