@@ -1,7 +1,8 @@
 """Enrolled products: SKUs the recogniser knows from a few photos, without retraining.
 
-`cabinet vision enroll SKU PHOTO...` embeds each photo with the shipped model and stores the
-L2-normalised embeddings under the SKU in a gallery file. The recogniser then scores a crop
+`cabinet vision enroll SKU PHOTO...` embeds each photo with the shipped model (`Recognizer.embed`:
+the network's features and, when the model card has a colour block, the photo's colour) and
+stores the L2-normalised embeddings under the SKU in a gallery file. The recogniser then scores a crop
 against the model's own classes and against every enrolled SKU (cosine similarity to the SKU's
 mean embedding), so a new product is sold the day it arrives.
 
