@@ -575,6 +575,23 @@ def _moved_within(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mappin
     return max(0, stayed - sum(lost.values()))
 
 
+def _swap_weights(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mapping[str, Sequence[str]],
+                  catalog: Any, shelf: str, residual: float, sigma: float
+                  ) -> list[tuple[float, float, int]]:
+    """Per one-SKU slot of the shelf with unlike cells: the range of weights the thing now in
+    such a cell may have (the slot's SKU weight plus the explanation's residual, +- OUTLIER_Z
+    sigma) and how many cells."""
+    out = []
+    for s in bundle.planogram.slots_on(shelf):
+        e = per_slot.get(s.id)
+        held = set(inventory.get(s.id, ()))
+        n = getattr(e, "unlike", 0) if e is not None and len(held) == 1 else 0
+        if n:
+            w0 = catalog[next(iter(held))].unit_weight_g + residual
+            out.append((w0 - OUTLIER_Z * sigma, w0 + OUTLIER_Z * sigma, n))
+    return out
+
+
 def _strangers(per_slot: Mapping[str, Any], notes: Mapping[str, str], flags: set[str]
                ) -> dict[str, list[int]]:
     """Cells that were empty and now hold a thing that looks like no item that left a place in
@@ -675,6 +692,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     lenient = dict(ranked_lenient).get(best_key, 0.0)
 
     shelves_ev, unexplained, arrived_unexplained_g = {}, [], 0.0
+    swapped_in: list[tuple[float, float, int]] = []  # (weight lo, hi, cells) of things in swapped cells
     for (shelf_id, (delta, noise, sv)), c, j in zip(shelf_info.items(), cands, picks):
         x = c.x[j]
         z = None if delta is None else float(c.residual[j] / c.sigma[j])
@@ -702,6 +720,9 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             # could one have moved there from an emptied cell of the shelf): the item swapped
             # for something else (of about its weight); the operator looks
             flags.add("item_swapped")
+            if delta is not None:
+                swapped_in.extend(_swap_weights(bundle, per_slot, inventory, catalog, shelf_id,
+                                                float(c.residual[j]), float(c.sigma[j])))
         if sv is not None and sv.usable and sv.confidence >= 0.6 and any(
                 sv.seen.get(k, 0) != int(x[i]) for i, k in enumerate(skus)):
             flags.add("vision_disagrees")
@@ -738,6 +759,13 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             # of it may have been moved there rather than taken
             basket = {k: n for k, n in basket.items()
                       if catalog[k].unit_weight_g > arrived_unexplained_g}
+        for lo, hi, n in swapped_in:
+            # the thing in a swapped cell weighs what the shelf says; a product of that weight
+            # charged from elsewhere may be that thing, moved (a look-alike returned into
+            # another's cell), not taken: not charged
+            basket = {k: (m - n if lo <= catalog[k].unit_weight_g <= hi else m)
+                      for k, m in basket.items()}
+            basket = {k: m for k, m in basket.items() if m > 0}
     runner = None if len(ranked) < 2 else (dict(ranked[1][0]), round(ranked[1][1], 6))
     slots_ev = {sid: {"change": e.change, "count_before": sum(e.occupied_before),
                       "count_after": sum(e.occupied_after), "skus_after": list(e.skus_after),

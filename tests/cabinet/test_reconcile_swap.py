@@ -20,14 +20,17 @@ from vision.diff import SAME_ITEM_MIN_SIMILARITY, SlotEvidence
 CAT = Catalog([Product("milk", "Milk", 150, "EUR", 1067.0, 12.0),
                Product("tea", "Tea", 150, "EUR", 420.0, 8.0),
                Product("cola", "Cola", 150, "EUR", 330.0, 10.0),
-               Product("water", "Water", 100, "EUR", 500.0, 10.0)], "EUR")
+               Product("water", "Water", 100, "EUR", 500.0, 10.0),
+               Product("oj", "Orange juice", 150, "EUR", 500.0, 10.0)], "EUR")
 PLAN = Planogram("cab", (Shelf("top", 0, "cam-top", 10000.0),
                          Shelf("bottom", 1, "cam-bottom", 10000.0)),
                  (Slot("A1", "top", "milk", 4, 0, (0, 0, 40, 10)),
                   Slot("A2", "top", "tea", 4, 0, (40, 0, 40, 10)),
+                  Slot("A3", "top", "oj", 4, 0, (80, 0, 40, 10)),
                   Slot("B1", "bottom", "cola", 4, 0, (0, 0, 40, 10)),
                   Slot("B2", "bottom", "water", 4, 0, (40, 0, 40, 10))))
-INVENTORY = {"A1": ("milk",) * 3, "A2": ("tea",) * 3, "B1": ("cola",) * 3, "B2": ("water",) * 2}
+INVENTORY = {"A1": ("milk",) * 3, "A2": ("tea",) * 3, "A3": ("oj",) * 3, "B1": ("cola",) * 3,
+             "B2": ("water",) * 2}
 IMAGES = {"cam-top": CameraImages(None, None), "cam-bottom": CameraImages(None, None)}
 CHANGED = 0.3
 UNLIKE = SAME_ITEM_MIN_SIMILARITY - 0.2  # another thing than before
@@ -177,3 +180,19 @@ def test_an_item_moved_into_the_cell_of_an_item_that_left_the_shelf_is_no_swap()
     # the tea's own departure does not stand in for it: with the milk slot untouched, a swap
     r = session(-420.0 + 415.0, 0.0, cells("A2", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None)))
     assert "item_swapped" in r.flags
+
+
+def test_a_look_alike_weight_returned_into_a_swapped_cell_is_not_charged_from_its_own_slot():
+    # an orange juice (500 g) taken from the top shelf, and a water (500 g) from the bottom
+    # shelf put in the juice's cell: weights read "the juice put back, a water taken"; the
+    # juice's cell looks unlike the juice, so the water may be what is in it, not taken
+    oj = cells("A3", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
+    water = cells("B2", "XX..", "X...")
+    r = session(0.0, -500.0, oj, water)
+    assert r.best_guess == {"water": 1}  # what the weights prefer
+    assert "item_swapped" in r.flags
+    assert r.basket == {}  # neither the water (maybe moved) nor the juice (not what weight says)
+    # the same with a cola (330 g) taken from the bottom: no 500 g thing, the cola is charged
+    cola = cells("B1", "XXX.", "XX..")
+    r = session(0.0, -330.0, oj, cola)
+    assert "item_swapped" in r.flags and r.basket == {"cola": 1}
