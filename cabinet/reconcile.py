@@ -592,6 +592,41 @@ def _swap_weights(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mappin
     return out
 
 
+def _lookalike_hiding(bundle: Bundle, per_slot: Mapping[str, Any],
+                      inventory: Mapping[str, Sequence[str]], catalog: Any, noise: float,
+                      basket: Mapping[str, int]) -> dict[str, int]:
+    """Per SKU k of the basket, how many of its items the camera could not tell from a
+    look-alike's: an item of k put into a cell of a one-SKU slot of another SKU k' that weighs
+    the same (within 3 sigma of the two products' tolerances and the cell noise), in place of
+    a k' item that left. Weight cannot tell these apart; the camera's slot counts cannot
+    either (the k' slot keeps its count); only the cell's look could, and a look-alike looks
+    alike. Such a cell is one that changed while occupied (`swappable`), or that filled while
+    another cell of the slot emptied."""
+    out: dict[str, int] = {}
+    for k, n in basket.items():
+        if n <= 0 or k not in catalog:
+            continue
+        wk, sk = catalog[k].unit_weight_g, catalog[k].weight_sigma_g
+        hide = 0
+        for sid, e in per_slot.items():
+            held = set(inventory.get(sid, ()))
+            if len(held) != 1 or k in held or not getattr(e, "usable", False):
+                continue
+            other = next(iter(held))
+            if other not in catalog:
+                continue
+            tol = 3.0 * math.sqrt(sk ** 2 + catalog[other].weight_sigma_g ** 2 + noise ** 2)
+            if abs(catalog[other].unit_weight_g - wk) > tol:
+                continue
+            swaps, departed, filled = e.swappable, e.departed, e.filled
+            if swaps is None or departed is None or filled is None:
+                continue
+            hide += swaps + min(filled, departed - swaps)
+        if hide:
+            out[k] = min(n, hide)
+    return out
+
+
 def _strangers(per_slot: Mapping[str, Any], notes: Mapping[str, str], flags: set[str]
                ) -> dict[str, list[int]]:
     """Cells that were empty and now hold a thing that looks like no item that left a place in
@@ -701,7 +736,19 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             unexplained.append((shelf_id, x))
             if c.residual[j] > 0:
                 flags.add("foreign_object")
-                arrived_unexplained_g += float(c.residual[j]) + 3 * float(c.sigma[j])
+            # weight arrived that the items do not explain: neither the residual nor which
+            # items the explanation brings onto the shelf is known, so all the shelf gained
+            # may be items moved there from other shelves (three moved onto one shelf)
+            gained = max(float(c.residual[j]), float(delta) if np.any(x > 0) else 0.0)
+            if gained > 0:
+                arrived_unexplained_g += gained + 3 * float(c.sigma[j])
+        if delta is not None and np.any(x < 0) and (sv is None or not sv.usable) \
+                and abs(delta) <= OUTLIER_Z * noise:
+            # a shelf no camera read whose weight did not change: "nothing happened" explains
+            # it within noise, and an exchange of items that balances to zero is a coincidence
+            # the weight cannot confirm: what the explanation takes from it is not charged
+            flags.add("weight_ambiguous")
+            unexplained.append((shelf_id, x))
         if delta is None:
             unexplained.append((shelf_id, x))
         if sv is not None and sv.usable and (
@@ -745,6 +792,11 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     confidence = min(confidence, lenient)
     best_guess = dict(best_key)
     basket = best_guess
+    lookalike = _lookalike_hiding(bundle, per_slot, inventory, catalog,
+                                  params.load_cell_noise_g, best_guess)
+    if lookalike:
+        # an item charged may be its look-alike's, which a swap of cells hid from the camera
+        flags.add("lookalike_uncertain")
     if flags:
         # charge only what every plausible explanation agrees on; when the cameras contradict
         # the best explanation, every explanation kept counts as plausible
@@ -766,6 +818,8 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             basket = {k: (m - n if lo <= catalog[k].unit_weight_g <= hi else m)
                       for k, m in basket.items()}
             basket = {k: m for k, m in basket.items() if m > 0}
+        basket = {k: m - lookalike.get(k, 0) for k, m in basket.items()
+                  if m - lookalike.get(k, 0) > 0}
     runner = None if len(ranked) < 2 else (dict(ranked[1][0]), round(ranked[1][1], 6))
     slots_ev = {sid: {"change": e.change, "count_before": sum(e.occupied_before),
                       "count_after": sum(e.occupied_after), "skus_after": list(e.skus_after),
