@@ -792,8 +792,17 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     confidence = min(confidence, lenient)
     best_guess = dict(best_key)
     basket = best_guess
+    # the most of each SKU that a plausible basket charges (those holding CERTAIN_MASS)
+    most: dict[str, int] = {}
+    mass = 0.0
+    for key, p in ranked:
+        for k, n in key:
+            most[k] = max(most.get(k, 0), n)
+        mass += p
+        if mass >= CERTAIN_MASS - 1e-9:
+            break
     lookalike = _lookalike_hiding(bundle, per_slot, inventory, catalog,
-                                  params.load_cell_noise_g, best_guess)
+                                  params.load_cell_noise_g, most)
     if lookalike:
         # an item charged may be its look-alike's, which a swap of cells hid from the camera
         flags.add("lookalike_uncertain")
@@ -818,8 +827,11 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             basket = {k: (m - n if lo <= catalog[k].unit_weight_g <= hi else m)
                       for k, m in basket.items()}
             basket = {k: m for k, m in basket.items() if m > 0}
-        basket = {k: m - lookalike.get(k, 0) for k, m in basket.items()
-                  if m - lookalike.get(k, 0) > 0}
+        # of a SKU whose items a look-alike's cells could hide, no more than the most any
+        # plausible basket charges less those cells
+        basket = {k: min(m, most.get(k, 0) - lookalike[k]) if k in lookalike else m
+                  for k, m in basket.items()}
+        basket = {k: m for k, m in basket.items() if m > 0}
     runner = None if len(ranked) < 2 else (dict(ranked[1][0]), round(ranked[1][1], 6))
     slots_ev = {sid: {"change": e.change, "count_before": sum(e.occupied_before),
                       "count_after": sum(e.occupied_after), "skus_after": list(e.skus_after),
