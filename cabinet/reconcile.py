@@ -41,11 +41,9 @@ only when a side has fewer than MIN_SAMPLES samples to measure the swing.
 
 When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
 unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object, item_swapped,
-vision_disagrees, lookalike_uncertain, weight_ambiguous), and `basket` then holds only what is
-certain: for each SKU the least count among the baskets that make up 99% of the probability in
-both looks and in a third where rare events are common (LENIENT_MISPLACED_COST,
-LENIENT_OUTLIER_COST; where a shelf is weighed but not counted by a camera, the top basket must
-hold LENIENT_MIN_CONFIDENCE there too, else low_confidence), minus anything the best
+vision_disagrees), and `basket` then holds only what is certain: for each SKU the least count
+among the baskets that make up 99% of the probability in both looks and in a third where rare
+events are common (LENIENT_MISPLACED_COST, LENIENT_OUTLIER_COST), minus anything the best
 explanation removes from a shelf it cannot explain, cannot read or whose camera saw the slot
 untouched, and without items light enough to be part of weight that arrived from nowhere
 known. `best_guess` keeps the top basket for the operator's review. Pure: no I/O, no clock,
