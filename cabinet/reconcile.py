@@ -796,12 +796,6 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     _, ranked_rare, _, _ = _posterior(spaces, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH),
                                       lenient_outlier=True)
     rare = dict(ranked_rare).get(best_key, 0.0)
-    # a camera's facing count says how many items left a shelf, which "fewer items and a foreign
-    # weight" contradicts: the rival is weight's alone, on a shelf weighed but not counted
-    uncounted = any(delta is not None and (sv is None or not sv.usable or sv.count_change is None)
-                    for delta, _noise, sv in shelf_info.values())
-    if not uncounted:
-        rare = 1.0
     if confidence < params.min_confidence or min(lenient, rare) < LENIENT_MIN_CONFIDENCE:
         flags.add("low_confidence")
     confidence = min(confidence, lenient)
