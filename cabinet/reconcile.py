@@ -787,16 +787,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         if sv is not None and sv.usable:
             shelves_ev[shelf_id]["unlike_cells"] = unlike
 
-    # and under priors that make rare events common: misplaced items and weight from something
-    # else on or off a shelf (a spike, a phone, a leaning hand, a thing taken that lay there).
-    # The certain basket is what holds there, so an answer that does not hold there at
-    # LENIENT_MIN_CONFIDENCE is not sure either: weight alone cannot tell "X left" from "Y left
-    # and a foreign thing of the difference came or went", and where that rival is not
-    # negligible at ~1 foreign weight in 55 shelf-sessions, the session is flagged
-    _, ranked_rare, _, _ = _posterior(spaces, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH),
-                                      lenient_outlier=True)
-    rare = dict(ranked_rare).get(best_key, 0.0)
-    if confidence < params.min_confidence or min(lenient, rare) < LENIENT_MIN_CONFIDENCE:
+    if confidence < params.min_confidence or lenient < LENIENT_MIN_CONFIDENCE:
         flags.add("low_confidence")
     confidence = min(confidence, lenient)
     best_guess = dict(best_key)
@@ -819,7 +810,10 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         # charge only what every plausible explanation agrees on; when the cameras contradict
         # the best explanation, every explanation kept counts as plausible
         mass = 1.0 if "vision_disagrees" in flags else CERTAIN_MASS
-        # and under priors that make rare events common (ranked_rare, above)
+        # and under priors that make rare events common: misplaced items and weight from
+        # something else on or off a shelf (a spike, a phone, a leaning hand)
+        _, ranked_rare, _, _ = _posterior(spaces, skus, (LENIENT_MISPLACED_COST, MISPLACED_GROWTH),
+                                          lenient_outlier=True)
         basket = _certain([ranked, ranked_lenient, ranked_rare], skus, unexplained, mass)
         if arrived_unexplained_g > 0:
             # weight arrived on a shelf from nowhere known: any item light enough to be part
@@ -847,8 +841,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     evidence = {"shelves": shelves_ev, "slots": slots_ev, "cameras": dict(sorted(notes.items())),
                 "combinations": ncombos, "strangers": odd,
                 "confidence_nominal": round(dict(ranked)[best_key], 6),
-                "confidence_lenient": round(lenient, 6),
-                "confidence_rare": round(rare, 6)}
+                "confidence_lenient": round(lenient, 6)}
     return ReconcileResult(dict(sorted(basket.items())), round(confidence, 6), runner, evidence,
                            tuple(sorted(flags)), dict(sorted(best_guess.items())))
 

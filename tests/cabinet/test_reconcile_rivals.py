@@ -221,23 +221,3 @@ def test_items_charged_elsewhere_may_lie_on_a_shelf_whose_gain_the_items_do_not_
     # 2.1 kg arrived on the top shelf that the items do not explain: the apple juice the best
     # explanation charges (745 g) may be lying there
     assert "aj" not in r.basket
-
-
-# --- weight alone: "X left" or "Y left and a foreign thing of the difference came or went" ---
-
-def test_many_items_by_weight_alone_are_flagged_when_a_foreign_weight_rival_is_not_negligible():
-    # weights only: -1443 g on the bottom shelf is three sour creams and three yoghurts (1440 g)
-    # at 0.999 under the nominal priors; with foreign weight as common as the certain basket
-    # assumes (4 nats), fewer items and a thing taken that lay on the shelf hold over 1%
-    r = session({"bottom": -1443.0}, cameras=())
-    assert r.best_guess == {"cream": 3, "yog": 3}
-    assert r.evidence["confidence_nominal"] > 0.99
-    assert r.evidence["confidence_rare"] < 0.99
-    assert "low_confidence" in r.flags
-    assert r.basket != r.best_guess
-
-
-def test_one_item_by_weight_alone_is_charged_when_no_rival_holds_one_percent():
-    r = session({"bottom": -310.0}, cameras=())
-    assert r.basket == {"cream": 1}
-    assert r.flags == ()
