@@ -249,6 +249,19 @@ def a_face_photo() -> np.ndarray:
     return cv2.imread(str(photos[0]), cv2.IMREAD_COLOR)
 
 
+def test_every_code_the_signer_issues_is_read_from_a_clean_render():
+    # OpenCV's classic detector alone missed about 7% of clean renders of codes of this length
+    import segno
+    clock = ManualClock()
+    s = signer(clock)
+    for account in range(120):
+        code, _ = s.issue(ENTRY, account)
+        out = io.BytesIO()
+        segno.make(code, error="m").save(out, kind="png", scale=10, border=4)
+        image = cv2.imdecode(np.frombuffer(out.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+        assert read_qr(image) == code, account
+
+
 def test_the_camera_reads_a_phones_code_in_a_real_looking_frame():
     code, _ = signer(ManualClock()).issue(ENTRY, 42)
     face = a_face_photo()
@@ -335,9 +348,8 @@ def test_a_kiosk_code_claimed_by_the_phone_app_opens_the_door_and_a_replay_is_40
     svg = requests.get(base + "/qr.svg", timeout=10)
     assert svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content
     png = requests.get(base + "/qr.png", timeout=10).content       # the phone scans it
-    code, _, _ = cv2.QRCodeDetector().detectAndDecode(
-        cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
-    assert code.startswith("CQR1.")
+    code = read_qr(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR))
+    assert code is not None and code.startswith("CQR1.")
 
     slot = cab.planogram.slots[0]
     answer: list[requests.Response] = []
