@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from cabinet import reconcile as R
 from cabinet.bundle import Bundle, BundleRecord, CameraImages, ShelfWeights
 from cabinet.catalog import Catalog, Product
 from cabinet.planogram import Planogram, Shelf, Slot
 from vision.diff import TOUCHED_CHANGE, SlotEvidence
+
+from reconcile_support import cells
 
 # two look-alike milks of one weight side by side on the top shelf, a tea beside them; cola
 # and water on the bottom shelf
@@ -35,18 +35,6 @@ PLAN = Planogram("cab", (Shelf("top", 0, "cam-top", 10000.0),
 INVENTORY = {"A1": ("milk-a",) * 3, "A2": ("milk-b",) * 3, "A3": ("tea",) * 3,
              "B1": ("cola",) * 3, "B2": ("water",) * 2}
 IMAGES = {"cam-top": CameraImages(None, None), "cam-bottom": CameraImages(None, None)}
-CHANGED = 0.3  # share of a cell in the change mask where an item left, arrived or was swapped
-
-
-def cells(slot_id: str, before: str, after: str, changed: str = "") -> SlotEvidence:
-    """A slot read without a recogniser: 'X' an occupied cell, '.' an empty one; `changed`
-    marks with '*' the cells whose pixels changed (default: those whose occupancy did)."""
-    occ_b, occ_a = tuple(c == "X" for c in before), tuple(c == "X" for c in after)
-    if not changed:
-        changed = "".join("*" if b != a else " " for b, a in zip(occ_b, occ_a))
-    share = tuple(CHANGED if c == "*" else 0.0 for c in changed.ljust(len(before)))
-    return SlotEvidence(slot_id, float(np.mean(share)), occ_b, occ_a, (None,) * len(before),
-                        (None,) * len(after), 0.0, identified=False, cells_changed=share)
 
 
 def untouched(slot_id: str) -> SlotEvidence:

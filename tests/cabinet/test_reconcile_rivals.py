@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from cabinet import reconcile as R
 from cabinet.bundle import Bundle, BundleRecord, CameraImages, ShelfWeights
 from cabinet.catalog import Catalog, Product
 from cabinet.planogram import Planogram, Shelf, Slot
 from vision.diff import SAME_ITEM_MIN_SIMILARITY, SlotEvidence
+
+from reconcile_support import cells
 
 CAT = Catalog([Product("milk", "Milk", 150, "EUR", 1067.0, 12.0),
                Product("milk-eco", "Eco milk", 175, "EUR", 1067.0, 12.0),
@@ -45,20 +45,7 @@ PLAN = Planogram("cab", (Shelf("top", 0, "cam-top", 10000.0),
 INVENTORY = {"A1": ("milk",) * 3, "A2": ("tea",) * 3, "A3": ("milk-eco",) * 3,
              "B1": ("oj",) * 3, "B2": ("lager",) * 3,
              "B3": ("milk-eco",) * 3, "C1": ("cream",) * 3, "C2": ("yog",) * 3}
-CHANGED = 0.3
 ALIKE = SAME_ITEM_MIN_SIMILARITY + 0.2  # looks like what was there: a look-alike does
-
-
-def cells(slot_id: str, before: str, after: str, changed: str = "", *, alike=None) -> SlotEvidence:
-    """'X' an occupied cell, '.' an empty one; '*' in `changed` a cell whose pixels changed
-    (default: those whose occupancy did); `alike` per cell (None: not compared)."""
-    occ_b, occ_a = tuple(c == "X" for c in before), tuple(c == "X" for c in after)
-    if not changed:
-        changed = "".join("*" if b != a else " " for b, a in zip(occ_b, occ_a))
-    share = tuple(CHANGED if c == "*" else 0.0 for c in changed.ljust(len(before)))
-    return SlotEvidence(slot_id, float(np.mean(share)), occ_b, occ_a, (None,) * len(before),
-                        (None,) * len(after), 0.0, identified=False, cells_changed=share,
-                        cells_alike=tuple(alike or ()))
 
 
 def untouched(slot_id: str) -> SlotEvidence:

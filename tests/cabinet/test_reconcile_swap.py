@@ -17,6 +17,8 @@ from cabinet.catalog import Catalog, Product
 from cabinet.planogram import Planogram, Shelf, Slot
 from vision.diff import SAME_ITEM_MIN_SIMILARITY, SlotEvidence
 
+from reconcile_support import cells
+
 CAT = Catalog([Product("milk", "Milk", 150, "EUR", 1067.0, 12.0),
                Product("tea", "Tea", 150, "EUR", 420.0, 8.0),
                Product("cola", "Cola", 150, "EUR", 330.0, 10.0),
@@ -32,7 +34,6 @@ PLAN = Planogram("cab", (Shelf("top", 0, "cam-top", 10000.0),
 INVENTORY = {"A1": ("milk",) * 3, "A2": ("tea",) * 3, "A3": ("oj",) * 3, "B1": ("cola",) * 3,
              "B2": ("water",) * 2}
 IMAGES = {"cam-top": CameraImages(None, None), "cam-bottom": CameraImages(None, None)}
-CHANGED = 0.3
 UNLIKE = SAME_ITEM_MIN_SIMILARITY - 0.2  # another thing than before
 ALIKE = SAME_ITEM_MIN_SIMILARITY + 0.2   # the same product, put back
 
@@ -42,20 +43,6 @@ def look(k: int) -> np.ndarray:
     v = np.zeros(192)
     v[k] = 1.0
     return v
-
-
-def cells(slot_id: str, before: str, after: str, changed: str = "", *, alike=None,
-          gone=(), new=()) -> SlotEvidence:
-    """'X' an occupied cell, '.' an empty one; '*' in `changed` a cell whose pixels changed
-    (default: those whose occupancy did); `alike` per cell (None: not compared)."""
-    occ_b, occ_a = tuple(c == "X" for c in before), tuple(c == "X" for c in after)
-    if not changed:
-        changed = "".join("*" if b != a else " " for b, a in zip(occ_b, occ_a))
-    share = tuple(CHANGED if c == "*" else 0.0 for c in changed.ljust(len(before)))
-    return SlotEvidence(slot_id, float(np.mean(share)), occ_b, occ_a, (None,) * len(before),
-                        (None,) * len(after), 0.0, identified=False, cells_changed=share,
-                        cells_alike=tuple(alike or ()), gone_looks=tuple(gone),
-                        new_looks=tuple(new))
 
 
 def untouched(slot_id: str) -> SlotEvidence:
