@@ -100,6 +100,11 @@ class ShelfVision:
     arrived: int = 0                           # items seen arriving: sum of slots' count gains
     drops: Mapping[str, int] | None = None     # SKU -> items seen leaving its own slots
     hideable: int | None = None  # arrivals the counts could hide: cells filled or changed while occupied, beyond the counts' rises
+    # SKU -> per item now in a cell of this shelf that filled or changed, best first: nats for
+    # "it is an item of SKU that left a one-SKU slot of another shelf" (vision.diff.look_log_lr
+    # of its look against the looks that left those slots); a SKU none of whose items was
+    # seen leaving has no entry (no evidence either way)
+    arrival_looks: Mapping[str, tuple[float, ...]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +209,15 @@ def vision_term(x: np.ndarray, skus: Sequence[str], vision: ShelfVision | None) 
         # did, it is all but impossible, as on an untouched shelf
         term = term - TOUCH_COST * np.clip(_unseen_arrivals(x, skus, vision) - vision.hideable,
                                            0, None)
+    if vision.arrival_looks:
+        # what arrived looks like what left: the n items of SKU k a candidate brings onto the
+        # shelf take the n best-matching new looks (beyond the new looks, no evidence)
+        for j, k in enumerate(skus):
+            nats = vision.arrival_looks.get(k)
+            if not nats:
+                continue
+            cum = np.concatenate(([0.0], np.cumsum(nats)))
+            term = term + cum[np.clip(x[:, j], 0, len(nats))]
     return term
 
 
@@ -536,8 +550,40 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
         out[shelf.id] = ShelfVision(
             {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
             sum(max(0, e.foreign_after - e.foreign_before) for e in evs),
-            usable, may_lose, touched, count, arrived, drops, hideable)
+            usable, may_lose, touched, count, arrived, drops, hideable,
+            _arrival_looks(bundle, per_slot, inventory, shelf.id) if usable else None)
     return out
+
+
+def _arrival_looks(bundle: Bundle, per_slot: Mapping[str, Any],
+                   inventory: Mapping[str, Sequence[str]], shelf: str) -> dict[str, tuple[float, ...]]:
+    """ShelfVision.arrival_looks. Each item now in a cell of this shelf that filled or changed
+    (a new look) is either an item of the shelf's own (put back, moved along, shifted: it looks
+    like a look that left a cell of this shelf) or one that arrived from another shelf (it
+    looks like a look that left a one-SKU slot of SKU k there). Per SKU k whose items left such
+    a slot, per new look, best first: nats for "from k" over "the shelf's own" (look_log_lr
+    against k's departed looks, less that against the shelf's own departed looks; 0 for the
+    latter when none left). Looks against looks: no product is known."""
+    from vision.diff import look_log_lr, look_similarity
+
+    def best(look, looks) -> float:
+        return max(look_log_lr(look_similarity(look, g)) for g in looks)
+
+    mine = {s.id for s in bundle.planogram.slots_on(shelf)}
+    new = [look for sid in sorted(mine) if sid in per_slot
+           for _, look in getattr(per_slot[sid], "new_looks", ())]
+    if not new:
+        return {}
+    own = [g for sid in sorted(mine) if sid in per_slot for g in getattr(per_slot[sid], "gone_looks", ())]
+    base = [best(n, own) if own else 0.0 for n in new]
+    gone: dict[str, list] = {}
+    for sid, e in sorted(per_slot.items()):
+        held = set(inventory.get(sid, ()))
+        if sid in mine or len(held) != 1:
+            continue
+        gone.setdefault(next(iter(held)), []).extend(getattr(e, "gone_looks", ()))
+    return {k: tuple(sorted((best(n, looks) - b for n, b in zip(new, base)), reverse=True))
+            for k, looks in sorted(gone.items()) if looks}
 
 
 def _unlike(bundle: Bundle, per_slot: Mapping[str, Any], inventory: Mapping[str, Sequence[str]],

@@ -254,7 +254,22 @@ def measure_appearance(data_root: str | Path, *, pairs: int = 20000, seed: int =
             "same_p1": round(line, 4), "same_p5": round(float(np.percentile(same, 5)), 4),
             "same_p50": round(float(np.median(same)), 4),
             "other_products_below_p1": round(float(np.mean(np.array(other_products) < line)), 4),
-            "not_products_below_p1": round(float(np.mean(foreign < line)), 4)}
+            "not_products_below_p1": round(float(np.mean(foreign < line)), 4),
+            "log_lr": look_log_lr_table(same, np.array(other_products))}
+
+
+def look_log_lr_table(same: np.ndarray, other: np.ndarray, step: float = 0.05) -> list[float]:
+    """vision.diff.LOOK_LOG_LR from measured similarities: per bin of `step` from 0 to 1, the
+    log of how much likelier the similarity is between two photos of one product than between
+    photos of two different products (add-one smoothed), made non-decreasing from the top down
+    (a lower similarity never speaks more for "the same item"), rounded to 0.01."""
+    edges = np.linspace(0.0, 1.0, int(round(1 / step)) + 1)
+    hs, _ = np.histogram(np.clip(same, 0, 1), edges)
+    ho, _ = np.histogram(np.clip(other, 0, 1), edges)
+    lr = np.log((hs + 1) / (hs.sum() + hs.size)) - np.log((ho + 1) / (ho.sum() + ho.size))
+    for i in range(lr.size - 2, -1, -1):
+        lr[i] = min(lr[i], lr[i + 1])
+    return [round(float(v), 2) for v in lr]
 
 
 if __name__ == "__main__":

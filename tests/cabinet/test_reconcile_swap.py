@@ -183,3 +183,45 @@ def test_a_look_alike_weight_returned_into_a_swapped_cell_is_not_charged_from_it
     cola = cells("B1", "XXX.", "XX..")
     r = session(0.0, -330.0, oj, cola)
     assert "item_swapped" in r.flags and r.basket == {"cola": 1}
+
+
+# --- what arrived looks like what left (ShelfVision.arrival_looks) ----------------------------
+
+def _moved_water_or_juice(new_look: np.ndarray) -> R.ReconcileResult:
+    # an orange juice (500 g) left A3 and a water (500 g) left B2; one item, looking like
+    # `new_look`, now stands in an empty cell of the milk slot on the top shelf. Weights and
+    # counts read both "the water moved up, the juice sold" and "the juice moved along its
+    # shelf, the water sold": only what the item looks like tells which
+    oj = cells("A3", "XXX.", "XX..", gone=(look(5),))
+    water = cells("B2", "XX..", "X...", gone=(look(7),))
+    arrived = cells("A1", "XXX.", "XXXX", new=((3, new_look),))
+    return session(0.0, -500.0, oj, water, arrived)
+
+
+def test_an_item_that_looks_like_the_water_that_left_is_the_water_moved_up():
+    r = _moved_water_or_juice(look(7))
+    assert r.basket == {"oj": 1} and r.flags == ()
+    assert r.evidence["shelves"]["top"]["explained_by"] == {"oj": -1, "water": 1}
+
+
+def test_an_item_that_looks_like_the_juice_that_left_is_the_juice_moved_along():
+    r = _moved_water_or_juice(look(5))
+    assert r.basket == {"water": 1} and r.flags == ()
+
+
+def test_an_item_that_looks_like_neither_leaves_the_two_readings_unsure():
+    r = _moved_water_or_juice(look(40))
+    assert "low_confidence" in r.flags
+    assert r.basket == {}  # neither is certain: nothing charged
+
+
+def test_the_look_of_an_arrival_is_evidence_not_proof():
+    # the same looks, but the top shelf lost 500 g net: the weights say the juice left and
+    # nothing came up. A look that says "the water came up" cannot make that a sure answer:
+    # flagged, and nothing charged beyond what left the cabinet
+    oj = cells("A3", "XXX.", "XX..", gone=(look(5),))
+    water = cells("B2", "XX..", "X...", gone=(look(7),))
+    arrived = cells("A1", "XXX.", "XXXX", new=((3, look(7)),))
+    r = session(-500.0, -500.0, oj, water, arrived)
+    assert r.needs_review
+    assert all(n <= {"oj": 1, "water": 1}.get(k, 0) for k, n in r.basket.items())

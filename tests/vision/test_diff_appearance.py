@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.calibration import CameraCalibration, measure_appearance
-from vision.diff import (SAME_ITEM_MIN_SIMILARITY, SlotSpec, VisionInputError, appearance,
+from vision.calibration import CameraCalibration, look_log_lr_table, measure_appearance
+from vision.diff import (LOOK_LOG_LR, LOOK_LR_CAP, SAME_ITEM_MIN_SIMILARITY, SlotSpec,
+                         VisionInputError, appearance, look_log_lr,
                          appearance_similarity, slot_evidence, strangers)
 
 W, H = 480, 320
@@ -75,6 +76,21 @@ def test_the_line_is_the_first_percentile_of_real_same_product_pairs(shared_data
     # and it catches most things that are not products, some other products
     assert m["not_products_below_p1"] >= 0.7
     assert 0.0 < m["other_products_below_p1"] < m["not_products_below_p1"]
+    # the likelihood-ratio table the reconcile's arrival looks read is measured too
+    assert m["log_lr"] == pytest.approx(list(LOOK_LOG_LR), abs=0.05)
+
+
+def test_the_look_ratio_rises_with_similarity_and_is_capped():
+    sims = np.linspace(0.0, 1.0, 101)
+    nats = [look_log_lr(float(v)) for v in sims]
+    assert all(a <= b for a, b in zip(nats, nats[1:]))
+    assert nats[-1] == LOOK_LR_CAP and all(abs(v) <= LOOK_LR_CAP for v in nats)
+    # alike as two photos of one product usually are (median 0.81): for "the same item"
+    assert look_log_lr(0.81) > 0 > look_log_lr(SAME_ITEM_MIN_SIMILARITY)
+    with pytest.raises(VisionInputError, match="look similarity"):
+        look_log_lr(float("nan"))
+    tbl = look_log_lr_table(np.array([0.9, 0.95, 0.85]), np.array([0.3, 0.5, 0.6, 0.95]), step=0.25)
+    assert len(tbl) == 4 and tbl == sorted(tbl)
 
 
 def test_a_crop_is_alike_itself_and_bad_crops_are_refused():
