@@ -304,12 +304,14 @@ def strangers(evidence: Mapping[str, "SlotEvidence"]) -> dict[str, list[int]]:
     """Per slot, the cells (indices) empty before whose new item looks like none of the items
     that left a cell anywhere in `evidence` (all the cabinet's slots): every item put in an
     empty cell came from a place or from outside, and one that looks unlike all that left a
-    place came from outside (a foreign object). Knows no product: looks against looks."""
+    place came from outside (a foreign object). "Unlike" is where the measured look ratio
+    (look_log_lr) says another product is likelier than the same one: an item that moved is
+    the same item, at least as alike as two photos of its product. Knows no product."""
     gone = [g for e in evidence.values() for g in e.gone_looks]
     out: dict[str, list[int]] = {}
     for sid, e in evidence.items():
         cells = [i for i, look in e.new_looks if not e.occupied_before[i]
-                 and not any(look_similarity(look, g) >= SAME_ITEM_MIN_SIMILARITY for g in gone)]
+                 and not any(look_log_lr(look_similarity(look, g)) >= 0.0 for g in gone)]
         if cells:
             out[sid] = cells
     return out

@@ -225,3 +225,24 @@ def test_the_look_of_an_arrival_is_evidence_not_proof():
     r = session(-500.0, -500.0, oj, water, arrived)
     assert r.needs_review
     assert all(n <= {"oj": 1, "water": 1}.get(k, 0) for k, n in r.basket.items())
+
+
+def _pair(similarity: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two colour signatures whose Bhattacharyya coefficient is `similarity`."""
+    a, b = np.zeros(192), np.zeros(192)
+    a[0] = 1.0
+    b[0], b[1] = similarity ** 2, 1.0 - similarity ** 2
+    return a, b
+
+
+def test_a_thing_only_as_alike_as_two_different_products_is_a_stranger():
+    # 0.65 is above the 1% line of same-product photo pairs (0.51), but two photos of different
+    # products are 2.8 times likelier to be that alike than two of one product (LOOK_LOG_LR):
+    # an item that moved is the same item, so this one came from outside
+    for sim, foreign in ((0.65, True), (0.90, False)):
+        left, now = _pair(sim)
+        tea = cells("A2", "XXX.", "XX..", gone=(left,))
+        thing = cells("B2", "XX..", "XXX.", new=((2, now),))
+        r = session(-420.0, 420.0, tea, thing)
+        assert ("foreign_object" in r.flags) is foreign, sim
+        assert r.evidence["strangers"] == ({"B2": [2]} if foreign else {})
