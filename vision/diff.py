@@ -153,9 +153,19 @@ class SlotEvidence:
     @property
     def unlike(self) -> int:
         """Cells occupied before and after that changed and whose content now looks unlike
-        what was there (below SAME_ITEM_MIN_SIMILARITY): another thing than before, where a
-        put-back item of the same product looks like itself."""
-        return sum(a is not None and a < SAME_ITEM_MIN_SIMILARITY for a in self.cells_alike)
+        what was there: another thing than before. Two lines, by what else the slot saw:
+        - when the cell is the only one of its slot an item could have left (none emptied or
+          changed besides it, none filled), what is there now is the item that was there, put
+          back, or a thing from elsewhere: unlike when its look is likelier between two
+          different products than between two photos of one (look_log_lr below 0, from
+          LOOK_SAME_FROM ~0.745): the same item is at least as alike as two photos of its
+          product;
+        - else items of the slot may have changed places (two taken, one put back in the other's
+          cell): another item of the same product is as alike as two photos of it, so unlike
+          only below SAME_ITEM_MIN_SIMILARITY, which 99% of such pairs pass."""
+        lone = self.departed == 1 and not self.filled
+        return sum(a is not None and (look_log_lr(a) < 0.0 if lone else a < SAME_ITEM_MIN_SIMILARITY)
+                   for a in self.cells_alike)
 
     @property
     def swappable(self) -> int | None:
@@ -293,6 +303,20 @@ def look_log_lr(similarity: float) -> float:
     centres = (np.arange(n) + 0.5) / n
     v = float(np.interp(min(max(similarity, 0.0), 1.0), centres, LOOK_LOG_LR))
     return min(max(v, -LOOK_LR_CAP), LOOK_LR_CAP)
+
+
+def _same_from() -> float:
+    """The similarity at which look_log_lr reaches 0 (the table's centres, linearly)."""
+    n = len(LOOK_LOG_LR)
+    for i in range(1, n):
+        lo, hi = LOOK_LOG_LR[i - 1], LOOK_LOG_LR[i]
+        if lo < 0.0 <= hi:
+            return round((i - 0.5 + (-lo) / (hi - lo)) / n, 4)
+    raise AssertionError("LOOK_LOG_LR never crosses 0")
+
+
+# from this similarity on, a look is likelier the same item than another product (~0.745)
+LOOK_SAME_FROM = _same_from()
 
 
 def appearance_similarity(a: np.ndarray, b: np.ndarray) -> float:

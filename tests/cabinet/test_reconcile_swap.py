@@ -15,7 +15,7 @@ from cabinet import reconcile as R
 from cabinet.bundle import Bundle, BundleRecord, CameraImages, ShelfWeights
 from cabinet.catalog import Catalog, Product
 from cabinet.planogram import Planogram, Shelf, Slot
-from vision.diff import SAME_ITEM_MIN_SIMILARITY, SlotEvidence
+from vision.diff import LOOK_SAME_FROM, SlotEvidence
 
 from reconcile_support import cells
 
@@ -34,8 +34,8 @@ PLAN = Planogram("cab", (Shelf("top", 0, "cam-top", 10000.0),
 INVENTORY = {"A1": ("milk",) * 3, "A2": ("tea",) * 3, "A3": ("oj",) * 3, "B1": ("cola",) * 3,
              "B2": ("water",) * 2}
 IMAGES = {"cam-top": CameraImages(None, None), "cam-bottom": CameraImages(None, None)}
-UNLIKE = SAME_ITEM_MIN_SIMILARITY - 0.2  # another thing than before
-ALIKE = SAME_ITEM_MIN_SIMILARITY + 0.2   # the same product, put back
+UNLIKE = 0.31  # another thing than before
+ALIKE = 0.9    # the same item, put back (as alike as most pairs of photos of one product)
 
 
 def look(k: int) -> np.ndarray:
@@ -68,9 +68,20 @@ def test_unlike_counts_changed_cells_that_look_like_another_thing():
     e = cells("A1", "XXX.", "XXX.", " * ", alike=(None, UNLIKE, None, None))
     assert (e.swappable, e.unlike) == (1, 1)
     assert cells("A1", "XXX.", "XXX.", " * ", alike=(None, ALIKE, None, None)).unlike == 0
-    # exactly at the line is the same product (the line keeps 99% of same-product pairs)
+    # from the line on, the same item (the measured look ratio is 0 there); just below, unlike
+    assert cells("A1", "XXX.", "XXX.", " * ", alike=(None, LOOK_SAME_FROM, None, None)).unlike == 0
     assert cells("A1", "XXX.", "XXX.", " * ",
-                 alike=(None, SAME_ITEM_MIN_SIMILARITY, None, None)).unlike == 0
+                 alike=(None, LOOK_SAME_FROM - 0.01, None, None)).unlike == 1
+
+
+def test_an_items_own_cell_is_held_to_the_same_item_and_a_shuffled_slot_to_the_product():
+    # the only cell of the slot that changed: what is there is the item, put back, or a thing
+    # from elsewhere; 0.65 is likelier between two products than two photos of one: unlike
+    assert cells("A1", "XXX.", "XXX.", " * ", alike=(None, 0.65, None, None)).unlike == 1
+    # another cell of the slot emptied as well: two taken, one put back in the other's cell is
+    # another item of the same product, held only to the product's 1% line (0.51)
+    assert cells("A1", "XXX.", "XX..", " **", alike=(None, 0.65, None, None)).unlike == 0
+    assert cells("A1", "XXX.", "XX..", " **", alike=(None, 0.45, None, None)).unlike == 1
 
 
 def test_an_item_swapped_for_a_thing_of_its_weight_in_its_own_cell_is_flagged():

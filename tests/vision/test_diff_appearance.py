@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vision.calibration import CameraCalibration, look_log_lr_table, measure_appearance
-from vision.diff import (LOOK_LOG_LR, LOOK_LR_CAP, SAME_ITEM_MIN_SIMILARITY, SlotSpec,
+from vision.diff import (LOOK_LOG_LR, LOOK_LR_CAP, LOOK_SAME_FROM, SAME_ITEM_MIN_SIMILARITY, SlotSpec,
                          VisionInputError, appearance, look_log_lr,
                          appearance_similarity, slot_evidence, strangers)
 
@@ -87,6 +87,9 @@ def test_the_look_ratio_rises_with_similarity_and_is_capped():
     assert nats[-1] == LOOK_LR_CAP and all(abs(v) <= LOOK_LR_CAP for v in nats)
     # alike as two photos of one product usually are (median 0.81): for "the same item"
     assert look_log_lr(0.81) > 0 > look_log_lr(SAME_ITEM_MIN_SIMILARITY)
+    # the line `unlike` and `strangers` use: where the ratio crosses 0
+    assert look_log_lr(LOOK_SAME_FROM) == pytest.approx(0.0, abs=1e-6)
+    assert SAME_ITEM_MIN_SIMILARITY < LOOK_SAME_FROM < 0.81
     with pytest.raises(VisionInputError, match="look similarity"):
         look_log_lr(float("nan"))
     tbl = look_log_lr_table(np.array([0.9, 0.95, 0.85]), np.array([0.3, 0.5, 0.6, 0.95]), step=0.25)
