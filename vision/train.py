@@ -27,6 +27,7 @@ train` re-runs this module there (`.venv-train/bin/python -m vision.train ...`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -422,6 +423,273 @@ def train(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threads: int
     return finish_model(out, plan, imgsz, info, colour_weight=colour_weight)
 
 
+# ---- metric learning: a custom loop over the same network (`--loss arcface|cosface`) ---------
+
+METRIC_LOSSES = ("arcface", "cosface")
+
+
+@dataclass(frozen=True)
+class MetricRecipe:
+    """How `--loss arcface|cosface` trains: an additive angular (ArcFace) or cosine (CosFace)
+    margin on the centred, L2-normalised 1280 features the recogniser's centroids use, plus the
+    classifier's own cross-entropy (so the exported `probs` stay a classifier), AdamW with a
+    cosine schedule, and our own augmentation (random resized crop, mirror, colour jitter)."""
+    loss: str = "arcface"
+    margin: float = 0.3
+    scale: float = 30.0
+    ce_weight: float = 0.5            # weight of the classifier's cross-entropy beside the margin loss
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    jitter: float = 0.3               # brightness, contrast and saturation: factor in 1 +- jitter
+    hue: float = 0.02                 # hue shift, fraction of the colour circle
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.loss not in METRIC_LOSSES:
+            raise TrainError(f"--loss {self.loss}: expected ce, {' or '.join(METRIC_LOSSES)}")
+        if not 0.0 <= self.margin <= 1.0:
+            raise TrainError(f"--margin {self.margin}: expected 0-1 (radians for arcface, "
+                             f"cosine for cosface)")
+        if not 1.0 <= self.scale <= 128.0:
+            raise TrainError(f"--scale {self.scale}: expected 1-128")
+        if self.ce_weight < 0 or self.lr <= 0:
+            raise TrainError("--ce-weight must be >= 0 and --lr > 0")
+        lo, hi = self.crop_scale
+        if not 0.05 <= lo <= hi <= 1.0:
+            raise TrainError(f"crop scale {self.crop_scale}: expected 0.05 <= low <= high <= 1")
+
+
+def margin_target(cos, kind: str, margin: float, xp):
+    """The target class's logit (before the scale) under a margin, for numpy or torch (`xp`):
+    ArcFace cos(theta + m), falling back to cos - m sin(m) once theta + m passes pi (so the
+    target stays decreasing in theta); CosFace cos - m."""
+    import math
+    if kind == "cosface":
+        return cos - margin
+    cos = xp.clip(cos, -1.0, 1.0)
+    sin = xp.sqrt(xp.clip(1.0 - cos * cos, 0.0, 1.0))
+    phi = cos * math.cos(margin) - sin * math.sin(margin)
+    return xp.where(cos > math.cos(math.pi - margin), phi, cos - margin * math.sin(margin))
+
+
+def augment(img, size: int, rng, recipe: MetricRecipe = MetricRecipe()):
+    """One training view of a BGR uint8 photo: a random crop of `crop_scale` of its area and
+    aspect 3/4-4/3, resized to size x size, mirrored half the time, colour-jittered
+    (brightness, contrast, saturation, a small hue shift); returns 3 x size x size float32 RGB
+    in [0, 1], the network's input (vision/recognizer.py preprocess)."""
+    import math
+
+    import cv2
+    import numpy as np
+    h, w = img.shape[:2]
+    lo, hi = recipe.crop_scale
+    for _ in range(10):
+        area = h * w * rng.uniform(lo, hi)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        cw = ch = min(h, w)
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    crop = img[top:top + ch, left:left + cw]
+    interp = cv2.INTER_AREA if min(ch, cw) > size else cv2.INTER_LINEAR
+    out = cv2.resize(crop, (size, size), interpolation=interp)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if recipe.hue > 0:
+        hsv = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2HSV)
+        shift = int(round(rng.uniform(-recipe.hue, recipe.hue) * 180))
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    x = out[..., ::-1].astype(np.float32) * np.float32(1 / 255)           # BGR -> RGB
+    j = recipe.jitter
+    if j > 0:
+        x = x * np.float32(rng.uniform(1 - j, 1 + j))                      # brightness
+        m = x.mean()
+        x = (x - m) * np.float32(rng.uniform(1 - j, 1 + j)) + m            # contrast
+        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = (x - grey[..., None]) * np.float32(rng.uniform(1 - j, 1 + j)) + grey[..., None]
+    return np.clip(x, 0, 1).transpose(2, 0, 1).copy()
+
+
+def _pooled(net, x):
+    """(logits, pooled 1280 features) of an ultralytics classification model, the same path
+    export_onnx writes (features before the linear layer)."""
+    import torch
+    saved = []
+    for m in net.model[:-1]:
+        if m.f != -1:
+            x = saved[m.f] if isinstance(m.f, int) else [x if j == -1 else saved[j] for j in m.f]
+        x = m(x)
+        saved.append(x)
+    head = net.model[-1]
+    if isinstance(x, list):
+        x = torch.cat(x, 1)
+    features = head.pool(head.conv(x)).flatten(1)
+    return head.linear(features), features
+
+
+def _load_init(init: Path, classes: tuple[str, ...]):
+    """Our own earlier run's network (an ultralytics best.pt/last.pt); its linear layer is kept
+    when it was trained on exactly these classes, else replaced by a fresh one."""
+    import torch
+    from ultralytics.nn.tasks import ClassificationModel, load_checkpoint
+    from ultralytics.utils import LOGGER
+    LOGGER.disabled = True
+    net, _ = load_checkpoint(str(init), device="cpu")
+    LOGGER.disabled = False
+    net = net.float()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    names = [net.names[k] for k in sorted(net.names)] if isinstance(net.names, dict) else list(net.names)
+    if tuple(names) != tuple(classes):
+        ClassificationModel.reshape_outputs(net, len(classes))
+        torch.nn.init.normal_(net.model[-1].linear.weight, std=0.01)
+        torch.nn.init.zeros_(net.model[-1].linear.bias)
+    net.names = dict(enumerate(classes))
+    return net
+
+
+def train_metric(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threads: int,
+                 batch: int, command: str, recipe: MetricRecipe, init: Path | None = None,
+                 colour_weight: float = 0.0) -> dict:
+    """yolov8n-cls (from its yaml, or `init`: our own earlier run) trained with a margin loss on
+    its embedding; the epoch with the best val_* top-1 (nearest margin-loss prototype, one
+    view) is exported and finished like any other model (finish_model)."""
+    recipe.check()
+    torch, ultralytics, _ = _import_training()
+    import copy
+    import math
+
+    import numpy as np
+    from torch.nn import functional as F
+    from ultralytics.nn.tasks import ClassificationModel
+    from vision.recognizer import preprocess, read_photo
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    out = Path(out)
+    work = REPO_ROOT / "var" / "vision-train" / (out.name or "model")
+    (work / "weights").mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    classes = plan.classes
+    if init is not None:
+        net = _load_init(init, classes)
+    else:
+        net = ClassificationModel("yolov8n-cls.yaml", nc=len(classes), verbose=False)
+        net.names = dict(enumerate(classes))
+    # photos decoded once, short side 1.25 x imgsz (the random crop's source)
+    def small(img):
+        s = 1.25 * imgsz / min(img.shape[:2])
+        if s >= 1:
+            return img
+        import cv2
+        return cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
+                          interpolation=cv2.INTER_AREA)
+    train_items = [(small(read_photo(p)), k) for k, c in enumerate(classes) for p in plan.train[c]]
+    labels_all = torch.tensor([k for _, k in train_items])
+    val_pairs = [(p, k) for k, c in enumerate(classes) for p in plan.val[c]]
+    val_x = torch.from_numpy(preprocess([read_photo(p) for p, _ in val_pairs], imgsz)) \
+        if val_pairs else None
+    val_y = np.array([k for _, k in val_pairs])
+    plain_x = torch.from_numpy(preprocess([img for img, _ in train_items], imgsz))
+
+    def embed_all(x, bs=64):
+        net.eval()
+        feats, logits = [], []
+        with torch.no_grad():
+            for i in range(0, len(x), bs):
+                lo, f = _pooled(net, x[i:i + bs])
+                feats.append(f)
+                logits.append(lo)
+        return torch.cat(logits), torch.cat(feats)
+
+    # the margin loss's class prototypes start at the class centroids of the starting network
+    _, f0 = embed_all(plain_x)
+    centre = f0.mean(0)
+    emb0 = F.normalize(f0 - centre, dim=1)
+    protos = torch.nn.Parameter(torch.stack([F.normalize(emb0[labels_all == k].mean(0), dim=0)
+                                             for k in range(len(classes))]))
+    params = [{"params": [p for p in net.parameters()], "weight_decay": recipe.weight_decay},
+              {"params": [protos], "weight_decay": 0.0}]
+    for p in net.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=recipe.lr)
+    steps_per_epoch = math.ceil(len(train_items) / batch)
+    total, warm = epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
+
+    def lr_at(step):
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    history, best = [], None
+    step = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.monotonic()
+        net.train()
+        order = rng.permutation(len(train_items))
+        sums = np.zeros(3)
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            if len(idx) < 2:
+                continue
+            x = torch.from_numpy(np.stack([augment(train_items[j][0], imgsz, rng, recipe)
+                                           for j in idx]))
+            y = labels_all[idx]
+            logits, feats = _pooled(net, x)
+            with torch.no_grad():
+                centre.mul_(0.9).add_(0.1 * feats.mean(0))
+            emb = F.normalize(feats - centre, dim=1)
+            cos = emb @ F.normalize(protos, dim=1).T
+            target = margin_target(cos.gather(1, y[:, None]), recipe.loss, recipe.margin, torch)
+            margin_logits = cos.scatter(1, y[:, None], target) * recipe.scale
+            l_margin = F.cross_entropy(margin_logits, y)
+            l_ce = F.cross_entropy(logits, y, label_smoothing=0.1)
+            loss = l_margin + recipe.ce_weight * l_ce
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            sums += (l_margin.item() * len(idx), l_ce.item() * len(idx), len(idx))
+        row = {"epoch": epoch, "margin_loss": round(sums[0] / sums[2], 4),
+               "ce_loss": round(sums[1] / sums[2], 4), "seconds": round(time.monotonic() - t0, 1)}
+        if val_x is not None:
+            vl, vf = embed_all(val_x)
+            ve = F.normalize(vf - centre, dim=1)
+            row["val_top1_prototype"] = round(float(
+                ((ve @ F.normalize(protos, dim=1).T).argmax(1).numpy() == val_y).mean()), 4)
+            row["val_top1_softmax"] = round(float((vl.argmax(1).numpy() == val_y).mean()), 4)
+        history.append(row)
+        print(json.dumps(row), flush=True)
+        key = (row.get("val_top1_prototype", 0.0), row.get("val_top1_softmax", 0.0), epoch)
+        if best is None or key >= best[0]:
+            best = (key, copy.deepcopy(net.state_dict()), epoch)
+        torch.save({"model": copy.deepcopy(net).eval(), "epoch": epoch, "train_args": {},
+                    "protos": protos.detach().clone()}, work / "weights" / "last.pt")
+    seconds = time.monotonic() - start
+    net.load_state_dict(best[1])
+    net.eval()
+    torch.save({"model": copy.deepcopy(net), "epoch": best[2], "train_args": {}},
+               work / "weights" / "best.pt")
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(net, out / "model.onnx", imgsz)
+    info = {"command": command, "epochs": epochs, "imgsz": imgsz, "batch": batch,
+            "threads": threads, "seconds": round(seconds, 1), "ultralytics": ultralytics.__version__,
+            "torch": torch.__version__, "loop": "metric (vision/train.py train_metric)",
+            "options": {**dataclasses.asdict(recipe),
+                        "init": str(init) if init is not None else None},
+            "best_epoch": best[2], "history": history,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return finish_model(out, plan, imgsz, info, colour_weight=colour_weight)
+
+
 def _parser() -> argparse.ArgumentParser:
     from vision.data import data_root
     p = argparse.ArgumentParser(prog="cabinet vision train",
@@ -442,7 +710,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--colour-from", type=Path, default=None, metavar="CARD",
                    help="take the colour weight from this (holdout model's) card, where it was "
                         "chosen on train_* photos; default: no colour unless --holdout")
+    m = p.add_argument_group("metric learning (our own loop instead of ultralytics' trainer)")
+    m.add_argument("--loss", choices=("ce",) + METRIC_LOSSES, default="ce",
+                   help="ce: ultralytics' classification training (default); arcface/cosface: "
+                        "a margin loss on the embedding plus the classifier's cross-entropy")
+    m.add_argument("--margin", type=float, default=MetricRecipe.margin,
+                   help="angular margin m (radians, arcface) or cosine margin (cosface)")
+    m.add_argument("--scale", type=float, default=MetricRecipe.scale, help="logit scale s")
+    m.add_argument("--ce-weight", type=float, default=MetricRecipe.ce_weight,
+                   help="weight of the classifier's cross-entropy beside the margin loss")
+    m.add_argument("--lr", type=float, default=MetricRecipe.lr, help="AdamW peak learning rate")
+    m.add_argument("--warmup", type=int, default=MetricRecipe.warmup_epochs, help="warm-up epochs")
+    m.add_argument("--seed", type=int, default=MetricRecipe.seed)
+    m.add_argument("--init", type=Path, default=None, metavar="WEIGHTS",
+                   help="start from our own earlier run (an ultralytics .pt under var/vision-train/)")
     return p
+
+
+def metric_recipe(args: argparse.Namespace) -> MetricRecipe | None:
+    """The metric-learning recipe the arguments ask for (None for --loss ce), checked without
+    torch; --init must be a file, and only with a metric loss."""
+    if args.loss == "ce":
+        if args.init is not None:
+            raise TrainError("--init needs --loss arcface or cosface (ultralytics' own trainer "
+                             "starts from its yaml)")
+        return None
+    recipe = MetricRecipe(loss=args.loss, margin=args.margin, scale=args.scale,
+                          ce_weight=args.ce_weight, lr=args.lr, warmup_epochs=args.warmup,
+                          seed=args.seed)
+    recipe.check()
+    if args.init is not None and not Path(args.init).is_file():
+        raise TrainError(f"--init {args.init}: no such weights file")
+    return recipe
 
 
 def colour_weight_from(card: Path | None) -> float:
@@ -506,8 +805,18 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_dataset(args.data, args.holdout)
         extra = dict(_option(o) for o in args.opt)
         colour = colour_weight_from(args.colour_from)
+        recipe = metric_recipe(args)
         if args.rescore:
             return _report(args.out, rescore(args.out, args.data, args.scoring_from, colour))
+        if recipe is not None:
+            if args.opt:
+                raise TrainError("--opt is an ultralytics option; the metric loop takes --lr, "
+                                 "--margin, --scale, --ce-weight, --warmup, --seed")
+            card = train_metric(plan, args.out, epochs=args.epochs, imgsz=args.imgsz,
+                                threads=args.threads, batch=args.batch,
+                                command="cabinet vision train " + " ".join(argv),
+                                recipe=recipe, init=args.init, colour_weight=colour)
+            return _report(args.out, card)
         card = train(plan, args.out, epochs=args.epochs, imgsz=args.imgsz, threads=args.threads,
                      batch=args.batch, command="cabinet vision train " + " ".join(argv),
                      extra=extra, colour_weight=colour)

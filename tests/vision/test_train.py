@@ -106,3 +106,85 @@ def test_colour_weight_comes_from_a_holdout_card_or_is_refused_naming_it(tmp_pat
         colour_weight_from(card)
     with pytest.raises(TrainError, match=f"--colour-from {tmp_path / 'none.json'}: not a model card"):
         colour_weight_from(tmp_path / "none.json")
+
+
+# ---- the metric-learning loop's parts that need no torch (`--loss arcface|cosface`) ----------
+
+def _args(*argv):
+    from vision.train import _parser
+    return _parser().parse_args(list(argv))
+
+
+def test_metric_loss_options_make_a_checked_recipe(tmp_path):
+    from vision.train import MetricRecipe, metric_recipe
+    assert metric_recipe(_args()) is None                                  # ultralytics' trainer
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"a checkpoint")
+    recipe = metric_recipe(_args("--loss", "cosface", "--margin", "0.2", "--scale", "16",
+                                 "--ce-weight", "0", "--lr", "0.0005", "--init", str(weights)))
+    assert recipe == MetricRecipe(loss="cosface", margin=0.2, scale=16.0, ce_weight=0.0, lr=0.0005)
+    assert metric_recipe(_args("--loss", "arcface")) == MetricRecipe()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss", "arcface", "--margin", "1.5"], "--margin 1.5: expected 0-1"),
+    (["--loss", "arcface", "--scale", "0.5"], "--scale 0.5: expected 1-128"),
+    (["--loss", "arcface", "--lr", "0"], "--lr > 0"),
+    (["--loss", "arcface", "--init", "/nonexistent/best.pt"], "--init /nonexistent/best.pt: no such"),
+    (["--init", "/nonexistent/best.pt"], "--init needs --loss arcface or cosface"),
+])
+def test_bad_metric_options_are_refused_by_name(argv, message):
+    from vision.train import metric_recipe
+    with pytest.raises(TrainError, match=message):
+        metric_recipe(_args(*argv))
+
+
+def test_metric_loop_refuses_ultralytics_options_before_importing_torch(products, capsys):
+    from vision.train import main
+    assert main(["--data", str(products), "--loss", "arcface", "--opt", "lr0=0.01",
+                 "--out", str(products.parent / "out")]) == 1
+    assert "--opt is an ultralytics option; the metric loop takes --lr" in capsys.readouterr().err
+    assert not (products.parent / "out").exists()
+
+
+def test_margin_targets_are_the_textbook_ones_and_keep_falling_with_the_angle():
+    import numpy as np
+
+    from vision.train import margin_target
+    theta = np.linspace(0, np.pi, 721)
+    cos = np.cos(theta)
+    arc = margin_target(cos, "arcface", 0.5, np)
+    inside = theta + 0.5 <= np.pi
+    assert np.allclose(arc[inside], np.cos(theta[inside] + 0.5))      # cos(theta + m)
+    assert np.all(np.diff(arc) < 0)                                   # monotone past pi - m too
+    assert np.all(arc <= cos + 1e-12)                                 # a margin only makes it harder
+    assert np.allclose(margin_target(cos, "cosface", 0.35, np), cos - 0.35)
+    assert np.allclose(margin_target(cos, "arcface", 0.0, np), cos)
+
+
+def test_augmented_views_are_network_inputs_repeatable_by_seed():
+    import numpy as np
+
+    from vision.train import augment
+    img = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    a = augment(img, 160, np.random.default_rng(7))
+    assert a.shape == (3, 160, 160) and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert np.array_equal(a, augment(img, 160, np.random.default_rng(7)))
+    assert not np.array_equal(a, augment(img, 160, np.random.default_rng(8)))
+
+
+def test_augmentation_is_rgb_mirrors_and_leaves_colour_alone_without_jitter():
+    import numpy as np
+
+    from vision.train import MetricRecipe, augment
+    plain = MetricRecipe(crop_scale=(1.0, 1.0), jitter=0.0, hue=0.0)
+    blue = np.zeros((50, 50, 3), np.uint8)
+    blue[..., 0] = 255                                                # BGR blue
+    x = augment(blue, 32, np.random.default_rng(0), plain)
+    assert np.allclose(x[2], 1.0) and np.allclose(x[:2], 0.0)         # RGB order, like preprocess
+    half = np.zeros((50, 50, 3), np.uint8)
+    half[:, 25:] = 255                                                # right half white
+    lefts = {float(augment(half, 32, np.random.default_rng(s), plain)[:, :, 0].mean())
+             for s in range(20)}
+    assert lefts == {0.0, 1.0}                                        # both ways round, whole photo
