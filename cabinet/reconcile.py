@@ -673,17 +673,18 @@ def _lookalike_hiding(bundle: Bundle, per_slot: Mapping[str, Any],
     return out
 
 
-def _strangers(per_slot: Mapping[str, Any], notes: Mapping[str, str], flags: set[str]
-               ) -> dict[str, list[int]]:
+def _strangers(bundle: Bundle, per_slot: Mapping[str, Any], notes: Mapping[str, str],
+               flags: set[str]) -> dict[str, list[int]]:
     """Cells that were empty and now hold a thing that looks like no item that left a place in
-    the cabinet (vision.diff.strangers, product-agnostic), read only when every camera was:
-    weight and count say "an item moved here", but it came from outside: foreign_object, the
-    operator looks."""
+    the cabinet (vision.diff.strangers, product-agnostic; the same-item line against what left
+    under the same camera), read only when every camera was: weight and count say "an item
+    moved here", but it came from outside: foreign_object, the operator looks."""
     if not per_slot or notes:
         return {}
     from vision.diff import strangers
 
-    odd = strangers(per_slot)
+    camera = {sh.id: sh.camera for sh in bundle.planogram.shelves}
+    odd = strangers(per_slot, {s.id: camera[s.shelf] for s in bundle.planogram.slots})
     if odd:
         flags.add("foreign_object")
     return odd
@@ -737,7 +738,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         if notes:
             flags.add("camera_dark")
     shelf_vis = _shelf_vision(bundle, per_slot, inventory)
-    odd = _strangers(per_slot, notes, flags)
+    odd = _strangers(bundle, per_slot, notes, flags)
 
     shelf_info, shelf_args = {}, []
     for shelf in planogram.shelves:

@@ -324,18 +324,33 @@ def appearance_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return look_similarity(appearance(a), appearance(b))
 
 
-def strangers(evidence: Mapping[str, "SlotEvidence"]) -> dict[str, list[int]]:
+def strangers(evidence: Mapping[str, "SlotEvidence"],
+              camera_of: Mapping[str, str] | None = None) -> dict[str, list[int]]:
     """Per slot, the cells (indices) empty before whose new item looks like none of the items
     that left a cell anywhere in `evidence` (all the cabinet's slots): every item put in an
     empty cell came from a place or from outside, and one that looks unlike all that left a
-    place came from outside (a foreign object). "Unlike" is where the measured look ratio
-    (look_log_lr) says another product is likelier than the same one: an item that moved is
-    the same item, at least as alike as two photos of its product. Knows no product."""
-    gone = [g for e in evidence.values() for g in e.gone_looks]
+    place came from outside (a foreign object). Knows no product. Two lines, as in `unlike`:
+    - against an item that left a slot seen by the same camera (`camera_of`: slot id ->
+      camera), the same-item line: like it from LOOK_SAME_FROM (look_log_lr 0) on, since a
+      moved item is the same item under the same light;
+    - against one seen by another camera (or when `camera_of` is not given), the product's 1%
+      line, SAME_ITEM_MIN_SIMILARITY: another camera's light, tint and angle change an item's
+      look as much as two photos of one product differ (the simulated cameras draw one item
+      0.65 alike across two of them)."""
+    cam = camera_of or {}
+    gone = [(cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
+
+    def like(look, where, g_cam, g) -> bool:
+        sim = look_similarity(look, g)
+        if where is not None and g_cam == where:
+            return look_log_lr(sim) >= 0.0
+        return sim >= SAME_ITEM_MIN_SIMILARITY
+
     out: dict[str, list[int]] = {}
     for sid, e in evidence.items():
+        where = cam.get(sid)
         cells = [i for i, look in e.new_looks if not e.occupied_before[i]
-                 and not any(look_log_lr(look_similarity(look, g)) >= 0.0 for g in gone)]
+                 and not any(like(look, where, gc, g) for gc, g in gone)]
         if cells:
             out[sid] = cells
     return out

@@ -24,20 +24,23 @@ def demo_files() -> tuple[Catalog, Planogram]:
 
 
 class World:
-    """Items per slot (left to right, each with its own grams) and a customer's hands."""
+    """Items per slot (left to right, each with its own grams and serial: the simulated camera
+    draws each physical item from its own photo, wherever it is put) and a customer's hands."""
 
     def __init__(self, catalog: Catalog, planogram: Planogram, seed: int = 0):
         self.catalog, self.planogram = catalog, planogram
         self.rng = random.Random(seed)
-        self.slots: dict[str, list[tuple[str, float]]] = {}
+        self.slots: dict[str, list[tuple[str, float, int]]] = {}
+        self.serials = 0
         for s in planogram.slots:
             self.slots[s.id] = [self.item(s.sku) for _ in range(s.stock)]
-        self.hands: list[tuple[str, float]] = []
+        self.hands: list[tuple[str, float, int]] = []
         self.extra_g: dict[str, float] = {}
 
-    def item(self, sku: str) -> tuple[str, float]:
+    def item(self, sku: str) -> tuple[str, float, int]:
         p = self.catalog[sku]
-        return sku, p.unit_weight_g + self.rng.gauss(0, p.weight_sigma_g)
+        self.serials += 1
+        return sku, p.unit_weight_g + self.rng.gauss(0, p.weight_sigma_g), self.serials
 
     def take(self, slot: str, qty: int = 1) -> None:
         for _ in range(qty):
@@ -57,13 +60,13 @@ class World:
 
     def basket(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for sku, _ in self.hands:
+        for sku, *_ in self.hands:
             out[sku] = out.get(sku, 0) + 1
         return dict(sorted(out.items()))
 
     def load(self, shelf: str) -> float:
         return 1500.0 + self.extra_g.get(shelf, 0.0) + sum(
-            g for s in self.planogram.slots_on(shelf) for _, g in self.slots[s.id])
+            g for s in self.planogram.slots_on(shelf) for _, g, _ in self.slots[s.id])
 
     def readings(self, noise_g: float, n: int = 20) -> dict:
         out = {}
@@ -73,10 +76,11 @@ class World:
         return out
 
     def images(self, looks, seed: int) -> dict:
-        from vision.sim.render import ShelfView, SlotView, render_shelf
+        from vision.sim.render import ItemPose, ShelfView, SlotView, render_shelf
         out = {}
         for shelf in self.planogram.shelves:
-            views = tuple(SlotView(s.id, s.roi, s.capacity, tuple(k for k, _ in self.slots[s.id]))
+            views = tuple(SlotView(s.id, s.roi, s.capacity, tuple(k for k, *_ in self.slots[s.id]),
+                                   tuple(ItemPose(serial=n) for *_, n in self.slots[s.id]))
                           for s in self.planogram.slots_on(shelf.id))
             out[shelf.camera] = render_shelf(ShelfView(shelf.camera, self.planogram.camera_size,
                                                        views), looks, seed=seed)
@@ -99,7 +103,7 @@ class World:
         return Calibration(cams, content_hash=f"test-calibration-{seed}")
 
     def inventory(self) -> dict[str, list[str]]:
-        return {k: [sku for sku, _ in v] for k, v in self.slots.items()}
+        return {k: [sku for sku, *_ in v] for k, v in self.slots.items()}
 
 
 def write_session(root: Path, session_id: str, world: World, act, *, noise_g: float = 1.0,

@@ -247,13 +247,21 @@ def _pair(similarity: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_a_thing_only_as_alike_as_two_different_products_is_a_stranger():
-    # 0.65 is above the 1% line of same-product photo pairs (0.51), but two photos of different
-    # products are 2.8 times likelier to be that alike than two of one product (LOOK_LOG_LR):
-    # an item that moved is the same item, so this one came from outside
+    # under the camera the tea left from, 0.65 is above the 1% line of same-product photo pairs
+    # (0.51), but two photos of different products are 2.8 times likelier to be that alike than
+    # two of one product (LOOK_LOG_LR): an item moved along its shelf is the same item under
+    # the same light, so this one came from outside
     for sim, foreign in ((0.65, True), (0.90, False)):
+        left, now = _pair(sim)
+        tea = cells("A2", "XXX.", "XX..", gone=(left,))
+        thing = cells("A1", "XXX.", "XXXX", new=((3, now),))
+        r = session(0.0, 0.0, tea, thing)
+        assert ("foreign_object" in r.flags) is foreign, sim
+        assert r.evidence["strangers"] == ({"A1": [3]} if foreign else {})
+    # under another camera (the bottom shelf's) light and angle differ: the product's line
+    for sim, foreign in ((0.65, False), (0.45, True)):
         left, now = _pair(sim)
         tea = cells("A2", "XXX.", "XX..", gone=(left,))
         thing = cells("B2", "XX..", "XXX.", new=((2, now),))
         r = session(-420.0, 420.0, tea, thing)
         assert ("foreign_object" in r.flags) is foreign, sim
-        assert r.evidence["strangers"] == ({"B2": [2]} if foreign else {})
