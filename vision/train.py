@@ -165,20 +165,11 @@ def export_onnx(model, path: Path, imgsz: int) -> None:
     class WithFeatures(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
-            self.layers = net.model
+            self.net = net
 
         def forward(self, x):
-            saved = []
-            for m in self.layers[:-1]:
-                if m.f != -1:
-                    x = saved[m.f] if isinstance(m.f, int) else [x if j == -1 else saved[j] for j in m.f]
-                x = m(x)
-                saved.append(x)
-            head = self.layers[-1]
-            if isinstance(x, list):
-                x = torch.cat(x, 1)
-            features = head.pool(head.conv(x)).flatten(1)
-            return head.linear(features).softmax(1), features
+            logits, features = _pooled(self.net, x)  # the path the metric-learning loop trains
+            return logits.softmax(1), features
 
     net = WithFeatures(model).eval().float()
     dummy = torch.zeros(1, 3, imgsz, imgsz)
