@@ -101,9 +101,8 @@ class ShelfVision:
     drops: Mapping[str, int] | None = None     # SKU -> items seen leaving its own slots
     hideable: int | None = None  # arrivals the counts could hide: cells filled or changed while occupied, beyond the counts' rises
     # SKU -> per item now in a cell of this shelf that filled or changed, best first: nats for
-    # "it is an item of SKU that left a one-SKU slot of another shelf" (vision.diff.look_log_lr
-    # of its look against the looks that left those slots); a SKU none of whose items was
-    # seen leaving has no entry (no evidence either way)
+    # "it is an item of SKU that left a one-SKU slot of another shelf" over "it is the shelf's
+    # own" (`_arrival_looks`); a SKU none of whose items was seen leaving has no entry
     arrival_looks: Mapping[str, tuple[float, ...]] | None = None
 
 
