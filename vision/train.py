@@ -681,6 +681,60 @@ def train_metric(plan: DatasetPlan, out: Path, *, epochs: int, imgsz: int, threa
     return finish_model(out, plan, imgsz, info, colour_weight=colour_weight)
 
 
+def soup(plan: DatasetPlan, out: Path, weights: list[Path], *, imgsz: int, threads: int,
+         command: str, colour_weight: float = 0.0) -> dict:
+    """A uniform weight average ("model soup", Wortsman et al. 2022) of runs that started from
+    one network (`--init` the same run, different seeds): their weights lie in one basin, so
+    the mean network generalises at least as well as the runs and costs one network's time.
+    Batch-norm statistics are re-measured on the train_* photos (plain views, no val_*), since
+    the mean of the runs' statistics is not the statistics of the mean network."""
+    if len(weights) < 2:
+        raise TrainError("--soup needs at least two weights files")
+    for w in weights:
+        if not Path(w).is_file():
+            raise TrainError(f"--soup {w}: no such weights file")
+    torch, ultralytics, _ = _import_training()
+    import copy
+
+    from vision.recognizer import preprocess, read_photo
+    torch.set_num_threads(threads)
+    start = time.monotonic()
+    nets = [_load_init(Path(w), plan.classes) for w in weights]
+    states = [n.state_dict() for n in nets]
+    keys = states[0].keys()
+    for w, st in zip(weights[1:], states[1:]):
+        if st.keys() != keys or any(st[k].shape != states[0][k].shape for k in keys):
+            raise TrainError(f"--soup {w}: not the same network as {weights[0]}")
+    mean = {k: (sum(st[k].double() for st in states) / len(states)).to(states[0][k].dtype)
+            if states[0][k].is_floating_point() else states[0][k] for k in keys}
+    net = nets[0]
+    net.load_state_dict(mean)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                          # a cumulative average over the passes
+    x = torch.from_numpy(preprocess([read_photo(p) for p in plan.train_files()], imgsz))
+    net.train()
+    with torch.no_grad():
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        for i in range(0, len(x), 32):
+            _pooled(net, x[order[i:i + 32]])
+    net.eval()
+    work = REPO_ROOT / "var" / "vision-train" / (Path(out).name or "model")
+    (work / "weights").mkdir(parents=True, exist_ok=True)
+    torch.save({"model": copy.deepcopy(net), "epoch": 0, "train_args": {}},
+               work / "weights" / "best.pt")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(net, out / "model.onnx", imgsz)
+    info = {"command": command, "imgsz": imgsz, "threads": threads,
+            "seconds": round(time.monotonic() - start, 1), "ultralytics": ultralytics.__version__,
+            "torch": torch.__version__, "loop": "soup (vision/train.py soup)",
+            "options": {"soup": [str(w) for w in weights], "batchnorm": "re-measured on train_*"},
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return finish_model(out, plan, imgsz, info, colour_weight=colour_weight)
+
+
 def _parser() -> argparse.ArgumentParser:
     from vision.data import data_root
     p = argparse.ArgumentParser(prog="cabinet vision train",
@@ -715,6 +769,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=MetricRecipe.seed)
     m.add_argument("--init", type=Path, default=None, metavar="WEIGHTS",
                    help="start from our own earlier run (an ultralytics .pt under var/vision-train/)")
+    p.add_argument("--soup", type=Path, nargs="+", default=None, metavar="WEIGHTS",
+                   help="no training: average these runs' weights (runs from one --init, "
+                        "different --seed), re-measure batch-norm on train_*, export and score")
     return p
 
 
@@ -799,6 +856,13 @@ def main(argv: list[str] | None = None) -> int:
         recipe = metric_recipe(args)
         if args.rescore:
             return _report(args.out, rescore(args.out, args.data, args.scoring_from, colour))
+        if args.soup is not None:
+            if args.loss != "ce" or args.init is not None or args.opt:
+                raise TrainError("--soup trains nothing: it takes no --loss, --init or --opt")
+            return _report(args.out, soup(plan, args.out, args.soup, imgsz=args.imgsz,
+                                          threads=args.threads,
+                                          command="cabinet vision train " + " ".join(argv),
+                                          colour_weight=colour))
         if recipe is not None:
             if args.opt:
                 raise TrainError("--opt is an ultralytics option; the metric loop takes --lr, "

@@ -147,6 +147,21 @@ def test_metric_loop_refuses_ultralytics_options_before_importing_torch(products
     assert not (products.parent / "out").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--soup", "ONE"], "--soup needs at least two weights files"),
+    (["--soup", "ONE", "/nonexistent/b.pt"], "--soup /nonexistent/b.pt: no such weights file"),
+    (["--soup", "ONE", "ONE", "--loss", "arcface"], "--soup trains nothing"),
+])
+def test_a_soup_is_refused_by_name_before_importing_torch(products, capsys, extra, message):
+    from vision.train import main
+    one = products.parent / "a.pt"
+    one.write_bytes(b"not read")
+    argv = [str(one) if a == "ONE" else a for a in extra]
+    assert main(["--data", str(products), "--out", str(products.parent / "out"), *argv]) == 1
+    assert message in capsys.readouterr().err
+    assert not (products.parent / "out").exists()
+
+
 def test_margin_targets_are_the_textbook_ones_and_keep_falling_with_the_angle():
     import numpy as np
 
