@@ -32,9 +32,12 @@ A crop whose short side is under `min_crop_px` (MIN_CROP_PX unless the card's `i
 `min_crop_px`) gets no answer from `classify` (an empty ranking): there are too few pixels in it
 to name a product, and a name made up from them is no evidence. Measured on the val_* photos
 shrunk to a short side of n px (`python -m vision.recognizer --resolution`, docs/vision.md):
-top-1 0.35 at 16 px, 0.48 at 24, 0.56 at 32, 0.63 at 48, 0.69 at 64, 0.79 at 96, 0.78 at 160;
-with the colour block (2026-11-29) 0.38, 0.49, 0.55, 0.62, 0.70, 0.79, 0.78 (full size 0.79);
-64 px is the smallest side within 0.1 of the full-resolution figure in both. A live shelf camera that
+model C (2026-11-29) read top-1 0.35 at 16 px, 0.48 at 24, 0.56 at 32, 0.63 at 48, 0.69 at 64,
+0.79 at 96, 0.78 at 160 (with colour 0.38, 0.49, 0.55, 0.62, 0.70, 0.79, 0.78): 64 px was the
+smallest side within 0.1 of the full-resolution figure. The soup S3 (2026-11-30) reads 0.48,
+0.65, 0.71, 0.79, 0.81, 0.83, 0.87: 48 px would now pass that rule; the floor stays 64 px,
+which holds for both models (a floor that moves with each model would change what older
+bundles' recognisers were asked). A live shelf camera that
 shows items smaller than that (the simulated 640x480 one: 20-38 px) gets occupancy and change
 from vision.diff, and no identities.
 
