@@ -464,6 +464,18 @@ def _swing_measured(shelf: Any) -> bool:
         if not stable)
 
 
+def _camera_determines(sv: "ShelfVision | None", x: np.ndarray, skus: list[str]) -> bool:
+    """Whether the camera's slot counts alone give a shelf's explanation `x`, so that its
+    weight is not needed: the count is read, every item x takes was seen leaving its own
+    one-SKU slot, and nothing arrived nor could an arrival hide."""
+    if sv is None or not sv.usable or sv.count_change is None or sv.drops is None \
+            or sv.arrived or sv.hideable is None or sv.hideable > 0:
+        return False
+    want = {k: -int(n) for k, n in sv.drops.items() if n}
+    got = {k: int(x[i]) for i, k in enumerate(skus) if x[i]}
+    return got == want and int(x.sum()) == sv.count_change
+
+
 def slot_vision(bundle: Bundle, recognizer: Any = None) -> tuple[dict, dict]:
     """Per-slot evidence from vision.diff for every camera with images (against the bundle's
     own calibration frames when it carries them; identities when a recognizer is given), and
@@ -740,6 +752,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     odd = _strangers(bundle, per_slot, notes, flags)
 
     shelf_info, shelf_args = {}, []
+    swing_unmeasured: set[str] = set()
     for shelf in planogram.shelves:
         rec = bundle.shelves.get(shelf.id)
         delta = None
@@ -753,7 +766,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
                 # a swing its samples measure is noise like any other (the posterior says
                 # whether the answer survives it); one they cannot measure is a flag
                 if not _swing_measured(rec):
-                    flags.add("shelf_unsettled")
+                    swing_unmeasured.add(shelf.id)
                 noise = _unsettled_noise(rec, noise)
         sv = shelf_vis.get(shelf.id)
         if sv is not None and sv.foreign_added:
@@ -773,6 +786,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     lenient = dict(ranked_lenient).get(best_key, 0.0)
 
     shelves_ev, unexplained, arrived_unexplained_g = {}, [], 0.0
+    shelves_miscounted: list[str] = []   # one facing miscounted, outweighed by the scale
     swapped_in: list[tuple[float, float, int]] = []  # (weight lo, hi, cells) of things in swapped cells
     for (shelf_id, (delta, noise, sv)), c, j in zip(shelf_info.items(), cands, picks):
         x = c.x[j]
@@ -797,10 +811,23 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
             unexplained.append((shelf_id, x))
         if delta is None:
             unexplained.append((shelf_id, x))
+        if shelf_id in swing_unmeasured and not _camera_determines(sv, x, skus):
+            # a swing too few samples measure, and the answer needs this shelf's weight
+            flags.add("shelf_unsettled")
+        miscount = sv is not None and sv.usable and sv.count_change is not None \
+            and int(x.sum()) != sv.count_change
+        if miscount and abs(int(x.sum()) - sv.count_change) == 1 and not c.outlier[j] \
+                and shelf_id not in swing_unmeasured and confidence >= params.min_confidence \
+                and lenient >= LENIENT_MIN_CONFIDENCE:
+            # one facing miscounted (the counts' COUNT_COST prices ~1% of slots) against a
+            # settled weight that the explanation fits within noise, and no explanation the
+            # count allows comes near it in either look: the posterior has already weighed the
+            # camera against the scale and found the count wrong
+            miscount = False
+            shelves_miscounted.append(shelf_id)
         if sv is not None and sv.usable and (
                 any(-int(x[i]) > (sv.may_lose or {}).get(k, 0) for i, k in enumerate(skus)
-                    if sv.may_lose is not None)
-                or (sv.count_change is not None and int(x.sum()) != sv.count_change)):
+                    if sv.may_lose is not None) or miscount):
             # the best explanation takes from a slot the camera saw untouched, or does not
             # match the shelf's count (a foreign object, or a miscount): not charged from there
             flags.add("vision_disagrees")
@@ -886,6 +913,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
                 for sid, e in sorted(per_slot.items())}
     evidence = {"shelves": shelves_ev, "slots": slots_ev, "cameras": dict(sorted(notes.items())),
                 "combinations": ncombos, "strangers": odd,
+                "miscounted": shelves_miscounted,
                 "confidence_nominal": round(dict(ranked)[best_key], 6),
                 "confidence_lenient": round(lenient, 6)}
     return ReconcileResult(dict(sorted(basket.items())), round(confidence, 6), runner, evidence,
