@@ -37,7 +37,11 @@ overcharges. So the posterior is computed twice, with MISPLACED_COST and with th
 LENIENT_MISPLACED_COST; the top basket must hold min_confidence in the first and
 LENIENT_MIN_CONFIDENCE in the second, else the session is flagged low_confidence. A shelf
 that did not settle counts with its samples' scatter as noise; it is flagged shelf_unsettled
-only when a side has fewer than MIN_SAMPLES samples to measure the swing.
+only when a side has fewer than MIN_SAMPLES samples to measure the swing and the answer needs
+that shelf's weight (the camera's slot counts do not give it: `_camera_determines`). A shelf
+whose camera count is off the answer by one facing, where the settled weight fits the answer
+(no outlier) and the answer holds in both looks, is read as that miscount (evidence
+`miscounted`; COUNT_COST has already priced it); any other disagreement is vision_disagrees.
 
 When reconcile is not sure it says so and never guesses: the flags name why (low_confidence,
 unexplained_weight, shelf_unsettled, shelf_dead, camera_dark, foreign_object, item_swapped,
