@@ -76,7 +76,8 @@ def enroll(sku: str, photos: list[Path], gallery_path: Path, model_dir: Path | N
         raise VisionCliError(f"SKU {sku!r}: the model already knows it as a class; enrol new "
                              f"products only")
     images = [read_photo(p) for p in photos]
-    gallery.add(sku, rec.embed(images), [photo_record(p) for p in photos])
+    gallery.add(sku, rec.embed(images), [photo_record(p) for p in photos],
+                local=rec.local_features(images) if rec.verifies else ())
     digest = gallery.save(gallery_path)
     return {"sku": sku, "photos": len(photos), "gallery": str(gallery_path),
             "gallery_sha256": digest, "skus": gallery.skus(),
@@ -132,10 +133,10 @@ def _timing(rec, crop, repeats: int) -> tuple[float, float]:
     return statistics.median(one) * 1e3, statistics.median(many) * 1e3
 
 
-def _new_sku(photos: Path, holdout_dir: Path, threads: int, read) -> dict:
+def _new_sku(photos: Path, holdout_dir: Path, threads: int, read, verify: bool = True) -> dict:
     """Enrol each held-out product from ENROL_PHOTOS train_* photos; top-1 on its val_* photos."""
     from vision.recognizer import Recognizer
-    rec = Recognizer.load(holdout_dir, threads=threads)
+    rec = Recognizer.load(holdout_dir, threads=threads, verify=verify)
     held = list(rec.card.raw.get("training", {}).get("holdout", []))
     if not held:
         return {"top1": None, "note": f"{holdout_dir} was trained without --holdout"}
@@ -146,7 +147,9 @@ def _new_sku(photos: Path, holdout_dir: Path, threads: int, read) -> dict:
         return {"top1": None, "note": f"{photos} lacks {ENROL_PHOTOS} train_* photos of "
                                       f"{', '.join(missing)}"}
     for sku in held:
-        gallery.add(sku, rec.embed([read(p) for p in train[sku][:ENROL_PHOTOS]]))
+        images = [read(p) for p in train[sku][:ENROL_PHOTOS]]
+        gallery.add(sku, rec.embed(images),
+                    local=rec.local_features(images) if rec.verifies else ())
     rec = rec.with_gallery(gallery)
     per, hits, total, known_hits, known_total = {}, 0, 0, 0, 0
     for product, files in val.items():
@@ -162,11 +165,12 @@ def _new_sku(photos: Path, holdout_dir: Path, threads: int, read) -> dict:
     return {"model": str(holdout_dir), "skus": held, "enrol_photos": ENROL_PHOTOS,
             "items": total, "top1": round(hits / total, 4) if total else None, "per_sku": per,
             "known_items": known_total,
-            "known_top1": round(known_hits / known_total, 4) if known_total else None}
+            "known_top1": round(known_hits / known_total, 4) if known_total else None,
+            "verified": rec.verifies}
 
 
 def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
-          repeats: int, views: int | None = None) -> dict:
+          repeats: int, views: int | None = None, verify: bool = True) -> dict:
     from vision.recognizer import Recognizer, read_photo
     if not photos.is_dir():
         raise VisionCliError(f"photos folder {photos}: missing (expected <product>/val_*.jpg)")
@@ -183,7 +187,7 @@ def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
     for files in val.values():               # every photo is checked before any is measured
         for f in files:
             read(f)
-    rec = Recognizer.load(model_dir, threads=threads, views=views)
+    rec = Recognizer.load(model_dir, threads=threads, views=views, verify=verify)
     labels = set(rec.labels)
     unknown = sorted(p for p in val if p not in labels)
     per_product, confusions = {}, Counter()
@@ -205,7 +209,7 @@ def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
                                          f"`cabinet vision train --holdout SKU... --out "
                                          f"{holdout_dir}`)"}
     else:
-        new_sku = _new_sku(photos, holdout_dir, threads, read)
+        new_sku = _new_sku(photos, holdout_dir, threads, read, verify)
     crop = read(next(iter(val.values()))[0])
     ms_crop, ms_shelf = _timing(rec, crop, repeats)
     return {
@@ -217,6 +221,7 @@ def bench(photos: Path, model_dir: Path | None, holdout_dir: Path, threads: int,
         "unknown_products": unknown,
         "new_sku": new_sku,
         "views": len(rec.card.views), "colour_weight": rec.card.colour_weight,
+        "verified": rec.verifies,
         "threads": threads, "ms_per_crop": round(ms_crop, 2),
         "crops_per_shelf_image": SHELF_CROPS, "ms_per_shelf_image": round(ms_shelf, 2),
     }
@@ -235,11 +240,13 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=30, help="timing repetitions")
     p.add_argument("--views", type=int, default=None,
                    help="use only the card's first N test-time views (default all)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="leave out the cards' local-feature verification (docs/vision.md)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
     r = bench(args.photos, args.model, args.holdout_model, max(1, args.threads), max(1, args.repeats),
-              args.views)
+              args.views, not args.no_verify)
     if args.out is not None:
         try:
             args.out.write_text(json.dumps(r, indent=1) + "\n")

@@ -11,13 +11,17 @@ everything else, so a bundle that names the gallery by hash names exactly these 
 a hand-edited or truncated file is refused. Embeddings only make sense for the model that made
 them: the gallery records the model file's sha256 and the recogniser refuses a gallery made with
 another model (re-enrol the photos). Photos are named by file name and content hash, never
-stored.
+stored. When the model card verifies by local features, each photo's SIFT keypoints and
+descriptors are stored too (`local`, base64; about 70 kB a photo), so a crop can be checked
+against the SKU's own print; an entry without them is scored by its embedding alone.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +34,34 @@ class GalleryError(ValueError):
     """A gallery file that cannot be used; the message names the file and what to do."""
 
 
+class LocalFeatures(NamedTuple):
+    """One photo's keypoints (K x 2 float32, pixels) and SIFT descriptors (K x 128 uint8), as
+    vision.recognizer.local_features takes them (for its local-feature verification)."""
+    points: np.ndarray
+    descriptors: np.ndarray
+
+
+def _encode_local(lf: LocalFeatures) -> dict:
+    return {"points": base64.b64encode(np.ascontiguousarray(lf.points, "<f4").tobytes()).decode(),
+            "descriptors": base64.b64encode(np.ascontiguousarray(lf.descriptors, np.uint8)
+                                            .tobytes()).decode()}
+
+
+def _decode_local(doc: dict) -> LocalFeatures:
+    pts = np.frombuffer(base64.b64decode(doc["points"], validate=True), "<f4").reshape(-1, 2)
+    desc = np.frombuffer(base64.b64decode(doc["descriptors"], validate=True), np.uint8)
+    desc = desc.reshape(-1, 128)
+    if len(pts) != len(desc):
+        raise ValueError(f"local features: {len(pts)} points but {len(desc)} descriptors")
+    return LocalFeatures(pts.astype(np.float32), desc.copy())
+
+
 @dataclass(frozen=True)
 class GalleryEntry:
     sku: str
     embeddings: np.ndarray                     # k x D float32, rows L2-normalised
     photos: tuple[dict, ...] = ()              # {"name": file name, "sha256": hex}
+    local: tuple[LocalFeatures, ...] = ()      # per photo, for verification (may be empty)
 
     def centroid(self) -> np.ndarray:
         mean = self.embeddings.mean(axis=0)
@@ -51,8 +78,9 @@ class ProductGallery:
 
     # ---- content ----------------------------------------------------------------------------
     def add(self, sku: str, embeddings: np.ndarray, photos: list[dict] | tuple = (), *,
-            normalise: bool = True) -> GalleryEntry:
-        """Add photos' embeddings to `sku` (appended to what it already has).
+            normalise: bool = True, local: list | tuple = ()) -> GalleryEntry:
+        """Add photos' embeddings to `sku` (appended to what it already has), and optionally
+        their local features (LocalFeatures per photo, for the recogniser's verification).
 
         Values are kept at 6 significant digits, which float32 holds exactly, so saving and
         loading a gallery gives back the same numbers and the same content hash."""
@@ -66,11 +94,14 @@ class ProductGallery:
         if normalise:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
             emb = np.array([[float(f"{v:.6g}") for v in row] for row in emb.tolist()])
+        local = tuple(LocalFeatures(np.asarray(p, np.float32).reshape(-1, 2),
+                                    np.asarray(d, np.uint8).reshape(-1, 128)) for p, d in local)
         old = self.entries.get(sku)
         if old is not None:
             emb = np.concatenate([old.embeddings, emb])
             photos = tuple(old.photos) + tuple(photos)
-        entry = GalleryEntry(sku, emb.astype(np.float32), tuple(photos))
+            local = tuple(old.local) + local
+        entry = GalleryEntry(sku, emb.astype(np.float32), tuple(photos), local)
         self.entries[sku] = entry
         return entry
 
@@ -94,7 +125,10 @@ class ProductGallery:
                 {"sku": s,
                  "photos": [dict(p) for p in self.entries[s].photos],
                  "embeddings": [[float(f"{v:.6g}") for v in row]
-                                for row in self.entries[s].embeddings.tolist()]}
+                                for row in self.entries[s].embeddings.tolist()],
+                 # only when present, so galleries without local features keep their hash
+                 **({"local": [_encode_local(lf) for lf in self.entries[s].local]}
+                    if self.entries[s].local else {})}
                 for s in self.skus()
             ],
         }
@@ -141,9 +175,10 @@ class ProductGallery:
             where = f"gallery {path}: entries[{i}]"
             try:
                 emb = np.asarray(item["embeddings"], dtype=np.float32)
+                local = [_decode_local(d) for d in item.get("local", [])]
                 gallery.add(item["sku"], emb, [dict(p) for p in item.get("photos", [])],
-                            normalise=False)
-            except (KeyError, TypeError, ValueError) as e:
+                            normalise=False, local=local)
+            except (KeyError, TypeError, ValueError, base64.binascii.Error) as e:
                 raise GalleryError(f"{where}: {e}") from None
         return gallery
 

@@ -41,8 +41,20 @@ bundles' recognisers were asked). A live shelf camera that
 shows items smaller than that (the simulated 640x480 one: 20-38 px) gets occupancy and change
 from vision.diff, and no identities.
 
+A card whose `scoring` has a `verify` block re-ranks a crop's top candidates by local features
+(docs/vision.md, "Local-feature verification"): SIFT keypoints of the crop's centre, matched
+(ratio test) to each candidate's reference photos (for a model class a few train_* photos,
+stored as keypoints and descriptors in the block's `file`, committed beside the model; for an
+enrolled SKU its enrolment photos, stored in the gallery), and the matches that one homography
+explains (RANSAC inliers) counted. A candidate's score is multiplied by exp(weight * min(v,
+cap)), v the second-best inlier count over its reference photos, and the row renormalised.
+Only the top `candidates` whose score is within a factor exp(weight * cap) of the best are
+verified, and only when there are two of them and each has reference photos (a gallery
+enrolled without local features is scored as before).
+
 `version` is a short sha256 over the card, the model, the prototypes, the views, the smallest
-crop named and the gallery, so a session bundle names exactly the recogniser that read it.
+crop named, the verification references and the gallery, so a session bundle names exactly the
+recogniser that read it.
 """
 from __future__ import annotations
 
@@ -56,7 +68,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vision.product_gallery import GalleryError, ProductGallery
+from vision.product_gallery import GalleryError, LocalFeatures, ProductGallery
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models"
@@ -65,6 +77,13 @@ MIN_CROP_PX = 64   # short side below which a crop is not named (module doc: mea
 
 
 COLOUR_BINS = (16, 8)  # hue x saturation bins of the colour histogram (value/brightness left out)
+REFERENCES_NAME = "references.npz"
+# Local-feature verification: how the keypoints are taken (measured in docs/vision.md) and the
+# re-ranking settings `python -m vision.recognizer --references` writes into a card (weight
+# chosen on train_* photos only; see docs/vision.md).
+VERIFY_DEFAULTS = {"candidates": 3, "weight": 0.1, "cap": 60, "stat": "second", "side": 240,
+                   "zoom": 0.7, "features": 400, "ratio": 0.8, "ransac_px": 5.0,
+                   "ransac_iters": 200, "min_inliers": 10, "photos_per_class": 5}
 
 
 class RecognizerError(ValueError):
@@ -86,6 +105,7 @@ class ModelCard:
     min_crop_px: int = MIN_CROP_PX
     colour_weight: float = 0.0                 # 0: no colour block (CNN embedding alone)
     colour_bins: tuple[int, int] = COLOUR_BINS
+    verify: dict | None = None                 # scoring.verify: local-feature re-ranking
 
     @property
     def colour_dim(self) -> int:
@@ -122,6 +142,7 @@ class ModelCard:
                 min_crop_px=int(doc["input"].get("min_crop_px", MIN_CROP_PX)),
                 colour_weight=float(colour.get("weight", 0.0)),
                 colour_bins=tuple(int(b) for b in colour.get("bins", COLOUR_BINS)),
+                verify=_verify_block(scoring.get("verify")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecognizerError(f"model card {path}: field {e} missing or malformed; "
@@ -136,6 +157,124 @@ class ModelCard:
                                   f"scoring.colour (weight 0-100, two bin counts 2-64) out of "
                                   f"range")
         return card
+
+
+def _verify_block(block) -> dict | None:
+    """A card's scoring.verify with every setting typed (defaults for those it omits)."""
+    if block is None:
+        return None
+    out = {**VERIFY_DEFAULTS, **block}
+    for key in ("candidates", "cap", "side", "features", "ransac_iters", "min_inliers",
+                "photos_per_class"):
+        out[key] = int(out[key])
+    for key in ("weight", "zoom", "ratio", "ransac_px"):
+        out[key] = float(out[key])
+    out["file"], out["sha256"] = str(block["file"]), str(block["sha256"])
+    if not (2 <= out["candidates"] <= 10 and 0 < out["weight"] <= 10 and out["cap"] >= 1
+            and 0.2 <= out["zoom"] <= 1 and 0 < out["ratio"] < 1
+            and out["stat"] in ("max", "second")):
+        raise ValueError("'verify' (candidates 2-10, weight 0-10, cap >= 1, zoom 0.2-1, ratio 0-1, "
+                         "stat max|second)")
+    return out
+
+
+_SIFT: dict[int, object] = {}
+
+
+def local_features(crops: Sequence[np.ndarray], side: int = VERIFY_DEFAULTS["side"],
+                   zoom: float = VERIFY_DEFAULTS["zoom"],
+                   features: int = VERIFY_DEFAULTS["features"]) -> list[LocalFeatures]:
+    """Per crop, SIFT keypoints (K x 2 float32, pixels of the resized centre) and descriptors
+    (K x 128 uint8; OpenCV's SIFT values are whole numbers 0-255) of its centre `zoom` (each
+    side), grey, short side resized to `side`, at most `features` keypoints. The product is in
+    the middle of a crop; its edges are shelf or hand."""
+    check_crops(crops)
+    sift = _SIFT.get(features)
+    if sift is None:
+        sift = _SIFT[features] = cv2.SIFT_create(nfeatures=features)
+    out = []
+    for crop in crops:
+        grey = cv2.cvtColor(centre(crop, zoom), cv2.COLOR_BGR2GRAY)
+        f = side / min(grey.shape[:2])
+        if f != 1:
+            grey = cv2.resize(grey, None, fx=f, fy=f,
+                              interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        kps, desc = sift.detectAndCompute(grey, None)
+        pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+        desc = (np.zeros((0, 128), np.uint8) if desc is None
+                else np.clip(np.rint(desc), 0, 255).astype(np.uint8))
+        out.append(LocalFeatures(pts, desc))
+    return out
+
+
+def _ratio_matches(query: LocalFeatures, refs: Sequence[LocalFeatures],
+                   ratio: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per reference, (query points, reference points) of the descriptor matches that pass
+    Lowe's ratio test (nearest under `ratio` times the second nearest, in that photo); one
+    matrix product for all references."""
+    out = [(np.zeros((0, 2), np.float32),) * 2 for _ in refs]
+    live = [k for k, r in enumerate(refs) if len(r.descriptors) >= 2]
+    if len(query.descriptors) < 2 or not live:
+        return out
+    q = query.descriptors.astype(np.float32)
+    r = np.concatenate([refs[k].descriptors for k in live]).astype(np.float32)
+    d2 = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2 * (q @ r.T)
+    at = 0
+    for k in live:
+        n = len(refs[k].descriptors)
+        block = d2[:, at:at + n]
+        at += n
+        two = np.partition(block, 1, axis=1)[:, :2]
+        good = np.flatnonzero(two[:, 0] < ratio * ratio * two[:, 1])
+        out[k] = (query.points[good], refs[k].points[block[good].argmin(axis=1)])
+    return out
+
+
+def _inliers(src: np.ndarray, dst: np.ndarray, ransac_px: float, min_inliers: int,
+             ransac_iters: int) -> int:
+    if len(src) < max(4, min_inliers):
+        return 0
+    _, mask = cv2.findHomography(src, dst, cv2.RANSAC, ransac_px, maxIters=ransac_iters)
+    n = int(mask.sum()) if mask is not None else 0
+    return n if n >= min_inliers else 0
+
+
+def inlier_counts(query: LocalFeatures, refs: Sequence[LocalFeatures],
+                  ratio: float = VERIFY_DEFAULTS["ratio"],
+                  ransac_px: float = VERIFY_DEFAULTS["ransac_px"],
+                  min_inliers: int = VERIFY_DEFAULTS["min_inliers"],
+                  ransac_iters: int = VERIFY_DEFAULTS["ransac_iters"]) -> list[int]:
+    """Per reference photo, the query's descriptor matches that pass the ratio test and that one
+    homography explains (RANSAC inliers within `ransac_px`, at most `ransac_iters` samples); 0
+    when under `min_inliers` (the noise floor: 9 inliers is the 90th percentile of pairs of
+    photos of two different products, docs/vision.md). Deterministic (OpenCV's RANSAC seeds
+    its own generator)."""
+    return [_inliers(a, b, ransac_px, min_inliers, ransac_iters)
+            for a, b in _ratio_matches(query, refs, ratio)]
+
+
+def support(query: LocalFeatures, groups: Sequence[Sequence[LocalFeatures]], v: dict) -> list[int]:
+    """Per group (one candidate's reference photos), the best (`stat` max) or second-best
+    (`stat` second) of inlier_counts over its photos, computed with as few RANSAC fits as give
+    the same answer: photos in decreasing order of ratio matches, stopping when the next photo
+    has no more matches than the count it would have to beat (inliers <= matches)."""
+    flat = [ref for g in groups for ref in g]
+    pairs = _ratio_matches(query, flat, v["ratio"])
+    need = 2 if v["stat"] == "second" else 1
+    out, at = [], 0
+    for g in groups:
+        mine = sorted(pairs[at:at + len(g)], key=lambda ab: -len(ab[0]))
+        at += len(g)
+        best: list[int] = []
+        for src, dst in mine:
+            floor = best[need - 1] if len(best) >= need else 0
+            if len(src) < max(4, v["min_inliers"]) or len(src) <= floor:
+                break
+            best = sorted(best + [_inliers(src, dst, v["ransac_px"], v["min_inliers"],
+                                           v["ransac_iters"])], reverse=True)[:need]
+        best += [0] * need
+        out.append(best[need - 1])
+    return out
 
 
 def check_crops(crops: Sequence[np.ndarray]) -> None:
@@ -251,8 +390,10 @@ class Recognizer:
     """Product recognition on crops: `embed`, `classify`, `scores`; built by `load`."""
 
     def __init__(self, session, card: ModelCard, mean: np.ndarray, centroids: np.ndarray,
-                 gallery: ProductGallery | None, model_dir: Path, base_hash: str) -> None:
+                 gallery: ProductGallery | None, model_dir: Path, base_hash: str,
+                 references: dict[int, list[LocalFeatures]] | None = None) -> None:
         self._session = session
+        self._references = references or {}
         self.card = card
         self.model_dir = model_dir
         self._mean = mean
@@ -263,17 +404,24 @@ class Recognizer:
             (0, len(mean) + card.colour_dim), np.float32)
         self.embedding_dim = len(mean) + card.colour_dim
         self.labels: tuple[str, ...] = card.labels + tuple(gallery.skus() if gallery else ())
+        self._refs = dict(self._references)          # label index -> reference photos' features
+        if gallery is not None:
+            for k, sku in enumerate(gallery.skus()):
+                if gallery.entries[sku].local:
+                    self._refs[len(card.labels) + k] = list(gallery.entries[sku].local)
         gallery_hash = gallery.sha256() if gallery else ""
         self.version = hashlib.sha256(f"{base_hash}:{gallery_hash}".encode()).hexdigest()[:16]
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
     def load(cls, model_dir: Path | None = None, *, gallery: Path | ProductGallery | None = None,
-             threads: int = 1, views: int | None = None) -> "Recognizer":
+             threads: int = 1, views: int | None = None,
+             verify: bool = True) -> "Recognizer":
         """The model in `model_dir` (default: the committed models/), with the SKUs enrolled in
         `gallery` (a file or a loaded ProductGallery; none by default). `views` keeps only the
         card's first N test-time views (faster, less accurate: docs/vision.md has the figures);
-        the version says which were used."""
+        the version says which were used. `verify=False` leaves out the card's local-feature
+        verification (faster; the version differs)."""
         model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
         if not model_dir.is_dir():
             raise RecognizerError(f"model folder {model_dir}: missing; train a model with "
@@ -285,6 +433,8 @@ class Recognizer:
                 raise RecognizerError(f"views={views}: the card {card_path} has "
                                       f"{len(card.views)} views; ask for 1 to {len(card.views)}")
             card = dataclasses.replace(card, views=card.views[:views])
+        if not verify:
+            card = dataclasses.replace(card, verify=None)
         model_path = model_dir / card.model_file
         proto_path = model_dir / card.prototypes_file
         for path, expected in ((model_path, card.model_sha256), (proto_path, card.prototypes_sha256)):
@@ -325,6 +475,10 @@ class Recognizer:
             base.update(file_sha256(part).encode())
         base.update(repr(card.views).encode())
         base.update(f"min_crop_px={card.min_crop_px}".encode())
+        references = None
+        if card.verify is not None:
+            references = _read_references(model_dir, card, card_path)
+            base.update(f"verify={sorted(card.verify.items())}".encode())
         loaded = None
         if isinstance(gallery, ProductGallery):
             loaded = gallery
@@ -333,7 +487,8 @@ class Recognizer:
                 loaded = ProductGallery.load(Path(gallery))
             except GalleryError as e:
                 raise RecognizerError(str(e)) from None
-        recognizer = cls(session, card, mean, centroids, None, model_dir, base.hexdigest())
+        recognizer = cls(session, card, mean, centroids, None, model_dir, base.hexdigest(),
+                         references)
         return recognizer.with_gallery(loaded) if loaded is not None else recognizer
 
     def with_gallery(self, gallery: ProductGallery | None) -> "Recognizer":
@@ -353,7 +508,7 @@ class Recognizer:
                 raise RecognizerError(f"product gallery enrols {sorted(clash)}, which the model "
                                       f"already knows as classes; remove them from the gallery")
         return Recognizer(self._session, self.card, self._mean, self._centroids, gallery,
-                          self.model_dir, self._base_hash)
+                          self.model_dir, self._base_hash, self._references)
 
     def new_gallery(self) -> ProductGallery:
         return ProductGallery(model_sha256=self.card.model_sha256, dim=self.embedding_dim)
@@ -382,6 +537,32 @@ class Recognizer:
         _, feats = self._forward(crops)
         return self._embedding(crops, feats)
 
+    @property
+    def verifies(self) -> bool:
+        """Whether the card's local-feature verification is on (enrolment then stores the
+        photos' local features in the gallery)."""
+        return self.card.verify is not None
+
+    def local_features(self, crops: Sequence[np.ndarray]) -> list[LocalFeatures]:
+        """The crops' local features as this card's verification takes them."""
+        v = self.card.verify or VERIFY_DEFAULTS
+        return local_features(list(crops), v["side"], v["zoom"], v["features"])
+
+    def _verify(self, crops: list, out: np.ndarray) -> np.ndarray:
+        """Re-rank each row's top candidates by geometric verification (module doc)."""
+        v = self.card.verify
+        reach = np.exp(-v["weight"] * v["cap"])
+        for row, crop in enumerate(crops):
+            top = np.argsort(-out[row], kind="stable")[:v["candidates"]]
+            top = [int(j) for j in top if out[row, j] >= out[row, top[0]] * reach]
+            if len(top) < 2 or any(j not in self._refs for j in top):
+                continue
+            query = self.local_features([crop])[0]
+            for j, n in zip(top, support(query, [self._refs[j] for j in top], v)):
+                out[row, j] *= np.exp(v["weight"] * min(n, v["cap"]))
+            out[row] /= out[row].sum()
+        return out
+
     def scores(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """N x len(labels) scores (rows sum to 1) over the model's classes then enrolled SKUs."""
         crops = list(crops)
@@ -398,6 +579,8 @@ class Recognizer:
         out = q.copy()
         q_model = q[:, :c].sum(axis=1, keepdims=True)
         out[:, :c] = w * q_model * probs + (1 - w) * q[:, :c]
+        if self.card.verify is not None:
+            out = self._verify(crops, out.astype(np.float64))
         return out.astype(np.float32)
 
     @property
@@ -422,6 +605,75 @@ class Recognizer:
         for row, i in enumerate(readable):
             out[i] = [(self.labels[j], float(s[row, j])) for j in order[row]]
         return out
+
+
+def _read_references(model_dir: Path, card: ModelCard, card_path: Path) -> dict[int, list]:
+    """label index -> its reference photos' LocalFeatures, from the card's verify file."""
+    path = model_dir / card.verify["file"]
+    if not path.is_file():
+        raise RecognizerError(f"model file {path}: missing (named by {card_path} scoring.verify); "
+                              f"restore models/ from git or run `python -m vision.recognizer "
+                              f"--references --model {model_dir}`")
+    if file_sha256(path) != card.verify["sha256"]:
+        raise RecognizerError(f"model file {path}: corrupt (its sha256 differs from the one in "
+                              f"{card_path} scoring.verify); restore it from git")
+    try:
+        with np.load(path) as npz:
+            points, desc = npz["points"].astype(np.float32), npz["descriptors"].astype(np.uint8)
+            start, label = npz["photo_start"], npz["photo_label"]
+    except (OSError, KeyError, ValueError) as e:
+        raise RecognizerError(f"model file {path}: unreadable references ({e})") from None
+    if desc.shape[1:] != (128,) or len(points) != len(desc) or len(start) != len(label) + 1 \
+            or (len(label) and not 0 <= label.min() <= label.max() < len(card.labels)):
+        raise RecognizerError(f"model file {path}: references do not fit {len(card.labels)} "
+                              f"labels (points, descriptors, photo_start, photo_label)")
+    out: dict[int, list] = {}
+    for k, lab in enumerate(label.tolist()):
+        a, b = int(start[k]), int(start[k + 1])
+        out.setdefault(int(lab), []).append(LocalFeatures(points[a:b], desc[a:b]))
+    return out
+
+
+def write_references(model_dir: Path, photos: Path, settings: dict | None = None) -> dict:
+    """Store the verification references of a model folder and name them in its card: per label
+    `photos_per_class` of its <label>/train_* photos, evenly spaced through the sorted series
+    (first and last included: one shoot of a product runs through its series), their
+    local_features in `references.npz`, and the card's scoring.verify block (settings, file,
+    sha256, photos). Returns the block."""
+    model_dir = Path(model_dir)
+    card_path = model_dir / CARD_NAME
+    card = ModelCard.read(card_path)
+    v = {**VERIFY_DEFAULTS, **(settings or {})}
+    from vision.data import PHOTO_SUFFIXES
+    points, desc, start, label, names = [], [], [0], [], []
+    for k, lab in enumerate(card.labels):
+        series = sorted(f for f in (Path(photos) / lab).glob("train_*")
+                        if f.suffix.lower() in PHOTO_SUFFIXES)
+        if not series:
+            raise RecognizerError(f"photos folder {photos}: no {lab}/train_* photos")
+        pick = sorted(set(np.linspace(0, len(series) - 1, min(v["photos_per_class"], len(series)))
+                          .round().astype(int).tolist()))
+        feats = local_features([read_photo(series[i]) for i in pick], v["side"], v["zoom"],
+                               v["features"])
+        for i, lf in zip(pick, feats):
+            points.append(lf.points)
+            desc.append(lf.descriptors)
+            start.append(start[-1] + len(lf.points))
+            label.append(k)
+            names.append(f"{lab}/{series[i].name}")
+    path = model_dir / REFERENCES_NAME
+    np.savez_compressed(path, points=np.concatenate(points), descriptors=np.concatenate(desc),
+                        photo_start=np.array(start, np.int64),
+                        photo_label=np.array(label, np.int32),
+                        photo_name=np.array(names))
+    block = {**{k: v[k] for k in VERIFY_DEFAULTS}, "file": REFERENCES_NAME,
+             "sha256": file_sha256(path), "bytes": path.stat().st_size, "photos": len(names),
+             "chosen": v.get("chosen", "weight on train_* photos only (docs/vision.md)")}
+    doc = json.loads(card_path.read_text())
+    doc["scoring"]["verify"] = block
+    card_path.write_text(json.dumps(doc, indent=1) + "\n")
+    ModelCard.read(card_path)                                     # the card still reads
+    return block
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -466,8 +718,14 @@ if __name__ == "__main__":
     import argparse
     import sys
     parser = argparse.ArgumentParser(prog="python -m vision.recognizer")
-    parser.add_argument("--resolution", action="store_true", required=True,
-                        help="top-1 on the val_* photos shrunk to each short side")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--resolution", action="store_true",
+                      help="top-1 on the val_* photos shrunk to each short side")
+    mode.add_argument("--references", action="store_true",
+                      help="write the model folder's local-feature verification references "
+                           "(references.npz from train_* photos) and its card's scoring.verify")
+    parser.add_argument("--weight", type=float, default=VERIFY_DEFAULTS["weight"],
+                        help="--references: nats per inlier (docs/vision.md: chosen on train_*)")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--photos", type=Path, default=None,
                         help="default: <data root>/products/grocery")
@@ -476,6 +734,10 @@ if __name__ == "__main__":
         from vision.data import data_root
         args.photos = data_root() / "products" / "grocery"
     try:
+        if args.references:
+            print(json.dumps(write_references(args.model or DEFAULT_MODEL_DIR, args.photos,
+                                              {"weight": args.weight})))
+            sys.exit(0)
         for row in resolution_curve(Recognizer.load(args.model), args.photos):
             print(json.dumps(row))
     except RecognizerError as e:
