@@ -83,7 +83,9 @@ REFERENCES_NAME = "references.npz"
 # chosen on train_* photos only; see docs/vision.md).
 VERIFY_DEFAULTS = {"candidates": 3, "weight": 0.1, "cap": 60, "stat": "second", "side": 240,
                    "zoom": 0.7, "features": 400, "ratio": 0.8, "ransac_px": 5.0,
-                   "ransac_iters": 200, "min_inliers": 10, "photos_per_class": 5}
+                   "ransac_iters": 200, "min_inliers": 10, "photos_per_class": 5,
+                   "method": "usac_fast"}
+HOMOGRAPHY_METHODS = {"ransac": cv2.RANSAC, "usac_fast": cv2.USAC_FAST}
 
 
 class RecognizerError(ValueError):
@@ -172,9 +174,9 @@ def _verify_block(block) -> dict | None:
     out["file"], out["sha256"] = str(block["file"]), str(block["sha256"])
     if not (2 <= out["candidates"] <= 10 and 0 < out["weight"] <= 10 and out["cap"] >= 1
             and 0.2 <= out["zoom"] <= 1 and 0 < out["ratio"] < 1
-            and out["stat"] in ("max", "second")):
+            and out["stat"] in ("max", "second") and out["method"] in HOMOGRAPHY_METHODS):
         raise ValueError("'verify' (candidates 2-10, weight 0-10, cap >= 1, zoom 0.2-1, ratio 0-1, "
-                         "stat max|second)")
+                         f"stat max|second, method {'|'.join(HOMOGRAPHY_METHODS)})")
     return out
 
 
@@ -231,10 +233,11 @@ def _ratio_matches(query: LocalFeatures, refs: Sequence[LocalFeatures],
 
 
 def _inliers(src: np.ndarray, dst: np.ndarray, ransac_px: float, min_inliers: int,
-             ransac_iters: int) -> int:
+             ransac_iters: int, method: str = VERIFY_DEFAULTS["method"]) -> int:
     if len(src) < max(4, min_inliers):
         return 0
-    _, mask = cv2.findHomography(src, dst, cv2.RANSAC, ransac_px, maxIters=ransac_iters)
+    _, mask = cv2.findHomography(src, dst, HOMOGRAPHY_METHODS[method], ransac_px,
+                                 maxIters=ransac_iters)
     n = int(mask.sum()) if mask is not None else 0
     return n if n >= min_inliers else 0
 
@@ -243,13 +246,15 @@ def inlier_counts(query: LocalFeatures, refs: Sequence[LocalFeatures],
                   ratio: float = VERIFY_DEFAULTS["ratio"],
                   ransac_px: float = VERIFY_DEFAULTS["ransac_px"],
                   min_inliers: int = VERIFY_DEFAULTS["min_inliers"],
-                  ransac_iters: int = VERIFY_DEFAULTS["ransac_iters"]) -> list[int]:
+                  ransac_iters: int = VERIFY_DEFAULTS["ransac_iters"],
+                  method: str = VERIFY_DEFAULTS["method"]) -> list[int]:
     """Per reference photo, the query's descriptor matches that pass the ratio test and that one
-    homography explains (RANSAC inliers within `ransac_px`, at most `ransac_iters` samples); 0
+    homography explains (inliers within `ransac_px` of the homography that OpenCV's `method`
+    finds, RANSAC or USAC_FAST, at most `ransac_iters` samples); 0
     when under `min_inliers` (the noise floor: 9 inliers is the 90th percentile of pairs of
     photos of two different products, docs/vision.md). Deterministic (OpenCV's RANSAC seeds
     its own generator)."""
-    return [_inliers(a, b, ransac_px, min_inliers, ransac_iters)
+    return [_inliers(a, b, ransac_px, min_inliers, ransac_iters, method)
             for a, b in _ratio_matches(query, refs, ratio)]
 
 
@@ -271,7 +276,8 @@ def support(query: LocalFeatures, groups: Sequence[Sequence[LocalFeatures]], v: 
             if len(src) < max(4, v["min_inliers"]) or len(src) <= floor:
                 break
             best = sorted(best + [_inliers(src, dst, v["ransac_px"], v["min_inliers"],
-                                           v["ransac_iters"])], reverse=True)[:need]
+                                           v["ransac_iters"], v["method"])],
+                          reverse=True)[:need]
         best += [0] * need
         out.append(best[need - 1])
     return out

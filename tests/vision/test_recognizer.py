@@ -52,7 +52,10 @@ def test_committed_model_reads_val_photos_as_its_card_measured(recognizer, share
     top1 = float(np.mean([r[0][0] == t for r, t in zip(ranked, truth)]))
     card = recognizer.card.raw["metrics"]
     assert card["val_photos"] == len(crops) == 100
-    assert abs(top1 - card["val_top1"]) <= 1 / len(crops) + 1e-9
+    # with the card's local-feature verification, the figure its scoring.verify block measured
+    measured = (recognizer.card.verify["measured"]["val_top1"] if recognizer.verifies
+                else card["val_top1"])
+    assert abs(top1 - measured) <= 1 / len(crops) + 1e-9
     assert top1 >= 0.6
 
 
