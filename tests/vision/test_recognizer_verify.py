@@ -4,6 +4,7 @@ inliers, re-rank the candidates. Real photos from the shared data; onnxruntime a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,39 @@ def test_missing_or_corrupt_references_are_refused_naming_the_file(tmp_path):
     with pytest.raises(RecognizerError, match="references.npz: missing"):
         Recognizer.load(copy)
     Recognizer.load(copy, verify=False)                                  # still loads without
+
+
+def test_scope_enrolled_verifies_only_crops_an_enrolled_sku_contests(holdout, shared_data):
+    """The shipped cards verify a crop only when an enrolled SKU is among its candidates (the
+    ~100 ms a crop is paid where it buys the new-SKU gain): with no gallery, every crop scores
+    as without verification; with the held-out products enrolled, a crop of one of them is
+    re-ranked, and the same card with scope 'all' re-ranks crops of trained products too."""
+    import dataclasses
+    assert holdout.card.verify["scope"] == "enrolled"
+    known = [read_photo(p) for p in _photos(shared_data, "Arla-Ecological-Sour-Cream", "val")
+             + _photos(shared_data, "Yoggi-Vanilla-Yoghurt", "val")]
+    plain = Recognizer.load(HOLDOUT_DIR, verify=False)
+    assert np.allclose(holdout.scores(known), plain.scores(known), atol=1e-6)
+    import copy
+    everything = copy.copy(holdout)  # the same recogniser, its card's scope 'all'
+    everything.card = dataclasses.replace(holdout.card,
+                                          verify={**holdout.card.verify, "scope": "all"})
+    assert not np.allclose(everything.scores(known), plain.scores(known), atol=1e-6)
+    sku = holdout.card.raw["training"]["holdout"][0]
+    gallery = holdout.new_gallery()
+    enrol = [read_photo(p) for p in _photos(shared_data, sku, "train")[:5]]
+    gallery.add(sku, holdout.embed(enrol), local=holdout.local_features(enrol))
+    with_new = holdout.with_gallery(gallery)
+    new = [read_photo(p) for p in _photos(shared_data, sku, "val")]
+    unverified = plain.with_gallery(gallery)
+    assert not np.allclose(with_new.scores(new), unverified.scores(new), atol=1e-6)
+
+
+def test_an_unknown_verify_scope_is_refused_naming_the_choices(tmp_path):
+    card = json.loads((HOLDOUT_DIR / "card.json").read_text())
+    card["scoring"]["verify"]["scope"] = "some"
+    for f in ("model.onnx", "prototypes.npz", "references.npz"):
+        shutil.copy(HOLDOUT_DIR / f, tmp_path / f)
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RecognizerError, match=re.escape("scope all|enrolled")):
+        Recognizer.load(tmp_path)
