@@ -88,7 +88,7 @@ REFERENCES_NAME = "references.npz"
 VERIFY_DEFAULTS = {"candidates": 3, "weight": 0.1, "cap": 60, "stat": "second", "side": 240,
                    "zoom": 0.7, "features": 400, "ratio": 0.8, "ransac_px": 5.0,
                    "ransac_iters": 200, "min_inliers": 10, "photos_per_class": 5,
-                   "method": "usac_fast", "scope": "all"}
+                   "method": "usac_fast", "scope": "enrolled"}
 VERIFY_SCOPES = ("all", "enrolled")   # verify every crop, or only those an enrolled SKU contests
 HOMOGRAPHY_METHODS = {"ransac": cv2.RANSAC, "usac_fast": cv2.USAC_FAST}
 

@@ -267,7 +267,7 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
     import onnxruntime as ort
 
     from vision.recognizer import (CARD_NAME, COLOUR_BINS, Recognizer, colour_histograms,
-                                   file_sha256, fuse_colour, run_views)
+                                   file_sha256, fuse_colour, run_views, write_references)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     train_paths = [p for c in plan.classes for p in plan.train[c]]
     train_labels = np.array([plan.classes.index(c) for c in plan.classes for _ in plan.train[c]])
@@ -358,6 +358,9 @@ def finish_model(out: Path, plan: DatasetPlan, imgsz: int, info: dict,
         },
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=1) + "\n")
+    # local-feature verification's references (train_* photos; docs/vision.md): a retrained
+    # model re-ranks contested crops as the shipped cards do, with the settings chosen there
+    card["scoring"]["verify"] = write_references(out, plan.root)
     if plan.holdout:
         rec = Recognizer.load(out)
         card["metrics"]["new_sku"] = measure_new_skus(rec, plan)
@@ -370,8 +373,9 @@ def measure_new_skus(rec, plan: DatasetPlan, photos: int = ENROL_PHOTOS) -> dict
     val_* photos among every class and enrolled SKU."""
     gallery = rec.new_gallery()
     for sku in plan.holdout:
-        files = plan.holdout_train[sku][:photos]
-        gallery.add(sku, rec.embed(_read_all(files)))
+        crops = _read_all(plan.holdout_train[sku][:photos])
+        gallery.add(sku, rec.embed(crops),
+                    local=rec.local_features(crops) if rec.verifies else ())
     rec = rec.with_gallery(gallery)
     total = correct = 0
     per = {}

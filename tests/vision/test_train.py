@@ -203,3 +203,47 @@ def test_augmentation_is_rgb_mirrors_and_leaves_colour_alone_without_jitter():
     lefts = {float(augment(half, 32, np.random.default_rng(s), plain)[:, :, 0].mean())
              for s in range(20)}
     assert lefts == {0.0, 1.0}                                        # both ways round, whole photo
+
+
+def _tiny_onnx(path: Path, classes: int) -> None:
+    """A stand-in network with the recogniser's contract (`images` -> `probs`, `features`):
+    features are the image's mean colour, probs a softmax of a fixed linear map of them."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, classes))
+                                .astype(np.float32), "w")
+    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["features"]),
+             helper.make_node("MatMul", ["features", "w"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                      ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", classes]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 3])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_a_finished_model_carries_its_verification_references(shared_data, tmp_path):
+    """finish_model (every `cabinet vision train`, `--soup` and `--rescore`) writes the
+    local-feature references and the card's scoring.verify block, so a retrained model keeps
+    the shipped cards' re-ranking of contested crops (real photos, a stand-in network)."""
+    from vision.recognizer import Recognizer
+    from vision.train import finish_model
+    src = shared_data / "products" / "grocery"
+    root = tmp_path / "grocery"
+    for name in ("Arla-Sour-Cream", "Bravo-Apple-Juice", "Oatly-Oat-Milk"):
+        (root / name).mkdir(parents=True)
+        for prefix, n in (("train", 6), ("val", 2)):
+            for f in sorted((src / name).glob(f"{prefix}_*.jpg"))[:n]:
+                (root / name / f.name).symlink_to(f)
+    plan = plan_dataset(root)
+    out = tmp_path / "model"
+    out.mkdir()
+    _tiny_onnx(out / "model.onnx", len(plan.classes))
+    card = finish_model(out, plan, 64, {"command": "test"})
+    v = card["scoring"]["verify"]
+    assert v["file"] == "references.npz" and v["photos"] == 3 * 5 and v["scope"] == "enrolled"
+    rec = Recognizer.load(out)
+    assert rec.verifies and sorted(rec._refs) == [0, 1, 2]
