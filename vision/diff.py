@@ -161,11 +161,25 @@ class SlotEvidence:
           LOOK_SAME_FROM ~0.745): the same item is at least as alike as two photos of its
           product;
         - else items of the slot may have changed places (two taken, one put back in the other's
-          cell): another item of the same product is as alike as two photos of it, so unlike
-          only below SAME_ITEM_MIN_SIMILARITY, which 99% of such pairs pass."""
+          cell): what is there now is one of the items that left a cell of the slot (or a
+          thing from elsewhere), so it is unlike when it is likelier another product than each
+          of them (look_log_lr below 0 against every look that left the slot); without those
+          looks, unlike only below SAME_ITEM_MIN_SIMILARITY against its own, which 99% of two
+          photos of one product pass."""
         lone = self.departed == 1 and not self.filled
-        return sum(a is not None and (look_log_lr(a) < 0.0 if lone else a < SAME_ITEM_MIN_SIMILARITY)
-                   for a in self.cells_alike)
+        if lone:
+            return sum(a is not None and look_log_lr(a) < 0.0 for a in self.cells_alike)
+        now = dict(self.new_looks)
+        n = 0
+        for i, a in enumerate(self.cells_alike):
+            if a is None:
+                continue
+            look = now.get(i)
+            if look is None or not self.gone_looks:
+                n += a < SAME_ITEM_MIN_SIMILARITY
+            else:
+                n += max(look_log_lr(look_similarity(look, g)) for g in self.gone_looks) < 0.0
+        return n
 
     @property
     def swappable(self) -> int | None:

@@ -144,6 +144,33 @@ def test_a_thing_swapped_into_a_cell_does_not_look_like_the_item(photos):
     assert len(ev.gone_looks) == 1 and [i for i, _ in ev.new_looks] == [1]
 
 
+def test_items_that_changed_places_in_a_slot_look_like_what_left_it(photos):
+    """Two cells of a slot gave up an item: what is in the changed one now is one of the items
+    that left a cell of the slot (item line against each), or a thing from elsewhere."""
+    val, things = photos
+    milk = val["Arla-Standard-Milk"]
+    # cell 1's milk taken and cell 2's milk pushed into its place: cell 2 emptied
+    ev = _read(photos, [milk[0], milk[2], None, None])["A1"]
+    assert (ev.departed, ev.filled, ev.unlike) == (2, 0, 0)
+    # cell 2's milk taken and a thing where cell 1's milk was
+    ev = _read(photos, [milk[0], things[0], None, None])["A1"]
+    assert (ev.departed, ev.filled, ev.unlike) == (2, 0, 1)
+
+
+def test_another_product_where_two_items_left_is_unlike_both_though_above_the_product_line(
+        photos, shared_data):
+    """A sour cream where cell 1's milk was, cell 2's milk taken: 0.64 alike to the milk (above
+    the product's 1% line, which two photos of one product pass), yet likelier another product
+    than either milk that left the slot (look_log_lr < 0 against each): unlike."""
+    val, _ = photos
+    milk = val["Arla-Standard-Milk"]
+    cream = _photo(sorted((shared_data / "products" / "grocery" / "Arla-Sour-Cream")
+                          .glob("val_*.jpg"))[0])
+    ev = _read(photos, [milk[0], cream, None, None])["A1"]
+    assert ev.departed == 2 and ev.cells_alike[1] >= SAME_ITEM_MIN_SIMILARITY
+    assert ev.unlike == 1
+
+
 def test_a_thing_in_an_empty_cell_like_nothing_that_left_is_a_stranger(photos):
     val, things = photos
     milk = val["Arla-Standard-Milk"]
