@@ -76,8 +76,7 @@ def enroll(sku: str, photos: list[Path], gallery_path: Path, model_dir: Path | N
         raise VisionCliError(f"SKU {sku!r}: the model already knows it as a class; enrol new "
                              f"products only")
     images = [read_photo(p) for p in photos]
-    gallery.add(sku, rec.embed(images), [photo_record(p) for p in photos],
-                local=rec.local_features(images) if rec.verifies else ())
+    rec.enrol(gallery, sku, images, [photo_record(p) for p in photos])
     digest = gallery.save(gallery_path)
     return {"sku": sku, "photos": len(photos), "gallery": str(gallery_path),
             "gallery_sha256": digest, "skus": gallery.skus(),
@@ -148,8 +147,7 @@ def _new_sku(photos: Path, holdout_dir: Path, threads: int, read, verify: bool =
                                       f"{', '.join(missing)}"}
     for sku in held:
         images = [read(p) for p in train[sku][:ENROL_PHOTOS]]
-        gallery.add(sku, rec.embed(images),
-                    local=rec.local_features(images) if rec.verifies else ())
+        rec.enrol(gallery, sku, images)
     rec = rec.with_gallery(gallery)
     per, hits, total, known_hits, known_total = {}, 0, 0, 0, 0
     for product, files in val.items():

@@ -526,6 +526,14 @@ class Recognizer:
     def new_gallery(self) -> ProductGallery:
         return ProductGallery(model_sha256=self.card.model_sha256, dim=self.embedding_dim)
 
+    def enrol(self, gallery: ProductGallery, sku: str, crops: Sequence[np.ndarray],
+              photos: Sequence[dict] = ()) -> None:
+        """Add photos of `sku` to `gallery` as this recogniser reads them: their embeddings,
+        and their local features when the card verifies (the one way enrolment is done)."""
+        crops = list(crops)
+        gallery.add(sku, self.embed(crops), list(photos),
+                    local=self.local_features(crops) if self.verifies else ())
+
     # ---- inference --------------------------------------------------------------------------
     def _forward(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(N x C softmax, N x D raw features), averaged over the card's views."""

@@ -373,9 +373,7 @@ def measure_new_skus(rec, plan: DatasetPlan, photos: int = ENROL_PHOTOS) -> dict
     val_* photos among every class and enrolled SKU."""
     gallery = rec.new_gallery()
     for sku in plan.holdout:
-        crops = _read_all(plan.holdout_train[sku][:photos])
-        gallery.add(sku, rec.embed(crops),
-                    local=rec.local_features(crops) if rec.verifies else ())
+        rec.enrol(gallery, sku, _read_all(plan.holdout_train[sku][:photos]))
     rec = rec.with_gallery(gallery)
     total = correct = 0
     per = {}
