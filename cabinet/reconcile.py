@@ -689,17 +689,24 @@ def _lookalike_hiding(bundle: Bundle, per_slot: Mapping[str, Any],
 
 
 def _strangers(bundle: Bundle, per_slot: Mapping[str, Any], notes: Mapping[str, str],
-               flags: set[str]) -> dict[str, list[int]]:
-    """Cells that were empty and now hold a thing that looks like no item that left a place in
-    the cabinet (vision.diff.strangers, product-agnostic; the same-item line against what left
-    under the same camera), read only when every camera was: weight and count say "an item
-    moved here", but it came from outside: foreign_object, the operator looks."""
+               flags: set[str], inventory: Mapping[str, Sequence[str]],
+               answer: Mapping[str, np.ndarray], skus: Sequence[str]) -> dict[str, list[int]]:
+    """Cells that were empty and now hold a thing that looks like no item that could have come
+    to it (vision.diff.strangers, product-agnostic): an item that left under the same camera
+    (the same-item line), or one from a slot under another camera that held a SKU the best
+    explanation brings onto this shelf (the product's line); an item the explanation takes
+    out of the cabinet is not standing here. Read only when every camera was: weight and
+    count say "an item moved here", but it came from outside: foreign_object, the operator looks."""
     if not per_slot or notes:
         return {}
     from vision.diff import strangers
 
     camera = {sh.id: sh.camera for sh in bundle.planogram.shelves}
-    odd = strangers(per_slot, {s.id: camera[s.shelf] for s in bundle.planogram.slots})
+    shelf_of = {s.id: s.shelf for s in bundle.planogram.slots}
+    arriving = {shelf: {skus[i] for i, n in enumerate(x) if n > 0} for shelf, x in answer.items()}
+    sources = {sid: [g for g in per_slot if set(inventory.get(g, ())) & arriving.get(shelf_of[sid], set())]
+               for sid in per_slot if sid in shelf_of}
+    odd = strangers(per_slot, {s.id: camera[s.shelf] for s in bundle.planogram.slots}, sources)
     if odd:
         flags.add("foreign_object")
     return odd
@@ -753,7 +760,6 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         if notes:
             flags.add("camera_dark")
     shelf_vis = _shelf_vision(bundle, per_slot, inventory)
-    odd = _strangers(bundle, per_slot, notes, flags)
 
     shelf_info, shelf_args = {}, []
     swing_unmeasured: set[str] = set()
@@ -790,10 +796,12 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
     lenient = dict(ranked_lenient).get(best_key, 0.0)
 
     shelves_ev, unexplained, arrived_unexplained_g = {}, [], 0.0
+    answer: dict[str, np.ndarray] = {}  # shelf -> the best explanation's change per SKU
     shelves_miscounted: list[str] = []   # one facing miscounted, outweighed by the scale
     swapped_in: list[tuple[float, float, int]] = []  # (weight lo, hi, cells) of things in swapped cells
     for (shelf_id, (delta, noise, sv)), c, j in zip(shelf_info.items(), cands, picks):
         x = c.x[j]
+        answer[shelf_id] = x
         z = None if delta is None else float(c.residual[j] / c.sigma[j])
         if delta is not None and c.outlier[j]:
             flags.add("unexplained_weight")
@@ -864,6 +872,7 @@ def reconcile(bundle: Bundle, *, recognizer: Any = None,
         if sv is not None and sv.usable:
             shelves_ev[shelf_id]["unlike_cells"] = unlike
 
+    odd = _strangers(bundle, per_slot, notes, flags, inventory, answer, skus)
     if confidence < params.min_confidence or lenient < LENIENT_MIN_CONFIDENCE:
         flags.add("low_confidence")
     confidence = min(confidence, lenient)

@@ -43,7 +43,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Collection, Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -339,7 +339,8 @@ def appearance_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def strangers(evidence: Mapping[str, "SlotEvidence"],
-              camera_of: Mapping[str, str] | None = None) -> dict[str, list[int]]:
+              camera_of: Mapping[str, str] | None = None,
+              sources: Mapping[str, Collection[str]] | None = None) -> dict[str, list[int]]:
     """Per slot, the cells (indices) empty before whose new item looks like none of the items
     that left a cell anywhere in `evidence` (all the cabinet's slots): every item put in an
     empty cell came from a place or from outside, and one that looks unlike all that left a
@@ -350,21 +351,29 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
     - against one seen by another camera (or when `camera_of` is not given), the product's 1%
       line, SAME_ITEM_MIN_SIMILARITY: another camera's light, tint and angle change an item's
       look as much as two photos of one product differ (the simulated cameras draw one item
-      0.65 alike across two of them)."""
+      0.65 alike across two of them).
+    `sources` (slot id -> slot ids), when given, says from which slots an item may have come
+    to each slot from under another camera: those the explanation of the weights brings items
+    from (reconcile: slots that held a SKU the answer adds to the slot's shelf). An item that
+    left a slot elsewhere that the explanation takes out of the cabinet cannot be standing
+    here, however alike it looks; without `sources` every slot may be."""
     cam = camera_of or {}
-    gone = [(cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
+    gone = [(sid, cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
 
-    def like(look, where, g_cam, g) -> bool:
+    def like(look, where, came_from, g_slot, g_cam, g) -> bool:
         sim = look_similarity(look, g)
         if where is not None and g_cam == where:
             return look_log_lr(sim) >= 0.0
+        if came_from is not None and g_slot not in came_from:
+            return False
         return sim >= SAME_ITEM_MIN_SIMILARITY
 
     out: dict[str, list[int]] = {}
     for sid, e in evidence.items():
         where = cam.get(sid)
+        came_from = None if sources is None else frozenset(sources.get(sid, ()))
         cells = [i for i, look in e.new_looks if not e.occupied_before[i]
-                 and not any(like(look, where, gc, g) for gc, g in gone)]
+                 and not any(like(look, where, came_from, gs, gc, g) for gs, gc, g in gone)]
         if cells:
             out[sid] = cells
     return out
