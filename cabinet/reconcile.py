@@ -103,7 +103,7 @@ class ShelfVision:
     count_change: int | None = None            # occupied facings after minus before, whole shelf
     arrived: int = 0                           # items seen arriving: sum of slots' count gains
     drops: Mapping[str, int] | None = None     # SKU -> items seen leaving its own slots
-    hideable: int | None = None  # arrivals the counts could hide: cells filled or changed while occupied, beyond the counts' rises
+    hideable: int | None = None  # arrivals the counts could hide: cells filled, changed while occupied, or changed while read empty (a small thing), beyond the counts' rises
     # SKU -> per item now in a cell of this shelf that filled or changed, best first: nats for
     # "it is an item of SKU that left a one-SKU slot of another shelf" over "it is the shelf's
     # own" (`_arrival_looks`); a SKU none of whose items was seen leaving has no entry
@@ -559,9 +559,13 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
                         k = next(iter(held))
                         drops[k] = drops.get(k, 0) + max(0, -e.count_change)
                 drops = {k: n for k, n in drops.items() if k not in mixed}
-                per_slot_hide = [(e.filled, e.swappable, e.count_change) for e in evs]
-                if all(f is not None and w is not None for f, w, _ in per_slot_hide):
-                    hideable = sum(max(0, f + w - max(c, 0)) for f, w, c in per_slot_hide)
+                # a cell that filled, changed while occupied, or changed while read empty (a
+                # small thing in a big cell the occupancy measure misses) may hold an arrival
+                per_slot_hide = [(e.filled, e.swappable, getattr(e, "changed_empty", 0),
+                                  e.count_change) for e in evs]
+                if all(f is not None and w is not None and q is not None
+                       for f, w, q, _ in per_slot_hide):
+                    hideable = sum(max(0, f + w + q - max(c, 0)) for f, w, q, c in per_slot_hide)
         out[shelf.id] = ShelfVision(
             {k: v for k, v in seen.items() if v}, min(e.confidence for e in evs),
             sum(max(0, e.foreign_after - e.foreign_before) for e in evs),

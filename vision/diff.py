@@ -193,6 +193,18 @@ class SlotEvidence:
                    zip(self.occupied_before, self.occupied_after, self.cells_changed))
 
     @property
+    def changed_empty(self) -> int | None:
+        """Cells read empty before and after whose pixels changed (at least the `swappable`
+        bar): the occupancy measure, set by the full shelf's items, can miss a small thing put
+        in a big cell, so something may have arrived there. None: cannot say."""
+        if not self.usable or not self.cells_changed or not self.occupied_before \
+                or not self.occupied_after:
+            return None
+        bar = TOUCHED_CHANGE * len(self.cells_changed)
+        return sum(not b and not a and c >= bar for b, a, c in
+                   zip(self.occupied_before, self.occupied_after, self.cells_changed))
+
+    @property
     def departed(self) -> int | None:
         """Cells from which an item may have left: emptied, or changed while occupied."""
         swaps = self.swappable
