@@ -15,7 +15,8 @@ arrives on another is not sold. Each candidate is scored in log space:
   vision   per shelf whose every slot the camera read (vision.diff, product-agnostic): an
            untouched slot lost nothing, an untouched shelf gained nothing, a one-SKU slot lost
            nothing from a cell that neither emptied nor changed, and an arrival the counts did
-           not see needs a cell that changed while occupied (TOUCH_COST); with the bundle's
+           not see needs a cell that changed while occupied or while read empty (a small thing
+           the occupancy measure missed) (TOUCH_COST); with the bundle's
            calibration frames the occupied-facing counts (COUNT_COST per miscount, the larger
            of the shelf's net count and the per-slot counts, which hold both ways: a one-SKU
            slot that lost n facings lost n of its SKU unless an unseen arrival hides one); with
