@@ -562,8 +562,8 @@ def _shelf_vision(bundle: Bundle, per_slot: Mapping[str, Any],
                 drops = {k: n for k, n in drops.items() if k not in mixed}
                 # a cell that filled, changed while occupied, or changed while read empty (a
                 # small thing in a big cell the occupancy measure misses) may hold an arrival
-                per_slot_hide = [(e.filled, e.swappable, getattr(e, "changed_empty", 0),
-                                  e.count_change) for e in evs]
+                per_slot_hide = [(e.filled, e.swappable, e.changed_empty, e.count_change)
+                                 for e in evs]
                 if all(f is not None and w is not None and q is not None
                        for f, w, q, _ in per_slot_hide):
                     hideable = sum(max(0, f + w + q - max(c, 0)) for f, w, q, c in per_slot_hide)
@@ -584,10 +584,7 @@ def _arrival_looks(bundle: Bundle, per_slot: Mapping[str, Any],
     a slot, per new look, best first: nats for "from k" over "the shelf's own" (look_log_lr
     against k's departed looks, less that against the shelf's own departed looks; 0 for the
     latter when none left). Looks against looks: no product is known."""
-    from vision.diff import look_log_lr, look_similarity
-
-    def best(look, looks) -> float:
-        return max(look_log_lr(look_similarity(look, g)) for g in looks)
+    from vision.diff import best_look_lr as best
 
     mine = {s.id for s in bundle.planogram.slots_on(shelf)}
     new = [look for sid in sorted(mine) if sid in per_slot
@@ -708,9 +705,11 @@ def _strangers(bundle: Bundle, per_slot: Mapping[str, Any], notes: Mapping[str, 
 
     camera = {sh.id: sh.camera for sh in bundle.planogram.shelves}
     shelf_of = {s.id: s.shelf for s in bundle.planogram.slots}
-    arriving = {shelf: {skus[i] for i, n in enumerate(x) if n > 0} for shelf, x in answer.items()}
-    sources = {sid: [g for g in per_slot if set(inventory.get(g, ())) & arriving.get(shelf_of[sid], set())]
-               for sid in per_slot if sid in shelf_of}
+    came_from = {}  # per shelf, the slots that held a SKU the answer brings onto it
+    for shelf, x in answer.items():
+        arriving = {skus[i] for i, n in enumerate(x) if n > 0}
+        came_from[shelf] = [g for g in per_slot if not arriving.isdisjoint(inventory.get(g, ()))]
+    sources = {sid: came_from.get(shelf_of[sid], []) for sid in per_slot if sid in shelf_of}
     odd = strangers(per_slot, {s.id: camera[s.shelf] for s in bundle.planogram.slots}, sources)
     if odd:
         flags.add("foreign_object")

@@ -178,31 +178,31 @@ class SlotEvidence:
             if look is None or not self.gone_looks:
                 n += a < SAME_ITEM_MIN_SIMILARITY
             else:
-                n += max(look_log_lr(look_similarity(look, g)) for g in self.gone_looks) < 0.0
+                n += best_look_lr(look, self.gone_looks) < 0.0
         return n
+
+    def _changed_cells(self, occupied: bool) -> int | None:
+        """Cells read `occupied` (or empty) both before and after whose pixels changed by at
+        least the area that makes a slot touched. None: cannot say."""
+        if not self.usable or not self.cells_changed or not self.occupied_before \
+                or not self.occupied_after:
+            return None
+        bar = TOUCHED_CHANGE * len(self.cells_changed)
+        return sum(b == occupied and a == occupied and c >= bar for b, a, c in
+                   zip(self.occupied_before, self.occupied_after, self.cells_changed))
 
     @property
     def swappable(self) -> int | None:
         """Cells occupied before and after whose pixels changed (at least the area that makes a
         slot touched): each may now hold another item than before. None: cannot say."""
-        if not self.usable or not self.cells_changed or not self.occupied_before \
-                or not self.occupied_after:
-            return None
-        bar = TOUCHED_CHANGE * len(self.cells_changed)
-        return sum(b and a and c >= bar for b, a, c in
-                   zip(self.occupied_before, self.occupied_after, self.cells_changed))
+        return self._changed_cells(True)
 
     @property
     def changed_empty(self) -> int | None:
         """Cells read empty before and after whose pixels changed (at least the `swappable`
         bar): the occupancy measure, set by the full shelf's items, can miss a small thing put
         in a big cell, so something may have arrived there. None: cannot say."""
-        if not self.usable or not self.cells_changed or not self.occupied_before \
-                or not self.occupied_after:
-            return None
-        bar = TOUCHED_CHANGE * len(self.cells_changed)
-        return sum(not b and not a and c >= bar for b, a, c in
-                   zip(self.occupied_before, self.occupied_after, self.cells_changed))
+        return self._changed_cells(False)
 
     @property
     def departed(self) -> int | None:
@@ -329,6 +329,12 @@ def look_log_lr(similarity: float) -> float:
     centres = (np.arange(n) + 0.5) / n
     v = float(np.interp(min(max(similarity, 0.0), 1.0), centres, LOOK_LOG_LR))
     return min(max(v, -LOOK_LR_CAP), LOOK_LR_CAP)
+
+
+def best_look_lr(look: np.ndarray, looks: Sequence[np.ndarray]) -> float:
+    """The highest look_log_lr of `look` against any of `looks` (non-empty): how likely it is
+    the same item as the one it resembles most."""
+    return max(look_log_lr(look_similarity(look, g)) for g in looks)
 
 
 def _same_from() -> float:
