@@ -693,24 +693,37 @@ def _lookalike_hiding(bundle: Bundle, per_slot: Mapping[str, Any],
 def _strangers(bundle: Bundle, per_slot: Mapping[str, Any], notes: Mapping[str, str],
                flags: set[str], inventory: Mapping[str, Sequence[str]],
                answer: Mapping[str, np.ndarray], skus: Sequence[str]) -> dict[str, list[int]]:
-    """Cells that were empty and now hold a thing that looks like no item that could have come
-    to it (vision.diff.strangers, product-agnostic): an item that left under the same camera
-    (the same-item line), or one from a slot under another camera that held a SKU the best
-    explanation brings onto this shelf (the product's line); an item the explanation takes
-    out of the cabinet is not standing here. Read only when every camera was: weight and
-    count say "an item moved here", but it came from outside: foreign_object, the operator looks."""
+    """Cells that now hold a thing that looks like no item that could have come to it
+    (vision.diff.strangers, product-agnostic): an item that left under the same camera (the
+    same-item line), or one from a slot under another camera (the product's line, and more
+    like the item than like that camera's other products). Only items the best explanation
+    leaves in the cabinet could have come: from a slot of another shelf, one of a SKU the
+    answer brings onto this shelf; from a slot of this shelf, one of a SKU of which more items
+    left cells of the shelf than the answer takes off it. An item the explanation takes out
+    of the cabinet is not standing here. Read only when every camera was: weight and count
+    say "an item moved here", but it came from outside: foreign_object, the operator looks."""
     if not per_slot or notes:
         return {}
     from vision.diff import strangers
 
     camera = {sh.id: sh.camera for sh in bundle.planogram.shelves}
     shelf_of = {s.id: s.shelf for s in bundle.planogram.slots}
-    came_from = {}  # per shelf, the slots that held a SKU the answer brings onto it
+    index = {k: i for i, k in enumerate(skus)}
+    came_from = {}  # per shelf, the slots an item now on it may have come from
     for shelf, x in answer.items():
         arriving = {skus[i] for i, n in enumerate(x) if n > 0}
-        came_from[shelf] = [g for g in per_slot if not arriving.isdisjoint(inventory.get(g, ()))]
+        mine = [g for g in per_slot if shelf_of.get(g) == shelf]
+        left = {}  # per SKU, the items that left a cell of this shelf (or may have: changed)
+        for g in mine:
+            for k in set(inventory.get(g, ())):
+                left[k] = left.get(k, 0) + len(per_slot[g].gone_looks)
+        staying = {k for k, n in left.items() if n > max(0, -int(x[index[k]]))}
+        came_from[shelf] = [g for g in per_slot if
+                            (not arriving.isdisjoint(inventory.get(g, ())) and shelf_of.get(g) != shelf)
+                            or (g in mine and not staying.isdisjoint(inventory.get(g, ())))]
     sources = {sid: came_from.get(shelf_of[sid], []) for sid in per_slot if sid in shelf_of}
-    odd = strangers(per_slot, {s.id: camera[s.shelf] for s in bundle.planogram.slots}, sources)
+    odd = strangers(per_slot, {s.id: camera[s.shelf] for s in bundle.planogram.slots}, sources,
+                    {sid: set(inventory.get(sid, ())) for sid in per_slot})
     if odd:
         flags.add("foreign_object")
     return odd

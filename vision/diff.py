@@ -149,6 +149,9 @@ class SlotEvidence:
     # (cell, signature) of those now in cells that filled or changed
     gone_looks: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
     new_looks: tuple[tuple[int, np.ndarray], ...] = field(default=(), compare=False, repr=False)
+    # signatures of the items in cells occupied before whose pixels did not change: what the
+    # slot's products look like under this camera's light in this session
+    kept_looks: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def unlike(self) -> int:
@@ -358,40 +361,67 @@ def appearance_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 def strangers(evidence: Mapping[str, "SlotEvidence"],
               camera_of: Mapping[str, str] | None = None,
-              sources: Mapping[str, Collection[str]] | None = None) -> dict[str, list[int]]:
-    """Per slot, the cells (indices) empty before whose new item looks like none of the items
-    that left a cell anywhere in `evidence` (all the cabinet's slots): every item put in an
-    empty cell came from a place or from outside, and one that looks unlike all that left a
-    place came from outside (a foreign object). Knows no product. Two lines, as in `unlike`:
+              sources: Mapping[str, Collection[str]] | None = None,
+              products: Mapping[str, Collection[str]] | None = None) -> dict[str, list[int]]:
+    """Per slot, the cells (indices) that filled or changed whose item now looks like none of
+    the items that left a cell anywhere in `evidence` (all the cabinet's slots) and could have
+    come to it: every item now in a cell was there before (a changed cell: it left it and came
+    back) or came from a place or from outside, and one that looks unlike all that may have
+    come came from outside (a foreign object). Knows no product. Two lines, as in `unlike`:
     - against an item that left a slot seen by the same camera (`camera_of`: slot id ->
       camera), the same-item line: like it from LOOK_SAME_FROM (look_log_lr 0) on, since a
       moved item is the same item under the same light;
     - against one seen by another camera (or when `camera_of` is not given), the product's 1%
       line, SAME_ITEM_MIN_SIMILARITY: another camera's light, tint and angle change an item's
       look as much as two photos of one product differ (the simulated cameras draw one item
-      0.65 alike across two of them).
+      0.65 alike across two of them). And, with `products` (slot id -> the SKUs it held), the
+      same item must be at least as alike to the item that left as to the other products
+      that camera saw stay (each slot of other SKUs: the median over its items that did not
+      move, `kept_looks`), among those less alike to the item that left than the thing is (a
+      look-alike of the item, such as another 1 l milk, cannot tell the two apart). That is
+      the same-camera rule ("likelier the same item than another product") read in the light
+      the item left in, where the other camera's tint shifts every look alike: no line to
+      set, the camera's own products are the yardstick.
     `sources` (slot id -> slot ids), when given, says from which slots an item may have come
-    to each slot from under another camera: those the explanation of the weights brings items
-    from (reconcile: slots that held a SKU the answer adds to the slot's shelf). An item that
-    left a slot elsewhere that the explanation takes out of the cabinet cannot be standing
-    here, however alike it looks; without `sources` every slot may be."""
+    to each slot: those the explanation of the weights leaves an item of in the cabinet to
+    stand there (reconcile: on another shelf, slots that held a SKU the answer adds to the
+    slot's shelf; on its own shelf, slots of a SKU of which more items left cells than the
+    answer takes off the shelf). An item the explanation takes out of the cabinet cannot be
+    standing here, however alike it looks; without `sources` every slot may be."""
     cam = camera_of or {}
     gone = [(sid, cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
+    # per slot, the slots under its camera that hold other products and kept some in place
+    rivals: dict[str, list[tuple[np.ndarray, ...]]] = {}
+    if products is not None:
+        for sid in {g_slot for g_slot, _, _ in gone}:
+            mine = set(products.get(sid, ()))
+            rivals[sid] = [e.kept_looks for other, e in evidence.items()
+                           if other != sid and e.kept_looks and cam.get(other) == cam.get(sid)
+                           and mine.isdisjoint(products.get(other, ()))]
 
     def like(look, where, came_from, g_slot, g_cam, g) -> bool:
+        if came_from is not None and g_slot not in came_from:
+            return False
         sim = look_similarity(look, g)
         if where is not None and g_cam == where:
             return look_log_lr(sim) >= 0.0
-        if came_from is not None and g_slot not in came_from:
+        if sim < SAME_ITEM_MIN_SIMILARITY:
             return False
-        return sim >= SAME_ITEM_MIN_SIMILARITY
+        for kept in rivals.get(g_slot, ()):
+            # a product that looks at least as much like the item as this thing does cannot
+            # tell them apart (a look-alike): only one less like the item is a yardstick
+            if float(np.median([look_similarity(g, k) for k in kept])) >= sim:
+                continue
+            if float(np.median([look_similarity(look, k) for k in kept])) > sim:
+                return False
+        return True
 
     out: dict[str, list[int]] = {}
     for sid, e in evidence.items():
         where = cam.get(sid)
         came_from = None if sources is None else frozenset(sources.get(sid, ()))
-        cells = [i for i, look in e.new_looks if not e.occupied_before[i]
-                 and not any(like(look, where, came_from, gs, gc, g) for gs, gc, g in gone)]
+        cells = [i for i, look in e.new_looks
+                 if not any(like(look, where, came_from, gs, gc, g) for gs, gc, g in gone)]
         if cells:
             out[sid] = cells
     return out
@@ -765,7 +795,7 @@ class ShelfDiff:
             cells_changed = () if change_mask_ is None else tuple(
                 round(_share(change_mask_, c), 4) for c in facing_cells(spec.roi, spec.capacity))
             area = int(round(change * spec.roi[2] * spec.roi[3]))
-            cells_alike, gone_looks, new_looks = self._looks(
+            cells_alike, gone_looks, new_looks, kept_looks = self._looks(
                 sides, relit_after, spec, per["before"][0], per["after"][0], cells_changed)
             sure = per["before"][3] + per["after"][3]
             # without occupancy on both sides (no calibration frames) no cell was looked at:
@@ -783,28 +813,29 @@ class ShelfDiff:
                 identities_before=per["before"][1], identities_after=per["after"][1],
                 identified=identified, flags=tuple(dict.fromkeys(flags)),
                 cells_changed=cells_changed, cells_alike=cells_alike, gone_looks=gone_looks,
-                new_looks=new_looks)
+                new_looks=new_looks, kept_looks=kept_looks)
         return out
 
     @staticmethod
     def _looks(sides: Mapping[str, _Side], relit_after: np.ndarray | None, spec: SlotSpec,
                occ_before: Sequence[bool], occ_after: Sequence[bool],
-               cells_changed: Sequence[float]) -> tuple[tuple, tuple, tuple]:
-        """(cells_alike, gone_looks, new_looks) of one slot, each item cropped around what
+               cells_changed: Sequence[float]) -> tuple[tuple, tuple, tuple, tuple]:
+        """(cells_alike, gone_looks, new_looks, kept_looks) of one slot, each item cropped around what
         differs from the empty shelf in its cell (the after image relit to the before's light):
         per cell occupied before and after that changed (the `swappable` bar) the appearance
         similarity of its item before and after (None elsewhere); the signatures of the items
         that were in cells that emptied or changed (what may have left), and (cell index,
-        signature) of the items now in cells that filled or changed (what may have arrived).
-        All empty without both sides' empty-shelf masks."""
+        signature) of the items now in cells that filled or changed (what may have arrived); the
+        signatures of the items in cells occupied before whose pixels did not change (what
+        stayed). All empty without both sides' empty-shelf masks."""
         b, a = sides.get("before"), sides.get("after")
         if b is None or a is None or b.empty_mask is None or a.empty_mask is None \
                 or relit_after is None or not occ_before or not occ_after or not cells_changed:
-            return (), (), ()
+            return (), (), (), ()
         bar = TOUCHED_CHANGE * len(cells_changed)
         lit = np.clip(relit_after, 0, 255).astype(np.uint8)
         alike: list[float | None] = []
-        gone, new = [], []
+        gone, new, kept = [], [], []
         for i, (cell, ob, oa, c) in enumerate(zip(facing_cells(spec.roi, spec.capacity), occ_before,
                                                   occ_after, cells_changed)):
             swapped = ob and oa and c >= bar
@@ -817,8 +848,11 @@ class ShelfDiff:
                 x0, y0, x1, y1 = _item_box(a.empty_mask, cell)
                 after_look = appearance(lit[y0:y1, x0:x1])
                 new.append((i, after_look))
+            if ob and oa and c < bar:
+                x0, y0, x1, y1 = _item_box(b.empty_mask, cell)
+                kept.append(appearance(b.image[y0:y1, x0:x1]))
             alike.append(round(look_similarity(before_look, after_look), 4) if swapped else None)
-        return tuple(alike), tuple(gone), tuple(new)
+        return tuple(alike), tuple(gone), tuple(new), tuple(kept)
 
 
 def slot_evidence(before: np.ndarray | None, after: np.ndarray | None, slots: Sequence, *,

@@ -10,10 +10,11 @@ CHANGED = 0.3  # share of a cell in the change mask where an item left, arrived 
 
 
 def cells(slot_id: str, before: str, after: str, changed: str = "", *, alike=None,
-          gone=(), new=()) -> SlotEvidence:
+          gone=(), new=(), kept=()) -> SlotEvidence:
     """A slot read without a recogniser: 'X' an occupied cell, '.' an empty one; `changed`
     marks with '*' the cells whose pixels changed (default: those whose occupancy did);
-    `alike` per cell (None: not compared); `gone`/`new` the looks that left and arrived."""
+    `alike` per cell (None: not compared); `gone`/`new` the looks that left and arrived, `kept`
+    those of items that stayed in place."""
     occ_b, occ_a = tuple(c == "X" for c in before), tuple(c == "X" for c in after)
     if not changed:
         changed = "".join("*" if b != a else " " for b, a in zip(occ_b, occ_a))
@@ -21,4 +22,4 @@ def cells(slot_id: str, before: str, after: str, changed: str = "", *, alike=Non
     return SlotEvidence(slot_id, float(np.mean(share)), occ_b, occ_a, (None,) * len(before),
                         (None,) * len(after), 0.0, identified=False, cells_changed=share,
                         cells_alike=tuple(alike or ()), gone_looks=tuple(gone),
-                        new_looks=tuple(new))
+                        new_looks=tuple(new), kept_looks=tuple(kept))

@@ -302,12 +302,13 @@ def test_strangers_take_items_from_under_another_camera_only_from_the_sources_gi
     assert strangers(ev, two, {"B2": ["A2"]}) == {}     # the tea's slot is one
     assert strangers(ev, two, {"B2": []}) == {"B2": [2]}
     assert strangers(ev, two, {}) == {"B2": [2]}
-    # under one camera the same-item line decides, whatever the sources
+    # under one camera the same-item line decides, among the sources
     one = {"A2": "cam", "B2": "cam"}
     assert strangers(ev, one, {"B2": ["A2"]}) == {"B2": [2]}
     near, here = _pair(0.9)
     ev["A2"], ev["B2"] = cells("A2", "XXX.", "XX..", gone=(near,)), cells("B2", "XX..", "XXX.", new=((2, here),))
-    assert strangers(ev, one, {"B2": []}) == {}
+    assert strangers(ev, one, {"B2": ["A2"]}) == {}
+    assert strangers(ev, one, {"B2": []}) == {"B2": [2]}  # the tea cannot have come: however alike
 
 
 def test_a_small_thing_in_a_cell_read_empty_that_changed_may_be_an_item_moved_there():
@@ -328,3 +329,92 @@ def test_a_small_thing_in_a_cell_read_empty_that_changed_may_be_an_item_moved_th
     # and the cola taken with the top shelf unchanged is charged as before
     r = session(0.0, -330.0, cola, a3)
     assert r.flags == () and r.basket == {"cola": 1}
+
+
+def _bin0(similarity: float, spare: int) -> np.ndarray:
+    """A colour signature `similarity` alike to look(0), the rest of its mass in bin `spare`."""
+    v = np.zeros(192)
+    v[0], v[spare] = similarity ** 2, 1.0 - similarity ** 2
+    return v
+
+
+def test_an_item_from_under_another_camera_looks_more_like_itself_than_like_that_cameras_other_products():
+    # the tea left the top shelf and the bottom shelf is 420 g heavier: "the tea moved down".
+    # Across cameras the thing now in B2 is 0.65 alike to the tea that left (above the
+    # product's line), but 0.80 alike to the milks that stayed on the top shelf, seen in the
+    # tea's own light: a moved tea would be likelier the tea than another product there, so
+    # this came from outside (T6-00025: a foreign thing of a sour cream's weight on the top
+    # shelf, 0.56-0.75 alike to the sour cream that left under another camera)
+    thing = look(0)
+    tea = cells("A2", "XXX.", "XX..", gone=(_bin0(0.65, 1),))
+    new = cells("B2", "XX..", "XXX.", new=((2, thing),))
+    milks = cells("A1", "XXX.", "XXX.", kept=(_bin0(0.80, 2), _bin0(0.78, 3), _bin0(0.83, 4)))
+    r = session(-420.0, 420.0, tea, new, milks)
+    assert r.evidence["strangers"] == {"B2": [2]} and "foreign_object" in r.flags
+    assert r.basket == {}  # the tea's fate is the operator's
+    # milks that look less like it than the tea does: the tea, moved
+    milks = cells("A1", "XXX.", "XXX.", kept=(_bin0(0.40, 2), _bin0(0.45, 3), _bin0(0.50, 4)))
+    r = session(-420.0, 420.0, tea, new, milks)
+    assert r.evidence["strangers"] == {} and r.flags == () and r.basket == {}
+    # one milk alike and two not: the product's look is the median of its items, not the best
+    milks = cells("A1", "XXX.", "XXX.", kept=(_bin0(0.90, 2), _bin0(0.45, 3), _bin0(0.50, 4)))
+    assert session(-420.0, 420.0, tea, new, milks).evidence["strangers"] == {}
+    # milks that look like the tea (0.98 alike to it, a look-alike): more like the thing than
+    # the tea is, but no yardstick: they would be as like a moved tea
+    milks = cells("A1", "XXX.", "XXX.", kept=(_bin0(0.80, 1),) * 3)
+    r = session(-420.0, 420.0, tea, new, milks)
+    assert r.evidence["strangers"] == {} and r.flags == ()
+
+
+def test_strangers_weigh_another_cameras_items_against_only_the_other_products_it_saw_stay():
+    from vision.diff import strangers
+    thing = look(0)
+    ev = {"A1": cells("A1", "XXX.", "XX..", gone=(_bin0(0.65, 1),), kept=(_bin0(0.9, 5),)),
+          "A2": cells("A2", "XXX.", "XXX.", kept=(_bin0(0.80, 2),)),
+          "B2": cells("B2", "XX..", "XXX.", new=((2, thing),))}
+    two = {"A1": "cam-top", "A2": "cam-top", "B2": "cam-bottom"}
+    assert strangers(ev, two) == {}  # without products: the product's line alone
+    assert strangers(ev, two, products={"A1": {"milk"}, "A2": {"tea"}, "B2": {"water"}}) == {"B2": [2]}
+    # a slot of the same product is no rival (nor is the item's own slot's kept item)
+    assert strangers(ev, two, products={"A1": {"milk"}, "A2": {"milk"}, "B2": {"water"}}) == {}
+    # a rival under the arrival's own camera is in another light: not the yardstick
+    bottom = {"A1": "cam-top", "A2": "cam-bottom", "B2": "cam-bottom"}
+    assert strangers(ev, bottom, products={"A1": {"milk"}, "A2": {"tea"}, "B2": {"water"}}) == {}
+
+
+def test_an_item_the_weights_take_off_a_shelf_does_not_stand_in_another_cell_of_it():
+    # the tea taken from A2 (the top shelf 420 g lighter, less the thing), a cola gone from the
+    # bottom shelf, and a thing of a cola's weight in an empty cell of A1: "the cola moved up,
+    # the tea was taken". The thing looks nothing like the cola; it is 0.9 alike to the tea
+    # that left under the same camera, but the weights took that tea out of the cabinet, so it
+    # is not standing here: it came from outside (T6-00189: a thing of a cola's weight put in
+    # the middle shelf, excused by an apple juice that left it and was charged)
+    left, now = _pair(0.9)
+    tea = cells("A2", "XXX.", "XX..", gone=(left,))
+    thing = cells("A1", "XXX.", "XXXX", new=((3, now),))
+    cola = cells("B1", "XXX.", "XX..", gone=(look(9),))
+    r = session(-420.0 + 330.0, -330.0, tea, thing, cola)
+    assert r.best_guess == {"tea": 1}
+    assert r.evidence["strangers"] == {"A1": [3]} and "foreign_object" in r.flags
+    # the tea moved along its shelf (the top shelf's weight unchanged), the cola taken: the
+    # tea is standing there
+    r = session(0.0, -330.0, tea, thing, cola)
+    assert r.evidence["strangers"] == {} and r.flags == () and r.basket == {"cola": 1}
+
+
+def test_a_thing_in_the_cell_an_item_left_must_look_like_what_the_weights_bring_there():
+    # an orange juice taken from A3 and a thing of a cola's weight put in its cell; a cola gone
+    # from the bottom shelf. Weights and counts read "the cola moved into the juice's cell, the
+    # juice was taken"; the cell looks unlike the juice, which the arriving cola explains. But
+    # the thing looks nothing like the cola that left: it came from outside (T6-00158)
+    juice = cells("A3", "XXX.", "XXX.", "  *", alike=(None, None, UNLIKE, None),
+                  gone=(look(3),), new=((2, look(0)),))
+    r = session(-500.0 + 330.0, -330.0, juice, cells("B1", "XXX.", "XX..", gone=(look(9),)))
+    assert r.best_guess == {"oj": 1} and "item_swapped" not in r.flags
+    assert r.evidence["strangers"] == {"A3": [2]} and "foreign_object" in r.flags
+    # the cola's own look: the cola, moved
+    left, now = _pair(0.65)
+    juice = cells("A3", "XXX.", "XXX.", "  *", alike=(None, None, UNLIKE, None),
+                  gone=(look(3),), new=((2, now),))
+    r = session(-500.0 + 330.0, -330.0, juice, cells("B1", "XXX.", "XX..", gone=(left,)))
+    assert r.evidence["strangers"] == {} and r.flags == () and r.basket == {"oj": 1}
