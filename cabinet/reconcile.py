@@ -700,8 +700,10 @@ def _strangers(bundle: Bundle, per_slot: Mapping[str, Any], notes: Mapping[str, 
     leaves in the cabinet could have come: from a slot of another shelf, one of a SKU the
     answer brings onto this shelf; from a slot of this shelf, one of a SKU of which more items
     left cells of the shelf than the answer takes off it. An item the explanation takes out
-    of the cabinet is not standing here. Read only when every camera was: weight and count
-    say "an item moved here", but it came from outside: foreign_object, the operator looks."""
+    of the cabinet is not standing here. Read only when no camera failed (a camera the bundle
+    does not carry at all leaves only the cells its slots may have filled unjudged): weight
+    and count say "an item moved here", but it came from outside: foreign_object, the
+    operator looks."""
     if not per_slot or notes:
         return {}
     from vision.diff import strangers
@@ -718,7 +720,9 @@ def _strangers(bundle: Bundle, per_slot: Mapping[str, Any], notes: Mapping[str, 
             for k in set(inventory.get(g, ())):
                 left[k] = left.get(k, 0) + len(per_slot[g].gone_looks)
         staying = {k for k, n in left.items() if n > max(0, -int(x[index[k]]))}
-        came_from[shelf] = [g for g in per_slot if
+        # (slots no camera read, a camera the bundle does not carry, are sources too: what
+        # came from them has no look to compare, so a cell they may have filled is not judged)
+        came_from[shelf] = [g for g in inventory if
                             (not arriving.isdisjoint(inventory.get(g, ())) and shelf_of.get(g) != shelf)
                             or (g in mine and not staying.isdisjoint(inventory.get(g, ())))]
     sources = {sid: came_from.get(shelf_of[sid], []) for sid in per_slot if sid in shelf_of}

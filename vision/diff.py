@@ -387,7 +387,9 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
     stand there (reconcile: on another shelf, slots that held a SKU the answer adds to the
     slot's shelf; on its own shelf, slots of a SKU of which more items left cells than the
     answer takes off the shelf). An item the explanation takes out of the cabinet cannot be
-    standing here, however alike it looks; without `sources` every slot may be."""
+    standing here, however alike it looks; without `sources` every slot may be. A source
+    that is not in `evidence` (no camera read it) has no look to compare: the cells of a slot
+    it may have filled are not judged."""
     cam = camera_of or {}
     gone = [(sid, cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
     # per slot, the slots under its camera that hold other products and kept some in place
@@ -420,6 +422,8 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
     for sid, e in evidence.items():
         where = cam.get(sid)
         came_from = None if sources is None else frozenset(sources.get(sid, ()))
+        if came_from is not None and not came_from <= evidence.keys():
+            continue  # an item may have come from a slot no camera read: no look to compare
         cells = [i for i, look in e.new_looks
                  if not any(like(look, where, came_from, gs, gc, g) for gs, gc, g in gone)]
         if cells:

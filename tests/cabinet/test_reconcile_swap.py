@@ -51,9 +51,11 @@ def untouched(slot_id: str) -> SlotEvidence:
 
 
 def session(top_g: float, bottom_g: float, *evidence: SlotEvidence,
-            notes: dict | None = None) -> R.ReconcileResult:
+            notes: dict | None = None, unseen: tuple[str, ...] = ()) -> R.ReconcileResult:
+    """Reconcile the two shelves' weight changes with this slot evidence (every other slot
+    read untouched; the slots of `unseen` not read at all: a camera the bundle lacks)."""
     seen = {e.slot_id: e for e in evidence}
-    per_slot = {s.id: seen.get(s.id) or untouched(s.id) for s in PLAN.slots}
+    per_slot = {s.id: seen.get(s.id) or untouched(s.id) for s in PLAN.slots if s.id not in unseen}
     record = BundleRecord(schema_version=2, session_id="s-1", cabinet_id="cab",
                           opened_at="2026-01-01T00:00:00+00:00",
                           closed_at="2026-01-01T00:01:00+00:00",
@@ -418,3 +420,18 @@ def test_a_thing_in_the_cell_an_item_left_must_look_like_what_the_weights_bring_
                   gone=(look(3),), new=((2, now),))
     r = session(-500.0 + 330.0, -330.0, juice, cells("B1", "XXX.", "XX..", gone=(left,)))
     assert r.evidence["strangers"] == {} and r.flags == () and r.basket == {"oj": 1}
+
+
+def test_a_thing_that_may_have_come_from_a_shelf_no_camera_read_is_not_judged():
+    # the bundle carries no bottom camera: a cola gone from the bottom shelf (its weight says
+    # so) and a thing of its weight on the top shelf, unlike anything that left a cell there.
+    # It may be the cola, whose look nobody saw: not a stranger (the second world writes one
+    # bundle in ten without one of its cameras; second-T4-00039, a soy yoghurt moved up)
+    thing = cells("A1", "XXX.", "XXXX", new=((3, look(0)),))
+    r = session(330.0, -330.0, thing, unseen=("B1", "B2"))
+    assert r.evidence["strangers"] == {} and "foreign_object" not in r.flags
+    # where the answer brings nothing from the unseen shelf, what the top camera saw is judged:
+    # the tea that left A2 stays on the shelf (its weight unchanged), and the thing is not it
+    tea = cells("A2", "XXX.", "XX..", gone=(look(3),))
+    r = session(0.0, -330.0, tea, thing, unseen=("B1", "B2"))
+    assert r.evidence["strangers"] == {"A1": [3]} and "foreign_object" in r.flags
