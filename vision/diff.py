@@ -388,8 +388,9 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
     slot's shelf; on its own shelf, slots of a SKU of which more items left cells than the
     answer takes off the shelf). An item the explanation takes out of the cabinet cannot be
     standing here, however alike it looks; without `sources` every slot may be. A source
-    that is not in `evidence` (no camera read it) has no look to compare: the cells of a slot
-    it may have filled are not judged."""
+    that is not in `evidence` (no camera read it), or whose cells were not read (its camera
+    has no calibration frames), has no look to compare: the cells of a slot it may have
+    filled are not judged."""
     cam = camera_of or {}
     gone = [(sid, cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
     # per slot, the slots under its camera that hold other products and kept some in place
@@ -418,11 +419,13 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
                 return False
         return True
 
+    # slots whose cells were read on both sides (calibration frames): only they have looks
+    looked = {sid for sid, e in evidence.items() if e.occupied_before and e.occupied_after}
     out: dict[str, list[int]] = {}
     for sid, e in evidence.items():
         where = cam.get(sid)
         came_from = None if sources is None else frozenset(sources.get(sid, ()))
-        if came_from is not None and not came_from <= evidence.keys():
+        if came_from is not None and not came_from <= looked:
             continue  # an item may have come from a slot no camera read: no look to compare
         cells = [i for i, look in e.new_looks
                  if not any(like(look, where, came_from, gs, gc, g) for gs, gc, g in gone)]

@@ -435,3 +435,14 @@ def test_a_thing_that_may_have_come_from_a_shelf_no_camera_read_is_not_judged():
     tea = cells("A2", "XXX.", "XX..", gone=(look(3),))
     r = session(0.0, -330.0, tea, thing, unseen=("B1", "B2"))
     assert r.evidence["strangers"] == {"A1": [3]} and "foreign_object" in r.flags
+
+
+def test_a_thing_that_may_have_come_from_a_shelf_whose_cells_were_not_read_is_not_judged():
+    # the bottom camera was read but has no calibration frames: its slots say whether they were
+    # touched, not what left which cell, so a cola that left has no look. The thing on the top
+    # shelf may be it: not judged (as for a camera the bundle lacks)
+    thing = cells("A1", "XXX.", "XXXX", new=((3, look(0)),))
+    uncounted = [SlotEvidence(sid, 0.2, (), (), (), (), 0.0, identified=False)
+                 for sid in ("B1", "B2")]
+    r = session(330.0, -330.0, thing, *uncounted)
+    assert r.evidence["strangers"] == {} and "foreign_object" not in r.flags
