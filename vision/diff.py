@@ -340,6 +340,12 @@ def best_look_lr(look: np.ndarray, looks: Sequence[np.ndarray]) -> float:
     return max(look_log_lr(look_similarity(look, g)) for g in looks)
 
 
+def _product_like(look: np.ndarray, items: Sequence[np.ndarray]) -> float:
+    """How alike `look` is to a product seen as several items (non-empty): the median of its
+    similarities to them, the product's look rather than its luckiest item."""
+    return float(np.median([look_similarity(look, k) for k in items]))
+
+
 def _same_from() -> float:
     """The similarity at which look_log_lr reaches 0 (the table's centres, linearly)."""
     n = len(LOOK_LOG_LR)
@@ -393,16 +399,18 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
     filled are not judged."""
     cam = camera_of or {}
     gone = [(sid, cam.get(sid), g) for sid, e in evidence.items() for g in e.gone_looks]
-    # per slot, the slots under its camera that hold other products and kept some in place
-    rivals: dict[str, list[tuple[np.ndarray, ...]]] = {}
+    # per item that left, the slots under its camera holding other products that kept some in
+    # place, each with how alike that product is to the item (the median over its kept items)
+    rivals: list[list[tuple[str, float]]] = [[] for _ in gone]
     if products is not None:
-        for sid in {g_slot for g_slot, _, _ in gone}:
-            mine = set(products.get(sid, ()))
-            rivals[sid] = [e.kept_looks for other, e in evidence.items()
-                           if other != sid and e.kept_looks and cam.get(other) == cam.get(sid)
-                           and mine.isdisjoint(products.get(other, ()))]
+        for j, (g_slot, g_cam, g) in enumerate(gone):
+            mine = set(products.get(g_slot, ()))
+            rivals[j] = [(other, _product_like(g, e.kept_looks)) for other, e in evidence.items()
+                         if other != g_slot and e.kept_looks and cam.get(other) == g_cam
+                         and mine.isdisjoint(products.get(other, ()))]
 
-    def like(look, where, came_from, g_slot, g_cam, g) -> bool:
+    def like(look, near, where, came_from, j) -> bool:
+        g_slot, g_cam, g = gone[j]
         if came_from is not None and g_slot not in came_from:
             return False
         sim = look_similarity(look, g)
@@ -410,12 +418,14 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
             return look_log_lr(sim) >= 0.0
         if sim < SAME_ITEM_MIN_SIMILARITY:
             return False
-        for kept in rivals.get(g_slot, ()):
+        for other, to_item in rivals[j]:
             # a product that looks at least as much like the item as this thing does cannot
             # tell them apart (a look-alike): only one less like the item is a yardstick
-            if float(np.median([look_similarity(g, k) for k in kept])) >= sim:
+            if to_item >= sim:
                 continue
-            if float(np.median([look_similarity(look, k) for k in kept])) > sim:
+            if other not in near:  # this thing against that product, once per thing
+                near[other] = _product_like(look, evidence[other].kept_looks)
+            if near[other] > sim:
                 return False
         return True
 
@@ -427,8 +437,11 @@ def strangers(evidence: Mapping[str, "SlotEvidence"],
         came_from = None if sources is None else frozenset(sources.get(sid, ()))
         if came_from is not None and not came_from <= looked:
             continue  # an item may have come from a slot no camera read: no look to compare
-        cells = [i for i, look in e.new_looks
-                 if not any(like(look, where, came_from, gs, gc, g) for gs, gc, g in gone)]
+        cells = []
+        for i, look in e.new_looks:
+            near: dict[str, float] = {}  # this thing against each rival product, once
+            if not any(like(look, near, where, came_from, j) for j in range(len(gone))):
+                cells.append(i)
         if cells:
             out[sid] = cells
     return out
@@ -635,6 +648,13 @@ def _item_box(mask: np.ndarray | None, cell: Sequence[int]) -> tuple[int, int, i
             return (x + int(xs.min()) * k, y + int(ys.min()) * k,
                     x + (int(xs.max()) + 1) * k, y + (int(ys.max()) + 1) * k)
     return x, y, x + w, y + h
+
+
+def _cell_look(img: np.ndarray, empty_mask: np.ndarray, cell: Sequence[int]) -> np.ndarray:
+    """The signature (`appearance`) of the item in a facing cell, cropped around what differs
+    from the empty shelf there."""
+    x0, y0, x1, y1 = _item_box(empty_mask, cell)
+    return appearance(img[y0:y1, x0:x1])
 
 
 def _outside_slots(shape: tuple[int, ...], specs: Sequence[SlotSpec]) -> np.ndarray:
@@ -848,16 +868,13 @@ class ShelfDiff:
             swapped = ob and oa and c >= bar
             before_look = after_look = None
             if ob and (swapped or not oa):
-                x0, y0, x1, y1 = _item_box(b.empty_mask, cell)
-                before_look = appearance(b.image[y0:y1, x0:x1])
+                before_look = _cell_look(b.image, b.empty_mask, cell)
                 gone.append(before_look)
             if oa and (swapped or not ob):
-                x0, y0, x1, y1 = _item_box(a.empty_mask, cell)
-                after_look = appearance(lit[y0:y1, x0:x1])
+                after_look = _cell_look(lit, a.empty_mask, cell)
                 new.append((i, after_look))
             if ob and oa and c < bar:
-                x0, y0, x1, y1 = _item_box(b.empty_mask, cell)
-                kept.append(appearance(b.image[y0:y1, x0:x1]))
+                kept.append(_cell_look(b.image, b.empty_mask, cell))
             alike.append(round(look_similarity(before_look, after_look), 4) if swapped else None)
         return tuple(alike), tuple(gone), tuple(new), tuple(kept)
 
